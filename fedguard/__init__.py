@@ -1,0 +1,5 @@
+"""fedguard: privacy-and-robustness evaluation suite for federated learning."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,237 @@
+"""Base classes of every plugin kind.
+
+A component is a frozen dataclass whose fields are its parameters (that is the schema configs are
+validated against); ``__post_init__`` checks each field's own bounds so that a bad config fails
+before any training. Bounds that depend on the cohort (Krum's n > 2f + 2) are checked by
+:meth:`Component.check_cohort`, which the runner calls for every round size it will use.
+Plugins import only this module, :mod:`fedguard.types`, :mod:`fedguard.errors` and the core maths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from fedguard.errors import ConfigError
+from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
+
+
+class Component:
+    """Mixin for all plugins. Subclasses are ``@dataclass(frozen=True)``."""
+
+    #: Registry name, filled in by :mod:`fedguard.registry` when the class is loaded.
+    registry_name: ClassVar[str] = ""
+
+    def check_cohort(self, n_clients: int, n_byzantine: int) -> None:
+        """Raise :class:`ConfigError` if the rule cannot work with this many clients per round."""
+
+
+def require(condition: bool, field_name: str, allowed: str) -> None:
+    """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{field_name} must be {allowed}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+
+
+class Aggregator(Component):
+    """``(n, d)`` updates and optional ``(n,)`` weights → :class:`AggregationResult`."""
+
+    #: False for rules that only need the sum (they run under secure aggregation).
+    requires_individual_updates: ClassVar[bool] = True
+    #: True for rules that need the server's own root-dataset update (FLTrust).
+    needs_reference_update: ClassVar[bool] = False
+
+    def __call__(
+        self, updates: Tensor, weights: Tensor | None, ctx: AggregationContext
+    ) -> AggregationResult:
+        raise NotImplementedError  # abstract
+
+    def from_sum(self, update_sum: Tensor, weight_sum: float) -> Tensor:
+        """Aggregate from the sum alone (secure aggregation); only for sum-based rules."""
+        raise ConfigError(
+            f"aggregator {self.registry_name!r} needs individual updates and cannot run under "
+            "secure aggregation."
+        )
+
+    def l2_sensitivity(self, clip_norm: float, n_clients: int) -> float | None:
+        """L2 sensitivity of the output when one client's clipped update changes, or ``None``
+        when no bound is derived (central DP with this rule is then ``incompatible``)."""
+        return None
+
+
+class PreAggregator(Component):
+    """``(n, d)`` → ``(m, d)``, applied before an aggregator (e.g. ``nnm+krum``)."""
+
+    def __call__(self, updates: Tensor, ctx: AggregationContext) -> Tensor:
+        raise NotImplementedError  # abstract
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms (client side and server side)
+
+
+@dataclass(frozen=True)
+class TransformContext:
+    """What a client or server transform is told.
+
+    ``state`` is the transform's own state from the previous round (per-client momenta, ...).
+    ``sampling`` describes how clients were sampled: ``{"scheme": "poisson"|"fixed"|"all",
+    "rate": q, "expected_cohort": qN, "population": N}`` — privacy mechanisms need it.
+    """
+
+    round: RoundContext
+    client_ids: tuple[int, ...]
+    state: Mapping[str, Any] = field(default_factory=dict)
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    aggregator: Aggregator | None = None
+
+
+@dataclass(frozen=True)
+class TransformOutput:
+    """New values, the privacy events the transform caused, and its state for the next round."""
+
+    values: Tensor
+    events: tuple[Any, ...] = ()
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ClientTransform(Component):
+    """Applied to the ``(n, d)`` updates of the round's honest clients, batched over clients."""
+
+    def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
+        raise NotImplementedError  # abstract
+
+
+class ServerTransform(Component):
+    """Applied to the ``(d,)`` aggregate (e.g. central DP noise)."""
+
+    def __call__(self, aggregate: Tensor, ctx: TransformContext) -> TransformOutput:
+        raise NotImplementedError  # abstract
+
+
+# --------------------------------------------------------------------------------------------
+# Transport
+
+
+@dataclass(frozen=True)
+class TransportOutput:
+    """What the server receives: individual updates (plain) or only their sum (secure aggregation)."""
+
+    updates: Tensor | None  # (n, d) or None
+    update_sum: Tensor  # (d,)
+    weight_sum: float
+    events: tuple[Any, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)  # cost: bytes, seconds, dropouts
+
+
+class Transport(Component):
+    reveals_individual_updates: ClassVar[bool] = True
+
+    def __call__(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> TransportOutput:
+        raise NotImplementedError  # abstract
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What a model-poisoning attack may use.
+
+    ``own_updates`` are the honest updates the malicious clients computed on their own data;
+    ``aggregator`` simulates the server's rule on a full ``(n, d)`` tensor and is given only to
+    attacks whose threat model grants knowledge of the rule (``knows_aggregator``).
+    """
+
+    round: int
+    n_malicious: int
+    n_clients: int  # clients in this round, honest + malicious
+    generator: torch.Generator
+    global_params: Tensor
+    own_updates: Tensor  # (b, d)
+    aggregator_name: str = "mean"
+    n_byzantine: int = 0
+    aggregator: Callable[[Tensor], Tensor] | None = None
+
+
+class ModelAttack(Component):
+    """``honest (h, d)`` → ``(b, d)`` malicious updates."""
+
+    #: Omniscient attacks see the honest updates; the others receive only their own updates as
+    #: ``honest``.
+    omniscient: ClassVar[bool] = True
+    knows_aggregator: ClassVar[bool] = False
+
+    def __call__(self, honest: Tensor, ctx: AttackContext) -> Tensor:
+        raise NotImplementedError  # abstract
+
+
+class DataAttack(Component):
+    """Poisons a malicious client's local data once, when the data is partitioned."""
+
+    def poison(
+        self, features: Tensor, labels: Tensor, n_classes: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError  # abstract
+
+    def triggered(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Test inputs with the trigger and the attacker's target labels (backdoors), else None."""
+        return None
+
+
+@dataclass(frozen=True)
+class FreeRiderContext:
+    round: int
+    global_params: Tensor  # (d,)
+    global_deltas: Sequence[Tensor]  # earlier rounds' global model changes, oldest first
+    generator: torch.Generator
+
+
+class FreeRider(Component):
+    """Emits an update without training."""
+
+    def __call__(self, ctx: FreeRiderContext) -> Tensor:
+        raise NotImplementedError  # abstract
+
+
+class PrivacyAttack(Component):
+    """An observer of the :class:`ServerView`; scored only afterwards against :class:`Truth`."""
+
+    def observe(self, view: ServerView, env: Any) -> Any:
+        raise NotImplementedError  # abstract
+
+    def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
+        raise NotImplementedError  # abstract
+
+
+__all__ = [
+    "AggregationContext",
+    "AggregationResult",
+    "Aggregator",
+    "AttackContext",
+    "ClientTransform",
+    "Component",
+    "DataAttack",
+    "FreeRider",
+    "FreeRiderContext",
+    "ModelAttack",
+    "PreAggregator",
+    "PrivacyAttack",
+    "RoundContext",
+    "ServerTransform",
+    "ServerView",
+    "TransformContext",
+    "TransformOutput",
+    "Transport",
+    "TransportOutput",
+    "Truth",
+    "require",
+]

@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+A :class:`UserError` carries one sentence that names the offending field and what is allowed.
+The CLI prints it without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, CLI flags, data files)."""
+
+
+class ConfigError(UserError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+class IncompatibleError(UserError):
+    """Two components cannot be combined soundly (e.g. Krum under secure aggregation).
+
+    Matrices record such cells as ``incompatible`` with this message as the reason.
+    """
