@@ -127,7 +127,9 @@ def build_components(spec: RunSpec) -> Components:
             else None
         ),
         data_attack=(
-            instantiate("data_attack", a.data_attack, "attack.data_attack") if a.data_attack else None
+            instantiate("data_attack", a.data_attack, "attack.data_attack")
+            if a.data_attack
+            else None
         ),
         free_rider=(
             instantiate(
