@@ -70,6 +70,18 @@ def matrix(
     matrix_command(config, out_dir, workers, executor, address, metric, yes)
 
 
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write the same content as PDF.")] = False,
+) -> None:
+    """Write one self-contained HTML audit report (images embedded, no network)."""
+    from fedguard.cli.report_command import report_command
+
+    report_command(path, out_file, pdf)
+
+
 @list_app.command("components")
 def list_components() -> None:
     """Every registered component name, by kind."""

@@ -38,7 +38,9 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
             with open("/tmp/ray/ray_current_cluster") as fh:
                 address = fh.read().strip()
         else:
-            raise UserError("--address auto found no running Ray cluster on this machine; start one with `ray start --head` or give HOST:PORT.")
+            raise UserError(
+                "--address auto found no running Ray cluster on this machine; start one with `ray start --head` or give HOST:PORT."
+            )
     if address.startswith("ray://"):
         address = address[len("ray://") :]
     host, _, port = address.rpartition(":")
@@ -48,7 +50,9 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise UserError(f"the Ray cluster at {address} does not answer ({exc.strerror or exc}).") from None
+        raise UserError(
+            f"the Ray cluster at {address} does not answer ({exc.strerror or exc})."
+        ) from None
 
 
 def run_ray(

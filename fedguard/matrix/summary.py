@@ -42,9 +42,13 @@ def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         ]
     )
     if cells.empty:
-        return pd.DataFrame(columns=["attack", "defense", "seed", "setting", "status", "metric", "value"])
+        return pd.DataFrame(
+            columns=["attack", "defense", "seed", "setting", "status", "metric", "value"]
+        )
     if "test_accuracy" in cells:
-        base = cells[cells.attack == NO_ATTACK].set_index(["defense", "seed", "setting"])["test_accuracy"]
+        base = cells[cells.attack == NO_ATTACK].set_index(["defense", "seed", "setting"])[
+            "test_accuracy"
+        ]
         idx = pd.MultiIndex.from_frame(cells[["defense", "seed", "setting"]])
         cells["accuracy_drop"] = base.reindex(idx).to_numpy() - cells["test_accuracy"].to_numpy()
     ident = ["attack", "defense", "seed", "setting", "status", "error"]
@@ -108,7 +112,16 @@ def verdicts(tidy: pd.DataFrame, threshold: float = HELD_THRESHOLD) -> list[Verd
         drop_upper = _upper(drops)
         held = drop_upper <= threshold and (bd_upper is None or bd_upper <= BACKDOOR_THRESHOLD)
         out.append(
-            Verdict(defense, attack, axes, float(np.nanmean(drops)), drop_upper, len(drops), held, bd_upper)
+            Verdict(
+                defense,
+                attack,
+                axes,
+                float(np.nanmean(drops)),
+                drop_upper,
+                len(drops),
+                held,
+                bd_upper,
+            )
         )
     return out
 
@@ -118,7 +131,11 @@ def pivot(tidy: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     sel = tidy[(tidy.metric == metric) & (tidy.status == "done")]
     if sel.empty:
         return pd.DataFrame(), pd.DataFrame()
-    sel = sel.assign(row=np.where(sel["setting"] != "", sel["defense"] + " [" + sel["setting"] + "]", sel["defense"]))
+    sel = sel.assign(
+        row=np.where(
+            sel["setting"] != "", sel["defense"] + " [" + sel["setting"] + "]", sel["defense"]
+        )
+    )
     grouped = sel.groupby(["row", "attack"])["value"]
     mean = grouped.mean().unstack("attack")
     std = grouped.std(ddof=1).unstack("attack")
