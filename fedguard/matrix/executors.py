@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
@@ -69,7 +69,7 @@ def run_ray(
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": max(workers, 1)}
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kwargs)
     try:
-        remote: Callable[..., Any] = ray.remote(num_cpus=1)(_ray_cell)
+        remote: Any = ray.remote(num_cpus=1)(_ray_cell)
         refs = {remote.remote(spec): key for key, spec in jobs}
         pending = list(refs)
         while pending:

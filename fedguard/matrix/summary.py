@@ -139,7 +139,7 @@ def pivot(tidy: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     grouped = sel.groupby(["row", "attack"])["value"]
     mean = grouped.mean().unstack("attack")
     std = grouped.std(ddof=1).unstack("attack")
-    cols = [NO_ATTACK] + sorted(c for c in mean.columns if c != NO_ATTACK)
+    cols = [NO_ATTACK, *sorted(c for c in mean.columns if c != NO_ATTACK)]
     cols = [c for c in cols if c in mean.columns]
     return mean[cols], std.reindex(columns=cols)
 
