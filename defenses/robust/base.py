@@ -9,8 +9,8 @@ Every rule in :mod:`defenses.robust` subclasses :class:`RobustAggregator` and im
 * treats every row holding NaN or ±inf as a faulty client: it is flagged, gets weight 0 and score
   +inf, and is excluded before the rule runs. Each excluded row is counted as one of the f Byzantine
   clients, so the rule runs on ``n − k`` rows with ``f − k`` (at least 0) tolerated; should that
-  leave fewer rows than the rule needs even with f = 0, the coordinate-wise median of the finite rows
-  is returned. All rows non-finite → zero aggregate, all flagged. A run never crashes on them.
+  leave fewer rows than the rule needs even with f = 0, the coordinate-wise median of the finite
+  rows is returned. All rows non-finite → zero aggregate, all flagged. A run never crashes on them.
 * fills ``scores`` with each row's distance to the aggregate when the rule has no score of its own,
   so that detection metrics (AUROC) exist for every rule.
 """
@@ -93,7 +93,11 @@ def check_weights(weights: Tensor | None, n: int, rule: str) -> Tensor | None:
     """Check the optional ``(n,)`` client weights (finite, non-negative)."""
     if weights is None:
         return None
-    if weights.shape != (n,) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+    if (
+        weights.shape != (n,)
+        or not bool(torch.isfinite(weights).all())
+        or bool((weights < 0).any())
+    ):
         raise ConfigError(
             f"aggregator {rule!r} needs weights as n = {n} finite non-negative numbers; got "
             f"shape {tuple(weights.shape)}."

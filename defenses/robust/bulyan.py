@@ -39,7 +39,7 @@ def bulyan_selection(sq_dist: Tensor, n_byzantine: int, n_selected: int) -> list
 
 @dataclass(frozen=True)
 class Bulyan(RobustAggregator):
-    """Bulyan: iterated Krum selection followed by a coordinate-wise trimmed average around the median.
+    """Bulyan: iterated Krum selection, then a coordinate-wise average around the median.
 
     1. Select θ = n − 2f updates by repeated Krum (each time on the updates not yet selected).
     2. Per coordinate, average the β = θ − 2f selected values closest to their median.

@@ -35,9 +35,10 @@ class DnC(RobustAggregator):
     For each of ``n_iterations``: draw ``subsample_dim`` coordinates without replacement from the
     context generator, centre the updates on them, score each by its squared projection on the top
     right singular vector, keep the n − ⌊filter_fraction · f⌋ lowest scores. The good set is the
-    intersection over iterations (the last iteration's set should the intersection be empty); the aggregate is the (client-weighted) mean of the good set. Rows
-    outside it are ``flagged``; ``scores`` are the outlier scores averaged over iterations and
-    divided by their maximum. Needs n > f.
+    intersection over iterations (the last iteration's set should the intersection be empty); the
+    aggregate is the (client-weighted) mean of the good set. Rows outside it are ``flagged``;
+    ``scores`` are the outlier scores summed over iterations and divided by their maximum.
+    Needs n > filter_fraction · f.
 
     Parameters
     ----------

@@ -86,7 +86,7 @@ def usage_weights(selected_rows: Tensor, n: int) -> Tensor:
     Parameters
     ----------
     selected_rows : Tensor
-        ``(k, d)`` integer row indices: for each coordinate, the ``k`` rows whose values were averaged.
+        ``(k, d)`` integer row indices: per coordinate, the ``k`` rows whose values were averaged.
     n : int
         Number of rows.
 

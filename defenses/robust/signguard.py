@@ -94,7 +94,7 @@ class SignGuard(RobustAggregator):
             norm_ok = (ratio >= self.lower_ratio) & (ratio <= self.upper_ratio)
         else:
             norm_ok = norms == 0
-        k = max(1, int(round(self.coordinate_fraction * d)))
+        k = max(1, round(self.coordinate_fraction * d))
         coordinates = torch.randperm(d, generator=ctx.generator)[:k]
         cluster = largest_mean_shift_cluster(
             sign_statistics(updates, coordinates), self.bandwidth_quantile
