@@ -1,4 +1,4 @@
-"""Fixed-point encoding: error bound, unbiased rounding, overflow as error, bit width, wrap bound."""
+"""Fixed-point encoding: error bound, unbiased rounding, overflow errors, bit width, wrap bound."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_round_trip_error_within_promised_bound(
     assert enc.wrap_probability == 0.0 and enc.sum_bound < 2 ** (enc.bits - 1)
     ints = [encode(x[i], float(w[i]), enc, g)[0] for i in range(n)]
     for i in range(n):
-        assert int(ints[i].abs().max()) <= math.ceil(2.0**log_scale * float(w[i]) / enc.weight_unit * clip)
+        limit = math.ceil(2.0**log_scale * float(w[i]) / enc.weight_unit * clip)
+        assert int(ints[i].abs().max()) <= limit
     decoded = decode(_ring_sum(ints, enc), enc)
     exact = (w[:, None] * x.clamp(-clip, clip)).sum(0)
     slack = 1e-9 * float(exact.abs().max() + 1)  # float64 arithmetic
