@@ -16,12 +16,15 @@ References
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 PRG_ALGORITHMS = ("chacha20", "aes_ctr")
 _NONCE = bytes(16)
 _ZEROS = bytearray(0)
+_SCRATCH = threading.local()  # reused output buffer: no page faults on every expansion
 
 
 def _zeros(n_bytes: int) -> memoryview:
@@ -58,3 +61,31 @@ def expand(key: bytes, n_words: int, dtype: np.dtype, algorithm: str = "chacha20
         raise ValueError("PRG words must be uint32 or uint64.")
     raw = keystream_bytes(key, n_words * dt.itemsize, algorithm)
     return raw.view(dt.newbyteorder("<")).astype(dt, copy=False)
+
+
+def _scratch(n_bytes: int) -> np.ndarray:
+    buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < n_bytes + 64:
+        buf = np.empty(n_bytes + 64, dtype=np.uint8)
+        _SCRATCH.buf = buf
+    return buf
+
+
+def accumulate(acc: np.ndarray, key: bytes, sign: int, algorithm: str = "chacha20") -> None:
+    """``acc ± PRG(key)`` in place (``acc`` uint32/uint64, wrapping mod 2^32 / 2^64).
+
+    Same words as :func:`expand`, written into a reused per-thread buffer.
+    """
+    dt = acc.dtype
+    if dt not in (np.dtype(np.uint32), np.dtype(np.uint64)) or acc.ndim != 1:
+        raise ValueError("the accumulator must be a 1-D uint32 or uint64 array.")
+    n_bytes = acc.size * dt.itemsize
+    buf = _scratch(n_bytes)
+    written = _cipher(key, algorithm).encryptor().update_into(_zeros(n_bytes), buf.data)
+    if written != n_bytes:
+        raise RuntimeError("keystream generator returned a short block.")
+    words = buf[:n_bytes].view(dt.newbyteorder("<"))
+    if sign >= 0:
+        np.add(acc, words, out=acc, casting="unsafe")
+    else:
+        np.subtract(acc, words, out=acc, casting="unsafe")

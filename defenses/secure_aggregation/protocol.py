@@ -172,10 +172,6 @@ def _consistency_message(round_index: int, survivors: Iterable[int]) -> bytes:
     return b"fedguard/secagg/consistency" + struct.pack(">Q", round_index) + ids
 
 
-def _mask_words(cfg: ProtocolConfig, key: bytes) -> np.ndarray:
-    return prg.expand(key, cfg.dim, cfg.word_dtype, cfg.prg)
-
-
 class Client:
     """One client's side of the protocol; every method takes and returns message bytes."""
 
@@ -327,13 +323,10 @@ class Client:
         self.u2 = senders | {self.cid}
         self._abort_unless(len(self.u2), "clients that shared keys")
         y = self.x.copy()  # (d,) words, arithmetic wraps mod 2^32 / 2^64
-        y += _mask_words(cfg, self.b)
+        prg.accumulate(y, self.b, +1, cfg.prg)
         for v in sorted(senders):
             pair_key = crypto.agree(self.s_sk, self.keys[v][1], _MASK_LABEL, cfg.round_index)
-            if self.cid > v:
-                y += _mask_words(cfg, pair_key)
-            else:
-                y -= _mask_words(cfg, pair_key)
+            prg.accumulate(y, pair_key, +1 if self.cid > v else -1, cfg.prg)
         body = masked_payload(cfg.reduce(y))
         return pack(Stage.MASKED, cfg.round_index, self.cid, SERVER, body)
 
@@ -565,7 +558,7 @@ class Server:
             self.reconstructed[w] = ShareKind.KEY
         total = self.acc.copy()
         for w in sorted(need_seed):
-            total -= _mask_words(cfg, seeds[w])
+            prg.accumulate(total, seeds[w], -1, cfg.prg)
         for w in sorted(need_key):
             sk = crypto.agreement_key_from_bytes(mask_keys[w])
             if crypto.public_bytes(sk) != self.keys[w][1]:
@@ -575,10 +568,8 @@ class Server:
                 )
             for v in sorted(cfg.graph[w] & self.u3):
                 pair_key = crypto.agree(sk, self.keys[v][1], _MASK_LABEL, cfg.round_index)
-                if v > w:  # y_v carried +PRG(s_vw)
-                    total -= _mask_words(cfg, pair_key)
-                else:
-                    total += _mask_words(cfg, pair_key)
+                # y_v carried Δ_vw · PRG(s_vw) with Δ_vw = +1 if v > w: take it out.
+                prg.accumulate(total, pair_key, -1 if v > w else +1, cfg.prg)
         return cfg.reduce(total)
 
     def _reconstruct(

@@ -49,3 +49,16 @@ def test_prg_rejects_bad_arguments() -> None:
         prg.expand(bytes(32), 4, np.dtype(np.uint32), "mt19937")
     with pytest.raises(ValueError, match="uint32 or uint64"):
         prg.expand(bytes(32), 4, np.dtype(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_accumulate_adds_and_subtracts_the_expanded_words(dtype: type) -> None:
+    acc = np.arange(1000, dtype=dtype)
+    start = acc.copy()
+    words = prg.expand(b"k" * 32, 1000, np.dtype(dtype), "chacha20")
+    prg.accumulate(acc, b"k" * 32, +1, "chacha20")
+    assert np.array_equal(acc, start + words)  # wraps mod 2^32 / 2^64
+    prg.accumulate(acc, b"k" * 32, -1, "chacha20")
+    assert np.array_equal(acc, start)
+    with pytest.raises(ValueError, match="accumulator"):
+        prg.accumulate(np.zeros(3, dtype=np.int64), b"k" * 32, 1)
