@@ -126,7 +126,7 @@ def predict(cell: Cell, cal: Calibration) -> tuple[float, float]:
     return t_mask + t_keys + t_shamir + t_enc, gib
 
 
-def run_cell(cell: Cell) -> dict[str, float]:
+def run_cell(cell: Cell, repeat: int = 1) -> dict[str, float]:
     g = torch.Generator().manual_seed(cell.n * 7 + cell.d)
     updates = torch.randn(cell.n, cell.d, generator=g) * 0.05  # (n, d)
     weights = torch.randint(1, 100, (cell.n,), generator=g).to(torch.float64)  # (n,)
@@ -144,10 +144,12 @@ def run_cell(cell: Cell) -> dict[str, float]:
         transport = SecAggPlusTransport(dropout_rate=cell.dropout)
     w32 = weights.to(updates.dtype)
     t_plain = _best(lambda: (w32[:, None] * updates).sum(0), repeat=3)
-    t0 = time.perf_counter()
-    out = transport(updates, weights, ctx)
-    wall = time.perf_counter() - t0
-    info = out.info
+    runs = []
+    for _ in range(repeat):  # best of `repeat`: the machine is shared
+        t0 = time.perf_counter()
+        out = transport(updates, weights, ctx)
+        runs.append((time.perf_counter() - t0, out.info))
+    wall, info = min(runs, key=lambda r: r[0])
     return {
         "k": float(info["neighbourhood_size"] - 1),
         "t": float(info["threshold"]),
@@ -181,11 +183,11 @@ def protocol_table(args: argparse.Namespace, cal: Calibration) -> None:
             )
         elif gib > args.max_memory_gb:
             results[cell] = f"skipped: needs ~{gib:.1f} GiB > --max-memory-gb {args.max_memory_gb}"
-        elif spent + est > args.budget:
+        elif spent + est * (3 if est < 1.0 else 1) > args.budget:
             results[cell] = f"skipped: predicted {est:.0f} s does not fit the remaining budget"
         else:
             t0 = time.perf_counter()
-            results[cell] = run_cell(cell)
+            results[cell] = run_cell(cell, repeat=3 if est < 1.0 else 1)
             spent += time.perf_counter() - t0
     print("\n## Protocol cost per round (seconds; bytes per client; ratio to plaintext sum)\n")
     head = (
