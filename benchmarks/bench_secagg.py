@@ -118,7 +118,7 @@ def predict(cell: Cell, cal: Calibration) -> tuple[float, float]:
     n, d, k = cell.n, cell.d, cell.degree
     words = n * (k + 1) * d + n * d + cell.dropout * n * k * d  # clients + server unmasking
     t_mask = 4 * words / cal.mask_bytes_per_s
-    t_keys = 3 * n * k * cal.exchange_s + 4e-6 * n * k  # X25519 + HKDF, AEAD
+    t_keys = 2 * n * k * cal.exchange_s + 4e-6 * n * k  # X25519 + HKDF, AEAD
     t = math.floor(0.5 * (k + 1)) + 1
     t_shamir = n * t * (k + 1) * 18 * 4e-9
     t_enc = n * d * cal.encode_s_per_coord

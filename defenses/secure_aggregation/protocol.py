@@ -201,6 +201,7 @@ class Client:
         self.holders = config.holders(cid)
         self.keys: dict[int, tuple[bytes, bytes]] = {}
         self.shares_held: dict[int, np.ndarray] = {}  # owner -> (2 * chunks,) field elements
+        self.share_keys_with: dict[int, bytes] = {}  # peer -> AEAD key (both directions)
         self.u2: set[int] = set()
         self.u3: set[int] = set()
 
@@ -281,6 +282,7 @@ class Client:
                 self.shares_held[v] = shares[row]
                 continue
             key = crypto.agree(self.c_sk, self.keys[v][0], _SHARE_LABEL, cfg.round_index)
+            self.share_keys_with[v] = key  # symmetric: reused to decrypt v's share to us
             plain = struct.pack(">II", self.cid, v) + shamir.elements_to_bytes(
                 shares[row], cfg.prime
             )
@@ -300,7 +302,7 @@ class Client:
                 )
             if u in senders:
                 raise ProtocolViolation(f"client {self.cid} received client {u}'s share twice.")
-            key = crypto.agree(self.c_sk, self.keys[u][0], _SHARE_LABEL, cfg.round_index)
+            key = self.share_keys_with[u]
             try:
                 plain = crypto.decrypt(
                     key, ct, crypto.associated_data(cfg.round_index, u, self.cid), cfg.aead
