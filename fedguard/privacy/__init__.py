@@ -9,6 +9,7 @@ Opacus / dp-accounting); those load when an accountant that wraps them is used.
 from __future__ import annotations
 
 from fedguard.privacy.events import (
+    ClientEvent,
     Composed,
     DiscreteGaussian,
     Gaussian,
@@ -25,6 +26,7 @@ from fedguard.privacy.events import (
 from fedguard.privacy.ledger import LedgerError, PrivacyLedger, load_ledgers, save_ledgers
 
 __all__ = [
+    "ClientEvent",
     "Composed",
     "DiscreteGaussian",
     "Gaussian",

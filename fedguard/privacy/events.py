@@ -368,6 +368,38 @@ class PrivacyUnit:
             ) from err
 
 
+@dataclass(frozen=True)
+class ClientEvent:
+    """``event`` incurred by one client only (its local DP-SGD steps, its RQM release).
+
+    What a mechanism returns in ``TransformOutput.events`` for per-client privacy; the round loop
+    files it under ``clients[client]`` in the run's ledger. ``level`` is the privacy unit the
+    event protects: ``"client"`` (the client's whole dataset) or ``"record"`` (one example, as for
+    DP-SGD inside local training). Its dict form is the event's plus ``"client"`` (and
+    ``"level"`` when it is not ``"client"``).
+    """
+
+    client: int
+    event: PrivacyEvent
+    level: str = "client"
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.client, int) and not isinstance(self.client, bool),
+            "client",
+            f"an integer client id (got {self.client!r})",
+        )
+        _require(isinstance(self.event, PrivacyEvent), "event", "a privacy event")
+        _require(self.level in LEVELS, "level", f"'client' or 'record' (got {self.level!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.event.to_dict()
+        out["client"] = self.client
+        if self.level != "client":
+            out["level"] = self.level
+        return out
+
+
 def event_from_dict(data: Mapping[str, Any]) -> PrivacyEvent:
     """Rebuild an event (recursively) from its :meth:`PrivacyEvent.to_dict` form."""
     _require(isinstance(data, Mapping), "privacy event", "a JSON object with a 'type' tag")
@@ -487,6 +519,7 @@ __all__ = [
     "RELATIONS",
     "RELATION_OF_SCHEME",
     "SCHEMES",
+    "ClientEvent",
     "Composed",
     "DiscreteGaussian",
     "Gaussian",

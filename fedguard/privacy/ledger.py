@@ -311,18 +311,7 @@ def save_ledgers(path: str | os.PathLike[str], ledgers: Sequence[PrivacyLedger])
         "body": body,
     }
     text = json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(target, text)
     return target
 
 
@@ -366,6 +355,86 @@ def load_ledgers(path: str | os.PathLike[str]) -> list[PrivacyLedger]:
     return [PrivacyLedger.from_dict(entry) for entry in body["ledgers"]]
 
 
+# --------------------------------------------------------------------------------------------
+# The run directory's ledger.json: the round loop's dict, sealed with a checksum
+
+
+def _without_checksum(ledger: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ledger.items() if k != "checksum"}
+
+
+def seal_run_ledger(ledger: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the round loop's ledger dict with ``"checksum"``: the SHA-256 of the canonical
+    JSON (sorted keys, no whitespace) of everything else."""
+    body = _without_checksum(ledger)
+    try:
+        digest = hashlib.sha256(_canonical(body)).hexdigest()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"ledger must be JSON-serialisable and finite ({err}).") from err
+    return {**body, "checksum": {"algorithm": "sha256", "value": digest}}
+
+
+def verify_run_ledger(ledger: Mapping[str, Any], source: str = "ledger") -> dict[str, Any]:
+    """The ledger without its checksum, or :class:`LedgerError` if the checksum is missing or
+    does not match."""
+    checksum = ledger.get("checksum")
+    if not isinstance(checksum, Mapping) or checksum.get("algorithm") != "sha256":
+        raise LedgerError(f"{source} has no SHA-256 checksum, so it cannot be trusted.")
+    body = _without_checksum(ledger)
+    try:
+        actual = hashlib.sha256(_canonical(body)).hexdigest()
+    except (TypeError, ValueError) as err:
+        raise LedgerError(f"{source} holds non-finite or invalid values.") from err
+    if actual != checksum.get("value"):
+        raise LedgerError(
+            f"{source} was modified or corrupted: its SHA-256 checksum does not match its contents."
+        )
+    return body
+
+
+def write_run_ledger(path: str | os.PathLike[str], ledger: Mapping[str, Any]) -> Path:
+    """Write the round loop's ledger dict to ``path`` sealed (:func:`seal_run_ledger`), atomically."""
+    target = Path(path)
+    text = json.dumps(seal_run_ledger(ledger), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    _atomic_write(target, text)
+    return target
+
+
+def read_run_ledger(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and verify a ledger written by :func:`write_run_ledger` (checksum removed)."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise LedgerError(f"ledger file {source} does not exist.") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise LedgerError(f"ledger file {source} cannot be read ({err}).") from err
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LedgerError(
+            f"ledger file {source} is truncated or not valid JSON (line {err.lineno})."
+        ) from err
+    if not isinstance(document, dict):
+        raise LedgerError(f"ledger file {source} is not a JSON object.")
+    return verify_run_ledger(document, f"ledger file {source}")
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 __all__ = [
     "LEDGER_FORMAT",
     "LEDGER_VERSION",
@@ -374,5 +443,9 @@ __all__ = [
     "LedgerRound",
     "PrivacyLedger",
     "load_ledgers",
+    "read_run_ledger",
     "save_ledgers",
+    "seal_run_ledger",
+    "verify_run_ledger",
+    "write_run_ledger",
 ]

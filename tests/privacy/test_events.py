@@ -6,6 +6,7 @@ import pytest
 
 from fedguard.errors import ConfigError
 from fedguard.privacy.events import (
+    ClientEvent,
     Composed,
     DiscreteGaussian,
     Gaussian,
@@ -122,3 +123,19 @@ def test_effective_multiplier_of_gaussians_on_the_same_sample() -> None:
 def test_integer_l1_default() -> None:
     assert DiscreteGaussian(1.0, 2, 3.0, 100).l1_sensitivity == 9.0  # l2² < √d·l2
     assert Skellam(10.0, 30.0, 4).l1_sensitivity == 60.0  # √d·l2 < l2²
+
+
+def test_client_event_dict_names_the_client_and_level() -> None:
+    data = ClientEvent(4, Gaussian(1.0), level="record").to_dict()
+    assert data == {
+        "type": "gaussian",
+        "noise_multiplier": 1.0,
+        "sensitivity": 1.0,
+        "client": 4,
+        "level": "record",
+    }
+    assert "level" not in ClientEvent(4, Gaussian(1.0)).to_dict()
+    with pytest.raises(ConfigError, match="level"):
+        ClientEvent(1, Gaussian(1.0), level="device")
+    with pytest.raises(ConfigError, match="client"):
+        ClientEvent("a", Gaussian(1.0))  # type: ignore[arg-type]
