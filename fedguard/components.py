@@ -20,9 +20,9 @@ def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) ->
     ``inherited`` values (e.g. the defense's ``n_byzantine``) fill matching fields the user left
     unset.
     """
-    cls = registry.get(kind, spec.name)
+    cls: Any = registry.get(kind, spec.name)
     params = dict(spec.params)
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(params) - fields)
         if unknown:
