@@ -89,6 +89,8 @@ class ComFedSV(Valuation):
         mask = torch.zeros(rg.n_rounds, 1 << n, dtype=torch.bool)
         queries = 0
         for r in range(rg.n_rounds):
+            if not rg.participants(r):
+                continue  # nobody took part: no values, no observations
             view = rg.round_view(r)
             local = (
                 all_masks(view.n_players)

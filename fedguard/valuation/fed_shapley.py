@@ -50,6 +50,8 @@ class FederatedShapley(Valuation):
         variance = torch.zeros(n, dtype=torch.float64)
         evaluations = queries = 0
         for r in range(rg.n_rounds):
+            if not rg.participants(r):
+                continue  # nobody took part: no values, no observations
             view = rg.round_view(r)
             ids = torch.tensor(view.players, dtype=torch.int64)
             if view.n_players <= self.max_exact_participants:
