@@ -113,8 +113,8 @@ class StratifiedShapley(Valuation):
     ``φ_i = (1/n) Σ_s (φ⁺_{i,s} − φ⁻_{i,s})`` with ``φ⁺_{i,s}`` the mean of ``v(A)`` over ``A ∋ i``,
     ``|A| = s + 1`` and ``φ⁻_{i,s}`` over ``A ∌ i``, ``|A| = s``. Sizes 0, 1, n−1, n are evaluated
     exactly (``2n + 2`` evaluations); a warm-up covers each middle stratum once; the rest of the
-    budget draws a size uniformly on ``2..n−2`` (Kolpaczki et al. draw sizes non-uniformly; uniform
-    is our documented choice) and a uniform coalition of that size. Each sampled ``v(A)`` updates
+    budget draws a size uniformly on ``2..n−2`` (the paper also analyses non-uniform size
+    distributions; uniform is our documented choice) and a uniform coalition of that size. Each sampled ``v(A)`` updates
     one stratum of every client. Bootstrap unit: a sampled coalition (the exact strata stay fixed).
     """
 
