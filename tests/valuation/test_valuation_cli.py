@@ -62,6 +62,8 @@ def test_retrain_grand_coalition_is_the_run_itself(run_dir: Path) -> None:
     assert torch.equal(game.final_params(0), run.rounds[0].global_params)  # type: ignore[union-attr]
     single = game.final_params(0b0100)  # type: ignore[union-attr]
     assert not torch.equal(single, final)
+    acc, _ = run.model.evaluate(final, run.features, run.labels)
+    assert game.utility(0b1111) == pytest.approx(acc)  # type: ignore[union-attr]
 
 
 def test_contrib_writes_table_files(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

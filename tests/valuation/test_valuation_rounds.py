@@ -206,3 +206,14 @@ def test_synthetic_scenario_ranks_bad_clients_last() -> None:
     worst_two = set(torch.argsort(scores.values)[:2].tolist())
     assert worst_two == {3, 4}
     assert float(scores.values[5]) == pytest.approx(float(scores.values[0]), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cosine", "fedce", "gtg_shapley", "fed_shapley", "comfedsv"])
+def test_round_methods_through_registry(run, name: str) -> None:  # type: ignore[no-untyped-def]
+    from fedguard import registry
+
+    mr = MultiRoundReconstruction(run.rounds, run.n_clients, lambda p: run.evaluate(p, "loss"))
+    scores = registry.create("valuation", name).fit(mr, torch.Generator().manual_seed(0))
+    assert scores.values.shape == (run.n_clients,)
+    assert bool(torch.isfinite(scores.values).all())
+    assert bool((scores.lower <= scores.values).all() and (scores.values <= scores.upper).all())
