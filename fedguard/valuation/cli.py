@@ -18,10 +18,17 @@ import torch
 
 from fedguard import registry
 from fedguard.errors import ConfigError, UserError
+from fedguard.storage.run_dir import RunDirectory
 from fedguard.valuation.audit import AuditReport, audit
 from fedguard.valuation.base import Scores
 from fedguard.valuation.game import Game, RoundGame
-from fedguard.valuation.utilities import BUILDERS, build_game, duplicate_pairs, load_run
+from fedguard.valuation.utilities import (
+    BUILDERS,
+    LoadedRun,
+    build_game,
+    duplicate_pairs,
+    load_run,
+)
 
 #: Largest n for which ``exact`` is the default method, per rebuild strategy (issue 8).
 EXACT_DEFAULT_MAX = {"retrain": 8, "reconstruct-one-round": 12, "reconstruct-multi-round": 12}
@@ -114,6 +121,28 @@ def bar_chart_png(scores: Scores, title: str) -> bytes:
     return buf.getvalue()
 
 
+def surrogate_notes(run: LoadedRun, rebuild: str) -> list[str]:
+    """Where a reconstruction values a surrogate of the run rather than the run itself."""
+    if rebuild == "retrain":
+        return []
+    spec = run.spec
+    notes = []
+    aggregator = spec.defense.aggregator.name
+    if aggregator != "mean" or spec.defense.preaggregators:
+        notes.append(
+            f"the run aggregated with {aggregator!r}; the reconstruction uses the FedAvg mean "
+            "over each coalition (a surrogate game)"
+        )
+    if spec.server.optimizer != "sgd":
+        notes.append(
+            f"the run's {spec.server.optimizer!r} server optimizer is approximated by "
+            "θ + learning_rate · aggregate"
+        )
+    if spec.defense.server_transforms:
+        notes.append("server transforms (e.g. central DP noise) are not replayed")
+    return notes
+
+
 def contrib_command(
     run_dir: Path | str,
     method: str | None,
@@ -151,8 +180,11 @@ def contrib_command(
     duplicates = duplicate_pairs(run.rounds)
     report = audit(scores, game, threshold=threshold, duplicates=duplicates)
     table = rows(scores, report)
+    notes = surrogate_notes(run, rebuild)
     payload = {
         "run": str(path),
+        "complete": RunDirectory(path).complete,
+        "notes": notes,
         "method": chosen,
         "rebuild": rebuild,
         "utility": utility,
@@ -196,6 +228,10 @@ def contrib_command(
         console.print(f"duplicate clients {i} and {j}: |Δvalue| = {gap:.4f}, {verdict}")
     for i, value, ok in report.null_players:
         console.print(f"null player {i}: value {value:.4f} ({'ok' if ok else 'VIOLATED'})")
+    if not payload["complete"]:
+        console.print("note: the run is interrupted; values cover its completed rounds only")
+    for note in notes:
+        console.print(f"note: {note}")
     console.print(f"wrote {path / stem}.csv, .json and .png")
     return 0
 

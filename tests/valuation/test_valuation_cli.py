@@ -120,3 +120,19 @@ def test_duplicate_pairs_found_from_identical_updates() -> None:
         d[3] = d[1]
         rounds.append(RoundUpdates(torch.zeros(6), torch.arange(4), d, torch.ones(4)))
     assert duplicate_pairs(tuple(rounds)) == [(1, 3)]
+
+
+def test_surrogate_notes_name_what_reconstruction_approximates() -> None:
+    from types import SimpleNamespace
+
+    from fedguard.valuation.cli import surrogate_notes
+
+    spec = parse_spec(
+        {"defense": {"aggregator": "median"}, "server": {"optimizer": "adam", "learning_rate": 0.1}}
+    )
+    run = SimpleNamespace(spec=spec)
+    notes = surrogate_notes(run, "reconstruct-multi-round")  # type: ignore[arg-type]
+    assert any("'median'" in n for n in notes) and any("'adam'" in n for n in notes)
+    assert surrogate_notes(run, "retrain") == []  # type: ignore[arg-type]
+    plain = SimpleNamespace(spec=_spec(True))
+    assert surrogate_notes(plain, "reconstruct-one-round") == []  # type: ignore[arg-type]
