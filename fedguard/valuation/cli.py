@@ -1,8 +1,9 @@
 """``fedguard contrib RUN``: per-client contribution values of a finished run.
 
 Prints a table (client, value, interval, rank, flag) and the audit checks, writes
-``contrib_<method>_<utility>.csv`` / ``.json`` / ``.png`` (bar chart with error bars, for the report)
-into the run directory, or prints the JSON with ``--json``.
+``contrib_<method>_<utility>.csv`` / ``.json`` / ``.png`` (bar chart with error bars) into the run
+directory, plus ``contributions.csv`` (the latest result, read by ``fedguard report``), or prints
+the JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ def contrib_command(
     }
     stem = f"contrib_{chosen}_{utility}"
     atomic.write_text(path / f"{stem}.csv", to_csv(table))
+    atomic.write_text(path / "contributions.csv", to_csv(table))  # the report's latest result
     atomic.write_text(path / f"{stem}.json", json.dumps(payload, indent=2, default=str) + "\n")
     title = f"{chosen} ({rebuild}, {utility} on {run.split})"
     atomic.write_bytes(path / f"{stem}.png", bar_chart_png(scores, title))
@@ -232,7 +234,7 @@ def contrib_command(
         console.print("note: the run is interrupted; values cover its completed rounds only")
     for note in notes:
         console.print(f"note: {note}")
-    console.print(f"wrote {path / stem}.csv, .json and .png")
+    console.print(f"wrote {path / stem}.csv, .json and .png (and contributions.csv)")
     return 0
 
 

@@ -78,6 +78,8 @@ def test_contrib_writes_table_files(run_dir: Path, capsys: pytest.CaptureFixture
     values = payload["scores"]["values"]
     assert sum(values) == pytest.approx(payload["audit"]["total_gain"], abs=1e-9)
     assert (run_dir / "contrib_exact_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    latest = (run_dir / "contributions.csv").read_text()
+    assert latest == (run_dir / "contrib_exact_accuracy.csv").read_text()
 
 
 def test_contrib_json_mode(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
