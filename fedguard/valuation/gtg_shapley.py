@@ -45,7 +45,8 @@ class GTGShapley(Valuation):
     running means change by less than ``convergence_tolerance`` (relative L1) after at least
     ``min_sweeps``, at ``max_sweeps``, or when the round's share of ``budget`` (round-utility
     queries, split evenly over rounds; unlimited if unset) is spent. Tolerances are absolute, as in
-    the paper. Bootstrap: permutations within each round, replicates summed over rounds.
+    the paper; every non-skipped round gets at least one permutation even when its share of the
+    budget is smaller. Bootstrap: permutations within each round, replicates summed over rounds.
     """
 
     budget: int | None = None
