@@ -177,6 +177,19 @@ def build_components(spec: RunSpec) -> Components:
     if cohort:
         for comp in (comps.aggregator, *comps.preaggregators):
             comp.check_cohort(cohort, f)
+    for comp in (
+        comps.aggregator,
+        *comps.preaggregators,
+        *comps.client_transforms,
+        *comps.server_transforms,
+        comps.transport,
+        comps.model_attack,
+        comps.data_attack,
+        comps.free_rider,
+        *comps.privacy_attacks,
+    ):
+        if comp is not None and hasattr(comp, "check_compatible"):
+            comp.check_compatible(spec, comps)
     if not comps.transport.reveals_individual_updates:
         for comp in (comps.aggregator, *comps.preaggregators):
             if getattr(comp, "requires_individual_updates", True):
