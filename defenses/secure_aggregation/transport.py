@@ -9,8 +9,9 @@ Robust aggregators needing individual updates are therefore incompatible with th
 client-side check, only binds honest clients (see the package threat model).
 
 ``info`` reports the measured cost and what the guarantees were: bytes sent / received per
-client, client and server seconds, dropouts, the bit width, the wrap-around probability bound
-and, with a ``client_noise`` hook, the total noise variance actually present after dropouts.
+surviving client (those whose input is in the sum), client and server seconds, dropouts, the
+bit width, the wrap-around probability bound and, with a ``client_noise`` hook, the total noise
+variance actually present after dropouts.
 
 References
 ----------
@@ -206,6 +207,7 @@ class SecAggTransport(Transport):
         index = {cid: row for row, cid in enumerate(ids)}
         weight_sum = float(sum(float(w[index[u]]) for u in survivors))
         costs = list(result.client_costs.values())
+        finished = [result.client_costs[u] for u in survivors]  # clients that sent their input
         unit = encoding.weight_unit / encoding.scale
         info: dict[str, Any] = {
             "transport": self.registry_name or self._stream,
@@ -220,8 +222,8 @@ class SecAggTransport(Transport):
             "wrap_probability": encoding.wrap_probability,
             "max_decoding_error": unit * len(survivors),
             "clipped_coordinates": clipped,
-            "bytes_sent_per_client": float(np.mean([c.bytes_sent for c in costs])),
-            "bytes_received_per_client": float(np.mean([c.bytes_received for c in costs])),
+            "bytes_sent_per_client": float(np.mean([c.bytes_sent for c in finished])),
+            "bytes_received_per_client": float(np.mean([c.bytes_received for c in finished])),
             "client_seconds_mean": float(np.mean([c.seconds for c in costs])),
             "client_seconds_max": float(np.max([c.seconds for c in costs])),
             "server_seconds": result.server_cost.seconds + decode_seconds,
