@@ -79,7 +79,8 @@ class SecAggTransport(Transport):
     aead: str = "aes_gcm"
     shamir_field_bits: int = 31
     max_wrap_probability: float = 1e-9
-    client_noise: ClientNoise | None = None
+    # A ClientNoise or None; typed Any so that config validation (pydantic) accepts the class.
+    client_noise: Any = None
 
     reveals_individual_updates: ClassVar[bool] = False
     _stream: ClassVar[str] = "secagg"
@@ -222,6 +223,7 @@ class SecAggTransport(Transport):
             "wrap_probability": encoding.wrap_probability,
             "max_decoding_error": unit * len(survivors),
             "clipped_coordinates": clipped,
+            "bytes_per_client": float(np.mean([c.bytes_sent for c in finished])),  # as plain
             "bytes_sent_per_client": float(np.mean([c.bytes_sent for c in finished])),
             "bytes_received_per_client": float(np.mean([c.bytes_received for c in finished])),
             "client_seconds_mean": float(np.mean([c.seconds for c in costs])),
