@@ -204,6 +204,8 @@ class Client:
         self.share_keys_with: dict[int, bytes] = {}  # peer -> AEAD key (both directions)
         self.u2: set[int] = set()
         self.u3: set[int] = set()
+        self.answered_survivors = False
+        self.answered_unmask = False
 
     def _payload(self, message: bytes, stage: Stage) -> bytes:
         h = peek(message)
@@ -335,6 +337,12 @@ class Client:
     # -- step 3 -----------------------------------------------------------------------------
     def receive_survivors(self, message: bytes) -> bytes | None:
         cfg = self.cfg
+        if self.answered_survivors:
+            raise ProtocolViolation(
+                f"client {self.cid} already received a survivor list this round; a second one "
+                "could make it reveal both secrets of a client."
+            )
+        self.answered_survivors = True
         u3 = read_ids(self._payload(message, Stage.SURVIVORS))
         if len(set(u3)) != len(u3) or any(u not in cfg.graph for u in u3):
             raise ProtocolViolation("the survivor list repeats a client or names an unknown one.")
@@ -360,6 +368,12 @@ class Client:
     # -- step 4 -----------------------------------------------------------------------------
     def unmask(self, signatures: bytes | None = None) -> bytes:
         cfg = self.cfg
+        if self.answered_unmask or not self.answered_survivors:
+            raise ProtocolViolation(
+                f"client {self.cid} answers one unmasking request per round, after the survivor "
+                "list."
+            )
+        self.answered_unmask = True
         if cfg.consistency_check:
             if signatures is None:
                 raise ProtocolViolation(f"client {self.cid} got no consistency signatures.")

@@ -322,3 +322,33 @@ def test_bad_configuration_is_refused_with_one_sentence() -> None:
             {u: np.zeros(4 if u == 2 else 3, np.uint32) for u in ids},
         )
     assert HEADER_BYTES == 20
+
+
+def test_a_client_answers_one_survivor_list_and_one_unmasking_request() -> None:
+    """Driving the parties by hand: a server that asks twice (to learn both secrets) is refused."""
+    from defenses.secure_aggregation.protocol import Client, Server
+
+    ids = (0, 1, 2)
+    cfg = ProtocolConfig(round_index=0, dim=4, bits=8, threshold=2, graph=complete_graph(ids))
+    x = _inputs(ids, 4, 8, 0)
+    clients = {u: Client(u, cfg, x[u]) for u in ids}
+    server = Server(cfg)
+
+    def route(msgs: list[bytes]) -> dict[int, bytes]:
+        return {peek(m).receiver: m for m in msgs}
+
+    keys = route(server.advertise([c.advertise() for c in clients.values()]))
+    fwd = route(server.shares([clients[u].share_keys(keys[u]) for u in ids]))
+    # client 2 drops before sending its masked input
+    surv = route(server.masked([clients[u].masked_input(fwd[u]) for u in (0, 1)]))
+    assert clients[0].receive_survivors(surv[0]) is None
+    assert clients[1].receive_survivors(surv[1]) is None
+    with pytest.raises(ProtocolViolation, match="already received a survivor list"):
+        clients[0].receive_survivors(surv[0])
+    answers = [clients[u].unmask(None) for u in (0, 1)]
+    with pytest.raises(ProtocolViolation, match="one unmasking request"):
+        clients[0].unmask(None)
+    with pytest.raises(ProtocolViolation, match="one unmasking request"):
+        clients[2].unmask(None)
+    total = server.unmask(answers)
+    assert [int(v) for v in total] == _plain_sum(x, (0, 1), 8)
