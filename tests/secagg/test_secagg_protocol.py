@@ -352,3 +352,49 @@ def test_a_client_answers_one_survivor_list_and_one_unmasking_request() -> None:
         clients[2].unmask(None)
     total = server.unmask(answers)
     assert [int(v) for v in total] == _plain_sum(x, (0, 1), 8)
+
+
+def test_server_with_t_minus_one_colluding_clients_learns_nothing_about_an_input() -> None:
+    """Server view + the full state of t − 1 = 2 colluders: their shares of client 0's secrets
+    do not reconstruct them, and client 0's masked vector with every mask they know removed is
+    still uniform in Z_R (the honest pairwise mask and the self mask remain)."""
+    from defenses.secure_aggregation import prg, shamir
+    from defenses.secure_aggregation.protocol import Client, Server
+
+    ids, bits, d = (0, 1, 2, 3), 8, 30_000
+    cfg = ProtocolConfig(round_index=7, dim=d, bits=bits, threshold=3, graph=complete_graph(ids))
+    x0 = np.full(d, 5, dtype=np.uint32)
+    inputs = {0: x0, **{u: np.zeros(d, np.uint32) for u in ids[1:]}}
+    clients = {u: Client(u, cfg, inputs[u]) for u in ids}
+    server = Server(cfg)
+
+    def route(msgs: list[bytes]) -> dict[int, bytes]:
+        return {peek(m).receiver: m for m in msgs}
+
+    keys = route(server.advertise([c.advertise() for c in clients.values()]))
+    fwd = route(server.shares([clients[u].share_keys(keys[u]) for u in ids]))
+    masked = [clients[u].masked_input(fwd[u]) for u in ids]
+    y0 = np.frombuffer(payload(masked[0])[9:], dtype="<u4").astype(np.uint32)
+    colluders = (1, 2)
+    # 1. their shares of client 0's secrets (t − 1 of them) do not give the secrets
+    c = cfg.chunks
+    pts = np.asarray([v + 1 for v in colluders], dtype=np.int64)
+    held = np.stack([clients[v].shares_held[0] for v in colluders])  # (2, 2c)
+    guess = shamir.combine(held, pts, cfg.prime)
+    truth_b = shamir.secret_to_field(clients[0].b, cfg.prime)
+    assert not np.array_equal(guess[c:], truth_b)
+    # 2. remove every mask the coalition knows: y0 = x0 + PRG(b0) − Σ_v PRG(s_0v)
+    residual = y0.copy()
+    for v in colluders:
+        key = crypto.agree(clients[v].s_sk, clients[0].s_pk, b"pairwise-mask", 7)
+        prg.accumulate(residual, key, +1)
+    residual &= np.uint32(2**bits - 1)
+    counts = np.bincount(residual.astype(np.int64), minlength=2**bits)
+    assert stats.chisquare(counts).pvalue > 1e-4
+    # Oracle check that the test removed the right masks: with client 0's own secrets the
+    # residual opens to x0 exactly.
+    opened = residual.copy()
+    prg.accumulate(opened, clients[0].b, -1)
+    honest = crypto.agree(clients[3].s_sk, clients[0].s_pk, b"pairwise-mask", 7)
+    prg.accumulate(opened, honest, +1)
+    assert np.array_equal(opened & np.uint32(2**bits - 1), x0)
