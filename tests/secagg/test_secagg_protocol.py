@@ -398,3 +398,45 @@ def test_server_with_t_minus_one_colluding_clients_learns_nothing_about_an_input
     honest = crypto.agree(clients[3].s_sk, clients[0].s_pk, b"pairwise-mask", 7)
     prg.accumulate(opened, honest, +1)
     assert np.array_equal(opened & np.uint32(2**bits - 1), x0)
+
+
+def test_server_rejects_wrong_share_kinds_and_misaddressed_shares() -> None:
+    ids = tuple(range(6))
+    cfg = ProtocolConfig(round_index=1, dim=3, bits=8, threshold=4, graph=complete_graph(ids))
+    x = _inputs(ids, 3, 8, 4)
+
+    def flip_kind(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        if stage == Stage.UNMASK:  # ask for the seed share of a dropped client's key share
+            m = bytearray(msgs[0])
+            m[HEADER_BYTES + 4 + 4] ^= 1
+            msgs = [bytes(m), *msgs[1:]]
+        return msgs
+
+    with pytest.raises(ProtocolViolation, match="share of client 0, but the server needs"):
+        run_protocol(cfg, x, intercept=flip_kind)
+
+    def truncate(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        return [msgs[0][:-1], *msgs[1:]] if stage == Stage.UNMASK else msgs
+
+    with pytest.raises(ProtocolViolation, match="truncated"):
+        run_protocol(cfg, x, intercept=truncate)
+
+    plus = ProtocolConfig(
+        round_index=1,
+        dim=3,
+        bits=8,
+        threshold=2,
+        graph=harary_graph(ids, 2, torch.Generator().manual_seed(0)),
+    )
+
+    def misaddress(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        if stage == Stage.SHARES:  # client sends its first share to a non-neighbour
+            h = peek(msgs[0])
+            outsider = next(v for v in ids if v not in plus.holders(h.sender))
+            m = bytearray(msgs[0])
+            m[HEADER_BYTES + 4 : HEADER_BYTES + 8] = struct.pack(">I", outsider)
+            msgs = [bytes(m), *msgs[1:]]
+        return msgs
+
+    with pytest.raises(ProtocolViolation, match="not one of its neighbours"):
+        run_protocol(plus, x, intercept=misaddress)
