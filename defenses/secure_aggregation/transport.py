@@ -66,6 +66,11 @@ class SecAggTransport(Transport):
         Run the Ed25519-signed consistency round of the active-adversary variant.
     client_noise
         Optional distributed-DP noise source (see :mod:`defenses.secure_aggregation.noise`).
+
+    References
+    ----------
+    .. [1] K. Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine
+       Learning", ACM CCS 2017.
     """
 
     clip_range: float = 1.0
@@ -265,6 +270,11 @@ class SecAggPlusTransport(SecAggTransport):
 
     ``neighbours`` is k (``None``: 2·⌈log2 n⌉, capped at n − 1); t applies per closed
     neighbourhood of k + 1 holders. The graph is drawn from the round's generator.
+
+    References
+    ----------
+    .. [1] J. H. Bell, K. A. Bonawitz, A. Gascón, T. Lepoint, M. Raykova, "Secure Single-Server
+       Aggregation with (Poly)Logarithmic Overhead", ACM CCS 2020.
     """
 
     neighbours: int | None = None
