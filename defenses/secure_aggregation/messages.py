@@ -28,12 +28,14 @@ from enum import IntEnum
 
 import numpy as np
 
+from defenses.secure_aggregation import shamir
 from defenses.secure_aggregation.errors import ProtocolViolation
 
 MAGIC = b"SA"
 VERSION = 1
 SERVER = 0xFFFFFFFF
 _HEADER = struct.Struct(">2sBBQII")
+_U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
 HEADER_BYTES = _HEADER.size
 KEY_BYTES = 32
 SIG_BYTES = 64
@@ -84,28 +86,37 @@ def peek(message: bytes) -> Header:
 
 class _Reader:
     def __init__(self, data: bytes, what: str) -> None:
-        self.data = memoryview(data)
+        self.data = bytes(data)
         self.pos = 0
         self.what = what
 
-    def take(self, n: int) -> bytes:
+    def _need(self, n: int) -> None:
         if self.pos + n > len(self.data):
             raise ProtocolViolation(f"a {self.what} message is truncated.")
-        out = bytes(self.data[self.pos : self.pos + n])
+
+    def take(self, n: int) -> bytes:
+        self._need(n)
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
+    def _unpack(self, fmt: struct.Struct) -> int:
+        self._need(fmt.size)
+        (value,) = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return int(value)
+
     def u8(self) -> int:
-        return self.take(1)[0]
+        return self._unpack(_U8)
 
     def u16(self) -> int:
-        return int(struct.unpack(">H", self.take(2))[0])
+        return self._unpack(_U16)
 
     def u32(self) -> int:
-        return int(struct.unpack(">I", self.take(4))[0])
+        return self._unpack(_U32)
 
     def u64(self) -> int:
-        return int(struct.unpack(">Q", self.take(8))[0])
+        return self._unpack(_U64)
 
     def done(self) -> None:
         if self.pos != len(self.data):
@@ -245,3 +256,45 @@ def read_unmask(data: bytes, share_bytes: int) -> list[tuple[int, ShareKind, byt
         out.append((owner, ShareKind(kind), r.take(share_bytes)))
     r.done()
     return out
+
+
+def read_unmask_arrays(
+    data: bytes, chunks: int, prime: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorized :func:`read_unmask`: owners ``(k,)``, kinds ``(k,)``, shares ``(k, chunks)``."""
+    width = shamir.element_bytes(prime)
+    rec_dtype = np.dtype([("owner", ">u4"), ("kind", "u1"), ("share", f"V{chunks * width}")])
+    r = _Reader(data[:4], "UNMASK")
+    count = r.u32()
+    if len(data) != 4 + count * rec_dtype.itemsize:
+        raise ProtocolViolation("an UNMASK message is truncated or has trailing bytes.")
+    rec = np.frombuffer(data, dtype=rec_dtype, count=count, offset=4)
+    kinds = rec["kind"].astype(np.int64)
+    if ((kinds != 0) & (kinds != 1)).any():
+        raise ProtocolViolation("an UNMASK message names an unknown share kind.")
+    try:
+        elems = shamir.bytes_to_elements(rec["share"].tobytes(), prime).reshape(count, chunks)
+    except ValueError as exc:
+        raise ProtocolViolation("an UNMASK message carries a malformed share.") from exc
+    return rec["owner"].astype(np.int64), kinds, elems
+
+
+def ciphertext_dtype(ct_bytes: int) -> np.dtype:
+    """Wire layout of one SHARES / FORWARD entry with a ciphertext of ``ct_bytes``."""
+    return np.dtype([("peer", ">u4"), ("length", ">u2"), ("ct", f"V{ct_bytes}")])
+
+
+def read_ciphertext_records(data: bytes, ct_bytes: int, what: str) -> np.ndarray:
+    """Vectorized :func:`read_ciphertexts` for fixed-size ciphertexts: a structured array."""
+    dt = ciphertext_dtype(ct_bytes)
+    count = _Reader(data[:4], what).u32()
+    if len(data) != 4 + count * dt.itemsize:
+        raise ProtocolViolation(f"a {what} message has entries of the wrong size.")
+    rec = np.frombuffer(data, dtype=dt, count=count, offset=4)
+    if (rec["length"] != ct_bytes).any():
+        raise ProtocolViolation(f"a {what} message carries a ciphertext of the wrong length.")
+    return rec
+
+
+def ciphertext_records_payload(rec: np.ndarray) -> bytes:
+    return struct.pack(">I", rec.size) + rec.tobytes()

@@ -48,7 +48,13 @@ class ClientNoise(Protocol):
 
 @dataclass(frozen=True)
 class SkellamNoise:
-    """Skellam(μ) = Poisson(μ) − Poisson(μ) per coordinate (variance 2μ); sums stay Skellam."""
+    """Skellam(μ) = Poisson(μ) − Poisson(μ) per coordinate (variance 2μ); sums stay Skellam.
+
+    References
+    ----------
+    .. [1] N. Agarwal, P. Kairouz, Z. Liu, "The Skellam Mechanism for Differentially Private
+       Federated Learning", NeurIPS 2021.
+    """
 
     mu: float
 
@@ -81,6 +87,11 @@ class DiscreteGaussianNoise:
 
     Canonne et al. (2020), Algorithm 3, vectorized; the acceptance test uses float64
     exponentials (not their exact-arithmetic Bernoulli), adequate for simulation.
+
+    References
+    ----------
+    .. [1] C. Canonne, G. Kamath, T. Steinke, "The Discrete Gaussian for Differential Privacy",
+       NeurIPS 2020.
     """
 
     sigma: float

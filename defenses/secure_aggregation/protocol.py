@@ -55,6 +55,8 @@ from defenses.secure_aggregation.messages import (
     ShareKind,
     Stage,
     advertise_payload,
+    ciphertext_dtype,
+    ciphertext_records_payload,
     ciphertexts_payload,
     ids_payload,
     keys_payload,
@@ -63,12 +65,13 @@ from defenses.secure_aggregation.messages import (
     payload,
     peek,
     read_advertise,
+    read_ciphertext_records,
     read_ciphertexts,
     read_ids,
     read_keys,
     read_masked,
     read_signatures,
-    read_unmask,
+    read_unmask_arrays,
     signatures_payload,
     unmask_payload,
 )
@@ -155,7 +158,15 @@ class ProtocolConfig:
 
     def holders(self, u: int) -> frozenset[int]:
         """Closed neighbourhood of u: the parties holding shares of u's secrets."""
-        return self.graph[u] | {u}
+        return self._closed[u]
+
+    @property
+    def _closed(self) -> dict[int, frozenset[int]]:
+        cache: dict[int, frozenset[int]] | None = self.__dict__.get("_closed_cache")
+        if cache is None:
+            cache = {u: nb | {u} for u, nb in self.graph.items()}
+            object.__setattr__(self, "_closed_cache", cache)
+        return cache
 
     def reduce(self, words: np.ndarray) -> np.ndarray:
         if self.bits in (32, 64):
@@ -204,6 +215,8 @@ class Client:
         self.share_keys_with: dict[int, bytes] = {}  # peer -> AEAD key (both directions)
         self.u2: set[int] = set()
         self.u3: set[int] = set()
+        self.answered_survivors = False
+        self.answered_unmask = False
 
     def _payload(self, message: bytes, stage: Stage) -> bytes:
         h = peek(message)
@@ -335,6 +348,12 @@ class Client:
     # -- step 3 -----------------------------------------------------------------------------
     def receive_survivors(self, message: bytes) -> bytes | None:
         cfg = self.cfg
+        if self.answered_survivors:
+            raise ProtocolViolation(
+                f"client {self.cid} already received a survivor list this round; a second one "
+                "could make it reveal both secrets of a client."
+            )
+        self.answered_survivors = True
         u3 = read_ids(self._payload(message, Stage.SURVIVORS))
         if len(set(u3)) != len(u3) or any(u not in cfg.graph for u in u3):
             raise ProtocolViolation("the survivor list repeats a client or names an unknown one.")
@@ -360,6 +379,12 @@ class Client:
     # -- step 4 -----------------------------------------------------------------------------
     def unmask(self, signatures: bytes | None = None) -> bytes:
         cfg = self.cfg
+        if self.answered_unmask or not self.answered_survivors:
+            raise ProtocolViolation(
+                f"client {self.cid} answers one unmasking request per round, after the survivor "
+                "list."
+            )
+        self.answered_unmask = True
         if cfg.consistency_check:
             if signatures is None:
                 raise ProtocolViolation(f"client {self.cid} got no consistency signatures.")
@@ -474,24 +499,40 @@ class Server:
         return out
 
     def shares(self, messages: list[bytes]) -> list[bytes]:
+        """Route every encrypted share to its receiver (vectorized over fixed-size entries)."""
         cfg = self.cfg
-        inbox: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
         got = self._collect(messages, Stage.SHARES, self.u1)
+        ct_bytes = crypto.NONCE_BYTES + 8 + 2 * cfg.share_bytes + 16
+        senders, receivers, blobs = [], [], []
         for u, body in got.items():
-            seen: set[int] = set()
-            for v, ct in read_ciphertexts(body, "SHARES"):
-                if v not in cfg.graph[u] or v not in self.u1 or v in seen:
-                    raise ProtocolViolation(
-                        f"client {u} addressed a share to client {v}, which is not one of its "
-                        "neighbours with advertised keys (or twice)."
-                    )
-                seen.add(v)
-                inbox[v].append((u, ct))
+            rec = read_ciphertext_records(body, ct_bytes, "SHARES")
+            peers = rec["peer"].astype(np.int64)
+            allowed = np.asarray(sorted(cfg.graph[u] & self.u1), dtype=np.int64)
+            ok = np.isin(peers, allowed)
+            if not ok.all() or np.unique(peers).size != peers.size:
+                bad = int(peers[~ok][0]) if not ok.all() else int(peers[0])
+                raise ProtocolViolation(
+                    f"client {u} addressed a share to client {bad}, which is not one of its "
+                    "neighbours with advertised keys (or twice)."
+                )
+            senders.append(np.full(peers.size, u, dtype=np.int64))
+            receivers.append(peers)
+            blobs.append(rec["ct"])
         self.u2 = frozenset(got)
         self._require(len(self.u2), "shared their keys")
-        return [
-            self._reply(Stage.FORWARD, v, ciphertexts_payload(inbox[v])) for v in sorted(self.u2)
-        ]
+        sender = np.concatenate(senders)  # (E,)
+        receiver = np.concatenate(receivers)  # (E,)
+        blob = np.concatenate(blobs)  # (E,) fixed-size ciphertexts
+        order = np.lexsort((sender, receiver))
+        sender, receiver, blob = sender[order], receiver[order], blob[order]
+        bounds = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "left")
+        ends = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "right")
+        out = []
+        for v, lo, hi in zip(sorted(self.u2), bounds, ends, strict=True):
+            fwd = np.empty(int(hi - lo), dtype=ciphertext_dtype(ct_bytes))
+            fwd["peer"], fwd["length"], fwd["ct"] = sender[lo:hi], ct_bytes, blob[lo:hi]
+            out.append(self._reply(Stage.FORWARD, v, ciphertext_records_payload(fwd)))
+        return out
 
     def masked(self, messages: list[bytes]) -> list[bytes]:
         cfg = self.cfg
@@ -526,28 +567,36 @@ class Server:
         got = self._collect(messages, Stage.UNMASK, allowed)
         self.u5 = frozenset(got)
         self._require(len(self.u5), "answered the unmasking request")
-        shares: dict[ShareKind, dict[int, list[tuple[int, np.ndarray]]]] = {
-            ShareKind.KEY: defaultdict(list),
-            ShareKind.SEED: defaultdict(list),
-        }
+        u2 = np.asarray(sorted(self.u2), dtype=np.int64)
+        u3 = np.asarray(sorted(self.u3), dtype=np.int64)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for v, body in got.items():
-            owners: set[int] = set()
-            for owner, kind, raw in read_unmask(body, cfg.share_bytes):
-                if owner not in cfg.holders(v) or owner not in self.u2 or owner in owners:
-                    raise ProtocolViolation(
-                        f"client {v} sent a share of client {owner}, which it cannot hold."
-                    )
-                expected = ShareKind.SEED if owner in self.u3 else ShareKind.KEY
-                if kind != expected:
-                    raise ProtocolViolation(
-                        f"client {v} sent a {kind.name.lower()} share of client {owner}, "
-                        f"but the server needs its {expected.name.lower()} share."
-                    )
-                owners.add(owner)
-                try:
-                    shares[kind][owner].append((v + 1, shamir.bytes_to_elements(raw, cfg.prime)))
-                except ValueError as exc:
-                    raise ProtocolViolation(f"client {v} sent a malformed share.") from exc
+            owners, kinds, elems = read_unmask_arrays(body, cfg.chunks, cfg.prime)
+            holdable = np.asarray(sorted(cfg.holders(v)), dtype=np.int64)
+            ok = np.isin(owners, holdable) & np.isin(owners, u2)
+            if not ok.all() or np.unique(owners).size != owners.size:
+                bad = int(owners[~ok][0]) if not ok.all() else int(owners[0])
+                raise ProtocolViolation(
+                    f"client {v} sent a share of client {bad}, which it cannot hold (or twice)."
+                )
+            expected = np.where(np.isin(owners, u3), int(ShareKind.SEED), int(ShareKind.KEY))
+            wrong = np.flatnonzero(kinds != expected)
+            if wrong.size:
+                i = int(wrong[0])
+                got_kind, want = ShareKind(int(kinds[i])), ShareKind(int(expected[i]))
+                raise ProtocolViolation(
+                    f"client {v} sent a {got_kind.name.lower()} share of client {int(owners[i])}, "
+                    f"but the server needs its {want.name.lower()} share."
+                )
+            parts.append((owners, kinds, np.full(owners.size, v + 1, dtype=np.int64), elems))
+        all_owners = np.concatenate([p[0] for p in parts])  # (E,)
+        all_kinds = np.concatenate([p[1] for p in parts])  # (E,)
+        all_points = np.concatenate([p[2] for p in parts])  # (E,) share points x = holder + 1
+        all_elems = np.concatenate([p[3] for p in parts])  # (E, chunks)
+        shares = {
+            kind: _ShareTable(all_owners, all_points, all_elems, all_kinds == int(kind))
+            for kind in (ShareKind.KEY, ShareKind.SEED)
+        }
         need_seed = set(self.u3)
         need_key = {w for w in self.u2 - self.u3 if cfg.graph[w] & self.u3}
         assert need_seed.isdisjoint(need_key), "never reconstruct both secrets of one client"
@@ -574,21 +623,18 @@ class Server:
                 prg.accumulate(total, pair_key, -1 if v > w else +1, cfg.prg)
         return cfg.reduce(total)
 
-    def _reconstruct(
-        self, shares: Mapping[int, list[tuple[int, np.ndarray]]], owners: set[int], what: str
-    ) -> dict[int, bytes]:
+    def _reconstruct(self, table: _ShareTable, owners: set[int], what: str) -> dict[int, bytes]:
         cfg = self.cfg
         t = cfg.threshold
         groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
         for w in sorted(owners):
-            pts = sorted(shares.get(w, []), key=lambda p: p[0])
-            if len(pts) < t:
+            points, elems = table.of(w)  # sorted by share point
+            if points.size < t:
                 raise ProtocolAbort(
-                    f"only {len(pts)} holders of client {w}'s {what} shares answered; the "
+                    f"only {points.size} holders of client {w}'s {what} shares answered; the "
                     f"threshold is {t}, so the round is aborted."
                 )
-            pts = pts[:t]
-            groups[tuple(x for x, _ in pts)].append((w, np.stack([s for _, s in pts])))
+            groups[tuple(points[:t].tolist())].append((w, elems[:t]))
         out: dict[int, bytes] = {}
         for xs, items in groups.items():
             batch = np.stack([s for _, s in items])  # (b, t, chunks)
@@ -601,6 +647,27 @@ class Server:
                         f"the shares of client {w}'s {what} are inconsistent."
                     ) from exc
         return out
+
+
+class _ShareTable:
+    """Shares of one kind received in the unmasking step, grouped by owner (vectorized)."""
+
+    def __init__(
+        self, owners: np.ndarray, points: np.ndarray, elems: np.ndarray, select: np.ndarray
+    ) -> None:
+        owners, points, elems = owners[select], points[select], elems[select]
+        order = np.lexsort((points, owners))  # by owner, then share point
+        self.owners, self.points, self.elems = owners[order], points[order], elems[order]
+        self.keys, self.starts, self.counts = np.unique(
+            self.owners, return_index=True, return_counts=True
+        )
+
+    def of(self, owner: int) -> tuple[np.ndarray, np.ndarray]:
+        i = int(np.searchsorted(self.keys, owner))
+        if i >= self.keys.size or self.keys[i] != owner:
+            return np.zeros(0, dtype=np.int64), self.elems[:0]
+        lo, n = int(self.starts[i]), int(self.counts[i])
+        return self.points[lo : lo + n], self.elems[lo : lo + n]
 
 
 @dataclass

@@ -9,8 +9,9 @@ Robust aggregators needing individual updates are therefore incompatible with th
 client-side check, only binds honest clients (see the package threat model).
 
 ``info`` reports the measured cost and what the guarantees were: bytes sent / received per
-client, client and server seconds, dropouts, the bit width, the wrap-around probability bound
-and, with a ``client_noise`` hook, the total noise variance actually present after dropouts.
+surviving client (those whose input is in the sum), client and server seconds, dropouts, the
+bit width, the wrap-around probability bound and, with a ``client_noise`` hook, the total noise
+variance actually present after dropouts.
 
 References
 ----------
@@ -65,6 +66,11 @@ class SecAggTransport(Transport):
         Run the Ed25519-signed consistency round of the active-adversary variant.
     client_noise
         Optional distributed-DP noise source (see :mod:`defenses.secure_aggregation.noise`).
+
+    References
+    ----------
+    .. [1] K. Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine
+       Learning", ACM CCS 2017.
     """
 
     clip_range: float = 1.0
@@ -78,7 +84,8 @@ class SecAggTransport(Transport):
     aead: str = "aes_gcm"
     shamir_field_bits: int = 31
     max_wrap_probability: float = 1e-9
-    client_noise: ClientNoise | None = None
+    # A ClientNoise or None; typed Any so that config validation (pydantic) accepts the class.
+    client_noise: Any = None
 
     reveals_individual_updates: ClassVar[bool] = False
     _stream: ClassVar[str] = "secagg"
@@ -206,6 +213,7 @@ class SecAggTransport(Transport):
         index = {cid: row for row, cid in enumerate(ids)}
         weight_sum = float(sum(float(w[index[u]]) for u in survivors))
         costs = list(result.client_costs.values())
+        finished = [result.client_costs[u] for u in survivors]  # clients that sent their input
         unit = encoding.weight_unit / encoding.scale
         info: dict[str, Any] = {
             "transport": self.registry_name or self._stream,
@@ -220,8 +228,9 @@ class SecAggTransport(Transport):
             "wrap_probability": encoding.wrap_probability,
             "max_decoding_error": unit * len(survivors),
             "clipped_coordinates": clipped,
-            "bytes_sent_per_client": float(np.mean([c.bytes_sent for c in costs])),
-            "bytes_received_per_client": float(np.mean([c.bytes_received for c in costs])),
+            "bytes_per_client": float(np.mean([c.bytes_sent for c in finished])),  # as plain
+            "bytes_sent_per_client": float(np.mean([c.bytes_sent for c in finished])),
+            "bytes_received_per_client": float(np.mean([c.bytes_received for c in finished])),
             "client_seconds_mean": float(np.mean([c.seconds for c in costs])),
             "client_seconds_max": float(np.max([c.seconds for c in costs])),
             "server_seconds": result.server_cost.seconds + decode_seconds,
@@ -261,6 +270,11 @@ class SecAggPlusTransport(SecAggTransport):
 
     ``neighbours`` is k (``None``: 2·⌈log2 n⌉, capped at n − 1); t applies per closed
     neighbourhood of k + 1 holders. The graph is drawn from the round's generator.
+
+    References
+    ----------
+    .. [1] J. H. Bell, K. A. Bonawitz, A. Gascón, T. Lepoint, M. Raykova, "Secure Single-Server
+       Aggregation with (Poly)Logarithmic Overhead", ACM CCS 2020.
     """
 
     neighbours: int | None = None

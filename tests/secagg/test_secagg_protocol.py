@@ -322,3 +322,121 @@ def test_bad_configuration_is_refused_with_one_sentence() -> None:
             {u: np.zeros(4 if u == 2 else 3, np.uint32) for u in ids},
         )
     assert HEADER_BYTES == 20
+
+
+def test_a_client_answers_one_survivor_list_and_one_unmasking_request() -> None:
+    """Driving the parties by hand: a server that asks twice (to learn both secrets) is refused."""
+    from defenses.secure_aggregation.protocol import Client, Server
+
+    ids = (0, 1, 2)
+    cfg = ProtocolConfig(round_index=0, dim=4, bits=8, threshold=2, graph=complete_graph(ids))
+    x = _inputs(ids, 4, 8, 0)
+    clients = {u: Client(u, cfg, x[u]) for u in ids}
+    server = Server(cfg)
+
+    def route(msgs: list[bytes]) -> dict[int, bytes]:
+        return {peek(m).receiver: m for m in msgs}
+
+    keys = route(server.advertise([c.advertise() for c in clients.values()]))
+    fwd = route(server.shares([clients[u].share_keys(keys[u]) for u in ids]))
+    # client 2 drops before sending its masked input
+    surv = route(server.masked([clients[u].masked_input(fwd[u]) for u in (0, 1)]))
+    assert clients[0].receive_survivors(surv[0]) is None
+    assert clients[1].receive_survivors(surv[1]) is None
+    with pytest.raises(ProtocolViolation, match="already received a survivor list"):
+        clients[0].receive_survivors(surv[0])
+    answers = [clients[u].unmask(None) for u in (0, 1)]
+    with pytest.raises(ProtocolViolation, match="one unmasking request"):
+        clients[0].unmask(None)
+    with pytest.raises(ProtocolViolation, match="one unmasking request"):
+        clients[2].unmask(None)
+    total = server.unmask(answers)
+    assert [int(v) for v in total] == _plain_sum(x, (0, 1), 8)
+
+
+def test_server_with_t_minus_one_colluding_clients_learns_nothing_about_an_input() -> None:
+    """Server view + the full state of t − 1 = 2 colluders: their shares of client 0's secrets
+    do not reconstruct them, and client 0's masked vector with every mask they know removed is
+    still uniform in Z_R (the honest pairwise mask and the self mask remain)."""
+    from defenses.secure_aggregation import prg, shamir
+    from defenses.secure_aggregation.protocol import Client, Server
+
+    ids, bits, d = (0, 1, 2, 3), 8, 30_000
+    cfg = ProtocolConfig(round_index=7, dim=d, bits=bits, threshold=3, graph=complete_graph(ids))
+    x0 = np.full(d, 5, dtype=np.uint32)
+    inputs = {0: x0, **{u: np.zeros(d, np.uint32) for u in ids[1:]}}
+    clients = {u: Client(u, cfg, inputs[u]) for u in ids}
+    server = Server(cfg)
+
+    def route(msgs: list[bytes]) -> dict[int, bytes]:
+        return {peek(m).receiver: m for m in msgs}
+
+    keys = route(server.advertise([c.advertise() for c in clients.values()]))
+    fwd = route(server.shares([clients[u].share_keys(keys[u]) for u in ids]))
+    masked = [clients[u].masked_input(fwd[u]) for u in ids]
+    y0 = np.frombuffer(payload(masked[0])[9:], dtype="<u4").astype(np.uint32)
+    colluders = (1, 2)
+    # 1. their shares of client 0's secrets (t − 1 of them) do not give the secrets
+    c = cfg.chunks
+    pts = np.asarray([v + 1 for v in colluders], dtype=np.int64)
+    held = np.stack([clients[v].shares_held[0] for v in colluders])  # (2, 2c)
+    guess = shamir.combine(held, pts, cfg.prime)
+    truth_b = shamir.secret_to_field(clients[0].b, cfg.prime)
+    assert not np.array_equal(guess[c:], truth_b)
+    # 2. remove every mask the coalition knows: y0 = x0 + PRG(b0) − Σ_v PRG(s_0v)
+    residual = y0.copy()
+    for v in colluders:
+        key = crypto.agree(clients[v].s_sk, clients[0].s_pk, b"pairwise-mask", 7)
+        prg.accumulate(residual, key, +1)
+    residual &= np.uint32(2**bits - 1)
+    counts = np.bincount(residual.astype(np.int64), minlength=2**bits)
+    assert stats.chisquare(counts).pvalue > 1e-4
+    # Oracle check that the test removed the right masks: with client 0's own secrets the
+    # residual opens to x0 exactly.
+    opened = residual.copy()
+    prg.accumulate(opened, clients[0].b, -1)
+    honest = crypto.agree(clients[3].s_sk, clients[0].s_pk, b"pairwise-mask", 7)
+    prg.accumulate(opened, honest, +1)
+    assert np.array_equal(opened & np.uint32(2**bits - 1), x0)
+
+
+def test_server_rejects_wrong_share_kinds_and_misaddressed_shares() -> None:
+    ids = tuple(range(6))
+    cfg = ProtocolConfig(round_index=1, dim=3, bits=8, threshold=4, graph=complete_graph(ids))
+    x = _inputs(ids, 3, 8, 4)
+
+    def flip_kind(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        if stage == Stage.UNMASK:  # ask for the seed share of a dropped client's key share
+            m = bytearray(msgs[0])
+            m[HEADER_BYTES + 4 + 4] ^= 1
+            msgs = [bytes(m), *msgs[1:]]
+        return msgs
+
+    with pytest.raises(ProtocolViolation, match="share of client 0, but the server needs"):
+        run_protocol(cfg, x, intercept=flip_kind)
+
+    def truncate(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        return [msgs[0][:-1], *msgs[1:]] if stage == Stage.UNMASK else msgs
+
+    with pytest.raises(ProtocolViolation, match="truncated"):
+        run_protocol(cfg, x, intercept=truncate)
+
+    plus = ProtocolConfig(
+        round_index=1,
+        dim=3,
+        bits=8,
+        threshold=2,
+        graph=harary_graph(ids, 2, torch.Generator().manual_seed(0)),
+    )
+
+    def misaddress(stage: Stage, msgs: list[bytes]) -> list[bytes]:
+        if stage == Stage.SHARES:  # client sends its first share to a non-neighbour
+            h = peek(msgs[0])
+            outsider = next(v for v in ids if v not in plus.holders(h.sender))
+            m = bytearray(msgs[0])
+            m[HEADER_BYTES + 4 : HEADER_BYTES + 8] = struct.pack(">I", outsider)
+            msgs = [bytes(m), *msgs[1:]]
+        return msgs
+
+    with pytest.raises(ProtocolViolation, match="not one of its neighbours"):
+        run_protocol(plus, x, intercept=misaddress)

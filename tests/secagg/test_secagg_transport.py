@@ -146,3 +146,28 @@ def test_secagg_plus_uses_a_regular_graph_and_per_neighbourhood_threshold() -> N
     full = SecAggTransport()(updates, weights, ctx)
     assert out.info["bytes_sent_per_client"] < full.info["bytes_sent_per_client"]
     assert np.isclose(out.update_sum.double(), full.update_sum.double(), atol=1e-3).all()
+
+
+def test_built_from_a_run_config_and_feeds_a_sum_based_aggregator() -> None:
+    from fedguard.components import instantiate
+    from fedguard.config import ComponentSpec
+    from fedguard.core.mean import Mean
+    from fedguard.core.transport import PlainTransport
+
+    spec = ComponentSpec(name="secagg_plus", params={"neighbours": 4, "clip_range": 2.0})
+    t = instantiate("transport", spec, "defense.transport")
+    assert isinstance(t, SecAggPlusTransport) and t.neighbours == 4
+    with pytest.raises(ConfigError, match="threshold_fraction"):
+        instantiate(
+            "transport",
+            ComponentSpec(name="secagg", params={"threshold_fraction": 0.2}),
+            "defense.transport",
+        )
+    updates, weights, ctx = _round(9, 50)
+    secure = t(updates, weights, ctx)
+    plain = PlainTransport()(updates.clamp(-2, 2), weights, ctx)
+    agg = Mean()
+    diff = agg.from_sum(secure.update_sum, secure.weight_sum) - agg.from_sum(
+        plain.update_sum, plain.weight_sum
+    )
+    assert diff.abs().max().item() <= secure.info["max_decoding_error"] / secure.weight_sum + 1e-6
