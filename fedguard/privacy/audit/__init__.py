@@ -50,6 +50,7 @@ from fedguard.privacy.audit.one_run import (
     score_guesses,
 )
 from fedguard.privacy.audit.result import AuditResult
+from fedguard.privacy.audit.synthetic import gaussian_sum_release
 
 __all__ = [
     "AuditResult",
@@ -67,6 +68,7 @@ __all__ = [
     "epsilon_from_rate_bounds",
     "gaussian_pair_delta",
     "gaussian_pair_epsilon",
+    "gaussian_sum_release",
     "gdp_audit",
     "gdp_delta",
     "gdp_epsilon",
