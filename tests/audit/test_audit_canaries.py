@@ -13,8 +13,10 @@ from sklearn.metrics.pairwise import cosine_similarity
 from fedguard.errors import ConfigError
 from fedguard.privacy.audit import (
     canary_cosines,
+    canary_direction,
     canary_directions,
     canary_epsilon_estimate,
+    canary_included,
     canary_inclusion,
     canary_max_round_cosines,
     canary_round_cosines,
@@ -100,3 +102,11 @@ def test_estimate_refuses_ambiguous_or_tiny_input() -> None:
         canary_epsilon_estimate([0.1], delta=1e-5, dimension=10)
     with pytest.raises(ConfigError, match="dimension"):
         canary_directions(3, 1, seed=0)
+
+
+def test_each_canary_has_its_own_stream() -> None:
+    many = canary_directions(30, 100, seed=4)
+    assert torch.equal(many[:10], canary_directions(10, 100, seed=4))
+    assert torch.equal(many[17], canary_direction(17, 100, seed=4))
+    inc = canary_inclusion(30, seed=4)
+    assert [canary_included(j, seed=4) for j in range(30)] == inc.tolist()

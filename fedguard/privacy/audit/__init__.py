@@ -21,7 +21,9 @@ from fedguard.privacy.audit.binomial import (
 )
 from fedguard.privacy.audit.canaries import (
     canary_cosines,
+    canary_direction,
     canary_directions,
+    canary_included,
     canary_inclusion,
     canary_max_round_cosines,
     canary_round_cosines,
@@ -55,8 +57,10 @@ from fedguard.privacy.audit.synthetic import gaussian_sum_release
 __all__ = [
     "AuditResult",
     "canary_cosines",
+    "canary_direction",
     "canary_directions",
     "canary_epsilon_estimate",
+    "canary_included",
     "canary_inclusion",
     "canary_max_round_cosines",
     "canary_round_cosines",

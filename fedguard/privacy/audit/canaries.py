@@ -23,42 +23,66 @@ import torch
 from torch import Tensor
 
 from fedguard.api import require
-from fedguard.rng import GLOBAL, torch_generator
+from fedguard.rng import torch_generator
 
-#: Stream names in :mod:`fedguard.rng` (round index −1: drawn once, before training).
+#: Stream names in :mod:`fedguard.rng` (round −1: drawn once, before training; the stream's
+#: "client" slot holds the canary index).
 DIRECTION_STREAM = "audit.canary_directions"
 INCLUSION_STREAM = "audit.canary_inclusion"
 
 
-def canary_directions(n_canaries: int, dimension: int, seed: int) -> Tensor:
-    """``(n_canaries, dimension)`` float32 rows uniform on the unit sphere (normalised Gaussians).
+def canary_direction(index: int, dimension: int, seed: int) -> Tensor:
+    """``(dimension,)`` float32 unit vector of canary ``index``: a normalised Gaussian draw.
 
-    Drawn from the stream ``(seed, −1, GLOBAL, "audit.canary_directions")``.
+    Drawn from its own stream ``(seed, −1, index, "audit.canary_directions")``, so a canary's
+    direction depends only on its index and the seed, never on how many canaries there are.
 
     References
     ----------
     Andrew et al. (2024), Algorithm 1 (canary updates are random unit vectors).
     """
+    require(index >= 0, "index", "≥ 0")
+    require(dimension >= 2, "dimension", "at least 2")
+    generator = torch_generator(seed, -1, index, DIRECTION_STREAM)
+    draw = torch.randn(dimension, generator=generator, dtype=torch.float64)  # (d,)
+    return (draw / torch.linalg.vector_norm(draw)).to(torch.float32)
+
+
+def canary_directions(n_canaries: int, dimension: int, seed: int) -> Tensor:
+    """``(n_canaries, dimension)`` float32 rows uniform on the unit sphere (canaries 0..m−1).
+
+    References
+    ----------
+    Andrew et al. (2024), Algorithm 1.
+    """
     require(n_canaries >= 1, "n_canaries", "a positive integer")
     require(dimension >= 2, "dimension", "at least 2")
-    generator = torch_generator(seed, -1, GLOBAL, DIRECTION_STREAM)
-    draws = torch.randn(n_canaries, dimension, generator=generator, dtype=torch.float64)  # (m, d)
-    return (draws / torch.linalg.vector_norm(draws, dim=1, keepdim=True)).to(torch.float32)
+    return torch.stack([canary_direction(j, dimension, seed) for j in range(n_canaries)])
+
+
+def canary_included(index: int, seed: int, probability: float = 0.5) -> bool:
+    """Whether canary ``index`` is inserted (w.p. ``probability``), from its own stream
+    ``(seed, −1, index, "audit.canary_inclusion")``.
+
+    References
+    ----------
+    Steinke, Nasr and Jagielski (2023), Algorithm 1.
+    """
+    require(index >= 0, "index", "≥ 0")
+    require(0.0 < probability < 1.0, "probability", "in (0, 1)")
+    generator = torch_generator(seed, -1, index, INCLUSION_STREAM)
+    return bool(torch.rand(1, generator=generator, dtype=torch.float64).item() < probability)
 
 
 def canary_inclusion(n_canaries: int, seed: int, probability: float = 0.5) -> Tensor:
-    """``(n_canaries,)`` bool: which canaries are inserted, each independently w.p. ``probability``.
-
-    Drawn from the stream ``(seed, −1, GLOBAL, "audit.canary_inclusion")``.
+    """``(n_canaries,)`` bool: which of canaries 0..m−1 are inserted (:func:`canary_included`).
 
     References
     ----------
     Steinke, Nasr and Jagielski (2023), Algorithm 1.
     """
     require(n_canaries >= 1, "n_canaries", "a positive integer")
-    require(0.0 < probability < 1.0, "probability", "in (0, 1)")
-    generator = torch_generator(seed, -1, GLOBAL, INCLUSION_STREAM)
-    return torch.rand(n_canaries, generator=generator, dtype=torch.float64) < probability
+    return torch.tensor([canary_included(j, seed, probability) for j in range(n_canaries)])
 
 
 def canary_cosines(model_delta: Tensor, directions: Tensor) -> Tensor:
