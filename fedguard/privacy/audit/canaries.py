@@ -44,8 +44,8 @@ def canary_direction(index: int, dimension: int, seed: int) -> Tensor:
     require(index >= 0, "index", "≥ 0")
     require(dimension >= 2, "dimension", "at least 2")
     generator = torch_generator(seed, -1, index, DIRECTION_STREAM)
-    draw = torch.randn(dimension, generator=generator, dtype=torch.float64)  # (d,)
-    return (draw / torch.linalg.vector_norm(draw)).to(torch.float32)
+    draw = torch.randn(dimension, generator=generator, dtype=torch.float32)  # (d,)
+    return draw / torch.linalg.vector_norm(draw.double()).to(torch.float32)
 
 
 def canary_directions(n_canaries: int, dimension: int, seed: int) -> Tensor:

@@ -263,12 +263,14 @@ def one_run_audit(
     require(len(grid) >= 1, "guess_counts", "at least one (k_plus, k_minus) pair")
     n_hypotheses = len(grid)
     level = 1.0 - (1.0 - confidence) / n_hypotheses
-    evaluated: list[tuple[float, tuple[int, int], tuple[int, int]]] = []
+    best_eps, best_point, best_rv = -1.0, grid[0], (0, 0)
     for k_plus, k_minus in grid:
         r, v = score_guesses(one_run_guesses(values, k_plus, k_minus), truth)
+        if best_eps > 0 and one_run_p_value(m, r, v, best_eps, delta) > 1.0 - level:
+            continue  # p is non-decreasing in ε, so this point's bound is below best_eps
         eps = one_run_epsilon(m, r, v, confidence=level, delta=delta)
-        evaluated.append((eps, (k_plus, k_minus), (r, v)))
-    best_eps, best_point, best_rv = max(evaluated, key=lambda item: item[0])
+        if eps > best_eps:
+            best_eps, best_point, best_rv = eps, (k_plus, k_minus), (r, v)
     largest_r = max(k_plus + k_minus for k_plus, k_minus in grid)
     return AuditResult(
         method="one_run",
