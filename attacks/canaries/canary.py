@@ -53,7 +53,7 @@ def canary_update(
 
     References
     ----------
-    Andrew et al. (2024), Algorithm 1; Steinke, Nasr and Jagielski (2023), Algorithm 1.
+    Andrew et al. (2024); Steinke, Nasr and Jagielski (2023).
     """
     if not canary_included(client_id, canary_seed, inclusion_probability):
         return torch.zeros(dimension)

@@ -22,7 +22,7 @@ from fedguard.privacy.audit import (
 
 
 def reference_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
-    """Term-by-term transcription of the paper's p-value (Theorem 5.2), as an oracle."""
+    """Term-by-term transcription of the paper's p-value (with the δ term), as an oracle."""
     q = math.exp(eps) / (1 + math.exp(eps))
     tail = sum(math.comb(r, j) * q**j * (1 - q) ** (r - j) for j in range(v, r + 1))
     alpha, window = 0.0, 0.0

@@ -39,7 +39,7 @@ def canary_direction(index: int, dimension: int, seed: int) -> Tensor:
 
     References
     ----------
-    Andrew et al. (2024), Algorithm 1 (canary updates are random unit vectors).
+    Andrew et al. (2024) (canary updates are random unit vectors).
     """
     require(index >= 0, "index", "≥ 0")
     require(dimension >= 2, "dimension", "at least 2")
@@ -53,7 +53,7 @@ def canary_directions(n_canaries: int, dimension: int, seed: int) -> Tensor:
 
     References
     ----------
-    Andrew et al. (2024), Algorithm 1.
+    Andrew et al. (2024).
     """
     require(n_canaries >= 1, "n_canaries", "a positive integer")
     require(dimension >= 2, "dimension", "at least 2")
@@ -66,7 +66,7 @@ def canary_included(index: int, seed: int, probability: float = 0.5) -> bool:
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Algorithm 1.
+    Steinke, Nasr and Jagielski (2023) (each canary inserted with probability ½).
     """
     require(index >= 0, "index", "≥ 0")
     require(0.0 < probability < 1.0, "probability", "in (0, 1)")
@@ -79,7 +79,7 @@ def canary_inclusion(n_canaries: int, seed: int, probability: float = 0.5) -> Te
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Algorithm 1.
+    Steinke, Nasr and Jagielski (2023) (each canary inserted with probability ½).
     """
     require(n_canaries >= 1, "n_canaries", "a positive integer")
     return torch.tensor([canary_included(j, seed, probability) for j in range(n_canaries)])
@@ -92,7 +92,7 @@ def canary_cosines(model_delta: Tensor, directions: Tensor) -> Tensor:
 
     References
     ----------
-    Andrew et al. (2024), Section 3 (the canary statistic).
+    Andrew et al. (2024) (the canary statistic).
     """
     require(model_delta.dim() == 1, "model_delta", "a 1-D tensor (d,)")
     require(
@@ -108,7 +108,7 @@ def canary_round_cosines(round_deltas: Tensor, directions: Tensor) -> Tensor:
 
     References
     ----------
-    Andrew et al. (2024), Section 4 (all iterates released).
+    Andrew et al. (2024) (all iterates released).
     """
     require(round_deltas.dim() == 2, "round_deltas", "a 2-D tensor (T, d)")
     require(
@@ -130,6 +130,6 @@ def canary_max_round_cosines(round_deltas: Tensor, directions: Tensor) -> Tensor
 
     References
     ----------
-    Andrew et al. (2024), Section 4.
+    Andrew et al. (2024).
     """
     return canary_round_cosines(round_deltas, directions).amax(dim=0)

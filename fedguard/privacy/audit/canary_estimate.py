@@ -56,7 +56,7 @@ def canary_epsilon_estimate(
 
     References
     ----------
-    Andrew et al. (2024), Algorithm 1 and Section 3.
+    Andrew et al. (2024).
     """
     require((null is None) != (dimension is None), "null / dimension", "exactly one of the two")
     obs = np.asarray(observed, dtype=np.float64).ravel()  # (k,)

@@ -96,7 +96,7 @@ def clopper_pearson_epsilon(
 
     References
     ----------
-    Jagielski, Ullman and Oprea (2020), Section 4 (Monte Carlo estimation with Clopper-Pearson).
+    Jagielski, Ullman and Oprea (2020) (Monte Carlo estimation with Clopper-Pearson).
     """
     _check_common(confidence, delta)
     require(n_positives >= 1, "n_positives", "a positive integer")

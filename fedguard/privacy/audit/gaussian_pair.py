@@ -108,7 +108,7 @@ def gaussian_pair_delta(
 
     References
     ----------
-    Balle and Wang (2018), Theorem 5 (hockey-stick form); Andrew et al. (2024), Section 3.
+    Balle and Wang (2018) (privacy profile as hockey-stick divergence); Andrew et al. (2024).
     """
     _check(mean_p, std_p, mean_q, std_q)
     require(epsilon >= 0.0, "epsilon", "≥ 0")
@@ -131,7 +131,7 @@ def gaussian_pair_epsilon(
 
     References
     ----------
-    Andrew et al. (2024), Section 3 (ε of the fitted pair of Gaussians).
+    Andrew et al. (2024) (ε of the fitted pair of Gaussians).
     """
     require(0.0 < delta < 1.0, "delta", "in (0, 1)")
 

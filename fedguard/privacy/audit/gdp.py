@@ -78,8 +78,7 @@ def gdp_mu_from_rates(fpr: ArrayLike, fnr: ArrayLike) -> NDArray[np.float64]:
 
     References
     ----------
-    Dong, Roth and Su (2022), Definition 2.7 (trade-off function of μ-GDP);
-    Nasr et al. (2023), Section 3.
+    Dong, Roth and Su (2022) (trade-off function of μ-GDP); Nasr et al. (2023).
     """
     a = np.asarray(fpr, dtype=np.float64)
     b = np.asarray(fnr, dtype=np.float64)

@@ -3,7 +3,7 @@
 ``m`` canaries are each included in the run independently with probability ½. After the run the
 auditor scores every canary, guesses "in" for the ``k₊`` highest scores and "out" for the ``k₋``
 lowest, and abstains on the rest (``r = k₊ + k₋`` guesses, ``v`` of them correct). If the run is
-(ε, δ)-DP with respect to each canary, with ``q = e^ε/(1 + e^ε)`` (Theorem 5.2 of the paper)
+(ε, δ)-DP with respect to each canary, with ``q = e^ε/(1 + e^ε)`` (the paper's main theorem)
 
     P[v correct or more] ≤ p(ε) = P[Bin(r, q) ≥ v] + 2mδ · max_{i=1..v} P[v − i ≤ Bin(r, q) < v]/i,
 
@@ -14,10 +14,10 @@ Conventions
 * ``p(ε)`` is non-decreasing in ε whenever ``2mδ ≤ 1``: each term of the maximum equals
   ``(1 − c_i)·P[Bin ≥ v] + c_i·P[Bin ≥ v − i]`` with ``c_i = 2mδ/i ∈ [0, 1]``, a convex combination
   of binomial upper tails that grow with ``q``. So ``{ε : p(ε) ≤ β}`` is an interval ``[0, ε_LB]``
-  and bisection finds its end exactly. Larger δ (``δ > 1/(2m)``) is refused: the test is then
-  not monotone and the bound is close to vacuous anyway.
+  and bisection finds its end exactly. Larger δ (``δ > 1/(2m)``) is refused: the argument no
+  longer holds and the δ term dominates the p-value; use fewer canaries or a smaller δ.
 * The guesses must be a function of the run's output alone, with ``k₊`` and ``k₋`` fixed before
-  looking at which canaries were included (Algorithm 1 of the paper takes them as inputs). Ties
+  looking at which canaries were included (the paper's auditor takes them as inputs). Ties
   between equal scores are broken by canary index, which is independent of inclusion.
 * Sweeping ``(k₊, k₋)`` over a grid and keeping the best bound is post-selection; following the
   paper's requirement that the guess counts be fixed in advance, :func:`one_run_audit` pays for the
@@ -83,7 +83,7 @@ def one_run_p_value(
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Theorem 5.2 and Algorithm 3.
+    Steinke, Nasr and Jagielski (2023) (the bound with δ > 0 and its reference code).
     """
     _check_counts(n_canaries, n_guesses, n_correct, delta)
     require(epsilon >= 0.0, "epsilon", "≥ 0")
@@ -116,7 +116,7 @@ def one_run_epsilon(
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Algorithm 3 (bisection over ε).
+    Steinke, Nasr and Jagielski (2023) (bisection over ε, as in their reference code).
     """
     require(0.0 < confidence < 1.0, "confidence", "in (0, 1)")
     require(tolerance > 0.0, "tolerance", "> 0")
@@ -154,8 +154,7 @@ def max_certifiable_epsilon(
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Section 6 (the bound saturates with the number of
-    canaries).
+    Steinke, Nasr and Jagielski (2023) (the bound saturates with the number of canaries).
     """
     require(0.0 < confidence < 1.0, "confidence", "in (0, 1)")
     require(n_hypotheses >= 1, "n_hypotheses", "a positive integer")
@@ -173,7 +172,7 @@ def one_run_guesses(
 
     References
     ----------
-    Steinke, Nasr and Jagielski (2023), Algorithm 1 (the auditor abstains in the middle).
+    Steinke, Nasr and Jagielski (2023) (the auditor abstains in the middle).
     """
     values = np.asarray(scores, dtype=np.float64).ravel()  # (m,)
     m = values.size
