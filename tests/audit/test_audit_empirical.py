@@ -1,8 +1,8 @@
 """The empirical audit of a run: canary clients in the core's round loop, on a DP-FedAvg stand-in.
 
-The DP mechanism here is a minimal test double (clip each client update to ``clip_norm``; add
-``N(0, (z·clip_norm/W)²)`` to the uniform mean over the W = n clients of a full-participation
-round), so the true ε of one round is exactly the Gaussian mechanism's: dp-accounting's
+The DP mechanism here is a minimal test double of DP-FedAvg (clip each client update to
+``clip_norm``; release ``(Σ clipped + N(0, (z·clip_norm)² I)) / W`` with the public expected cohort
+``W``), so the true ε of one round is exactly the Gaussian mechanism's: dp-accounting's
 ``get_epsilon_gaussian(z, δ)`` is the oracle upper bound. ``claimed_noise_multiplier`` models a
 broken mechanism whose ledger says σ while the noise is off.
 """
@@ -47,20 +47,27 @@ class ClipForTest(ClientTransform):
 
 @dataclass(frozen=True)
 class CentralNoiseForTest(ServerTransform):
+    """DP-FedAvg's server step on the uniform mean: ``(Σ clipped + N(0, (z·C)² I)) / W``.
+
+    ``W`` is the public expected cohort the mechanism is told (fixed denominator).
+    """
+
     clip_norm: float = 0.5
     noise_multiplier: float = 2.0
     claimed_noise_multiplier: float = 2.0
 
     def __call__(self, aggregate: Tensor, ctx: TransformContext) -> TransformOutput:
-        cohort = ctx.sampling["expected_cohort"]
+        total = aggregate * len(ctx.client_ids)  # the Mean aggregator's sum (uniform weights)
         noise = torch.randn(aggregate.shape, generator=ctx.round.generator("test_noise"))
-        scale = self.noise_multiplier * self.clip_norm / cohort
+        released = (total + self.noise_multiplier * self.clip_norm * noise) / ctx.sampling[
+            "expected_cohort"
+        ]
         event = {
             "type": "gaussian",
             "noise_multiplier": self.claimed_noise_multiplier,
             "sensitivity": self.clip_norm,
         }
-        return TransformOutput(aggregate + scale * noise, events=(event,))
+        return TransformOutput(released, events=(event,))
 
 
 def gaussian_upper_bound(ledger: dict[str, Any], delta: float) -> float:
@@ -169,6 +176,13 @@ def test_install_canaries_grows_the_population_and_keeps_the_rate() -> None:
     assert sim.sampling["rate"] == 0.5 and sim.sampling["population"] == 40
     assert torch.equal(sim.clients.counts[:20], counts)
     assert bool((sim.clients.counts[20:] == round(float(counts.double().mean()))).all())
+
+
+def test_mechanisms_are_told_a_population_that_does_not_depend_on_inclusion() -> None:
+    sim = Simulation(make_spec(0, sampling="poisson", sampling_rate=0.5))
+    install_canaries(sim, torch.zeros(7, sim.initial_state().params.numel()), 20 + 30)
+    assert sim.spec.clients.n_clients == 27
+    assert sim.sampling["population"] == 50 and sim.sampling["expected_cohort"] == 25.0
 
 
 def test_bad_requests_are_refused(tmp_path: Path) -> None:

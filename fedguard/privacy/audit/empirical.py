@@ -17,9 +17,13 @@ means the mechanism or its accounting is wrong (with the stated confidence).
 
 Conventions
 -----------
-* Canaries are added to the population (``n_clients`` grows by the number inserted; a fixed
-  cohort grows in proportion so that the sampling rate stays the same). The client sampling draws
-  therefore differ from the audited run's; everything keyed by client (data, batches) does not.
+* Inserted canaries are added to the population (``n_clients`` grows by their number); the
+  mechanisms are told a public population of ``n_clients + m`` (every canary slot), so that no
+  mechanism parameter (e.g. DP-FedAvg's denominator ``qW``) depends on which canaries were
+  inserted. A fixed cohort grows with the actual population (same sampling rate); its size then
+  depends on the number inserted, so prefer Poisson or full participation for audits. The client
+  sampling draws differ from the audited run's; everything keyed by client (data, batches) does
+  not.
 * Canary clients never train, are never malicious or free-riders, and get the mean honest sample
   count as their weight under ``clients.weighting: samples``.
 * ``canary_norm`` defaults to the ``clip_norm`` of the first client transform that has one (the
@@ -114,18 +118,25 @@ def _default_canary_norm(components: Components) -> float:
     return 1.0
 
 
-def install_canaries(sim: Simulation, canary_updates: Tensor) -> tuple[int, ...]:
+def install_canaries(
+    sim: Simulation, canary_updates: Tensor, public_population: int | None = None
+) -> tuple[int, ...]:
     """Add one client per row of ``canary_updates`` ``(k, d)`` to ``sim``'s population.
 
     Returns the new clients' ids (``n_clients … n_clients + k − 1``). The simulation's spec,
     sampling description, client data and trainer are replaced; the original clients keep
     their data and their random streams.
+
+    ``public_population`` is the population size the mechanisms are told (``sampling``'s
+    ``population`` and ``expected_cohort``, e.g. DP-FedAvg's fixed denominator ``qW``) under
+    Poisson or full participation. The audit passes ``n_clients + m`` — every canary slot,
+    inserted or not — so that no mechanism parameter depends on which canaries were inserted.
+    Default: the actual population. A fixed cohort is scaled with the actual population
+    (``cohort · (n + k)/n``, the same sampling rate).
     """
     spec = sim.spec
     n_real = spec.clients.n_clients
     k = int(canary_updates.shape[0])
-    if k == 0:
-        return ()
     n_total = n_real + k
     overrides: dict[str, Any] = {"clients.n_clients": n_total}
     cohort = spec.clients.cohort_size
@@ -133,9 +144,15 @@ def install_canaries(sim: Simulation, canary_updates: Tensor) -> tuple[int, ...]
         overrides["clients.cohort_size"] = max(1, round(cohort * n_total / n_real))
     sim.spec = spec.with_overrides(**overrides)
     c = sim.spec.clients
+    described = n_total
+    if public_population is not None and c.sampling != "fixed":
+        require(public_population >= n_total, "public_population", "at least the population")
+        described = public_population
     sim.sampling = sampling_description(
-        c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0
+        c.sampling, described, c.cohort_size or 0, c.sampling_rate or 0
     )
+    if k == 0:
+        return ()
     data = sim.clients
     weight = max(1, round(float(data.counts.double().mean())))
     pad_x = torch.zeros(k, *data.features.shape[1:], dtype=data.features.dtype)
@@ -271,7 +288,7 @@ def empirical_audit(
     dimension = int(state.params.numel())
     directions = canary_directions(n_canaries, dimension, seed)  # (m, d)
     included = canary_inclusion(n_canaries, seed)  # (m,)
-    install_canaries(sim, norm * directions[included])
+    install_canaries(sim, norm * directions[included], spec.clients.n_clients + n_canaries)
 
     initial = state.params.detach().clone()
     ledger: dict[str, Any] = {
