@@ -105,7 +105,13 @@ class DefenseConfig(_Strict):
         if not isinstance(value, dict):
             return value
         agg = value.get("aggregator")
-        name = agg if isinstance(agg, str) else (agg or {}).get("name") if isinstance(agg, dict) else None
+        name = (
+            agg
+            if isinstance(agg, str)
+            else (agg or {}).get("name")
+            if isinstance(agg, dict)
+            else None
+        )
         if isinstance(name, str) and "+" in name:
             *pre, last = [p.strip() for p in name.split("+")]
             value = dict(value)

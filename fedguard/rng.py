@@ -31,7 +31,9 @@ def torch_generator(
     return gen
 
 
-def numpy_generator(seed: int, round_index: int, client: int, component: str) -> np.random.Generator:
+def numpy_generator(
+    seed: int, round_index: int, client: int, component: str
+) -> np.random.Generator:
     """A fresh ``numpy.random.Generator`` for one stream."""
     return np.random.default_rng(stream_seed(seed, round_index, client, component))
 
@@ -61,5 +63,12 @@ def counter_keys(
     base = np.uint64(stream_seed(seed, round_index, GLOBAL, component))
     with np.errstate(over="ignore"):
         per_client = _splitmix64(base ^ _splitmix64(clients.astype(np.uint64)))
-        counters = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)
+        # counter = (i0 << 40) | (i1 << 20) | i2 ...: a position's key never depends on the shape
+        counters = np.zeros(shape, dtype=np.uint64)
+        for axis, size in enumerate(shape):
+            shift = np.uint64(20 * (len(shape) - 1 - axis))
+            grid = np.arange(size, dtype=np.uint64).reshape(
+                [-1 if a == axis else 1 for a in range(len(shape))]
+            )
+            counters = counters | (grid << shift)
         return _splitmix64(per_client.reshape(-1, *([1] * len(shape))) ^ _splitmix64(counters))

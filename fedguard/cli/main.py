@@ -44,11 +44,42 @@ def run(
 
 
 @app.command()
-def show(path: Annotated[Path, typer.Argument(help="Run or matrix directory.")]) -> None:
+def show(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    metric: Annotated[str | None, typer.Option(help="Metric for a matrix table.")] = None,
+) -> None:
     """Print the summary of a finished (or interrupted) run or matrix."""
     from fedguard.cli.show_command import show_command
 
-    show_command(path)
+    show_command(path, metric)
+
+
+@app.command()
+def matrix(
+    config: Annotated[Path, typer.Argument(help="YAML matrix config.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Matrix directory.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel cells (local processes).")] = 1,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (or auto).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric shown in the table.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run even past max_cells.")] = False,
+) -> None:
+    """Run every attack × defense × seed cell; resumable (finished cells are skipped)."""
+    from fedguard.cli.matrix_command import matrix_command
+
+    matrix_command(config, out_dir, workers, executor, address, metric, yes)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write the same content as PDF.")] = False,
+) -> None:
+    """Write one self-contained HTML audit report (images embedded, no network)."""
+    from fedguard.cli.report_command import report_command
+
+    report_command(path, out_file, pdf)
 
 
 @list_app.command("components")

@@ -11,12 +11,12 @@ from fedguard.errors import UserError
 from fedguard.storage.run_dir import RunDirectory
 
 
-def show_command(path: Path) -> None:
+def show_command(path: Path, metric: str | None = None) -> None:
     console = Console()
     if (path / "results.sqlite").is_file():
         from fedguard.matrix.show import show_matrix
 
-        show_matrix(path, console)
+        show_matrix(path, console, metric)
         return
     run_dir = RunDirectory(path)
     if not run_dir.exists():

@@ -43,13 +43,17 @@ def build_federated_data(
     malicious: tuple[int, ...] = (),
 ) -> FederatedData:
     train, val, test = split(dataset, test_fraction, validation_fraction, seed)
-    parts = partitioner.split(train.labels.numpy(), n_clients, numpy_generator(seed, -1, -1, "partition"))
+    parts = partitioner.split(
+        train.labels.numpy(), n_clients, numpy_generator(seed, -1, -1, "partition")
+    )
     feats = [train.features[p] for p in parts]
     labels = [train.labels[p] for p in parts]
     if data_attack is not None:
         for cid in malicious:
             gen = torch_generator(seed, -1, cid, "data_attack")
-            feats[cid], labels[cid] = data_attack.poison(feats[cid], labels[cid], dataset.n_classes, gen)
+            feats[cid], labels[cid] = data_attack.poison(
+                feats[cid], labels[cid], dataset.n_classes, gen
+            )
     return FederatedData(
         ClientData.pad(feats, labels),
         val,

@@ -87,9 +87,7 @@ def batch_schedule(
         index = torch.arange(width).expand(len(count), 1, width)
         return index.clone(), index < count[:, None, None]
     epochs, batch = cfg.local_epochs, cfg.batch_size
-    keys = counter_keys(
-        seed, round_index, "local_batches", np.asarray(client_ids), (epochs, width)
-    )
+    keys = counter_keys(seed, round_index, "local_batches", np.asarray(client_ids), (epochs, width))
     padding = np.arange(width)[None, None, :] >= np.asarray(counts)[:, None, None]
     keys = np.where(padding, np.iinfo(np.uint64).max, keys)  # padding sorts last
     order = torch.from_numpy(np.argsort(keys, axis=-1, kind="stable"))  # (n, epochs, width)
@@ -104,9 +102,7 @@ def batch_schedule(
     return torch.where(mask, index, 0), mask
 
 
-def _masked_loss(
-    flat: Tensor, x: Tensor, y: Tensor, mask: Tensor, model: FlatModel
-) -> Tensor:
+def _masked_loss(flat: Tensor, x: Tensor, y: Tensor, mask: Tensor, model: FlatModel) -> Tensor:
     logits = functional_call(model.module, model.layout.unflatten(flat), (x,))
     per_sample = F.cross_entropy(logits, y, reduction="none")
     return (per_sample * mask).sum() / mask.sum().clamp_min(1)

@@ -86,7 +86,9 @@ def _choose_roles(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu.")
+        raise ConfigError(
+            "device 'cuda' was requested but no CUDA GPU is available; use --device cpu."
+        )
     return requested
 
 
@@ -124,11 +126,15 @@ class Simulation:
         self.trainer = TRAINERS[t.trainer]
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
-        self.sampling = sampling_description(c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0)
+        self.sampling = sampling_description(
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0
+        )
         self.test = (self.data.test.features.to(self.device), self.data.test.labels.to(self.device))
         self.triggered = None
         if self.components.data_attack is not None:
-            trig = self.components.data_attack.triggered(self.data.test.features, self.data.test.labels)
+            trig = self.components.data_attack.triggered(
+                self.data.test.features, self.data.test.labels
+            )
             if trig is not None:
                 self.triggered = (trig[0].to(self.device), trig[1].to(self.device))
         self.privacy_outputs: list[tuple[int, Any, Any]] = []
@@ -154,7 +160,9 @@ class Simulation:
         t = state.round
         started = time.perf_counter()
         c = spec.clients
-        ids = sample_clients(c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, spec.seed, t)
+        ids = sample_clients(
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, spec.seed, t
+        )
         ctx = RoundContext(t, spec.seed, state.params, ids, c.n_clients, self.device)
         record: dict[str, Any] = {"round": t + 1, "clients": len(ids)}
         events: dict[str, Any] = {"population": [], "clients": {}}
@@ -186,7 +194,11 @@ class Simulation:
         new_ct_states = []
         for k, transform in enumerate(comps.client_transforms):
             tctx = TransformContext(
-                ctx, tuple(trained), state.client_transform_states[k], self.sampling, comps.aggregator
+                ctx,
+                tuple(trained),
+                state.client_transform_states[k],
+                self.sampling,
+                comps.aggregator,
             )
             out = transform(deltas[rows_trained], tctx)
             deltas[rows_trained] = out.values
@@ -216,7 +228,9 @@ class Simulation:
         # free-riders
         for k, i in enumerate(ids):
             if i in free_set and comps.free_rider is not None:
-                fctx = FreeRiderContext(t, state.params, state.global_deltas, ctx.generator("free_rider", i))
+                fctx = FreeRiderContext(
+                    t, state.params, state.global_deltas, ctx.generator("free_rider", i)
+                )
                 deltas[k] = comps.free_rider(fctx)
 
         # faulty rows (NaN/inf) never reach an aggregator
@@ -251,23 +265,31 @@ class Simulation:
             generator=ctx.generator("aggregator"),
             global_params=state.params,
             state=state.aggregator_state,
-            reference_update=self._reference_update(state, t) if comps.aggregator.needs_reference_update else None,
+            reference_update=self._reference_update(state, t)
+            if comps.aggregator.needs_reference_update
+            else None,
         )
         if transported.updates is not None:
             result = self._aggregate(transported.updates, weights, agg_ctx)
         else:
-            result = AggregationResult(comps.aggregator.from_sum(transported.update_sum, transported.weight_sum))
+            result = AggregationResult(
+                comps.aggregator.from_sum(transported.update_sum, transported.weight_sum)
+            )
 
         # server transforms and optimizer
         aggregate = result.aggregate
         new_st_states = []
         for k, transform in enumerate(comps.server_transforms):
-            tctx = TransformContext(ctx, kept_ids, state.server_transform_states[k], self.sampling, comps.aggregator)
+            tctx = TransformContext(
+                ctx, kept_ids, state.server_transform_states[k], self.sampling, comps.aggregator
+            )
             out = transform(aggregate, tctx)
             aggregate = out.values
             new_st_states.append(dict(out.state))
             _add_events(events, out.events, None)
-        params, server_state = server_step(self.server_opt, state.params, aggregate, state.server_state)
+        params, server_state = server_step(
+            self.server_opt, state.params, aggregate, state.server_state
+        )
 
         flagged = sorted({kept_ids[r] for r in result.flagged} | set(faulty))
         record.update(
@@ -283,6 +305,7 @@ class Simulation:
                 **{f"transport_{k}": v for k, v in transported.info.items() if _scalar(v)},
             }
         )
+        record["compute_seconds"] = time.perf_counter() - started  # excludes evaluation
         record.update(self._evaluate(params, t, force=t + 1 == spec.rounds))
         record["seconds"] = time.perf_counter() - started
         new_state = SimulationState(
@@ -301,7 +324,9 @@ class Simulation:
                 "global_params": state.params.cpu(),
                 "client_ids": torch.tensor(kept_ids),
                 "num_samples": torch.tensor(kept_counts),
-                "deltas": transported.updates.cpu() if transported.updates is not None else torch.empty(0),
+                "deltas": transported.updates.cpu()
+                if transported.updates is not None
+                else torch.empty(0),
                 "update_sum": transported.update_sum.cpu(),
                 "aggregate": result.aggregate.cpu(),
             }
@@ -309,7 +334,9 @@ class Simulation:
 
     # ------------------------------------------------------------------ helpers
 
-    def _aggregate(self, updates: Tensor, weights: Tensor, ctx: AggregationContext) -> AggregationResult:
+    def _aggregate(
+        self, updates: Tensor, weights: Tensor | None, ctx: AggregationContext
+    ) -> AggregationResult:
         x = updates
         for pre in self.components.preaggregators:
             x = pre(x, ctx)
@@ -319,7 +346,13 @@ class Simulation:
 
     def _aggregator_oracle(self, state: SimulationState, t: int) -> Callable[[Tensor], Tensor]:
         def run(updates: Tensor) -> Tensor:
-            ctx = AggregationContext(t, self.spec.n_byzantine, torch.Generator().manual_seed(t), state.params, state.aggregator_state)
+            ctx = AggregationContext(
+                t,
+                self.spec.n_byzantine,
+                torch.Generator().manual_seed(t),
+                state.params,
+                state.aggregator_state,
+            )
             return self._aggregate(updates, None, ctx).aggregate
 
         return run
@@ -332,7 +365,9 @@ class Simulation:
         if len(val) == 0:
             raise ConfigError("FLTrust needs a root dataset: set data.validation_fraction above 0.")
         root = ClientData.pad([val.features], [val.labels]).to(self.device)
-        return TRAINERS["vectorized"](self.model, state.params, root, [0], self.local, self.spec.seed + 7919, t)[0]
+        return TRAINERS["vectorized"](
+            self.model, state.params, root, [0], self.local, self.spec.seed + 7919, t
+        )[0]
 
     def _evaluate(self, params: Tensor, t: int, force: bool) -> dict[str, float]:
         if not force and (t + 1) % self.spec.eval_every:

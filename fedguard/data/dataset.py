@@ -70,7 +70,7 @@ def from_arrays(
     return Dataset(
         torch.as_tensor(x.reshape(x.shape[0], *shape), dtype=torch.float32),
         torch.as_tensor(y, dtype=torch.long),
-        int(len(classes)),
+        len(classes),
         shape,
         name,
         value_range,

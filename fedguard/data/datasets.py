@@ -95,7 +95,9 @@ class CsvDataset(DatasetSource):
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            raise ConfigError(f"dataset.path {self.path!r} is not a readable CSV file: {exc}") from exc
+            raise ConfigError(
+                f"dataset.path {self.path!r} is not a readable CSV file: {exc}"
+            ) from exc
         if self.label_column not in frame.columns:
             cols = ", ".join(map(str, frame.columns))
             raise ConfigError(

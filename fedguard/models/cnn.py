@@ -25,8 +25,11 @@ class CNN(ModelSpec):
             "model.channels",
             "a non-empty list of positive channel counts",
         )
-        require(self.activation in ("relu", "tanh", "sigmoid"), "model.activation",
-                "one of relu, sigmoid, tanh")
+        require(
+            self.activation in ("relu", "tanh", "sigmoid"),
+            "model.activation",
+            "one of relu, sigmoid, tanh",
+        )
 
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         if len(input_shape) != 3:

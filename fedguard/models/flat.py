@@ -36,7 +36,7 @@ class ParamLayout:
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """``(..., d)`` → dict of ``(..., *shape)`` views (leading batch dims kept)."""
         lead = flat.shape[:-1]
-        chunks = torch.split(flat, self.sizes, dim=-1)
+        chunks = torch.split(flat, list(self.sizes), dim=-1)
         return {
             n: c.reshape(*lead, *s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)
         }
@@ -64,7 +64,9 @@ class FlatModel:
         return functional_call(self.module, self.layout.unflatten(flat), (x,))
 
     @torch.no_grad()
-    def evaluate(self, flat: Tensor, x: Tensor, y: Tensor, batch: int = 4096) -> tuple[float, float]:
+    def evaluate(
+        self, flat: Tensor, x: Tensor, y: Tensor, batch: int = 4096
+    ) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of parameters ``flat`` on (x, y)."""
         if len(y) == 0:
             return float("nan"), float("nan")

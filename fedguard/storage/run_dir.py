@@ -99,7 +99,8 @@ class RunDirectory:
         atomic.write_torch(self.path / "state.pt", state)
         atomic.write_json(self.path / "ledger.json", ledger)
         atomic.write_text(
-            self.path / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            self.path / "rounds.jsonl",
+            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
         )
 
     def save_updates(self, round_number: int, payload: dict[str, torch.Tensor]) -> None:
