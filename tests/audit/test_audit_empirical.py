@@ -112,13 +112,18 @@ def test_correct_dp_fedavg_stays_below_the_accountant(seed: int) -> None:
     assert result["kind"] == "lower_bound" and result["estimate"]["kind"] == "estimate"
 
 
-def test_broken_mechanism_is_caught() -> None:
+def test_broken_mechanism_is_caught_against_the_fedguard_accountants() -> None:
     spec = make_spec(0)
-    result = empirical_audit(
-        spec, 200, components=dp_components(spec, actual=0.0), upper_bound=gaussian_upper_bound
+    result = empirical_audit(spec, 200, components=dp_components(spec, actual=0.0))
+    # The ledger claims σ = 2 for one round: PLD ε ≈ 1.99, RDP ε ≈ 2.17 (the looser bound);
+    # 200 canaries certify at most ≈ 3.5 with the 16-point guess grid.
+    per = result["upper_by_accountant"]
+    assert per["pld"] == pytest.approx(
+        gaussian_upper_bound({"rounds": [{"population": [{"noise_multiplier": 2.0}]}]}, DELTA),
+        abs=1e-3,
     )
-    # The ledger claims σ = 2 for one round (ε ≈ 1.99); 200 canaries certify at most ≈ 3.5.
-    assert result["epsilon_upper"] < result["epsilon_lower"] <= result["ceiling"]
+    assert per["rdp"] > per["pld"] and result["epsilon_upper"] == per["pld"]
+    assert max(per.values()) < result["epsilon_lower"] <= result["ceiling"]
     assert result["lower_exceeds_upper"] is True
     assert result["ceiling"] < result["ceiling_all_guesses"] < 5.8
 

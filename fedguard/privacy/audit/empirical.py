@@ -65,6 +65,7 @@ from fedguard.privacy.audit.canaries import (
 )
 from fedguard.privacy.audit.canary_estimate import canary_epsilon_estimate
 from fedguard.privacy.audit.one_run import one_run_audit
+from fedguard.privacy.budget import epsilon_of_ledger, has_events
 from fedguard.storage import atomic
 from fedguard.storage.run_dir import OWNER_ONLY_FILE, RunDirectory
 
@@ -181,27 +182,22 @@ def _resolve(source: RunSpec | str | Path) -> tuple[RunSpec, float | None, str]:
     raise ConfigError(f"run {str(source)!r} is neither a run directory nor a config file.")
 
 
-def _ledger_has_events(ledger: dict[str, Any]) -> bool:
-    return any(r.get("population") or r.get("clients") for r in ledger.get("rounds", []))
-
-
-def _accountant_upper_bound(ledger: dict[str, Any], delta: float) -> float:
-    from fedguard.privacy.budget import epsilon_of_ledger  # type: ignore[import-not-found]
-
-    return float(epsilon_of_ledger(ledger, delta))
-
-
 def _upper(
-    ledger: dict[str, Any], delta: float, upper_bound: UpperBound | None
-) -> tuple[float | None, str]:
-    if not _ledger_has_events(ledger):
-        return math.inf, "no privacy events in the ledger: the run claims no DP"
+    ledger: dict[str, Any],
+    delta: float,
+    upper_bound: UpperBound | None,
+    accountants: Sequence[str],
+) -> tuple[float | None, dict[str, float], str]:
+    """``(ε upper bound, ε per accountant, source)``; the bound is the smallest of them."""
+    if not has_events(ledger):
+        return math.inf, {}, "no privacy events in the ledger: the run claims no DP"
     if upper_bound is not None:
-        return float(upper_bound(ledger, delta)), "given accountant"
-    try:
-        return _accountant_upper_bound(ledger, delta), "fedguard.privacy.budget"
-    except ImportError:
-        return None, "no accountant available (fedguard.privacy.budget is not installed)"
+        return float(upper_bound(ledger, delta)), {}, "given accountant"
+    if delta <= 0.0:
+        return None, {}, "accountants need delta > 0"
+    per = {name: float(epsilon_of_ledger(ledger, delta, name)) for name in accountants}
+    best = min(per, key=lambda name: per[name])
+    return per[best], per, f"smallest of the accountants' bounds ({best})"
 
 
 def _jsonable(value: Any) -> Any:
@@ -225,6 +221,7 @@ def empirical_audit(
     canary_seed: int | None = None,
     components: Components | None = None,
     upper_bound: UpperBound | None = None,
+    accountants: Sequence[str] = ("rdp", "pld"),
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the canary variant of a run and return its empirical ε next to the accountant's.
@@ -248,8 +245,11 @@ def empirical_audit(
     components
         Pre-built components to run with (default: built from the spec).
     upper_bound
-        ``(ledger, delta) -> ε``; default: ``fedguard.privacy.budget.epsilon_of_ledger`` when
-        installed. A ledger without events means no DP claim: the upper bound is ∞.
+        ``(ledger, delta) -> ε`` replacing the accountants (for tests and custom mechanisms).
+        A ledger without events means no DP claim: the upper bound is ∞.
+    accountants
+        Accountants (:func:`fedguard.privacy.budget.epsilon_of_ledger`) whose ε(δ) of the canary
+        variant's ledger are reported; the upper bound is the smallest (every one is valid).
     out
         Directory to write ``audit.json`` and, owner-only, ``canary_truth.json`` (which canaries
         were inserted — the secret the bound is computed against).
@@ -323,7 +323,9 @@ def empirical_audit(
             estimate = canary_epsilon_estimate(scores[truth], delta=audit_delta, **null).as_dict()
         except ConfigError as exc:  # e.g. identical statistics: no estimate, say why
             estimate = {"method": "canary_gaussian", "epsilon": None, "reason": str(exc)}
-    epsilon_upper, upper_source = _upper(ledger, audit_delta, upper_bound)
+    epsilon_upper, upper_by_accountant, upper_source = _upper(
+        ledger, audit_delta, upper_bound, accountants
+    )
     audit_seconds = time.perf_counter() - started
 
     lower = bound.epsilon
@@ -344,6 +346,7 @@ def empirical_audit(
         "ceiling_all_guesses": bound.details["ceiling_single"],
         "epsilon_upper": epsilon_upper,
         "upper_source": upper_source,
+        "upper_by_accountant": upper_by_accountant,
         "ratio": ratio,
         "lower_exceeds_upper": (lower > epsilon_upper if epsilon_upper is not None else None),
         "estimate": estimate,
