@@ -30,6 +30,7 @@ from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
 from fedguard.privacy.audit.empirical import canary_trainer, empirical_audit, install_canaries
+from fedguard.privacy.audit.summary import describe_empirical_audit
 
 DELTA = 1e-5
 
@@ -199,3 +200,32 @@ def test_bad_requests_are_refused(tmp_path: Path) -> None:
         empirical_audit(make_spec(), 100, statistic="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="neither a run directory"):
         empirical_audit(tmp_path / "missing", 100)
+
+
+def test_summary_states_a_contradiction_and_the_ceiling() -> None:
+    base: dict[str, Any] = {
+        "method": "one_run",
+        "epsilon_lower": 3.2,
+        "confidence": 0.95,
+        "delta": 1e-5,
+        "n_canaries": 200,
+        "n_included": 103,
+        "ceiling": 3.5,
+        "epsilon_upper": 1.99,
+        "upper_source": "smallest of the accountants' bounds (pld)",
+        "upper_by_accountant": {"pld": 1.99, "rdp": 2.17},
+        "ratio": 3.2 / 1.99,
+        "lower_exceeds_upper": True,
+        "estimate": {"epsilon": 40.0},
+        "audit_seconds": 1.5,
+        "cost_ratio": 1.2,
+    }
+    text = describe_empirical_audit(base)
+    assert "CONTRADICTION" in text and "95% confidence" in text and "rdp 2.170" in text
+    assert "not a bound" in text and "1.20× the audited run" in text
+    fine = {**base, "epsilon_lower": 0.3, "ratio": 0.3 / 1.99, "lower_exceeds_upper": False}
+    assert "CONTRADICTION" not in describe_empirical_audit(fine)
+    high_claim = {**fine, "epsilon_upper": 8.0, "upper_by_accountant": {}}
+    assert "cannot be detected" in describe_empirical_audit(high_claim)
+    no_dp = {**fine, "epsilon_upper": math.inf, "ratio": None, "cost_ratio": None}
+    assert "upper bound: ∞" in describe_empirical_audit(no_dp)

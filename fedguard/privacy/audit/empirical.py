@@ -105,7 +105,7 @@ def canary_trainer(base: Trainer, first_canary_id: int, canary_updates: Tensor) 
         canary_rows = torch.nonzero(is_canary).flatten()
         if canary_rows.numel():
             rows = ids[canary_rows] - first_canary_id
-            out[canary_rows] = canary_updates[rows].to(out.dtype).to(out.device)
+            out[canary_rows] = canary_updates[rows.to(canary_updates.device)].to(out)
         return out
 
     return train
@@ -163,22 +163,31 @@ def install_canaries(
         torch.cat([data.counts, torch.full((k,), weight, dtype=data.counts.dtype)]),
     ).to(sim.device)
     # Simulation.trainer is inferred as one concrete trainer function; any Trainer fits the call.
-    sim.trainer = canary_trainer(sim.trainer, n_real, canary_updates)  # type: ignore[assignment]
+    updates = canary_updates.to(sim.device)
+    sim.trainer = canary_trainer(sim.trainer, n_real, updates)  # type: ignore[assignment]
     return tuple(range(n_real, n_total))
 
 
-def _resolve(source: RunSpec | str | Path) -> tuple[RunSpec, float | None, str]:
-    """The spec to audit, the audited run's wall seconds (if known) and a label."""
+def _resolve(source: RunSpec | str | Path) -> tuple[RunSpec, float | None, int | None, str]:
+    """The spec to audit, the audited run's wall seconds and completed rounds (if known), and a
+    label."""
     if isinstance(source, RunSpec):
-        return source, None, source.name
+        return source, None, None, source.name
     path = Path(source)
     if path.is_dir():
         run = RunDirectory(path)
         spec = run.spec()
-        seconds = run.summary().get("wall_seconds")
-        return spec, float(seconds) if isinstance(seconds, int | float) else None, str(path)
+        summary = run.summary()
+        seconds = summary.get("wall_seconds")
+        rounds = summary.get("rounds_completed")
+        return (
+            spec,
+            float(seconds) if isinstance(seconds, int | float) else None,
+            int(rounds) if isinstance(rounds, int) and 1 <= rounds <= spec.rounds else None,
+            str(path),
+        )
     if path.is_file():
-        return load_spec(path), None, str(path)
+        return load_spec(path), None, None, str(path)
     raise ConfigError(f"run {str(source)!r} is neither a run directory nor a config file.")
 
 
@@ -229,7 +238,9 @@ def empirical_audit(
     Parameters
     ----------
     source
-        A run directory (its ``spec.yaml`` is audited), a YAML config, or a :class:`RunSpec`.
+        A run directory (its ``spec.yaml`` is audited, for as many rounds as the run completed —
+        a run stopped by its privacy budget is audited as stopped), a YAML config, or a
+        :class:`RunSpec`.
     n_canaries
         ``m``, canaries each inserted with probability ½ (at least 10).
     confidence
@@ -270,7 +281,8 @@ def empirical_audit(
     require(n_canaries >= 10, "n_canaries", "an integer ≥ 10")
     require(0.0 < confidence < 1.0, "confidence", "in (0, 1)")
     require(statistic in ("final", "rounds"), "statistic", "'final' or 'rounds'")
-    spec, audited_seconds, label = _resolve(source)
+    spec, audited_seconds, audited_rounds, label = _resolve(source)
+    n_rounds = spec.rounds if audited_rounds is None else audited_rounds
     audit_delta = spec.privacy.delta if delta is None else delta
     require(
         0.0 <= audit_delta <= 1.0 / (2.0 * n_canaries),
@@ -297,7 +309,7 @@ def empirical_audit(
         "rounds": [],
     }
     round_deltas: list[Tensor] = []
-    while state.round < spec.rounds:
+    while state.round < n_rounds:
         before = state.params
         state, output = sim.run_round(state)
         ledger["rounds"].append({"round": state.round, **output.events})
