@@ -160,6 +160,13 @@ def test_audit_of_a_run_directory_writes_truth_owner_only(tmp_path: Path) -> Non
     written = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert written["epsilon_upper"] == "inf"
     assert written["epsilon_lower"] == result["epsilon_lower"]
+    assert result["rounds"] == 1
+    again = empirical_audit(run_dir, 100, out=tmp_path / "again")  # same seed: bit-for-bit
+    truth_again = json.loads((tmp_path / "again" / "canary_truth.json").read_text())
+    assert (
+        truth_again["scores"] == truth["scores"]
+        and again["epsilon_lower"] == result["epsilon_lower"]
+    )
 
 
 def test_canary_rows_replace_training_and_real_rows_are_untouched() -> None:

@@ -270,7 +270,7 @@ def empirical_audit(
     dict
         ``epsilon_lower`` (one-run bound, with ``method``, ``confidence``, ``delta``),
         ``ceiling`` (largest ε this design can certify), ``epsilon_upper`` (accountant; ``inf``
-        without DP; ``None`` when no accountant is available), ``ratio`` (lower/upper),
+        without DP; ``None`` when δ = 0), ``upper_by_accountant``, ``ratio`` (lower/upper),
         ``lower_exceeds_upper``, ``estimate`` (Andrew et al., not a bound), the canary design,
         and the cost (``audit_seconds``, ``audited_run_seconds``, ``cost_ratio``).
 
