@@ -29,7 +29,8 @@ from fedguard.core.local_training import train_vectorized
 from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
-from fedguard.privacy.audit.empirical import canary_trainer, empirical_audit, install_canaries
+from fedguard.privacy.audit.canary_clients import canary_trainer, install_canaries
+from fedguard.privacy.audit.empirical import empirical_audit
 from fedguard.privacy.audit.summary import describe_empirical_audit
 
 DELTA = 1e-5
