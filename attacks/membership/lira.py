@@ -55,6 +55,7 @@ def lira_scores(
     *,
     online: bool,
     fixed_variance: bool,
+    min_count: int = 4,
     min_std: float = 1e-4,
 ) -> Tensor:
     """LiRA membership scores (higher = member).
@@ -66,24 +67,28 @@ def lira_scores(
     * offline: ``log Φ((φ − μ_out)/σ_out)``, the one-sided test against the OUT Gaussian.
 
     ``fixed_variance`` pools one variance over all candidates (per IN / OUT), which is more
-    stable with few shadows; otherwise each candidate has its own. A candidate without any IN
-    (OUT) shadow uses the pooled IN (OUT) mean; standard deviations are floored at ``min_std``.
+    stable with few shadows; otherwise each candidate has its own, except that a candidate with
+    fewer than ``min_count`` IN (OUT) shadows uses the pooled variance (a variance from two or
+    three values is too noisy to divide by). A candidate without any IN (OUT) shadow uses the
+    pooled IN (OUT) mean; standard deviations are floored at ``min_std``.
     """
     stats = shadow_stats.double()
     phi = target_stat.double()
     mu_out, var_out, n_out = _masked_mean_var(stats, ~shadow_in)
     glob_out = stats[~shadow_in]
     mu_out = torch.where(n_out > 0, mu_out, glob_out.mean())
-    if fixed_variance:
-        var_out = ((stats - mu_out) ** 2)[~shadow_in].mean().expand_as(mu_out)
+    pooled_out = ((stats - mu_out) ** 2)[~shadow_in].mean()
+    var_out = pooled_out.expand_as(mu_out) if fixed_variance else var_out
+    var_out = torch.where(n_out >= min_count, var_out, pooled_out)
     sd_out = var_out.sqrt().clamp_min(min_std)
     if not online:
         return torch.special.log_ndtr((phi - mu_out) / sd_out)
     mu_in, var_in, n_in = _masked_mean_var(stats, shadow_in)
     glob_in = stats[shadow_in]
     mu_in = torch.where(n_in > 0, mu_in, glob_in.mean())
-    if fixed_variance:
-        var_in = ((stats - mu_in) ** 2)[shadow_in].mean().expand_as(mu_in)
+    pooled_in = ((stats - mu_in) ** 2)[shadow_in].mean()
+    var_in = pooled_in.expand_as(mu_in) if fixed_variance else var_in
+    var_in = torch.where(n_in >= min_count, var_in, pooled_in)
     sd_in = var_in.sqrt().clamp_min(min_std)
     return _normal_logpdf(phi, mu_in, sd_in) - _normal_logpdf(phi, mu_out, sd_out)
 
@@ -104,7 +109,8 @@ class LiRA(PrivacyAttack):
     online
         Online (IN and OUT Gaussians) or offline (one-sided test against OUT only).
     fixed_variance
-        One pooled variance instead of per-example variances (better with few shadows).
+        One pooled variance instead of per-example variances. The default (True) suits the
+        default 16 shadows; the paper's per-example variance needs many more (≥ 64).
     target, target_client
         ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``).
     seed
@@ -118,7 +124,7 @@ class LiRA(PrivacyAttack):
 
     n_shadows: int = 16
     online: bool = True
-    fixed_variance: bool = False
+    fixed_variance: bool = True
     target: str = "global"
     target_client: int | None = None
     seed: int = 0
