@@ -53,9 +53,15 @@ def get(kind: str, name: str) -> Any:
     if name not in eps:
         valid = ", ".join(sorted(eps)) or "(none registered)"
         raise ConfigError(f"unknown {kind.replace('_', ' ')} {name!r}; valid names: {valid}.")
-    obj = eps[name].load()
+    try:
+        obj = eps[name].load()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{kind.replace('_', ' ')} {name!r} is registered but cannot be loaded ({exc}); "
+            "reinstall fedguard or the plugin that provides it."
+        ) from None
     if isinstance(obj, type):
-        obj.registry_name = name
+        obj.registry_name = name  # type: ignore[attr-defined]
     return obj
 
 
@@ -76,7 +82,9 @@ def create(kind: str, name: str, **params: Any) -> Any:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid parameters for {kind.replace('_', ' ')} {name!r}: {exc}") from exc
+        raise ConfigError(
+            f"invalid parameters for {kind.replace('_', ' ')} {name!r}: {exc}"
+        ) from exc
 
 
 def parameters(kind: str, name: str) -> dict[str, Any]:

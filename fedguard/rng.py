@@ -31,6 +31,44 @@ def torch_generator(
     return gen
 
 
-def numpy_generator(seed: int, round_index: int, client: int, component: str) -> np.random.Generator:
+def numpy_generator(
+    seed: int, round_index: int, client: int, component: str
+) -> np.random.Generator:
     """A fresh ``numpy.random.Generator`` for one stream."""
     return np.random.default_rng(stream_seed(seed, round_index, client, component))
+
+
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer (Steele, Lea & Flood 2014), vectorized over uint64 arrays."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def counter_keys(
+    seed: int, round_index: int, component: str, clients: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Pseudo-random uint64 keys ``(len(clients), *shape)``, one independent stream per client.
+
+    A counter-based generator: key = hash(stream(seed, round, component), client, counter), so
+    every client's draws depend only on its own id and position — vectorized over clients, and
+    identical whether clients are processed together or one by one.
+    """
+    base = np.uint64(stream_seed(seed, round_index, GLOBAL, component))
+    with np.errstate(over="ignore"):
+        per_client = _splitmix64(base ^ _splitmix64(clients.astype(np.uint64)))
+        # counter = (i0 << 40) | (i1 << 20) | i2 ...: a position's key never depends on the shape
+        counters = np.zeros(shape, dtype=np.uint64)
+        for axis, size in enumerate(shape):
+            shift = np.uint64(20 * (len(shape) - 1 - axis))
+            grid = np.arange(size, dtype=np.uint64).reshape(
+                [-1 if a == axis else 1 for a in range(len(shape))]
+            )
+            counters = counters | (grid << shift)
+        return _splitmix64(per_client.reshape(-1, *([1] * len(shape))) ^ _splitmix64(counters))

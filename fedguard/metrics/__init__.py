@@ -1,0 +1,1 @@
+"""Metrics computed from round records and ground truth (never seen by attacks or defenses)."""

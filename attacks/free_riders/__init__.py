@@ -1,0 +1,1 @@
+"""Free-riders: clients that send an update without training."""

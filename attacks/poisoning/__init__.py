@@ -1,0 +1,1 @@
+"""Model- and data-poisoning attacks run by malicious clients."""

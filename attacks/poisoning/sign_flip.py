@@ -1,0 +1,39 @@
+"""Sign flipping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from attacks.poisoning.common import own_updates
+from fedguard.api import AttackContext, ModelAttack, require
+
+
+@dataclass(frozen=True)
+class SignFlip(ModelAttack):
+    """Each malicious client sends its own honest update, negated and scaled: ``−magnitude · Δ``.
+
+    Not omniscient: uses only ``ctx.own_updates``.
+
+    Parameters
+    ----------
+    magnitude : float
+        Scale of the flipped update (> 0).
+
+    References
+    ----------
+    Damaskinos, El Mhamdi, Guerraoui, Patra, Taziki. "Asynchronous Byzantine Machine Learning (the
+    case of SGD)." ICML 2018; Allen-Zhu, Ebrahimian, Li, Alistarh. "Byzantine-Resilient Non-Convex
+    Stochastic Gradient Descent." ICLR 2021 (sign-flipping attack).
+    """
+
+    magnitude: float = 1.0
+    omniscient: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        require(self.magnitude > 0, "magnitude", "a positive number")
+
+    def __call__(self, honest: Tensor, ctx: AttackContext) -> Tensor:
+        return -self.magnitude * own_updates(ctx, "sign_flip")

@@ -1,0 +1,1 @@
+"""Byzantine-robust aggregation rules, pre-aggregators and client-side robustness transforms."""

@@ -1,0 +1,46 @@
+"""Mean around the median (MeaMed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
+from defenses.robust.kernels import closest_to_centre, coordinate_median, usage_weights
+from fedguard.types import AggregationContext
+
+
+@dataclass(frozen=True)
+class Meamed(RobustAggregator):
+    """Mean around the median: per coordinate, average the n − f values closest to the median.
+
+    The median is the coordinate-wise median (mean of the two middle values for even n). Needs
+    n > 2f. Client weights are ignored. ``weights`` is each client's share of the averaged values,
+    ``scores`` the distance to the aggregate; nobody is flagged.
+
+    Parameters
+    ----------
+    n_byzantine : int | None
+        f; ``None`` uses the run's ``n_byzantine``.
+
+    References
+    ----------
+    Xie, Koyejo, Gupta. "Generalized Byzantine-tolerant SGD." arXiv:1802.10116, 2018.
+    """
+
+    n_byzantine: int | None = None
+    cohort_bound = "n > 2f"
+
+    def __post_init__(self) -> None:
+        validate_byzantine(self.n_byzantine)
+
+    def min_clients(self, n_byzantine: int) -> int:
+        return 2 * n_byzantine + 1
+
+    def _aggregate(
+        self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext
+    ) -> RuleOutput:
+        n = updates.shape[0]
+        values, rows = closest_to_centre(updates, coordinate_median(updates), n - n_byzantine)
+        return RuleOutput(aggregate=values.mean(dim=0), weights=usage_weights(rows, n))

@@ -1,0 +1,41 @@
+"""Coordinate-wise median."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from defenses.robust.base import RobustAggregator, RuleOutput
+from defenses.robust.kernels import coordinate_median, usage_weights
+from fedguard.types import AggregationContext
+
+
+@dataclass(frozen=True)
+class Median(RobustAggregator):
+    """Coordinate-wise median of the client updates.
+
+    For an even number of rows each coordinate is the mean of its two middle values (not the lower
+    middle value that ``torch.median`` returns). Client weights are ignored: one client, one value.
+    ``weights`` reports, per client, the share of coordinates where its value was (one of) the
+    middle value(s); the rule flags nobody, and ``scores`` is the distance to the median.
+    Tolerates f < n/2 Byzantine clients; it takes no ``n_byzantine`` parameter.
+
+    References
+    ----------
+    Yin, Chen, Ramchandran, Bartlett. "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates." ICML 2018.
+    """
+
+    def _aggregate(
+        self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext
+    ) -> RuleOutput:
+        n = updates.shape[0]
+        lower = torch.kthvalue(updates, (n + 1) // 2, dim=0)  # values, indices: (d,)
+        if n % 2 == 1:
+            rows = lower.indices[None, :]  # (1, d)
+        else:
+            upper = torch.kthvalue(updates, n // 2 + 1, dim=0)
+            rows = torch.stack([lower.indices, upper.indices])  # (2, d)
+        return RuleOutput(aggregate=coordinate_median(updates), weights=usage_weights(rows, n))

@@ -1,0 +1,118 @@
+"""``fedguard`` command line. User mistakes print one sentence and exit with status 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedguard.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="fedguard: privacy-and-robustness evaluation suite for federated learning.",
+)
+list_app = typer.Typer(no_args_is_help=True, help="List things fedguard knows about.")
+app.add_typer(list_app, name="list")
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML run config.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory to write.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override the number of rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    save_updates: Annotated[
+        bool, typer.Option("--save-updates", help="Keep per-round client updates (sensitive).")
+    ] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an interrupted run directory.")
+    ] = None,
+) -> None:
+    """Train one federated run and write its run directory."""
+    from fedguard.cli.run_command import run_command
+
+    run_command(config, out_dir, rounds, seed, device, save_updates, resume)
+
+
+@app.command()
+def show(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    metric: Annotated[str | None, typer.Option(help="Metric for a matrix table.")] = None,
+) -> None:
+    """Print the summary of a finished (or interrupted) run or matrix."""
+    from fedguard.cli.show_command import show_command
+
+    show_command(path, metric)
+
+
+@app.command()
+def matrix(
+    config: Annotated[Path, typer.Argument(help="YAML matrix config.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Matrix directory.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel cells (local processes).")] = 1,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (or auto).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric shown in the table.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run even past max_cells.")] = False,
+) -> None:
+    """Run every attack × defense × seed cell; resumable (finished cells are skipped)."""
+    from fedguard.cli.matrix_command import matrix_command
+
+    matrix_command(config, out_dir, workers, executor, address, metric, yes)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write the same content as PDF.")] = False,
+) -> None:
+    """Write one self-contained HTML audit report (images embedded, no network)."""
+    from fedguard.cli.report_command import report_command
+
+    report_command(path, out_file, pdf)
+
+
+@list_app.command("components")
+def list_components() -> None:
+    """Every registered component name, by kind."""
+    from fedguard.cli.tables import components_table
+
+    out.print(components_table())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; completed rounds are saved — continue with --resume.")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

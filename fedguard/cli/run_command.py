@@ -1,0 +1,66 @@
+"""``fedguard run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedguard.cli.tables import summary_table
+from fedguard.config import load_spec
+from fedguard.core.runner import default_run_dir, execute
+from fedguard.core.simulation import Simulation
+from fedguard.errors import UserError
+from fedguard.storage.run_dir import RunDirectory
+
+
+def run_command(
+    config: Path | None,
+    out_dir: Path | None,
+    rounds: int | None,
+    seed: int | None,
+    device: str | None,
+    save_updates: bool,
+    resume: Path | None,
+) -> None:
+    console = Console()
+    if resume is not None:
+        run_dir = RunDirectory(resume)
+        if run_dir.complete:
+            raise UserError(f"{resume} is already complete; nothing to resume.")
+        spec = run_dir.spec()
+        out = resume
+    else:
+        if config is None:
+            raise UserError("give a CONFIG.yaml to run, or --resume DIR to continue a run.")
+        overrides = {"rounds": rounds, "seed": seed, "device": device}
+        if save_updates:
+            overrides["save_updates"] = True
+        spec = load_spec(config, **overrides)
+        out = out_dir or default_run_dir(spec)
+    sim = Simulation(spec)  # validates components, data and device before anything is written
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"{spec.name} rounds", total=spec.rounds, status="")
+
+        def progress(done: int, total: int, record: dict) -> None:
+            acc = record.get("test_accuracy")
+            bar.update(task, completed=done, status=f"acc {acc:.3f}" if acc is not None else "")
+
+        result = execute(spec, out, progress, resume=resume is not None, simulation=sim)
+    console.print(summary_table(result.summary))
+    console.print(f"run directory: [bold]{out}[/]")
+    if spec.save_updates:
+        console.print(
+            "[yellow]note:[/] per-round client updates were saved under "
+            f"{out}/updates (owner-only). They are exactly what DP and secure aggregation "
+            "protect: do not share them."
+        )

@@ -1,0 +1,31 @@
+"""``fedguard show``: summary of a run (or matrix) directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from fedguard.cli.tables import rounds_table, summary_table
+from fedguard.errors import UserError
+from fedguard.storage.run_dir import RunDirectory
+
+
+def show_command(path: Path, metric: str | None = None) -> None:
+    console = Console()
+    if (path / "results.sqlite").is_file():
+        from fedguard.matrix.show import show_matrix
+
+        show_matrix(path, console, metric)
+        return
+    run_dir = RunDirectory(path)
+    if not run_dir.exists():
+        raise UserError(f"{path} is neither a run directory nor a matrix directory.")
+    spec = run_dir.spec()
+    records = run_dir.rounds()
+    console.print(rounds_table(records))
+    summary = run_dir.summary() or {
+        "name": spec.name,
+        "status": f"interrupted after {len(records)} of {spec.rounds} rounds (resume with --resume)",
+    }
+    console.print(summary_table(summary))

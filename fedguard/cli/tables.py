@@ -1,0 +1,49 @@
+"""Rich tables for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from fedguard import registry
+
+
+def components_table() -> Table:
+    table = Table(title="Registered components")
+    table.add_column("kind", style="bold")
+    table.add_column("names")
+    for kind in registry.KINDS:
+        table.add_row(kind, ", ".join(registry.names(kind)) or "—")
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def rounds_table(records: list[dict[str, Any]], limit: int = 12) -> Table:
+    table = Table(title="Rounds")
+    cols = ["round", "clients", "test_accuracy", "test_loss", "flagged", "seconds"]
+    extra = [k for k in ("backdoor_success", "epsilon") if any(k in r for r in records)]
+    for c in cols + extra:
+        table.add_column(c.replace("_", " "), justify="right")
+    shown = records if len(records) <= limit else records[: limit // 2] + records[-limit // 2 :]
+    for r in shown:
+        row = [r.get(c) for c in cols + extra]
+        row[4] = len(r.get("flagged") or [])
+        table.add_row(*(_fmt(v) for v in row))
+    return table
+
+
+def summary_table(summary: dict[str, Any], title: str = "Run summary") -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for k, v in summary.items():
+        table.add_row(k.replace("_", " "), _fmt(v) if not isinstance(v, list) else str(v))
+    return table

@@ -1,0 +1,168 @@
+"""Build a run's components from its spec, validating every parameter before any training."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from fedguard import registry
+from fedguard.config import ComponentSpec, RunSpec, describe_validation_error
+from fedguard.errors import ConfigError
+
+
+def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) -> Any:
+    """Create the component ``spec`` of ``kind``; ``where`` names the config field in errors.
+
+    ``inherited`` values (e.g. the defense's ``n_byzantine``) fill matching fields the user left
+    unset.
+    """
+    cls = registry.get(kind, spec.name)
+    params = dict(spec.params)
+    if dataclasses.is_dataclass(cls):
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(
+                f"unknown parameter {where}.{unknown[0]} for {spec.name!r}; allowed: {allowed}."
+            )
+        params.update({k: v for k, v in inherited.items() if k in fields and k not in params})
+        try:
+            return TypeAdapter(cls).validate_python(params)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, prefix=f"{where}.")) from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where} ({spec.name!r}): {exc}") from None
+    return cls(**params)
+
+
+def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill every component's parameter defaults into a dumped RunSpec (for canonical hashing)."""
+    slots = [
+        ("dataset", ("data", "dataset")),
+        ("partitioner", ("data", "partition")),
+        ("model", ("model",)),
+        ("aggregator", ("defense", "aggregator")),
+        ("transport", ("defense", "transport")),
+        ("model_attack", ("attack", "model_attack")),
+        ("data_attack", ("attack", "data_attack")),
+    ]
+    lists = [
+        ("preaggregator", ("defense", "preaggregators")),
+        ("client_transform", ("defense", "client_transforms")),
+        ("server_transform", ("defense", "server_transforms")),
+        ("privacy_attack", ("attack", "privacy_attacks")),
+    ]
+
+    def node(path: tuple[str, ...]) -> Any:
+        cur: Any = data
+        for p in path:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        return cur
+
+    def fill(kind: str, comp: dict[str, Any] | None) -> None:
+        if not comp:
+            return
+        try:
+            defaults = registry.parameters(kind, comp["name"])
+        except (ConfigError, ImportError, AttributeError):
+            return
+        for key, value in defaults.items():
+            if value is not dataclasses.MISSING and key not in comp["params"]:
+                comp["params"][key] = value if not isinstance(value, tuple) else list(value)
+
+    for kind, path in slots:
+        fill(kind, node(path))
+    for kind, path in lists:
+        for comp in node(path) or []:
+            fill(kind, comp)
+    return data
+
+
+@dataclass(frozen=True)
+class Components:
+    dataset: Any
+    partitioner: Any
+    model: Any
+    aggregator: Any
+    preaggregators: tuple[Any, ...]
+    client_transforms: tuple[Any, ...]
+    server_transforms: tuple[Any, ...]
+    transport: Any
+    model_attack: Any | None
+    data_attack: Any | None
+    free_rider: Any | None
+    privacy_attacks: tuple[Any, ...]
+
+
+def build_components(spec: RunSpec) -> Components:
+    """Instantiate every component of ``spec`` and check cohort-dependent bounds."""
+    f = spec.n_byzantine
+    d = spec.defense
+    a = spec.attack
+    comps = Components(
+        dataset=instantiate("dataset", spec.data.dataset, "data.dataset"),
+        partitioner=instantiate("partitioner", spec.data.partition, "data.partition"),
+        model=instantiate("model", spec.model, "model"),
+        aggregator=instantiate("aggregator", d.aggregator, "defense.aggregator", n_byzantine=f),
+        preaggregators=tuple(
+            instantiate("preaggregator", p, f"defense.preaggregators[{i}]", n_byzantine=f)
+            for i, p in enumerate(d.preaggregators)
+        ),
+        client_transforms=tuple(
+            instantiate("client_transform", c, f"defense.client_transforms[{i}]")
+            for i, c in enumerate(d.client_transforms)
+        ),
+        server_transforms=tuple(
+            instantiate("server_transform", s, f"defense.server_transforms[{i}]")
+            for i, s in enumerate(d.server_transforms)
+        ),
+        transport=instantiate("transport", d.transport, "defense.transport"),
+        model_attack=(
+            instantiate("model_attack", a.model_attack, "attack.model_attack", n_byzantine=f)
+            if a.model_attack
+            else None
+        ),
+        data_attack=(
+            instantiate("data_attack", a.data_attack, "attack.data_attack")
+            if a.data_attack
+            else None
+        ),
+        free_rider=(
+            instantiate(
+                "free_rider",
+                ComponentSpec(name=a.free_riders.name, params=a.free_riders.params),
+                "attack.free_riders",
+            )
+            if a.free_riders
+            else None
+        ),
+        privacy_attacks=tuple(
+            instantiate("privacy_attack", p, f"attack.privacy_attacks[{i}]")
+            for i, p in enumerate(a.privacy_attacks)
+        ),
+    )
+    if (a.model_attack or a.data_attack) and a.n_malicious == 0:
+        raise ConfigError("attack.n_malicious must be at least 1 when an attack is configured.")
+    if spec.clients.sampling == "all":
+        cohort = spec.clients.n_clients
+    elif spec.clients.sampling == "fixed":
+        cohort = spec.clients.cohort_size or spec.clients.n_clients
+    else:
+        cohort = 0  # Poisson cohorts vary; rules check each round
+    if cohort:
+        for comp in (comps.aggregator, *comps.preaggregators):
+            comp.check_cohort(cohort, f)
+    if not comps.transport.reveals_individual_updates:
+        for comp in (comps.aggregator, *comps.preaggregators):
+            if getattr(comp, "requires_individual_updates", True):
+                from fedguard.errors import IncompatibleError
+
+                raise IncompatibleError(
+                    f"{comp.registry_name or type(comp).__name__} needs individual updates, which "
+                    f"{d.transport.name!r} hides (the server only learns their sum)."
+                )
+    return comps

@@ -1,0 +1,251 @@
+"""Run configuration: the YAML schema (pydantic, unknown keys forbidden) and the canonical RunSpec.
+
+A component is written either as a bare name (``aggregator: krum``) or as a mapping with ``name``
+and its parameters (``aggregator: {name: krum, n_byzantine: 4}``); parameters are validated against
+the component's dataclass fields by :func:`fedguard.components.instantiate`. ``nnm+trimmed_mean``
+composes pre-aggregators with an aggregator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedguard.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentSpec(_Strict):
+    """A registered component by name, with its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, dict) and "params" not in value:
+            value = dict(value)
+            name = value.pop("name", None)
+            return {"name": name, "params": value}
+        return value
+
+    def __hash__(self) -> int:
+        return hash(canonical_json(self.model_dump(mode="json")))
+
+
+class DataConfig(_Strict):
+    dataset: ComponentSpec = ComponentSpec(name="digits")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    partition: ComponentSpec = ComponentSpec(name="iid")
+
+
+class ClientsConfig(_Strict):
+    n_clients: int = Field(20, ge=1)
+    sampling: Literal["all", "fixed", "poisson"] = "all"
+    cohort_size: int | None = Field(None, ge=1)
+    sampling_rate: float | None = Field(None, gt=0, le=1)
+    weighting: Literal["samples", "uniform"] = "samples"
+
+    @model_validator(mode="after")
+    def _sampling_params(self) -> ClientsConfig:
+        if self.sampling == "fixed" and self.cohort_size is None:
+            raise ValueError("clients.cohort_size is required when clients.sampling is 'fixed'")
+        if self.sampling == "fixed" and self.cohort_size and self.cohort_size > self.n_clients:
+            raise ValueError("clients.cohort_size must not exceed clients.n_clients")
+        if self.sampling == "poisson" and self.sampling_rate is None:
+            raise ValueError("clients.sampling_rate is required when clients.sampling is 'poisson'")
+        return self
+
+
+class TrainingConfig(_Strict):
+    algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    prox_mu: float = Field(0.0, ge=0)
+    trainer: Literal["vectorized", "sequential"] = "vectorized"
+
+
+class ServerConfig(_Strict):
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    learning_rate: float = Field(1.0, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+
+
+class DefenseConfig(_Strict):
+    aggregator: ComponentSpec = ComponentSpec(name="mean")
+    preaggregators: tuple[ComponentSpec, ...] = ()
+    client_transforms: tuple[ComponentSpec, ...] = ()
+    server_transforms: tuple[ComponentSpec, ...] = ()
+    transport: ComponentSpec = ComponentSpec(name="plain")
+    n_byzantine: int | None = Field(
+        None, ge=0, description="tolerance f told to robust rules; defaults to attack.n_malicious"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_composition(cls, value: Any) -> Any:
+        """``aggregator: nnm+trimmed_mean`` → pre-aggregator ``nnm`` then ``trimmed_mean``."""
+        if not isinstance(value, dict):
+            return value
+        agg = value.get("aggregator")
+        name = (
+            agg
+            if isinstance(agg, str)
+            else (agg or {}).get("name")
+            if isinstance(agg, dict)
+            else None
+        )
+        if isinstance(name, str) and "+" in name:
+            *pre, last = [p.strip() for p in name.split("+")]
+            value = dict(value)
+            params = {k: v for k, v in agg.items() if k != "name"} if isinstance(agg, dict) else {}
+            value["aggregator"] = {"name": last, **params}
+            value["preaggregators"] = [*pre, *value.get("preaggregators", [])]
+        return value
+
+
+class FreeRiderConfig(_Strict):
+    name: str
+    count: int = Field(1, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttackConfig(_Strict):
+    n_malicious: int = Field(0, ge=0)
+    model_attack: ComponentSpec | None = None
+    data_attack: ComponentSpec | None = None
+    free_riders: FreeRiderConfig | None = None
+    privacy_attacks: tuple[ComponentSpec, ...] = ()
+
+
+class PrivacyConfig(_Strict):
+    delta: float = Field(1e-5, gt=0, lt=1)
+    target_epsilon: float | None = Field(None, gt=0)
+    stop_at_epsilon: float | None = Field(None, gt=0)
+    secure_rng: bool = False
+
+
+class RunSpec(_Strict):
+    """Frozen description of one run; its canonical hash names the run."""
+
+    name: str = "run"
+    seed: int = 0
+    rounds: int = Field(20, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    eval_every: int = Field(1, ge=1)
+    save_updates: bool = False
+    data: DataConfig = DataConfig()
+    model: ComponentSpec = ComponentSpec(name="mlp")
+    clients: ClientsConfig = ClientsConfig()
+    training: TrainingConfig = TrainingConfig()
+    server: ServerConfig = ServerConfig()
+    defense: DefenseConfig = DefenseConfig()
+    attack: AttackConfig = AttackConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\\0"):
+            raise ValueError("name must be a non-empty string without slashes")
+        return v
+
+    @model_validator(mode="after")
+    def _attackers_fit(self) -> RunSpec:
+        frees = self.attack.free_riders.count if self.attack.free_riders else 0
+        if self.attack.n_malicious + frees >= self.clients.n_clients:
+            raise ValueError(
+                "attack.n_malicious plus free-riders must be fewer than clients.n_clients"
+            )
+        return self
+
+    @property
+    def n_byzantine(self) -> int:
+        if self.defense.n_byzantine is not None:
+            return self.defense.n_byzantine
+        frees = self.attack.free_riders.count if self.attack.free_riders else 0
+        return self.attack.n_malicious + frees
+
+    def with_overrides(self, **dotted: Any) -> RunSpec:
+        """A copy with ``{"training.learning_rate": 0.1, ...}`` applied (validated again)."""
+        data = self.model_dump(mode="json")
+        for key, value in dotted.items():
+            node = data
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return parse_spec(data)
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-safe dict with every component's defaults filled in (the hashed form)."""
+        from fedguard.components import fill_defaults
+
+        return fill_defaults(self.model_dump(mode="json"))
+
+    def spec_hash(self) -> str:
+        from fedguard import __version__
+
+        payload = canonical_json({"spec": self.canonical(), "version": __version__})
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One sentence naming the first offending field and what is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r} in the config; check its spelling against the reference."
+    if err["type"] == "missing":
+        return f"{loc} is required."
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        return msg[0].upper() + msg[1:] + "." if not msg.endswith(".") else msg
+    return f"{loc}: {msg} (got {err.get('input')!r})."
+
+
+def parse_spec(data: Any) -> RunSpec:
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping of keys to values.")
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+
+
+def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
+    spec = parse_spec(load_yaml(path))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return spec.with_overrides(**overrides) if overrides else spec

@@ -1,0 +1,66 @@
+"""The federated view of a dataset: split, partitioned, attacked clients' data poisoned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import Tensor
+
+from fedguard.core.local_training import ClientData
+from fedguard.data.dataset import Dataset, split
+from fedguard.data.partition import partition_report
+from fedguard.rng import numpy_generator, torch_generator
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    clients: ClientData
+    validation: Dataset
+    test: Dataset
+    train: Dataset
+    partition: list[np.ndarray]  # client → indices into ``train``
+    n_classes: int
+    input_shape: tuple[int, ...]
+    value_range: tuple[float, float] | None
+
+    def client_arrays(self, client: int) -> tuple[Tensor, Tensor]:
+        n = int(self.clients.counts[client])
+        return self.clients.features[client, :n], self.clients.labels[client, :n]
+
+    def report(self) -> list[dict]:
+        return partition_report(self.train.labels.numpy(), self.partition, self.n_classes)
+
+
+def build_federated_data(
+    dataset: Dataset,
+    partitioner,
+    n_clients: int,
+    test_fraction: float,
+    validation_fraction: float,
+    seed: int,
+    data_attack=None,
+    malicious: tuple[int, ...] = (),
+) -> FederatedData:
+    train, val, test = split(dataset, test_fraction, validation_fraction, seed)
+    parts = partitioner.split(
+        train.labels.numpy(), n_clients, numpy_generator(seed, -1, -1, "partition")
+    )
+    feats = [train.features[p] for p in parts]
+    labels = [train.labels[p] for p in parts]
+    if data_attack is not None:
+        for cid in malicious:
+            gen = torch_generator(seed, -1, cid, "data_attack")
+            feats[cid], labels[cid] = data_attack.poison(
+                feats[cid], labels[cid], dataset.n_classes, gen
+            )
+    return FederatedData(
+        ClientData.pad(feats, labels),
+        val,
+        test,
+        train,
+        parts,
+        dataset.n_classes,
+        dataset.input_shape,
+        dataset.value_range,
+    )

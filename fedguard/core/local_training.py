@@ -1,0 +1,185 @@
+"""Local training of a round's clients: vectorized (all clients at once) and sequential reference.
+
+Both trainers run the same algorithm on the same mini-batches:
+
+* each client's samples are shuffled once per local epoch by its own generator stream
+  ``(seed, round, client, "local_batches")`` and cut into batches of ``batch_size`` (last one partial);
+* each step takes the mean cross-entropy of the batch, adds the FedProx term ``μ/2‖w − w₀‖²``
+  (Li et al. 2020), and applies SGD with PyTorch's momentum convention ``b ← m·b + g; w ← w − η·b``;
+* FedSGD (McMahan et al. 2017) is one full-batch step per client.
+
+The vectorized trainer stacks the clients' flat parameters into ``(n, d)`` and takes every step
+for all clients at once with ``torch.func.vmap(grad(...))``; batches are padded to a common shape and
+masked, and clients whose schedule is shorter are frozen (``active`` mask) once they are done.
+
+References
+----------
+McMahan et al., "Communication-efficient learning of deep networks from decentralized data", 2017.
+Li et al., "Federated optimization in heterogeneous networks" (FedProx), 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from fedguard.models.flat import FlatModel
+from fedguard.rng import counter_keys
+
+
+@dataclass(frozen=True)
+class LocalTrainingConfig:
+    algorithm: str = "fedavg"  # "fedavg" | "fedsgd"
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    prox_mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """All clients' training data padded into one tensor (row c holds client c's samples)."""
+
+    features: Tensor  # (n_clients, max_samples, *input_shape)
+    labels: Tensor  # (n_clients, max_samples)
+    counts: Tensor  # (n_clients,) long
+
+    def to(self, device: str) -> ClientData:
+        return ClientData(self.features.to(device), self.labels.to(device), self.counts.to(device))
+
+    @staticmethod
+    def pad(features: Sequence[Tensor], labels: Sequence[Tensor]) -> ClientData:
+        counts = torch.tensor([len(y) for y in labels], dtype=torch.long)
+        width = int(counts.max())
+        shape = features[0].shape[1:]
+        x = torch.zeros(len(features), width, *shape, dtype=features[0].dtype)
+        y = torch.zeros(len(labels), width, dtype=torch.long)
+        for i, (xi, yi) in enumerate(zip(features, labels, strict=True)):
+            x[i, : len(yi)] = xi
+            y[i, : len(yi)] = yi
+        return ClientData(x, y, counts)
+
+
+def batch_schedule(
+    counts: Sequence[int],
+    client_ids: Sequence[int],
+    cfg: LocalTrainingConfig,
+    seed: int,
+    round_index: int,
+) -> tuple[Tensor, Tensor]:
+    """Sample positions ``(n, steps, batch)`` and validity mask of every client's local steps.
+
+    Each epoch a client visits its samples in the order of counter-based random keys from its own
+    stream (:func:`fedguard.rng.counter_keys`), so the schedule of a client does not depend on
+    which other clients train with it. Built without a Python loop over clients.
+    """
+    count = torch.as_tensor(list(counts), dtype=torch.long)  # (n,)
+    width = int(count.max())
+    if cfg.algorithm == "fedsgd":
+        index = torch.arange(width).expand(len(count), 1, width)
+        return index.clone(), index < count[:, None, None]
+    epochs, batch = cfg.local_epochs, cfg.batch_size
+    keys = counter_keys(seed, round_index, "local_batches", np.asarray(client_ids), (epochs, width))
+    padding = np.arange(width)[None, None, :] >= np.asarray(counts)[:, None, None]
+    keys = np.where(padding, np.iinfo(np.uint64).max, keys)  # padding sorts last
+    order = torch.from_numpy(np.argsort(keys, axis=-1, kind="stable"))  # (n, epochs, width)
+    per_epoch = (count + batch - 1) // batch  # (n,)
+    total = epochs * per_epoch
+    step = torch.arange(int(total.max()))  # (steps,)
+    epoch = torch.minimum(step[None, :] // per_epoch[:, None], torch.tensor(epochs - 1))
+    position = (step[None, :] % per_epoch[:, None])[..., None] * batch + torch.arange(batch)
+    mask = (position < count[:, None, None]) & (step[None, :, None] < total[:, None, None])
+    rows = torch.arange(len(count))[:, None, None]
+    index = order[rows, epoch[..., None], position.clamp(max=width - 1)]
+    return torch.where(mask, index, 0), mask
+
+
+def _masked_loss(flat: Tensor, x: Tensor, y: Tensor, mask: Tensor, model: FlatModel) -> Tensor:
+    logits = functional_call(model.module, model.layout.unflatten(flat), (x,))
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    return (per_sample * mask).sum() / mask.sum().clamp_min(1)
+
+
+def train_vectorized(
+    model: FlatModel,
+    global_params: Tensor,  # (d,)
+    data: ClientData,
+    client_ids: Sequence[int],
+    cfg: LocalTrainingConfig,
+    seed: int,
+    round_index: int,
+) -> Tensor:
+    """Train all ``client_ids`` together; returns their deltas ``(n, d)``."""
+    device = global_params.device
+    ids = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)
+    counts = data.counts[ids].tolist()
+    index, mask = batch_schedule(counts, client_ids, cfg, seed, round_index)
+    index, mask = index.to(device), mask.to(device)
+    rows = ids[:, None, None]
+    x = data.features[rows, index]  # (n, steps, batch, *input_shape)
+    y = data.labels[rows, index]  # (n, steps, batch)
+    weight = mask.to(global_params.dtype)
+
+    grad_fn = vmap(grad(_masked_loss), in_dims=(0, 0, 0, 0, None))
+    params = global_params.expand(len(counts), -1).clone()  # (n, d)
+    buffer = torch.zeros_like(params)
+    for step in range(index.shape[1]):
+        g = grad_fn(params, x[:, step], y[:, step], weight[:, step], model)
+        if cfg.prox_mu:
+            g = g + cfg.prox_mu * (params - global_params)
+        active = mask[:, step].any(dim=1, keepdim=True)  # (n, 1)
+        new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
+        buffer = torch.where(active, new_buffer, buffer)
+        params = torch.where(active, params - cfg.learning_rate * new_buffer, params)
+    return params - global_params
+
+
+def train_sequential(
+    model: FlatModel,
+    global_params: Tensor,
+    data: ClientData,
+    client_ids: Sequence[int],
+    cfg: LocalTrainingConfig,
+    seed: int,
+    round_index: int,
+) -> Tensor:
+    """Reference: one client after the other with a plain ``nn.Module`` and ``torch.optim.SGD``."""
+    module = model.module
+    deltas = []
+    for cid in client_ids:
+        count = int(data.counts[cid])
+        index, mask = batch_schedule([count], [cid], cfg, seed, round_index)
+        torch.nn.utils.vector_to_parameters(global_params.clone(), module.parameters())
+        opt = torch.optim.SGD(module.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
+        for step in range(index.shape[1]):
+            batch = index[0, step][mask[0, step]]
+            if len(batch) == 0:
+                continue
+            opt.zero_grad()
+            loss = F.cross_entropy(module(data.features[cid, batch]), data.labels[cid, batch])
+            if cfg.prox_mu:
+                flat = torch.nn.utils.parameters_to_vector(module.parameters())
+                loss = loss + 0.5 * cfg.prox_mu * (flat - global_params).pow(2).sum()
+            loss.backward()
+            opt.step()
+        trained = torch.nn.utils.parameters_to_vector(module.parameters()).detach()
+        deltas.append(trained - global_params)
+    return torch.stack(deltas)
+
+
+def local_steps(count: int, cfg: LocalTrainingConfig) -> int:
+    """Number of SGD steps a client with ``count`` samples takes in one round."""
+    if cfg.algorithm == "fedsgd":
+        return 1
+    return cfg.local_epochs * math.ceil(count / cfg.batch_size)
+
+
+TRAINERS = {"vectorized": train_vectorized, "sequential": train_sequential}

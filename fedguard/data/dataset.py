@@ -1,0 +1,101 @@
+"""In-memory labelled dataset and the seeded train/validation/test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+from fedguard.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features (N, *input_shape) float32 and integer labels (N,)."""
+
+    features: Tensor
+    labels: Tensor
+    n_classes: int
+    input_shape: tuple[int, ...]
+    name: str
+    value_range: tuple[float, float] | None = None  # valid feature range (images), else None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: np.ndarray | Tensor) -> Dataset:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return Dataset(
+            self.features[idx],
+            self.labels[idx],
+            self.n_classes,
+            self.input_shape,
+            self.name,
+            self.value_range,
+        )
+
+
+def from_arrays(
+    features: np.ndarray,
+    labels: np.ndarray,
+    name: str,
+    input_shape: tuple[int, ...] | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> Dataset:
+    """Validate raw arrays (no NaN/inf, at least 2 classes) and build a :class:`Dataset`.
+
+    Labels of any type are mapped to 0..K−1 in sorted order of their values.
+    """
+    x = np.asarray(features)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ConfigError(f"dataset {name!r} must hold a non-empty 2-D feature table.")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ConfigError(f"dataset {name!r} has non-numeric features; only numbers are allowed.")
+    if not np.all(np.isfinite(x)):
+        row = int(np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)))[0, 0])
+        raise ConfigError(
+            f"dataset {name!r} contains NaN or infinite values (first at row {row}); "
+            "clean or impute the data first."
+        )
+    y_raw = np.asarray(labels)
+    if y_raw.shape[0] != x.shape[0]:
+        raise ConfigError(f"dataset {name!r} has {x.shape[0]} rows but {y_raw.shape[0]} labels.")
+    classes, y = np.unique(y_raw, return_inverse=True)
+    if len(classes) < 2:
+        raise ConfigError(f"dataset {name!r} must have at least 2 label classes.")
+    shape = input_shape or tuple(x.shape[1:])
+    return Dataset(
+        torch.as_tensor(x.reshape(x.shape[0], *shape), dtype=torch.float32),
+        torch.as_tensor(y, dtype=torch.long),
+        len(classes),
+        shape,
+        name,
+        value_range,
+    )
+
+
+def split(
+    data: Dataset, test_fraction: float, validation_fraction: float, seed: int
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Stratified train / validation / test split, deterministic in ``seed``."""
+    index = np.arange(len(data))
+    labels = data.labels.numpy()
+    train_val, test = train_test_split(
+        index, test_size=test_fraction, random_state=seed, stratify=_stratify(labels)
+    )
+    if validation_fraction > 0:
+        rel = validation_fraction / (1.0 - test_fraction)
+        train, val = train_test_split(
+            train_val, test_size=rel, random_state=seed + 1, stratify=_stratify(labels[train_val])
+        )
+    else:
+        train, val = train_val, train_val[:0]
+    return data.subset(train), data.subset(val), data.subset(test)
+
+
+def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    counts = np.bincount(labels)
+    return labels if counts[counts > 0].min() >= 2 else None

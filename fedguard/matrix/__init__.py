@@ -1,0 +1,1 @@
+"""Attack × defense matrices: expansion, execution, storage and summaries."""

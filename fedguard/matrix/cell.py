@@ -1,0 +1,119 @@
+"""Run one matrix cell and turn its run into metrics (in a worker process or a Ray task)."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from fedguard.config import RunSpec, parse_spec
+from fedguard.errors import IncompatibleError, UserError
+
+
+def init_worker() -> None:
+    """One torch thread per worker: N workers on N cores, not N² threads."""
+    torch.set_num_threads(1)
+
+
+def run_cell(spec_data: dict[str, Any]) -> dict[str, Any]:
+    """Never raises: returns ``{"status": done|failed|incompatible, ...}``."""
+    from fedguard.core.runner import execute
+
+    started = time.perf_counter()
+    try:
+        spec = parse_spec(spec_data)
+        result = execute(spec)
+        metrics = cell_metrics(spec, result)
+        return {
+            "status": "done",
+            "metrics": metrics,
+            "records": result.records,
+            "seconds": time.perf_counter() - started,
+        }
+    except IncompatibleError as exc:
+        return {"status": "incompatible", "error": str(exc), "seconds": 0.0}
+    except UserError as exc:
+        return {"status": "failed", "error": str(exc), "seconds": time.perf_counter() - started}
+    except Exception as exc:  # a bug in one cell must not stop the matrix
+        tb = traceback.format_exc(limit=6)
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}\n{tb}",
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
+    """Final accuracy/loss, backdoor success, detection rates, privacy metrics and cost."""
+    records = result.records
+    evaluated = [r for r in records if "test_accuracy" in r]
+    last = evaluated[-1] if evaluated else {}
+    out: dict[str, Any] = {
+        "test_accuracy": last.get("test_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
+    }
+    if "backdoor_success" in last:
+        out["backdoor_success"] = last["backdoor_success"]
+    bytes_per_client = [
+        r["transport_bytes_per_client"] for r in records if "transport_bytes_per_client" in r
+    ]
+    if bytes_per_client:
+        out["bytes_per_client"] = float(sum(bytes_per_client) / len(bytes_per_client))
+    out.update(detection_rates(records))
+    eps = privacy_epsilon(spec, result.ledger)
+    if eps is not None:
+        out["epsilon"] = eps
+    sim = result.simulation
+    if sim.privacy_outputs:
+        truth = sim.truth()
+        per_attack: dict[str, list[dict[str, float]]] = {}
+        for _, attack, output in sim.privacy_outputs:
+            if output is None:
+                continue
+            per_attack.setdefault(attack.registry_name, []).append(attack.metrics(output, truth))
+        for name, rows in per_attack.items():
+            for key in rows[0]:
+                vals = [r[key] for r in rows if key in r and r[key] is not None]
+                finite = [v for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+                if finite:
+                    out[f"{name}.{key}"] = float(sum(finite) / len(finite))
+    return out
+
+
+def detection_rates(records: list[dict[str, Any]]) -> dict[str, float]:
+    """TPR/FPR of the defense's flags, pooled over rounds; rounds until the first true flag."""
+    tp = fp = pos = neg = 0
+    first = None
+    for r in records:
+        bad = set(r.get("malicious", [])) | set(r.get("free_riders", []))
+        flagged = set(r.get("flagged", []))
+        if not bad and not flagged and "flagged" not in r:
+            continue
+        n = r.get("clients", 0)
+        tp += len(bad & flagged)
+        fp += len(flagged - bad)
+        pos += len(bad)
+        neg += n - len(bad)
+        if first is None and bad & flagged:
+            first = r["round"]
+    out: dict[str, float] = {}
+    if pos:
+        out["detection_tpr"] = tp / pos
+        if first is not None:
+            out["rounds_to_detection"] = float(first)
+    if neg:
+        out["detection_fpr"] = fp / neg
+    return out
+
+
+def privacy_epsilon(spec: RunSpec, ledger: dict[str, Any]) -> float | None:
+    """ε at the spec's δ from the run's ledger (None when no privacy mechanism ran)."""
+    if not any(r.get("population") or r.get("clients") for r in ledger.get("rounds", [])):
+        return None
+    from fedguard.privacy.budget import epsilon_of_ledger
+
+    return float(epsilon_of_ledger(ledger, spec.privacy.delta))

@@ -1,0 +1,97 @@
+"""Orchestrate a matrix: validate every cell before anything runs, skip finished cells, run the
+rest on the chosen executor, write each result as it arrives (one writer), then the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedguard.components import build_components
+from fedguard.errors import IncompatibleError
+from fedguard.matrix.config import (
+    Cell,
+    MatrixConfig,
+    expand_cells,
+    load_matrix,
+    validate_cells_count,
+)
+from fedguard.matrix.executors import run_local, run_ray
+from fedguard.matrix.store import ResultStore, cell_key
+from fedguard.matrix.summary import tidy_frame, write_heatmaps
+
+
+@dataclass(frozen=True)
+class MatrixPlan:
+    config: MatrixConfig
+    cells: list[Cell]
+    incompatible: dict[str, str]  # cell key → reason
+
+
+def plan_matrix(config_path: Path, confirmed: bool = False) -> MatrixPlan:
+    """Expand and validate; unknown components fail here, before any training."""
+    cfg, base = load_matrix(config_path)
+    cells = expand_cells(cfg, base)
+    validate_cells_count(cells, cfg.max_cells, confirmed)
+    incompatible: dict[str, str] = {}
+    for cell in cells:
+        try:
+            build_components(cell.spec)
+        except IncompatibleError as exc:
+            incompatible[cell_key(cell.key)] = str(exc)
+    return MatrixPlan(cfg, cells, incompatible)
+
+
+def _cell_info(cell: Cell) -> dict[str, Any]:
+    return {
+        "attack": cell.attack,
+        "defense": cell.defense,
+        "seed": cell.seed,
+        "axes": [list(a) for a in cell.axes],
+        "spec": cell.spec.canonical(),
+    }
+
+
+def run_matrix(
+    plan: MatrixPlan,
+    out: Path,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    on_result: Callable[[Cell, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out / "results.sqlite")
+    try:
+        keys = {cell_key(c.key): c for c in plan.cells}
+        store.set_meta("name", plan.config.name)
+        store.set_meta("metric", plan.config.metric)
+        store.set_meta("keys", sorted(keys))
+        done = store.finished_keys()
+        for key, reason in plan.incompatible.items():
+            if key not in done:
+                store.put(key, _cell_info(keys[key]), "incompatible", error=reason)
+        done |= set(plan.incompatible)
+        todo = [(k, c.spec.model_dump(mode="json")) for k, c in keys.items() if k not in done]
+        skipped = len(keys) - len(todo)
+        stream = run_ray(todo, address, workers) if executor == "ray" else run_local(todo, workers)
+        for key, result in stream:
+            store.put(
+                key,
+                _cell_info(keys[key]),
+                result["status"],
+                metrics=result.get("metrics"),
+                records=result.get("records"),
+                error=result.get("error"),
+                seconds=result.get("seconds"),
+            )
+            if on_result is not None:
+                on_result(keys[key], result)
+        rows = store.rows(set(keys))
+    finally:
+        store.close()
+    tidy = tidy_frame(rows)
+    tidy.to_csv(out / "matrix.csv", index=False)
+    heatmaps = write_heatmaps(tidy, out)
+    return {"cells": len(keys), "ran": len(todo), "skipped": skipped, "heatmaps": heatmaps}

@@ -1,0 +1,1 @@
+"""Models (registered by name) and flat-parameter helpers."""

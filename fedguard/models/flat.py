@@ -1,0 +1,79 @@
+"""Flat parameter vectors ↔ named parameter dicts, and functional evaluation.
+
+Everything in the round works on flat ``(d,)`` vectors (and ``(n, d)`` stacks); the model is called
+functionally with :func:`torch.func.functional_call` on views of those vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and offsets of a module's parameters in the flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @staticmethod
+    def of(module: nn.Module) -> ParamLayout:
+        named = list(module.named_parameters())
+        return ParamLayout(tuple(n for n, _ in named), tuple(tuple(p.shape) for _, p in named))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(torch.Size(s).numel()) for s in self.shapes)
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """``(..., d)`` → dict of ``(..., *shape)`` views (leading batch dims kept)."""
+        lead = flat.shape[:-1]
+        chunks = torch.split(flat, list(self.sizes), dim=-1)
+        return {
+            n: c.reshape(*lead, *s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)
+        }
+
+    def flatten(self, params: dict[str, Tensor], batch_dims: int = 0) -> Tensor:
+        parts = [params[n].reshape(*params[n].shape[:batch_dims], -1) for n in self.names]
+        return torch.cat(parts, dim=-1)
+
+
+@dataclass(frozen=True)
+class FlatModel:
+    """A module skeleton plus its layout: call it on flat parameter vectors."""
+
+    module: nn.Module
+    layout: ParamLayout
+
+    @staticmethod
+    def of(module: nn.Module) -> FlatModel:
+        return FlatModel(module, ParamLayout.of(module))
+
+    def initial_params(self) -> Tensor:
+        return self.layout.flatten(dict(self.module.named_parameters())).detach().clone()
+
+    def forward(self, flat: Tensor, x: Tensor) -> Tensor:
+        return functional_call(self.module, self.layout.unflatten(flat), (x,))
+
+    @torch.no_grad()
+    def evaluate(
+        self, flat: Tensor, x: Tensor, y: Tensor, batch: int = 4096
+    ) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of parameters ``flat`` on (x, y)."""
+        if len(y) == 0:
+            return float("nan"), float("nan")
+        correct, loss = 0.0, 0.0
+        for start in range(0, len(y), batch):
+            logits = self.forward(flat, x[start : start + batch])
+            target = y[start : start + batch]
+            loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+            correct += float((logits.argmax(-1) == target).sum())
+        return correct / len(y), loss / len(y)

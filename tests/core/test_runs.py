@@ -1,0 +1,182 @@
+"""End-to-end runs through the CLI: writing, resuming, bad input."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from fedguard.cli.main import app
+from fedguard.config import load_spec, parse_spec
+from fedguard.core.runner import execute
+from fedguard.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {
+    "name": "small",
+    "rounds": 3,
+    "data": {"dataset": "digits", "partition": {"name": "dirichlet", "alpha": 0.5}},
+    "model": {"name": "mlp", "hidden": [16]},
+    "clients": {"n_clients": 10},
+    "training": {"batch_size": 16, "learning_rate": 0.1},
+}
+
+
+def _write(tmp_path: Path, cfg: dict, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _invoke(args: list[str]):
+    from fedguard.cli import main as cli_main
+
+    runner = CliRunner()
+    return runner.invoke(app, args, catch_exceptions=True), cli_main
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """Run the console entry point (with its error handling) and return (exit code, output)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedguard.cli.main", *args], capture_output=True, text=True, cwd=ROOT
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_run_writes_directory(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, {**SMALL, "save_updates": True})
+    code, output = run_cli(["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    run = tmp_path / "run"
+    for f in ("spec.yaml", "rounds.jsonl", "model.pt", "env.json", "ledger.json", "complete.json"):
+        assert (run / f).is_file(), f
+    assert len((run / "rounds.jsonl").read_text().splitlines()) == 3
+    model = torch.load(run / "model.pt", weights_only=True)
+    assert model["params"].ndim == 1
+    upd = run / "updates"
+    assert stat.S_IMODE(upd.stat().st_mode) == 0o700
+    files = sorted(upd.glob("round_*.pt"))
+    assert len(files) == 3 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    saved = torch.load(files[0], weights_only=True)
+    assert saved["deltas"].shape == (10, model["params"].numel())
+    assert "owner-only" in output
+    code, shown = run_cli(["show", str(run)])
+    assert code == 0 and "final test accuracy" in shown
+
+
+def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {**SMALL, "rounds": 4, "clients": {"n_clients": 10, "sampling": "fixed", "cohort_size": 5}}
+    )
+    execute(spec, tmp_path / "full")
+    # interrupt: run 2 rounds, then drop the completion marker as a crash would
+    partial = execute(spec.with_overrides(rounds=2), tmp_path / "part")
+    (tmp_path / "part" / "complete.json").unlink()
+    (tmp_path / "part" / "model.pt").unlink()
+    spec_file = tmp_path / "part" / "spec.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    data["rounds"] = 4
+    spec_file.write_text(yaml.safe_dump(data))
+    assert partial.records[-1]["round"] == 2
+    code, output = run_cli(["run", "--resume", str(tmp_path / "part")])
+    assert code == 0, output
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["params"]
+    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)["params"]
+    assert torch.equal(a, b)
+    rounds = [
+        json.loads(l)["round"]
+        for l in (tmp_path / "part" / "rounds.jsonl").read_text().splitlines()
+    ]
+    assert rounds == [1, 2, 3, 4]
+
+
+def test_same_seed_same_result_and_seed_matters() -> None:
+    spec = parse_spec({**SMALL, "rounds": 2})
+    a = execute(spec).simulation
+    r1 = execute(spec)
+    r2 = execute(spec)
+    r3 = execute(spec.with_overrides(seed=1))
+    assert r1.records[-1]["test_accuracy"] == r2.records[-1]["test_accuracy"]
+    assert r1.records[-1]["test_loss"] != r3.records[-1]["test_loss"]
+    assert a is not None
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"data": {"dataset": "imagenet"}}, "unknown dataset 'imagenet'; valid names:"),
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"clients": {"n_clients": 5000}}, "must not exceed the number of training samples"),
+        ({"data": {"partition": {"name": "dirichlet", "alpha": 0}}}, "partition.alpha must be"),
+        ({"rounds": -1}, "rounds"),
+        ({"trainig": {}}, "unknown key 'trainig'"),
+        ({"training": {"learning_rate": "fast"}}, "training.learning_rate"),
+        ({"device": "cuda"}, "cuda"),
+        ({"defense": {"aggregator": "no_such_rule"}}, "unknown aggregator 'no_such_rule'"),
+    ],
+)
+def test_bad_input_exits_2_without_directory(tmp_path: Path, patch: dict, message: str) -> None:
+    if patch == {"device": "cuda"} and torch.cuda.is_available():
+        pytest.skip("a GPU is present, so cuda is valid here")
+    cfg = {**SMALL, **patch}
+    out = tmp_path / "run"
+    code, output = run_cli(["run", str(_write(tmp_path, cfg)), "--out", str(out)])
+    assert code == 2, output
+    assert message in output
+    assert "Traceback" not in output
+    assert not out.exists()
+
+
+def test_missing_csv_label_column(tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    cfg = {
+        **SMALL,
+        "data": {"dataset": {"name": "csv", "path": str(csv), "label_column": "target"}},
+    }
+    code, output = run_cli(["run", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "r")])
+    assert code == 2 and "label_column 'target' is not a column" in output
+    cfg["data"]["dataset"]["label_column"] = "y"
+    cfg["clients"] = {"n_clients": 3}
+    code, output = run_cli(["run", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "r")])
+    assert code == 0, output
+
+
+def test_example_configs_validate() -> None:
+    configs = sorted((ROOT / "configs").glob("*.yaml"))
+    assert configs
+    from fedguard.components import build_components
+
+    for path in configs:
+        build_components(load_spec(path))
+
+
+def test_quickstart_config_runs_briefly() -> None:
+    spec = load_spec(ROOT / "configs" / "quickstart.yaml", rounds=2)
+    result = execute(spec)
+    assert result.records[-1]["test_accuracy"] > 0.3
+
+
+def test_spec_hash_fills_defaults() -> None:
+    a = parse_spec({"model": "mlp"})
+    b = parse_spec({"model": {"name": "mlp", "hidden": [32]}})
+    assert a.spec_hash() == b.spec_hash()
+    assert a.spec_hash() != parse_spec({"model": {"name": "mlp", "hidden": [64]}}).spec_hash()
+
+
+def test_attack_count_validation() -> None:
+    with pytest.raises(ConfigError, match="fewer than clients.n_clients"):
+        parse_spec({"clients": {"n_clients": 4}, "attack": {"n_malicious": 4}})
+
+
+def test_list_components() -> None:
+    code, output = run_cli(["list", "components"])
+    assert code == 0 and "aggregator" in output and "mean" in output
