@@ -113,22 +113,48 @@ class InversionTask:
             )
 
 
+def env_module(env: Any) -> nn.Module:
+    """The ``nn.Module`` of an environment: ``env.model`` itself or its ``.module`` (the core's
+    :class:`~fedguard.models.flat.FlatModel`)."""
+    model = getattr(env, "model", None)
+    if isinstance(model, nn.Module):
+        return model
+    module = getattr(model, "module", None)
+    if isinstance(module, nn.Module):
+        return module
+    raise ConfigError("a privacy attack's environment must provide the model (env.model).")
+
+
 def as_inversion_task(env: Any) -> InversionTask:
-    """Accept an :class:`InversionTask` or any object with the same attributes."""
+    """Accept an :class:`InversionTask`, or the core's simulation (``env.model``, ``env.data``
+    with ``input_shape``, ``n_classes`` and ``value_range``), or any object with the same
+    attributes as :class:`InversionTask`."""
     if isinstance(env, InversionTask):
         return env
+    source = getattr(env, "data", env)
     try:
-        return InversionTask(
-            model=env.model,
-            input_shape=tuple(env.input_shape),
-            n_classes=int(env.n_classes),
-            data_range=tuple(getattr(env, "data_range", (0.0, 1.0))),
-            image_shape=getattr(env, "image_shape", None),
-        )
+        input_shape = tuple(int(v) for v in source.input_shape)
+        n_classes = int(source.n_classes)
     except AttributeError as exc:
         raise ConfigError(
             "an inversion attack's environment must provide model, input_shape and n_classes."
         ) from exc
+    value_range = getattr(source, "value_range", None) or getattr(source, "data_range", None)
+    if value_range is None:
+        raise IncompatibleError(
+            "gradient inversion needs a bounded input range (image data); this dataset declares "
+            "none."
+        )
+    image_shape = getattr(source, "image_shape", None)
+    if image_shape is None and len(input_shape) == 3:
+        image_shape = input_shape
+    return InversionTask(
+        model=env_module(env),
+        input_shape=input_shape,
+        n_classes=n_classes,
+        data_range=(float(value_range[0]), float(value_range[1])),
+        image_shape=image_shape,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,32 +175,61 @@ class AttackTarget:
     n_clients_in_aggregate: int
 
 
-def training_hparams(training: Mapping[str, Any]) -> tuple[float, int, int | None]:
-    """``(lr, local_steps, batch_size)`` from ``ServerView.training`` (defaults: 1.0, 1, None)."""
-    lr = float(training.get("lr", 1.0))
-    steps = int(training.get("local_steps", 1))
-    batch = training.get("batch_size")
+def training_hparams(training: Mapping[str, Any]) -> tuple[float, int | None, int | None, int]:
+    """``(lr, local_steps, batch_size, local_epochs)`` from ``ServerView.training``.
+
+    Accepts fedguard's keys (``learning_rate``, ``local_epochs``, ``batch_size``, ``algorithm``)
+    and the short ones (``lr``, ``local_steps``). ``local_steps`` is ``None`` when it depends on
+    each client's data size (FedAvg: ``local_epochs·⌈n / batch_size⌉``).
+    """
+    lr = float(training.get("lr", training.get("learning_rate", 1.0)))
     require(lr > 0, "training.lr", "a positive learning rate")
-    require(steps >= 1, "training.local_steps", "a positive integer")
-    return lr, steps, (int(batch) if batch is not None else None)
+    batch = training.get("batch_size")
+    epochs = int(training.get("local_epochs", 1))
+    if training.get("algorithm") == "fedsgd":
+        return lr, 1, None, 1
+    steps = training.get("local_steps")
+    if steps is not None:
+        require(int(steps) >= 1, "training.local_steps", "a positive integer")
+    return (
+        lr,
+        (int(steps) if steps is not None else None),
+        (int(batch) if batch is not None else None),
+        epochs,
+    )
+
+
+def client_steps(n_data: int, steps: int | None, batch: int | None, epochs: int) -> int:
+    """Local SGD steps of a client holding ``n_data`` samples."""
+    if steps is not None:
+        return steps
+    if batch is None:
+        return epochs
+    return epochs * max(1, math.ceil(n_data / batch))
 
 
 def select_targets(
-    view: ServerView, target_client: int | None, n_samples: int | None
+    view: ServerView,
+    target_client: int | None,
+    n_samples: int | None,
+    max_clients: int | None = None,
 ) -> list[AttackTarget]:
     """The updates an inversion attack works on.
 
-    With individual updates: the client ``target_client`` (every client when ``None``). Under
-    secure aggregation only ``update_sum`` is visible: the attack inverts the mean update
-    ``sum / n`` as if it came from one client holding all the round's samples, and the
-    reconstruction is marked ``from_aggregate``.
+    With individual updates: the client ``target_client``, or the first ``max_clients`` clients
+    of the view (all when ``None``). Under secure aggregation only ``update_sum`` is visible: the
+    attack inverts the mean update ``sum / n`` as if it came from one client holding all the
+    round's samples, and the reconstruction is marked ``from_aggregate``.
+    A client that takes one local step on a batch of ``b < n`` samples has ``b`` samples
+    reconstructed; otherwise all its ``n`` samples are.
     """
-    lr, steps, batch = training_hparams(view.training)
+    lr, steps, batch, epochs = training_hparams(view.training)
 
     def count(n_data: int) -> int:
         if n_samples is not None:
             return n_samples
-        if steps == 1 and batch is not None:
+        k = client_steps(n_data, steps, batch, epochs)
+        if k == 1 and batch is not None and steps is not None:
             return min(batch, n_data)
         return n_data
 
@@ -182,12 +237,15 @@ def select_targets(
         n = len(view.client_ids)
         require(n >= 1, "view.client_ids", "non-empty under secure aggregation")
         total = sum(count(k) for k in view.num_samples)
+        mean_n = max(1, round(sum(view.num_samples) / n))
+        k = client_steps(mean_n, steps, batch, epochs)
         return [
-            AttackTarget(
-                AGGREGATE_ID, view.update_sum / n, total, lr, steps, batch or total, True, n
-            )
+            AttackTarget(AGGREGATE_ID, view.update_sum / n, total, lr, k, batch or total, True, n)
         ]
-    ids = view.client_ids if target_client is None else (target_client,)
+    if target_client is None:
+        ids = view.client_ids if max_clients is None else view.client_ids[:max_clients]
+    else:
+        ids = (target_client,)
     out = []
     for cid in ids:
         if cid not in view.client_ids:
@@ -195,9 +253,20 @@ def select_targets(
                 f"target_client must be one of this round's clients {view.client_ids}."
             )
         row = view.client_ids.index(cid)
-        k = count(view.num_samples[row])
-        out.append(AttackTarget(cid, view.updates[row], k, lr, steps, batch or k, False, 1))
+        n_data = view.num_samples[row]
+        k = client_steps(n_data, steps, batch, epochs)
+        n_rec = count(n_data)
+        out.append(AttackTarget(cid, view.updates[row], n_rec, lr, k, batch or n_rec, False, 1))
     return out
+
+
+def check_common_fields(at_round: int | None, max_clients: int | None) -> None:
+    require(
+        at_round is None or at_round >= 0, "at_round", "a round index ≥ 0, or None (every round)"
+    )
+    require(
+        max_clients is None or max_clients >= 1, "max_clients", "a positive integer, or None (all)"
+    )
 
 
 def observed_direction(target: AttackTarget) -> Tensor:

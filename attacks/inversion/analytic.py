@@ -14,6 +14,7 @@ from attacks.inversion._common import (
     ParamLayout,
     Reconstruction,
     as_inversion_task,
+    check_common_fields,
     first_parametrized_module,
     observed_direction,
     param_name,
@@ -127,7 +128,11 @@ class AnalyticInversion(PrivacyAttack):
     Parameters
     ----------
     target_client
-        Client id to attack; ``None`` attacks every client in the view.
+        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
+    max_clients
+        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
+    at_round
+        The round whose view is attacked (0-based); ``None`` attacks every round.
     relative_tol
         Rows whose ``|∂L/∂b_i|`` is below this fraction of the largest are ignored.
 
@@ -140,17 +145,22 @@ class AnalyticInversion(PrivacyAttack):
     """
 
     target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
     relative_tol: float = 1e-6
 
     def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
         require(0.0 <= self.relative_tol < 1.0, "relative_tol", "in [0, 1)")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput:
+    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
+        if self.at_round is not None and view.round != self.at_round:
+            return None
         task = as_inversion_task(env)
         layout = ParamLayout.from_module(task.model)
         w_name, b_name = first_fc_layer(task.model, math.prod(task.input_shape))
         recs = []
-        for target in select_targets(view, self.target_client, None):
+        for target in select_targets(view, self.target_client, None, self.max_clients):
             grad = observed_direction(target)  # (d,)
             w_grad = grad[layout.slice_of(w_name)].view(layout.shapes[layout.names.index(w_name)])
             b_grad = grad[layout.slice_of(b_name)]

@@ -15,6 +15,7 @@ from attacks.inversion._common import (
     as_inversion_task,
     attack_generator,
     batch_gradient,
+    check_common_fields,
     observed_direction,
     score_output,
     select_targets,
@@ -90,7 +91,11 @@ class DLG(PrivacyAttack):
     Parameters
     ----------
     target_client
-        Client id to attack; ``None`` attacks every client in the view.
+        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
+    max_clients
+        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
+    at_round
+        The round whose view is attacked (0-based); ``None`` attacks every round.
     iterations
         L-BFGS iterations.
     recover_labels_first
@@ -105,18 +110,23 @@ class DLG(PrivacyAttack):
     """
 
     target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
     iterations: int = 300
     recover_labels_first: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
         require(self.iterations >= 1, "iterations", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput:
+    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
+        if self.at_round is not None and view.round != self.at_round:
+            return None
         task = as_inversion_task(env)
         layout = ParamLayout.from_module(task.model)
         recs = []
-        for target in select_targets(view, self.target_client, None):
+        for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "dlg")
             direction = observed_direction(target)
             labels = (

@@ -16,6 +16,7 @@ from attacks.inversion._common import (
     Reconstruction,
     as_inversion_task,
     attack_generator,
+    check_common_fields,
     last_linear_with_bias,
     observed_direction,
     param_name,
@@ -99,7 +100,11 @@ class LabelRecovery(PrivacyAttack):
     Parameters
     ----------
     target_client
-        Client id to attack; ``None`` attacks every client in the view.
+        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
+    max_clients
+        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
+    at_round
+        The round whose view is attacked (0-based); ``None`` attacks every round.
     n_probes
         Random inputs used to estimate the model's mean prediction ``p̄`` for batches.
     seed
@@ -115,17 +120,22 @@ class LabelRecovery(PrivacyAttack):
     """
 
     target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
     n_probes: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
         require(self.n_probes >= 1, "n_probes", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput:
+    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
+        if self.at_round is not None and view.round != self.at_round:
+            return None
         task = as_inversion_task(env)
         layout = ParamLayout.from_module(task.model)
         recs = []
-        for target in select_targets(view, self.target_client, None):
+        for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "label_recovery")
             labels = recover_labels(
                 task,

@@ -15,6 +15,7 @@ from attacks.inversion._common import (
     as_inversion_task,
     attack_generator,
     batch_gradient,
+    check_common_fields,
     cosine_distance,
     observed_direction,
     score_output,
@@ -106,7 +107,11 @@ class SME(PrivacyAttack):
     Parameters
     ----------
     target_client
-        Client id to attack; ``None`` attacks every client in the view.
+        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
+    max_clients
+        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
+    at_round
+        The round whose view is attacked (0-based); ``None`` attacks every round.
     iterations
         Optimisation steps per restart.
     step_size
@@ -129,6 +134,8 @@ class SME(PrivacyAttack):
     """
 
     target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
     iterations: int = 1000
     step_size: float = 0.1
     alpha_step_size: float = 0.01
@@ -138,6 +145,7 @@ class SME(PrivacyAttack):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
         require(self.iterations >= 1, "iterations", "a positive integer")
         require(self.step_size > 0, "step_size", "a positive number")
         require(self.alpha_step_size > 0, "alpha_step_size", "a positive number")
@@ -145,11 +153,13 @@ class SME(PrivacyAttack):
         require(self.tv_weight >= 0, "tv_weight", "a non-negative number")
         require(self.restarts >= 1, "restarts", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput:
+    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
+        if self.at_round is not None and view.round != self.at_round:
+            return None
         task = as_inversion_task(env)
         layout = ParamLayout.from_module(task.model)
         recs = []
-        for target in select_targets(view, self.target_client, None):
+        for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "sme")
             labels = recover_labels(
                 task,

@@ -59,23 +59,77 @@ class MembershipTask:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def as_membership_task(env: Any) -> MembershipTask:
+def _sample(x: Tensor, y: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    idx = torch.randperm(x.shape[0], generator=generator)[:k]
+    return x[idx], y[idx]
+
+
+def as_membership_task(
+    env: Any,
+    view: ServerView,
+    target: str,
+    target_client: int | None,
+    n_candidates: int,
+    shadow_steps: int | None,
+    generator: torch.Generator,
+) -> MembershipTask:
+    """A :class:`MembershipTask` as given, or built from the core's simulation.
+
+    From a simulation (``env.data`` with ``train``/``test``/``validation`` splits): the candidates
+    are the target's members — the attacked client's data, or ``n_candidates/2`` random training
+    points for the global model — and as many random test points (non-members); the attacker's
+    population is the validation split (the unused test points when it is empty). Reference
+    models for the global model train on ``len(train)`` points for ``shadow_steps`` SGD steps
+    (default: rounds × local epochs × ⌈mean client size / batch⌉) at the local learning rate —
+    an approximation of federated training, stated as such.
+    """
     if isinstance(env, MembershipTask):
         return env
-    try:
-        return MembershipTask(
-            model=env.model,
-            candidates=tuple(env.candidates),  # type: ignore[arg-type]
-            population=tuple(env.population),  # type: ignore[arg-type]
-            recipe=env.recipe,
-            target_params=getattr(env, "target_params", None),
-            train_size=getattr(env, "train_size", None),
-        )
-    except AttributeError as exc:
+    data = getattr(env, "data", None)
+    spec = getattr(env, "spec", None)
+    if data is None or spec is None:
         raise ConfigError(
-            "a membership attack's environment must provide model, candidates, population and "
-            "recipe."
-        ) from exc
+            "a membership attack's environment must be a MembershipTask or a fedguard simulation."
+        )
+    from attacks.inversion._common import env_module
+
+    train, test, validation = data.train, data.test, data.validation
+    t = spec.training
+    if target == "client":
+        cid = target_client if target_client is not None else view.client_ids[0]
+        xm, ym = data.client_arrays(cid)
+    else:
+        xm, ym = _sample(train.features, train.labels, n_candidates // 2, generator)
+    n_members = xm.shape[0]
+    order = torch.randperm(len(test), generator=generator)
+    require(len(test) > n_members, "data.test_fraction", "large enough to supply non-members")
+    x_non, y_non = test.features[order[:n_members]], test.labels[order[:n_members]]
+    if len(validation) > 0:
+        population = (validation.features, validation.labels)
+    else:
+        rest = order[n_members:]
+        population = (test.features[rest], test.labels[rest])
+    mean_size = max(1, round(len(train) / spec.clients.n_clients))
+    steps = shadow_steps or spec.rounds * t.local_epochs * -(-mean_size // t.batch_size)
+    recipe = TrainingRecipe(
+        steps=steps, batch_size=t.batch_size, lr=t.learning_rate, momentum=t.momentum
+    )
+    return MembershipTask(
+        model=env_module(env),
+        candidates=(torch.cat([xm, x_non]), torch.cat([ym, y_non])),
+        population=population,
+        recipe=recipe,
+        train_size=min(len(train), (len(population[0]) + 2 * n_members) // 2),
+    )
+
+
+def attack_this_round(env: Any, view: ServerView, at_round: int | None) -> bool:
+    """``at_round`` given: only that round; ``None``: the last round of a simulation (read from
+    ``env.spec.rounds``), or every call when the environment does not say."""
+    if at_round is not None:
+        return view.round == at_round
+    spec = getattr(env, "spec", None)
+    return spec is None or view.round == spec.rounds - 1
 
 
 @dataclass(frozen=True)
@@ -103,6 +157,8 @@ def resolve_target(
         mean = view.global_params + view.update_sum / len(view.client_ids)
         size = round(sum(view.num_samples) / len(view.client_ids))
         return ResolvedTarget(mean.detach(), None, view.global_params.detach(), recipe, True, size)
+    if target_client is None and view.client_ids:
+        target_client = view.client_ids[0]
     if target_client is None or target_client not in view.client_ids:
         raise ConfigError(
             f"target_client must be one of this round's clients {view.client_ids} when "
@@ -237,8 +293,12 @@ def score_membership(output: MembershipOutput, truth: Truth) -> dict[str, float]
     return result
 
 
-def check_target(target: str, target_client: int | None) -> None:
+def check_target(
+    target: str, target_client: int | None, at_round: int | None = None, n_candidates: int = 2
+) -> None:
     require(target in TARGETS, "target", "'global' or 'client'")
+    require(at_round is None or at_round >= 0, "at_round", "a round index ≥ 0, or None (last)")
+    require(n_candidates >= 2, "n_candidates", "an integer ≥ 2")
     require(target_client is None or target_client >= 0, "target_client", "a client id ≥ 0 or None")
 
 
@@ -249,6 +309,7 @@ __all__ = [
     "ResolvedTarget",
     "as_membership_task",
     "attack_generator",
+    "attack_this_round",
     "check_target",
     "membership_labels",
     "membership_metrics",

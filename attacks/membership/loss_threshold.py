@@ -10,6 +10,8 @@ from torch import Tensor
 from attacks.membership._common import (
     MembershipOutput,
     as_membership_task,
+    attack_generator,
+    attack_this_round,
     check_target,
     resolve_target,
     score_membership,
@@ -38,7 +40,13 @@ class LossThreshold(PrivacyAttack):
         ``"global"`` (the final global model) or ``"client"`` (``θ_global + Δ`` of
         ``target_client``; members = that client's data).
     target_client
-        Client id for ``target="client"``.
+        Client id for ``target="client"`` (``None``: the view's first client).
+    at_round
+        Round whose view is attacked; ``None``: the last round of the run.
+    n_candidates
+        Points scored when candidates come from a simulation (half members, half test points).
+    seed
+        Seed of the stream that samples candidates from a simulation.
 
     References
     ----------
@@ -48,12 +56,27 @@ class LossThreshold(PrivacyAttack):
 
     target: str = "global"
     target_client: int | None = None
+    at_round: int | None = None
+    n_candidates: int = 200
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        check_target(self.target, self.target_client)
+        check_target(self.target, self.target_client, self.at_round, self.n_candidates)
 
-    def observe(self, view: ServerView, env: Any) -> MembershipOutput:
-        task = as_membership_task(env)
+    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
+        if not attack_this_round(env, view, self.at_round):
+            return None
+        task = as_membership_task(
+            env,
+            view,
+            self.target,
+            self.target_client,
+            self.n_candidates,
+            None,
+            attack_generator(
+                self.seed, view.round, self.target_client, "loss_threshold/candidates"
+            ),
+        )
         tgt = resolve_target(view, task, self.target, self.target_client)
         x, y = task.candidates
         logits = stacked_logits(task.model, tgt.params[None], x)[0]  # (N, C)

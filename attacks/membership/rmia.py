@@ -12,6 +12,7 @@ from attacks.membership._common import (
     MembershipOutput,
     as_membership_task,
     attack_generator,
+    attack_this_round,
     check_target,
     reference_models,
     resolve_target,
@@ -117,7 +118,15 @@ class RMIA(PrivacyAttack):
     n_pseudo_targets
         References used as pseudo-targets when fitting ``a``.
     target, target_client
-        ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``).
+        ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``;
+        ``None``: the view's first client).
+    at_round
+        Round whose view is attacked; ``None``: the last round of the run.
+    n_candidates
+        Points scored when candidates come from a simulation (half members, half test points).
+    shadow_steps
+        SGD steps of each reference model for a global target built from a simulation
+        (default: rounds × local epochs × ⌈mean client size / batch⌉).
     seed
         Seed of the attack's random stream.
 
@@ -133,6 +142,9 @@ class RMIA(PrivacyAttack):
     n_pseudo_targets: int = 2
     target: str = "global"
     target_client: int | None = None
+    at_round: int | None = None
+    n_candidates: int = 200
+    shadow_steps: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -142,10 +154,20 @@ class RMIA(PrivacyAttack):
         )
         require(self.gamma >= 1.0, "gamma", "a number ≥ 1")
         require(self.n_pseudo_targets >= 1, "n_pseudo_targets", "a positive integer")
-        check_target(self.target, self.target_client)
+        check_target(self.target, self.target_client, self.at_round, self.n_candidates)
 
-    def observe(self, view: ServerView, env: Any) -> MembershipOutput:
-        task = as_membership_task(env)
+    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
+        if not attack_this_round(env, view, self.at_round):
+            return None
+        task = as_membership_task(
+            env,
+            view,
+            self.target,
+            self.target_client,
+            self.n_candidates,
+            self.shadow_steps,
+            attack_generator(self.seed, view.round, self.target_client, "rmia/candidates"),
+        )
         tgt = resolve_target(view, task, self.target, self.target_client)
         gen = attack_generator(self.seed, view.round, tgt.client_id, "rmia")
         refs = reference_models(task, tgt, self.n_references, gen)
