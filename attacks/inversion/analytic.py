@@ -21,7 +21,7 @@ from attacks.inversion._common import (
     score_output,
     select_targets,
 )
-from attacks.inversion.label_recovery import recover_labels
+from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import IncompatibleError
 from fedguard.types import ServerView, Truth
@@ -174,8 +174,8 @@ class AnalyticInversion(PrivacyAttack):
                 )
                 x = select_distinct(cands, target.n_samples)
             x = x.clamp(*task.data_range).reshape(x.shape[0], *task.input_shape).detach()
-            labels = recover_labels(
-                task, layout, view.global_params, grad, target.n_samples, probe_inputs=x
+            labels = labels_for_target(
+                task, layout, view.global_params, target, None, probe_inputs=x
             )
             recs.append(
                 Reconstruction(

@@ -20,7 +20,7 @@ from attacks.inversion._common import (
     score_output,
     select_targets,
 )
-from attacks.inversion.label_recovery import recover_labels
+from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import PrivacyAttack, require
 from fedguard.types import ServerView, Truth
 
@@ -130,9 +130,7 @@ class DLG(PrivacyAttack):
             gen = attack_generator(self.seed, view.round, target.client_id, "dlg")
             direction = observed_direction(target)
             labels = (
-                recover_labels(
-                    task, layout, view.global_params, direction, target.n_samples, generator=gen
-                )
+                labels_for_target(task, layout, view.global_params, target, gen)
                 if self.recover_labels_first
                 else None
             )

@@ -24,7 +24,7 @@ from attacks.inversion._common import (
     total_variation,
     uniform_init,
 )
-from attacks.inversion.label_recovery import recover_labels
+from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import PrivacyAttack, require
 from fedguard.types import ServerView, Truth
 
@@ -140,9 +140,7 @@ class InvertingGradients(PrivacyAttack):
         for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "inverting_gradients")
             direction = observed_direction(target)
-            labels = recover_labels(
-                task, layout, view.global_params, direction, target.n_samples, generator=gen
-            )
+            labels = labels_for_target(task, layout, view.global_params, target, gen)
             x, loss = invert_gradient(
                 task.model,
                 layout,

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from attacks.inversion._common import (
+    AttackTarget,
     InversionOutput,
     InversionTask,
     ParamLayout,
@@ -37,19 +38,29 @@ def count_labels(output_bias_grad: Tensor, n_samples: int, mean_probs: Tensor) -
     """Per-class counts of a batch from the mean-loss bias gradient.
 
     With mean cross-entropy, ``∂L/∂b_c = p̄_c − n_c / B`` where ``p̄_c`` is the batch's mean
-    softmax probability, so ``n_c = B·(p̄_c − ∂L/∂b_c)``. ``p̄`` is estimated by ``mean_probs``
-    (the model's mean prediction on probe inputs); estimates are clipped at 0 and rounded to
-    integers summing to ``B`` by largest remainders. ``(C,) → (C,)`` int64.
+    softmax probability, so ``n_c = B·(p̄_c − ∂L/∂b_c)``; ``p̄`` is estimated by ``mean_probs``.
+    Since ``p̄_c ≥ 0``, a negative ``∂L/∂b_c`` proves class ``c`` present: such classes get at
+    least one sample (the most negative first if there are more than ``B``), and the rest is
+    allotted from the estimates, clipped at 0, by largest remainders so the counts sum to ``B``.
+    ``(C,) → (C,)`` int64.
     """
-    raw = (n_samples * (mean_probs.double() - output_bias_grad.double())).clamp_min(0.0)  # (C,)
-    if raw.sum() <= 0:
-        raw = torch.ones_like(raw)
-    raw = raw * (n_samples / raw.sum())
-    counts = torch.floor(raw).long()
-    missing = n_samples - int(counts.sum())
-    if missing > 0:
-        remainder = raw - counts.double()
-        counts[torch.argsort(remainder, descending=True, stable=True)[:missing]] += 1
+    g = output_bias_grad.double()
+    raw = (n_samples * (mean_probs.double() - g)).clamp_min(0.0)  # (C,)
+    counts = torch.zeros_like(g, dtype=torch.long)
+    negative = torch.nonzero(g < 0).flatten()
+    negative = negative[torch.argsort(g[negative], stable=True)][:n_samples]
+    counts[negative] = 1
+    remaining = n_samples - int(counts.sum())
+    if remaining > 0:
+        extra = (raw - counts.double()).clamp_min(0.0)
+        if extra.sum() <= 0:
+            extra = torch.ones_like(extra)
+        extra = extra * (remaining / extra.sum())
+        floor = torch.floor(extra).long()
+        counts += floor
+        missing = remaining - int(floor.sum())
+        order = torch.argsort(extra - floor.double(), descending=True, stable=True)
+        counts[order[:missing]] += 1
     return counts
 
 
@@ -71,11 +82,15 @@ def recover_labels(
     probe_inputs: Tensor | None = None,
     generator: torch.Generator | None = None,
     n_probes: int = 64,
+    update: Tensor | None = None,
 ) -> Tensor:
     """Labels of a batch of ``n_samples`` from the flat gradient ``(d,)``; sorted ``(B,)``.
 
     One sample: iDLG's arg-min. Batches: :func:`count_labels` with ``p̄`` from ``probe_inputs``
-    (e.g. a reconstruction), or from uniform random probes drawn with ``generator``.
+    (e.g. a reconstruction), or from uniform random probes drawn with ``generator``. For a
+    multi-step ``update`` Δ the gradient is an average along the local trajectory, so ``p̄`` is
+    averaged over the models ``θ + tΔ``, ``t ∈ {0, ¼, ½, ¾, 1}`` (a straight-line stand-in for the
+    unknown trajectory).
     """
     prefix = last_linear_with_bias(task.model, task.n_classes)
     bias_grad = gradient[layout.slice_of(param_name(prefix, "bias"))]  # (C,)
@@ -84,9 +99,39 @@ def recover_labels(
     if probe_inputs is None:
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         probe_inputs = uniform_init(n_probes, task.input_shape, task.data_range, gen)
-    probs = mean_probabilities(task.model, layout, params, probe_inputs.to(task.dtype))
+    probes = probe_inputs.to(task.dtype)
+    if update is None:
+        probs = mean_probabilities(task.model, layout, params, probes)
+    else:
+        points = [params + t * update for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        probs = torch.stack([mean_probabilities(task.model, layout, p, probes) for p in points])
+        probs = probs.mean(dim=0)
     counts = count_labels(bias_grad, n_samples, probs)
     return torch.repeat_interleave(torch.arange(task.n_classes), counts)
+
+
+def labels_for_target(
+    task: InversionTask,
+    layout: ParamLayout,
+    params: Tensor,
+    target: AttackTarget,
+    generator: torch.Generator | None,
+    n_probes: int = 64,
+    probe_inputs: Tensor | None = None,
+) -> Tensor:
+    """:func:`recover_labels` for one attacked update (``g = −Δ/(η·K)``; trajectory-averaged
+    ``p̄`` when the client took more than one local step)."""
+    return recover_labels(
+        task,
+        layout,
+        params,
+        observed_direction(target),
+        target.n_samples,
+        probe_inputs=probe_inputs,
+        generator=generator,
+        n_probes=n_probes,
+        update=target.delta if target.local_steps > 1 else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +161,8 @@ class LabelRecovery(PrivacyAttack):
     Geng, Mou, Li, Li, Wu, Xiao, Ye, Chen. "Towards General Deep Leakage in Federated Learning."
     arXiv:2110.09074, 2021 (batch label counting from the bias gradient).
     Wainakh, Ventola, Müßig, Keim, Garcia Cordero, Zimmer, Grube, Kersting, Mühlhäuser.
-    "User-Level Label Leakage from Gradients in Federated Learning." PETS 2022.
+    "User-Level Label Leakage from Gradients in Federated Learning." PETS 2022 (negative
+    bias-gradient entries mark present classes).
     """
 
     target_client: int | None = None
@@ -137,14 +183,8 @@ class LabelRecovery(PrivacyAttack):
         recs = []
         for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "label_recovery")
-            labels = recover_labels(
-                task,
-                layout,
-                view.global_params,
-                observed_direction(target),
-                target.n_samples,
-                generator=gen,
-                n_probes=self.n_probes,
+            labels = labels_for_target(
+                task, layout, view.global_params, target, gen, n_probes=self.n_probes
             )
             recs.append(
                 Reconstruction(
@@ -182,4 +222,10 @@ class LabelRecovery(PrivacyAttack):
         }
 
 
-__all__ = ["LabelRecovery", "count_labels", "idlg_label", "recover_labels"]
+__all__ = [
+    "LabelRecovery",
+    "count_labels",
+    "idlg_label",
+    "labels_for_target",
+    "recover_labels",
+]

@@ -17,14 +17,13 @@ from attacks.inversion._common import (
     batch_gradient,
     check_common_fields,
     cosine_distance,
-    observed_direction,
     score_output,
     select_targets,
     signed_adam_step_decay,
     total_variation,
     uniform_init,
 )
-from attacks.inversion.label_recovery import recover_labels
+from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import PrivacyAttack, require
 from fedguard.types import ServerView, Truth
 
@@ -161,14 +160,7 @@ class SME(PrivacyAttack):
         recs = []
         for target in select_targets(view, self.target_client, None, self.max_clients):
             gen = attack_generator(self.seed, view.round, target.client_id, "sme")
-            labels = recover_labels(
-                task,
-                layout,
-                view.global_params,
-                observed_direction(target),
-                target.n_samples,
-                generator=gen,
-            )
+            labels = labels_for_target(task, layout, view.global_params, target, gen)
             x, alpha, loss = sme_reconstruct(
                 task.model,
                 layout,
