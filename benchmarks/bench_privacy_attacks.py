@@ -1,8 +1,9 @@
 """Privacy-attack benchmark on digits (8×8, pixels in [0, 1]) with an MLP 64-32-10.
 
 1. Gradient inversion: seconds per reconstruction and PSNR for each attack, on FedSGD gradients
-   (batch 1 and 4) and on FedAvg updates (20 local full-batch steps), untrained model. Ratios:
-   time against the analytic attack, PSNR of SME against inverting gradients.
+   (batch 1 and 4) and on FedAvg updates (20 and 50 local full-batch steps), untrained model.
+   Ratios: time against the first attack of the row, PSNR of SME against inverting gradients;
+   then SME vs inverting gradients with the true labels given to both kernels.
 2. Shadow-model training for LiRA with 16 and 64 shadows: vectorized (torch.func.vmap over stacked
    parameters) against one-by-one training of the same models on the same batches.
 3. Membership inference pooled over 4 target models trained on 100 digits each: AUC and TPR at
@@ -29,9 +30,9 @@ from pa_util import digits, digits_task, mlp, single_client_view  # noqa: E402
 from attacks.inversion._common import ParamLayout  # noqa: E402
 from attacks.inversion.analytic import AnalyticInversion  # noqa: E402
 from attacks.inversion.dlg import DLG  # noqa: E402
-from attacks.inversion.inverting_gradients import InvertingGradients  # noqa: E402
+from attacks.inversion.inverting_gradients import InvertingGradients, invert_gradient  # noqa: E402
 from attacks.inversion.label_recovery import LabelRecovery  # noqa: E402
-from attacks.inversion.sme import SME  # noqa: E402
+from attacks.inversion.sme import SME, sme_reconstruct  # noqa: E402
 from attacks.membership._common import MembershipTask, membership_metrics  # noqa: E402
 from attacks.membership._shadow import (  # noqa: E402
     TrainingRecipe,
@@ -45,6 +46,7 @@ from attacks.membership._shadow import (  # noqa: E402
 from attacks.membership.lira import LiRA  # noqa: E402
 from attacks.membership.loss_threshold import LossThreshold  # noqa: E402
 from attacks.membership.rmia import RMIA  # noqa: E402
+from fedguard.metrics.privacy_attack_metrics import hungarian_match, psnr_per_sample  # noqa: E402
 from fedguard.types import ServerView, Truth  # noqa: E402
 
 N_IMAGES = 3  # reconstructions averaged per cell
@@ -71,7 +73,8 @@ def bench_inversion() -> None:
     settings = [
         ("FedSGD, batch 1", 1, 0.1, 1),
         ("FedSGD, batch 4", 4, 0.1, 1),
-        ("FedAvg 20 steps, 4 samples", 4, 0.5, 20),
+        ("FedAvg 20 steps lr 0.1, 4 samples", 4, 0.1, 20),
+        ("FedAvg 50 steps lr 0.2, 4 samples", 4, 0.2, 50),
     ]
     rows: list[list[Any]] = []
     for label, batch, lr, steps in settings:
@@ -112,6 +115,72 @@ def bench_inversion() -> None:
     _table(
         f"Gradient inversion (mean of {N_IMAGES} reconstructions; ratio vs first attack of the row)",
         ["setting", "attack", "s/recon", "ratio", "PSNR dB", "label acc"],
+        rows,
+    )
+
+
+def bench_sme_true_labels() -> None:
+    """SME against inverting gradients with the true labels given to both kernels, isolating
+    the surrogate's effect from label-recovery errors (duplicated labels are ambiguous after
+    several local steps)."""
+    x, y = digits()
+    rows = []
+    for lr, steps in ((0.1, 20), (0.5, 20), (0.2, 50)):
+        gains, ig_db, sme_db = [], [], []
+        for i in range(N_IMAGES):
+            model = mlp(i)
+            xb, yb = x[30 * i : 30 * i + 4], y[30 * i : 30 * i + 4]
+            view = single_client_view(model, xb, yb, lr=lr, steps=steps)
+            assert view.updates is not None
+            layout = ParamLayout.from_module(model)
+            common = {
+                "input_shape": (64,),
+                "data_range": (0.0, 1.0),
+                "image_shape": (1, 8, 8),
+                "iterations": 1000,
+                "step_size": 0.1,
+                "tv_weight": 1e-4,
+                "restarts": 1,
+            }
+            x_ig, _ = invert_gradient(
+                model,
+                layout,
+                view.global_params,
+                -view.updates[0],
+                yb,
+                generator=torch.Generator().manual_seed(i),
+                **common,
+            )
+            x_sme, _, _ = sme_reconstruct(
+                model,
+                layout,
+                view.global_params,
+                view.updates[0],
+                yb,
+                alpha_step_size=0.01,
+                alpha_init=0.5,
+                generator=torch.Generator().manual_seed(i),
+                **common,
+            )
+            rows_ig, cols_ig = hungarian_match(x_ig, xb)
+            rows_sme, cols_sme = hungarian_match(x_sme, xb)
+            ig = float(psnr_per_sample(x_ig[rows_ig], xb[cols_ig]).mean())
+            sm = float(psnr_per_sample(x_sme[rows_sme], xb[cols_sme]).mean())
+            ig_db.append(ig)
+            sme_db.append(sm)
+            gains.append(sm - ig)
+        rows.append(
+            [
+                f"lr {lr}, {steps} steps",
+                f"{sum(ig_db) / N_IMAGES:.1f}",
+                f"{sum(sme_db) / N_IMAGES:.1f}",
+                f"{sum(gains) / N_IMAGES:+.1f}",
+                f"{min(gains):+.1f}",
+            ]
+        )
+    _table(
+        "FedAvg update, 4 samples, true labels, 1000 iterations: SME vs inverting gradients",
+        ["local training", "IG dB", "SME dB", "mean gain", "min gain"],
         rows,
     )
 
@@ -200,6 +269,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     bench_inversion()
+    bench_sme_true_labels()
     bench_shadows()
     bench_membership()
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from pa_util import digits, digits_task, local_sgd, mlp, single_client_view
@@ -185,3 +186,27 @@ def test_secure_aggregation_sum_is_attacked_and_reported_as_such() -> None:
     truth = Truth(malicious_ids=(), private_batches={0: (X[:1], Y[:1]), 1: (X[1:2], Y[1:2])})
     m = attack.metrics(out, truth)
     assert m["from_aggregate"] == 1.0 and math.isfinite(m["psnr_db"])
+
+
+def test_label_counting_gives_every_negative_class_a_sample() -> None:
+    # a poor p̄ estimate must not drop a class whose bias gradient is negative (proof of presence)
+    grad = torch.tensor([-0.05, -0.04, 0.03, 0.02, 0.04], dtype=torch.float64)
+    probs = torch.full((5,), 0.2, dtype=torch.float64)
+    counts = count_labels(grad, 3, probs)
+    assert counts.sum() == 3 and counts[0] >= 1 and counts[1] >= 1
+
+
+def test_reconstruction_grid_layout_and_png(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    from attacks.inversion.grid import reconstruction_grid, save_reconstruction_grid
+
+    model = mlp(0)
+    xb, yb = X[:3], Y[:3]
+    grid = reconstruction_grid(xb.flip(0), xb, (1, 8, 8))
+    assert grid.shape == (2 * 9 + 1, 3 * 9 + 1)
+    assert np.allclose(grid[1:9, 1:9], xb[0].reshape(8, 8).numpy())
+    assert np.allclose(grid[10:18, 1:9], xb[0].reshape(8, 8).numpy())  # matched, not flipped
+    out = AnalyticInversion().observe(single_client_view(model, xb[:1], yb[:1]), digits_task(model))
+    png = save_reconstruction_grid(out, _truth(xb[:1], yb[:1]), tmp_path / "grid.png")
+    assert plt.imread(png).shape[:2] == (19, 10)
