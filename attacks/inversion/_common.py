@@ -95,7 +95,7 @@ class InversionTask:
     model: nn.Module
     input_shape: tuple[int, ...]
     n_classes: int
-    data_range: tuple[float, float] = (0.0, 1.0)
+    data_range: tuple[float, float] | None = (0.0, 1.0)  # None: unbounded (tabular)
     image_shape: tuple[int, int, int] | None = None
     dtype: torch.dtype = torch.float32
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -103,7 +103,9 @@ class InversionTask:
     def __post_init__(self) -> None:
         require(self.n_classes >= 2, "n_classes", "an integer ≥ 2")
         require(
-            self.data_range[0] < self.data_range[1], "data_range", "(low, high) with low < high"
+            self.data_range is None or self.data_range[0] < self.data_range[1],
+            "data_range",
+            "(low, high) with low < high, or None",
         )
         if self.image_shape is not None:
             require(
@@ -140,11 +142,6 @@ def as_inversion_task(env: Any) -> InversionTask:
             "an inversion attack's environment must provide model, input_shape and n_classes."
         ) from exc
     value_range = getattr(source, "value_range", None) or getattr(source, "data_range", None)
-    if value_range is None:
-        raise IncompatibleError(
-            "gradient inversion needs a bounded input range (image data); this dataset declares "
-            "none."
-        )
     image_shape = getattr(source, "image_shape", None)
     if image_shape is None and len(input_shape) == 3:
         image_shape = input_shape
@@ -152,7 +149,7 @@ def as_inversion_task(env: Any) -> InversionTask:
         model=env_module(env),
         input_shape=input_shape,
         n_classes=n_classes,
-        data_range=(float(value_range[0]), float(value_range[1])),
+        data_range=None if value_range is None else (float(value_range[0]), float(value_range[1])),
         image_shape=image_shape,
     )
 
@@ -351,11 +348,21 @@ def total_variation(x: Tensor, image_shape: tuple[int, int, int] | None) -> Tens
 def uniform_init(
     n: int,
     input_shape: tuple[int, ...],
-    data_range: tuple[float, float],
+    data_range: tuple[float, float] | None,
     generator: torch.Generator,
 ) -> Tensor:
+    """Random starting inputs: uniform over ``data_range``, standard normal when unbounded."""
+    if data_range is None:
+        return torch.randn((n, *input_shape), generator=generator)
     low, high = data_range
     return low + (high - low) * torch.rand((n, *input_shape), generator=generator)
+
+
+def project(x: Tensor, data_range: tuple[float, float] | None) -> Tensor:
+    """Clamp to the valid range (no-op when unbounded); in place on ``x``."""
+    if data_range is not None:
+        x.clamp_(data_range[0], data_range[1])
+    return x
 
 
 def signed_adam_step_decay(
@@ -386,7 +393,7 @@ class InversionOutput:
     reconstructions: tuple[Reconstruction, ...]
     from_aggregate: bool
     n_clients_in_aggregate: int
-    data_range: tuple[float, float]
+    data_range: tuple[float, float] | None
     image_shape: tuple[int, int, int] | None
     n_classes: int
 
@@ -395,15 +402,22 @@ def score_reconstruction(
     rec: Reconstruction,
     true_inputs: Tensor,
     true_labels: Tensor,
-    data_range: tuple[float, float],
+    data_range: tuple[float, float] | None,
     image_shape: tuple[int, int, int] | None,
     n_classes: int,
-    match_tolerance: float = 0.05,
+    match_tolerance: float = 0.01,
 ) -> dict[str, float]:
-    """Hungarian-match the reconstruction to the truth, then MSE / PSNR / SSIM / label accuracy."""
+    """Hungarian-match the reconstruction to the truth, then MSE / PSNR / SSIM / label accuracy.
+
+    PSNR uses the declared range, or the true values' max − min for unbounded (tabular) data;
+    the exact-match rate counts entries within ``match_tolerance`` of that span.
+    """
     rows, cols = hungarian_match(rec.inputs, true_inputs)
     x_hat, x = rec.inputs[rows], true_inputs[cols]
-    span = data_range[1] - data_range[0]
+    if data_range is None:
+        span = float(true_inputs.max() - true_inputs.min()) or 1.0
+    else:
+        span = data_range[1] - data_range[0]
     psnr = psnr_per_sample(x_hat, x, span).clamp_max(200.0)  # exact → capped at 200 dB
     out = {
         "mse": float(mse_per_sample(x_hat, x).mean()),

@@ -18,6 +18,7 @@ from attacks.inversion._common import (
     first_parametrized_module,
     observed_direction,
     param_name,
+    project,
     score_output,
     select_targets,
 )
@@ -53,9 +54,13 @@ def analytic_single(weight_grad: Tensor, bias_grad: Tensor) -> Tensor:
     return (b @ w / (b @ b)).to(weight_grad.dtype)
 
 
-def in_range_first(candidates: Tensor, data_range: tuple[float, float], n_samples: int) -> Tensor:
+def in_range_first(
+    candidates: Tensor, data_range: tuple[float, float] | None, n_samples: int
+) -> Tensor:
     """Drop candidates outside the valid range (mixtures with negative weights) when at least
-    ``n_samples`` valid ones remain. ``(k, in) → (k′, in)``."""
+    ``n_samples`` valid ones remain (nothing to drop when unbounded). ``(k, in) → (k′, in)``."""
+    if data_range is None:
+        return candidates
     low, high = data_range
     slack = 1e-3 * (high - low)
     valid = ((candidates >= low - slack) & (candidates <= high + slack)).all(dim=1)  # (k,)
@@ -173,7 +178,7 @@ class AnalyticInversion(PrivacyAttack):
                     target.n_samples,
                 )
                 x = select_distinct(cands, target.n_samples)
-            x = x.clamp(*task.data_range).reshape(x.shape[0], *task.input_shape).detach()
+            x = project(x.reshape(x.shape[0], *task.input_shape).detach(), task.data_range)
             labels = labels_for_target(
                 task, layout, view.global_params, target, None, probe_inputs=x
             )

@@ -17,6 +17,7 @@ from attacks.inversion._common import (
     batch_gradient,
     check_common_fields,
     observed_direction,
+    project,
     score_output,
     select_targets,
 )
@@ -34,7 +35,7 @@ def dlg_reconstruct(
     n_samples: int,
     n_classes: int,
     input_shape: tuple[int, ...],
-    data_range: tuple[float, float],
+    data_range: tuple[float, float] | None,
     iterations: int,
     labels: Tensor | None,
     generator: torch.Generator,
@@ -45,7 +46,7 @@ def dlg_reconstruct(
 
     Dummy inputs start from ``N(0, 1)`` as in the paper; L-BFGS runs ``iterations`` inner
     iterations with a strong-Wolfe line search (the paper's fixed step 1 diverges easily), and
-    the result is clipped to ``data_range`` at the end.
+    the result is clipped to ``data_range`` (when bounded) at the end.
     ``→ (x (B, *input_shape), labels (B,), final distance)``.
     """
     params = params.detach()
@@ -78,7 +79,7 @@ def dlg_reconstruct(
         final = float(closure().detach())
     y_hat = current_labels().detach()
     hard = y_hat.argmax(dim=-1) if y_hat.dim() == 2 else y_hat
-    return x.detach().clamp(*data_range), hard, final
+    return project(x.detach(), data_range), hard, final
 
 
 @dataclass(frozen=True)

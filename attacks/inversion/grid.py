@@ -61,7 +61,10 @@ def save_reconstruction_grid(output: InversionOutput, truth: Truth, path: str | 
         original = truth.private_batches[rec.client_id][0]
     original = original.reshape(original.shape[0], -1)
     grid = reconstruction_grid(
-        rec.inputs.reshape(rec.inputs.shape[0], -1), original, output.image_shape, output.data_range
+        rec.inputs.reshape(rec.inputs.shape[0], -1),
+        original,
+        output.image_shape,
+        output.data_range or (float(original.min()), float(original.max())),
     )
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from attacks.inversion._common import (
     check_common_fields,
     cosine_distance,
     observed_direction,
+    project,
     score_output,
     select_targets,
     signed_adam_step_decay,
@@ -37,7 +38,7 @@ def invert_gradient(
     labels: Tensor,
     *,
     input_shape: tuple[int, ...],
-    data_range: tuple[float, float],
+    data_range: tuple[float, float] | None,
     image_shape: tuple[int, int, int] | None,
     iterations: int,
     step_size: float,
@@ -52,7 +53,6 @@ def invert_gradient(
     initialisations, keeping the one with the lowest final objective.
     ``params (d,)``, ``target_gradient (d,)``, ``labels (B,)`` → ``(x (B, *input_shape), loss)``.
     """
-    low, high = data_range
     best_x: Tensor | None = None
     best_loss = float("inf")
     params = params.detach()
@@ -69,7 +69,7 @@ def invert_gradient(
             opt.step()
             schedule.step()
             with torch.no_grad():
-                x.clamp_(low, high)
+                project(x, data_range)
         x_final = x.detach()
         with torch.enable_grad():
             grad = batch_gradient(model, layout, params, x_final, labels, create_graph=False)

@@ -17,6 +17,7 @@ from attacks.inversion._common import (
     batch_gradient,
     check_common_fields,
     cosine_distance,
+    project,
     score_output,
     select_targets,
     signed_adam_step_decay,
@@ -36,7 +37,7 @@ def sme_reconstruct(
     labels: Tensor,
     *,
     input_shape: tuple[int, ...],
-    data_range: tuple[float, float],
+    data_range: tuple[float, float] | None,
     image_shape: tuple[int, int, int] | None,
     iterations: int,
     step_size: float,
@@ -55,7 +56,6 @@ def sme_reconstruct(
     Restarts keep the lowest final objective.
     ``→ (x (B, *input_shape), α, final objective)``.
     """
-    low, high = data_range
     w0 = start_params.detach()
     delta = update.detach()
     target = -delta  # w₀ − w₁
@@ -78,7 +78,7 @@ def sme_reconstruct(
             opt_alpha.step()
             schedule.step()
             with torch.no_grad():
-                x.clamp_(low, high)
+                project(x, data_range)
                 alpha.clamp_(0.0, 1.0)
         x_final = x.detach()
         a_final = float(alpha.detach())

@@ -210,3 +210,25 @@ def test_reconstruction_grid_layout_and_png(tmp_path) -> None:
     out = AnalyticInversion().observe(single_client_view(model, xb[:1], yb[:1]), digits_task(model))
     png = save_reconstruction_grid(out, _truth(xb[:1], yb[:1]), tmp_path / "grid.png")
     assert plt.imread(png).shape[:2] == (19, 10)
+
+
+def test_tabular_data_without_a_range() -> None:
+    from pa_util import seeded_init_
+    from sklearn.datasets import load_breast_cancer
+
+    from attacks.inversion._common import InversionTask
+
+    data = load_breast_cancer()
+    feats = (data.data - data.data.mean(0)) / data.data.std(0)
+    xt = torch.as_tensor(feats[:2], dtype=torch.float32)
+    yt = torch.as_tensor(data.target[:2])
+    model = seeded_init_(nn.Sequential(nn.Linear(30, 16), nn.Tanh(), nn.Linear(16, 2)), 0)
+    task = InversionTask(model=model, input_shape=(30,), n_classes=2, data_range=None)
+    view = single_client_view(model, xt[:1], yt[:1])
+    analytic = AnalyticInversion()
+    m = analytic.metrics(analytic.observe(view, task), _truth(xt[:1], yt[:1]))
+    assert m["exact_match_rate"] == 1.0 and m["feature_mae"] < 1e-4 and "ssim" not in m
+    ig = InvertingGradients(iterations=50)
+    out = ig.observe(view, task)
+    assert out.data_range is None and torch.isfinite(out.reconstructions[0].inputs).all()
+    assert math.isfinite(ig.metrics(out, _truth(xt[:1], yt[:1]))["feature_mae"])
