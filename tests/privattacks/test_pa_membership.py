@@ -273,6 +273,18 @@ def test_dp_guarantee_holds_for_dp_sgd_and_fails_without_it() -> None:
     is_member[train] = True
     dp_check = dp_consistency(loss_scores(logits, Y), is_member, eps, delta)
     assert dp_check.consistent, dp_check
+    # LiRA (8 non-private shadows on random 1000-point halves) must respect it as well
+    lira_task = MembershipTask(
+        model=model,
+        candidates=(X, Y),
+        population=(X[:0], Y[:0]),
+        recipe=TrainingRecipe(steps=100, batch_size=100, lr=0.5, momentum=0.9),
+        target_params=theta,
+        train_size=1000,
+    )
+    lira_scores_dp = LiRA(n_shadows=8).observe(_empty_view(theta), lira_task).scores
+    lira_check = dp_consistency(lira_scores_dp, is_member, eps, delta)
+    assert lira_check.consistent, lira_check
 
     # undefended, overfit: four models on 100 points each, pooled; the same ε must be refuted
     pool = perm[:200]
@@ -289,3 +301,18 @@ def test_membership_output_scoring_needs_truth() -> None:
     out = MembershipOutput("loss_threshold", torch.zeros(2), (X[:2], Y[:2]), 4, False)
     with pytest.raises(ConfigError, match="no data for client 4"):
         membership_labels(out, Truth(malicious_ids=()))
+
+
+def test_same_seed_same_scores_bit_for_bit() -> None:
+    model = mlp(0)
+    recipe = TrainingRecipe(steps=10, batch_size=20, lr=0.1)
+    task = MembershipTask(
+        model, (X[:40], Y[:40]), (X[40:80], Y[40:80]), recipe, module_params(model)
+    )
+    view = _empty_view(module_params(model))
+    a = RMIA(n_references=3, seed=1).observe(view, task)
+    b = RMIA(n_references=3, seed=1).observe(view, task)
+    c = LiRA(n_shadows=3, seed=1).observe(view, task)
+    d = LiRA(n_shadows=3, seed=2).observe(view, task)
+    assert torch.equal(a.scores, b.scores) and a.info == b.info
+    assert not torch.equal(c.scores, d.scores)
