@@ -73,7 +73,7 @@ class Verdict:
     def sentence(self) -> str:
         where = f" [{self.axes}]" if self.axes else ""
         bound = (
-            f"upper 95% bound {100 * self.drop_upper:.1f}"
+            f"upper 95% bound {100 * self.drop_upper:.1f}, {self.seeds} seeds"
             if self.seeds > 1
             else "one seed, no interval"
         )
@@ -85,8 +85,7 @@ class Verdict:
         verb = "held against" if self.held else "did not hold against"
         return (
             f"{self.defense} {verb} {self.attack}{where}: accuracy drop "
-            f"{100 * self.drop_mean:.1f} points ({bound}, {self.seeds} seed"
-            f"{'s' if self.seeds != 1 else ''}){bd}."
+            f"{100 * self.drop_mean:.1f} points ({bound}){bd}."
         )
 
 
