@@ -81,3 +81,22 @@ def test_membership_attacks_observe_the_last_round() -> None:
     client = output.client_id
     assert m["n_members"] == truth.private_batches[client][0].shape[0]
     assert torch.isfinite(output.scores).all()
+
+
+def test_secure_aggregation_leaves_only_the_aggregate() -> None:
+    sim = _run(
+        {
+            "rounds": 1,
+            "clients": {"n_clients": 8},
+            "training": {"algorithm": "fedsgd", "learning_rate": 0.1},
+            "defense": {"transport": "secagg"},
+            "attack": {
+                "privacy_attacks": [{"name": "inverting_gradients", "params": {"iterations": 5}}]
+            },
+        }
+    )
+    (_, attack, output), *_ = sim.privacy_outputs
+    assert output.from_aggregate and output.n_clients_in_aggregate == 8
+    m = attack.metrics(output, sim.truth())
+    assert m["from_aggregate"] == 1.0
+    assert m["n_reconstructed"] == sum(b[0].shape[0] for b in sim.truth().private_batches.values())
