@@ -98,7 +98,6 @@ class InversionTask:
     data_range: tuple[float, float] | None = (0.0, 1.0)  # None: unbounded (tabular)
     image_shape: tuple[int, int, int] | None = None
     dtype: torch.dtype = torch.float32
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(self.n_classes >= 2, "n_classes", "an integer ≥ 2")

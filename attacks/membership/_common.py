@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import ParamLayout
+from attacks.inversion._common import ParamLayout, env_module
 from attacks.membership._shadow import (
     TrainingRecipe,
     draw_batches,
@@ -56,7 +56,6 @@ class MembershipTask:
     recipe: TrainingRecipe
     target_params: Tensor | None = None  # (d,)
     train_size: int | None = None  # size of the global target's training set (None: half the pool)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _sample(x: Tensor, y: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -91,8 +90,6 @@ def as_membership_task(
         raise ConfigError(
             "a membership attack's environment must be a MembershipTask or a fedguard simulation."
         )
-    from attacks.inversion._common import env_module
-
     train, test, validation = data.train, data.test, data.validation
     t = spec.training
     if target == "client":

@@ -80,13 +80,12 @@ def init_stacked(layout: ParamLayout, n_models: int, generator: torch.Generator)
     """
     chunks = []
     fan_in = 1
-    for name, shape in zip(layout.names, layout.shapes, strict=True):
+    for shape in layout.shapes:
         if len(shape) >= 2:
             fan_in = math.prod(shape[1:])
         bound = fan_in**-0.5
         numel = math.prod(shape)
         chunks.append((torch.rand((n_models, numel), generator=generator) * 2 - 1) * bound)
-        del name
     return torch.cat(chunks, dim=1)
 
 

@@ -316,3 +316,15 @@ def test_same_seed_same_scores_bit_for_bit() -> None:
     d = LiRA(n_shadows=3, seed=2).observe(view, task)
     assert torch.equal(a.scores, b.scores) and a.info == b.info
     assert not torch.equal(c.scores, d.scores)
+
+
+def test_stacked_init_follows_pytorch_linear_bounds() -> None:
+    # nn.Linear's default init is U(±1/√fan_in) for weight and bias (kaiming_uniform, a=√5)
+    model = mlp(0)
+    layout = ParamLayout.from_module(model)
+    init = init_stacked(layout, 50, torch.Generator().manual_seed(0))  # (50, d)
+    for name, fan_in in (("0.weight", 64), ("0.bias", 64), ("2.weight", 32), ("2.bias", 32)):
+        values = init[:, layout.slice_of(name)]
+        bound = fan_in**-0.5
+        assert values.abs().max() <= bound and values.abs().max() > 0.95 * bound
+        assert abs(float(values.mean())) < 0.05 * bound
