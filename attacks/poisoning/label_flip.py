@@ -40,7 +40,8 @@ class LabelFlip(DataAttack):
     Parameters
     ----------
     mapping : tuple[tuple[int, int], ...] | None
-        ``(source, target)`` pairs (a ``{source: target}`` dict is accepted), or ``None``.
+        ``(source, target)`` pairs, or a ``{source: target}`` dict (stored as sorted pairs), or
+        ``None``.
     flip_fraction : float
         Share of the client's samples that are relabelled, in (0, 1].
 
@@ -51,7 +52,7 @@ class LabelFlip(DataAttack):
     ESORICS 2020.
     """
 
-    mapping: tuple[tuple[int, int], ...] | None = None
+    mapping: tuple[tuple[int, int], ...] | dict[int, int] | None = None
     flip_fraction: float = 1.0
 
     def __post_init__(self) -> None:
