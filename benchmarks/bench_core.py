@@ -64,8 +64,10 @@ def main() -> None:
     print(f"{'trainer':<12}{'s/round':>10}{'test acc':>10}{'wall s':>9}")
     for name, (sec, acc, wall) in (("vectorized", vec), ("sequential", seq)):
         print(f"{name:<12}{sec:>10.4f}{acc:>10.4f}{wall:>9.2f}")
-    print(f"speed-up vectorized / sequential: {seq[0] / vec[0]:.1f}x; "
-          f"accuracy difference {100 * (vec[1] - seq[1]):+.2f} points\n")
+    print(
+        f"speed-up vectorized / sequential: {seq[0] / vec[0]:.1f}x; "
+        f"accuracy difference {100 * (vec[1] - seq[1]):+.2f} points\n"
+    )
 
     print("synthetic data of matching size (~14 samples/client, 64 features, 10 classes)")
     print(f"{'clients':>8}{'s/round':>10}{'s/round/1k clients':>20}{'test acc':>10}")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import coordinate_median, usage_weights
+from defenses.robust.kernels import usage_weights
 from fedguard.types import AggregationContext
 
 
@@ -34,8 +34,11 @@ class Median(RobustAggregator):
         n = updates.shape[0]
         lower = torch.kthvalue(updates, (n + 1) // 2, dim=0)  # values, indices: (d,)
         if n % 2 == 1:
-            rows = lower.indices[None, :]  # (1, d)
-        else:
-            upper = torch.kthvalue(updates, n // 2 + 1, dim=0)
-            rows = torch.stack([lower.indices, upper.indices])  # (2, d)
-        return RuleOutput(aggregate=coordinate_median(updates), weights=usage_weights(rows, n))
+            return RuleOutput(
+                aggregate=lower.values, weights=usage_weights(lower.indices[None, :], n)
+            )
+        upper = torch.kthvalue(updates, n // 2 + 1, dim=0)
+        rows = torch.stack([lower.indices, upper.indices])  # (2, d)
+        return RuleOutput(
+            aggregate=0.5 * (lower.values + upper.values), weights=usage_weights(rows, n)
+        )

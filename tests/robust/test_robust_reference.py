@@ -189,3 +189,30 @@ def test_field_validation_names_the_field() -> None:
         MultiKrum(n_selected=0)
     with pytest.raises(ConfigError, match="smoothing"):
         GeometricMedian(smoothing=0.0)
+
+
+def test_signguard_mean_shift_matches_scikit_learn_live() -> None:
+    from sklearn.cluster import MeanShift
+    from sklearn.cluster import estimate_bandwidth as sk_bandwidth
+
+    from defenses.robust.signguard import estimate_bandwidth, mean_shift_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        n = int(rng.integers(5, 40))
+        pts = np.concatenate(
+            [rng.normal(0, 0.05, size=(n, 3)), rng.normal(0.5, 0.05, size=(n // 3 + 1, 3))]
+        )
+        bandwidth = sk_bandwidth(pts, quantile=0.5)
+        assert estimate_bandwidth(torch.from_numpy(pts), 0.5) == pytest.approx(bandwidth, 1e-12)
+        expected = MeanShift(bandwidth=bandwidth).fit(pts).labels_
+        mine = mean_shift_labels(torch.from_numpy(pts), bandwidth).numpy()
+        np.testing.assert_array_equal(mine, expected)
+
+
+def test_dnc_scores_equal_svd_projection() -> None:
+    from defenses.robust.dnc import dnc_outlier_scores
+
+    centred = X - X.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    torch.testing.assert_close(dnc_outlier_scores(X, torch.arange(D)), (centred @ vh[0]) ** 2)
