@@ -113,17 +113,29 @@ def coordinate_median(x: Tensor) -> Tensor:
     return 0.5 * (lower + upper)
 
 
-def closest_to_centre(x: Tensor, centre: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per coordinate, the ``k`` values of ``x`` closest to ``centre`` and their row indices.
+def mean_closest_to_centre(x: Tensor, centre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per coordinate, the mean of the ``k`` values of ``x`` closest to ``centre``.
+
+    Implemented by dropping the ``n − k`` farthest values (a top-k with small k when few are
+    dropped) and averaging the rest through a mask; ties in distance are broken by ``topk``.
 
     Returns
     -------
     tuple[Tensor, Tensor]
-        ``(k, d)`` values and ``(k, d)`` row indices.
+        The ``(d,)`` means and the ``(n,)`` float64 share of each row among the averaged values.
     """
+    n, d = x.shape
+    n_drop = n - k
+    if n_drop == 0:
+        return x.mean(dim=0), torch.full((n,), 1.0 / n, dtype=torch.float64)
     gap = (x - centre[None, :]).abs()  # (n, d)
-    idx = torch.topk(gap, k=k, dim=0, largest=False).indices  # (k, d)
-    return torch.gather(x, 0, idx), idx
+    dropped = torch.topk(gap, k=n_drop, dim=0, largest=True).indices  # (n - k, d)
+    del gap
+    keep = torch.ones((n, d), dtype=torch.bool, device=x.device)
+    keep.scatter_(0, dropped, False)
+    means = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0) / k  # (d,)
+    kept_counts = keep.sum(dim=1).to(torch.float64)  # (n,)
+    return means, kept_counts / (k * d)
 
 
 def weighted_mean(x: Tensor, weights: Tensor | None) -> Tensor:

@@ -216,3 +216,14 @@ def test_dnc_scores_equal_svd_projection() -> None:
     centred = X - X.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     torch.testing.assert_close(dnc_outlier_scores(X, torch.arange(D)), (centred @ vh[0]) ** 2)
+
+
+def test_trimmed_mean_with_ties_matches_sorted_definition() -> None:
+    x = torch.tensor([[1.0], [1.0], [1.0], [1.0], [2.0]])
+    res = TrimmedMean(n_byzantine=2)(x, None, make_ctx(1))
+    assert float(res.aggregate) == 1.0
+    ints = torch.randint(0, 3, (9, 200), generator=torch.Generator().manual_seed(0)).double()
+    for f in range(0, 5):
+        res = TrimmedMean(n_byzantine=f)(ints, None, make_ctx(200))
+        expected = torch.sort(ints, dim=0).values[f : 9 - f].mean(0)
+        torch.testing.assert_close(res.aggregate, expected)
