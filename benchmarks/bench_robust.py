@@ -5,7 +5,8 @@ rule is timed on the same random update tensor as the ``mean`` baseline measured
 and the table reports milliseconds per call, the ratio to ``mean`` and the peak extra resident
 memory during the call (RSS sampled every millisecond by a background thread, minus the RSS before
 the call). Cases that would need more than ~8 GiB (input plus the rule's working copies,
-estimated) or are predicted to run over a minute (extrapolated from the rule's smaller cases) are skipped with the reason printed. One torch thread (the machine is shared).
+estimated) or are predicted to run over a minute (extrapolated from the rule's smaller cases)
+are skipped with the reason printed. One torch thread (the machine is shared).
 
 Run from the repository root: ``PYTHONPATH=$PWD python benchmarks/bench_robust.py``
 (``--quick`` for d = 10⁴ only).
