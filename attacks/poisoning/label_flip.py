@@ -61,12 +61,13 @@ class LabelFlip(DataAttack):
 
     def flip(self, labels: Tensor, n_classes: int) -> Tensor:
         """All labels mapped (no sampling)."""
-        if self.mapping is None:
+        pairs = normalize_mapping(self.mapping)
+        if pairs is None:
             return (n_classes - 1) - labels
-        for s, t in self.mapping:
+        for s, t in pairs:
             require(s < n_classes and t < n_classes, "mapping", f"labels below {n_classes}")
         table = torch.arange(n_classes, dtype=labels.dtype)
-        for s, t in self.mapping:
+        for s, t in pairs:
             table[s] = t
         return table[labels]
 
