@@ -227,3 +227,27 @@ def test_trimmed_mean_with_ties_matches_sorted_definition() -> None:
         res = TrimmedMean(n_byzantine=f)(ints, None, make_ctx(200))
         expected = torch.sort(ints, dim=0).values[f : 9 - f].mean(0)
         torch.testing.assert_close(res.aggregate, expected)
+
+
+def test_foolsgold_keys_history_by_client_id_when_the_context_has_ids() -> None:
+    from dataclasses import dataclass
+
+    from fedguard.types import AggregationContext
+
+    @dataclass(frozen=True)
+    class IdContext(AggregationContext):
+        client_ids: tuple[int, ...] = ()
+
+    def ctx(ids: tuple[int, ...], state: dict) -> IdContext:
+        return IdContext(1, 0, torch.Generator(), torch.zeros(3), state, None, ids)
+
+    h = torch.tensor(REF["histories"], dtype=torch.float64)[:, :3]
+    first = FoolsGold()(h[:4], None, ctx((10, 11, 12, 13), {}))
+    x = h[[2, 5, 0]].clone()
+    x[1, 0] = float("nan")  # client 99 is faulty: ids must stay aligned with the clean rows
+    second = FoolsGold()(x, None, ctx((12, 99, 10), dict(first.state)))
+    hist = second.state["history"]
+    torch.testing.assert_close(hist[12], 2 * h[2])
+    torch.testing.assert_close(hist[10], 2 * h[0])
+    torch.testing.assert_close(hist[11], h[1])
+    assert 99 not in hist and 1 in second.flagged
