@@ -29,6 +29,11 @@ class Component:
     def check_cohort(self, n_clients: int, n_byzantine: int) -> None:
         """Raise :class:`ConfigError` if the rule cannot work with this many clients per round."""
 
+    def check_compatible(self, spec: Any, components: Any) -> None:
+        """Raise :class:`~fedguard.errors.IncompatibleError` if this component cannot be combined
+        soundly with the rest of the run (``spec``: the RunSpec, ``components``: all built
+        components), e.g. central DP calibrated for a clipped mean next to Krum."""
+
 
 def require(condition: bool, field_name: str, allowed: str) -> None:
     """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds."""

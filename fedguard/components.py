@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from fedguard import registry
-from fedguard.config import ComponentSpec, RunSpec, describe_validation_error
+from fedguard.config import ComponentSpec, RunSpec
 from fedguard.errors import ConfigError
 
 
@@ -19,9 +20,9 @@ def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) ->
     ``inherited`` values (e.g. the defense's ``n_byzantine``) fill matching fields the user left
     unset.
     """
-    cls = registry.get(kind, spec.name)
+    cls: Any = registry.get(kind, spec.name)
     params = dict(spec.params)
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(params) - fields)
         if unknown:
@@ -30,13 +31,33 @@ def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) ->
                 f"unknown parameter {where}.{unknown[0]} for {spec.name!r}; allowed: {allowed}."
             )
         params.update({k: v for k, v in inherited.items() if k in fields and k not in params})
+        params = {k: _validate_field(cls, k, v, where) for k, v in params.items()}
         try:
-            return TypeAdapter(cls).validate_python(params)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, prefix=f"{where}.")) from None
+            return cls(**params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where} ({spec.name!r}): {exc}") from None
     return cls(**params)
+
+
+@cache
+def _field_adapter(cls: type, name: str) -> TypeAdapter | None:
+    try:
+        hint = get_type_hints(cls)[name]
+        return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True, strict=False))
+    except Exception:  # an annotation pydantic cannot express is checked by the class itself
+        return None
+
+
+def _validate_field(cls: type, name: str, value: Any, where: str) -> Any:
+    """Coerce/validate one parameter against its annotated type (lists → tuples, "3" → 3)."""
+    adapter = _field_adapter(cls, name)
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(f"{where}.{name}: {msg} (got {value!r}).") from None
 
 
 def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +177,19 @@ def build_components(spec: RunSpec) -> Components:
     if cohort:
         for comp in (comps.aggregator, *comps.preaggregators):
             comp.check_cohort(cohort, f)
+    for comp in (
+        comps.aggregator,
+        *comps.preaggregators,
+        *comps.client_transforms,
+        *comps.server_transforms,
+        comps.transport,
+        comps.model_attack,
+        comps.data_attack,
+        comps.free_rider,
+        *comps.privacy_attacks,
+    ):
+        if comp is not None and hasattr(comp, "check_compatible"):
+            comp.check_compatible(spec, comps)
     if not comps.transport.reveals_individual_updates:
         for comp in (comps.aggregator, *comps.preaggregators):
             if getattr(comp, "requires_individual_updates", True):

@@ -70,6 +70,41 @@ def matrix(
     matrix_command(config, out_dir, workers, executor, address, metric, yes)
 
 
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also write the same content as PDF.")] = False,
+) -> None:
+    """Write one self-contained HTML audit report (images embedded, no network)."""
+    from fedguard.cli.report_command import report_command
+
+    report_command(path, out_file, pdf)
+
+
+@app.command()
+def contrib(
+    run_dir: Annotated[Path, typer.Argument(help="Finished run directory.")],
+    method: Annotated[
+        str | None, typer.Option(help="Valuation method (see list components).")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="Utility evaluations (default 32n).")] = None,
+    utility: Annotated[str, typer.Option(help="accuracy or loss.")] = "loss",
+    rebuild: Annotated[
+        str,
+        typer.Option(help="reconstruct-multi-round, reconstruct-one-round or retrain."),
+    ] = "reconstruct-multi-round",
+    seed: Annotated[int, typer.Option(help="Seed of the estimator's sampling.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Value every client's contribution (Shapley and proxies), flag free-riders."""
+    from fedguard.valuation.cli import contrib_command
+
+    raise typer.Exit(
+        contrib_command(run_dir, method, budget, utility, as_json, rebuild=rebuild, seed=seed)
+    )
+
+
 @list_app.command("components")
 def list_components() -> None:
     """Every registered component name, by kind."""

@@ -48,5 +48,7 @@ def matrix_command(
         summary = run_matrix(plan, out, workers, executor, address, on_result)
     console.print(f"ran {summary['ran']} cells, {summary['skipped']} already finished")
     show_matrix(out, console, metric)
-    console.print(f"\nresults: {out}/results.sqlite, {out}/matrix.csv, heatmaps: "
-                  + ", ".join(p.name for p in summary["heatmaps"]))
+    console.print(
+        f"\nresults: {out}/results.sqlite, {out}/matrix.csv, heatmaps: "
+        + ", ".join(p.name for p in summary["heatmaps"])
+    )

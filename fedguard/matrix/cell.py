@@ -58,7 +58,9 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
     }
     if "backdoor_success" in last:
         out["backdoor_success"] = last["backdoor_success"]
-    bytes_per_client = [r["transport_bytes_per_client"] for r in records if "transport_bytes_per_client" in r]
+    bytes_per_client = [
+        r["transport_bytes_per_client"] for r in records if "transport_bytes_per_client" in r
+    ]
     if bytes_per_client:
         out["bytes_per_client"] = float(sum(bytes_per_client) / len(bytes_per_client))
     out.update(detection_rates(records))

@@ -162,7 +162,9 @@ def load_matrix(path: str | Path) -> tuple[MatrixConfig, dict[str, Any]]:
 def _merge(base: dict[str, Any], section: str, override: dict[str, Any], replace: bool) -> None:
     cur = dict(base.get(section) or {})
     if replace:
-        cur = {k: v for k, v in cur.items() if k in ("n_byzantine",)} if section == "defense" else {}
+        cur = (
+            {k: v for k, v in cur.items() if k in ("n_byzantine",)} if section == "defense" else {}
+        )
     cur.update(override)
     base[section] = cur
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
@@ -38,7 +38,9 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
             with open("/tmp/ray/ray_current_cluster") as fh:
                 address = fh.read().strip()
         else:
-            raise UserError("--address auto found no running Ray cluster on this machine; start one with `ray start --head` or give HOST:PORT.")
+            raise UserError(
+                "--address auto found no running Ray cluster on this machine; start one with `ray start --head` or give HOST:PORT."
+            )
     if address.startswith("ray://"):
         address = address[len("ray://") :]
     host, _, port = address.rpartition(":")
@@ -48,7 +50,9 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise UserError(f"the Ray cluster at {address} does not answer ({exc.strerror or exc}).") from None
+        raise UserError(
+            f"the Ray cluster at {address} does not answer ({exc.strerror or exc})."
+        ) from None
 
 
 def run_ray(
@@ -65,7 +69,7 @@ def run_ray(
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": max(workers, 1)}
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kwargs)
     try:
-        remote: Callable[..., Any] = ray.remote(num_cpus=1)(_ray_cell)
+        remote: Any = ray.remote(num_cpus=1)(_ray_cell)
         refs = {remote.remote(spec): key for key, spec in jobs}
         pending = list(refs)
         while pending:

@@ -10,7 +10,13 @@ from typing import Any
 
 from fedguard.components import build_components
 from fedguard.errors import IncompatibleError
-from fedguard.matrix.config import Cell, MatrixConfig, expand_cells, load_matrix, validate_cells_count
+from fedguard.matrix.config import (
+    Cell,
+    MatrixConfig,
+    expand_cells,
+    load_matrix,
+    validate_cells_count,
+)
 from fedguard.matrix.executors import run_local, run_ray
 from fedguard.matrix.store import ResultStore, cell_key
 from fedguard.matrix.summary import tidy_frame, write_heatmaps

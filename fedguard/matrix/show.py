@@ -45,11 +45,15 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
     metric = metric or meta.get("metric", "test_accuracy")
     console.print(matrix_table(tidy, metric, meta.get("name", path.name)))
     failed = [r for r in rows if r["status"] == "failed"]
-    incompatible = {(r["defense"], r["attack"]): r["error"] for r in rows if r["status"] == "incompatible"}
+    incompatible = {
+        (r["defense"], r["attack"]): r["error"] for r in rows if r["status"] == "incompatible"
+    }
     for (d, a), why in sorted(incompatible.items()):
         console.print(f"[yellow]incompatible[/] {d} × {a}: {why}")
     for r in failed:
-        console.print(f"[red]failed[/] {r['defense']} × {r['attack']} (seed {r['seed']}): {(r['error'] or '').splitlines()[0]}")
+        console.print(
+            f"[red]failed[/] {r['defense']} × {r['attack']} (seed {r['seed']}): {(r['error'] or '').splitlines()[0]}"
+        )
     vs = verdicts(tidy)
     if vs:
         console.print(
@@ -59,4 +63,6 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
         for v in vs:
             mark = "[green]held[/]" if v.held else "[red]fell[/]"
             console.print(f"  {mark}  {v.sentence()}")
-    console.print(f"\ncells: {len(rows)} ({sum(r['status'] == 'done' for r in rows)} done, {len(failed)} failed, {len(incompatible)} incompatible pairs)")
+    console.print(
+        f"\ncells: {len(rows)} ({sum(r['status'] == 'done' for r in rows)} done, {len(failed)} failed, {len(incompatible)} incompatible pairs)"
+    )

@@ -42,9 +42,13 @@ def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         ]
     )
     if cells.empty:
-        return pd.DataFrame(columns=["attack", "defense", "seed", "setting", "status", "metric", "value"])
+        return pd.DataFrame(
+            columns=["attack", "defense", "seed", "setting", "status", "metric", "value"]
+        )
     if "test_accuracy" in cells:
-        base = cells[cells.attack == NO_ATTACK].set_index(["defense", "seed", "setting"])["test_accuracy"]
+        base = cells[cells.attack == NO_ATTACK].set_index(["defense", "seed", "setting"])[
+            "test_accuracy"
+        ]
         idx = pd.MultiIndex.from_frame(cells[["defense", "seed", "setting"]])
         cells["accuracy_drop"] = base.reindex(idx).to_numpy() - cells["test_accuracy"].to_numpy()
     ident = ["attack", "defense", "seed", "setting", "status", "error"]
@@ -69,7 +73,7 @@ class Verdict:
     def sentence(self) -> str:
         where = f" [{self.axes}]" if self.axes else ""
         bound = (
-            f"upper 95% bound {100 * self.drop_upper:.1f}"
+            f"upper 95% bound {100 * self.drop_upper:.1f}, {self.seeds} seeds"
             if self.seeds > 1
             else "one seed, no interval"
         )
@@ -81,8 +85,7 @@ class Verdict:
         verb = "held against" if self.held else "did not hold against"
         return (
             f"{self.defense} {verb} {self.attack}{where}: accuracy drop "
-            f"{100 * self.drop_mean:.1f} points ({bound}, {self.seeds} seed"
-            f"{'s' if self.seeds != 1 else ''}){bd}."
+            f"{100 * self.drop_mean:.1f} points ({bound}){bd}."
         )
 
 
@@ -108,7 +111,16 @@ def verdicts(tidy: pd.DataFrame, threshold: float = HELD_THRESHOLD) -> list[Verd
         drop_upper = _upper(drops)
         held = drop_upper <= threshold and (bd_upper is None or bd_upper <= BACKDOOR_THRESHOLD)
         out.append(
-            Verdict(defense, attack, axes, float(np.nanmean(drops)), drop_upper, len(drops), held, bd_upper)
+            Verdict(
+                defense,
+                attack,
+                axes,
+                float(np.nanmean(drops)),
+                drop_upper,
+                len(drops),
+                held,
+                bd_upper,
+            )
         )
     return out
 
@@ -118,11 +130,15 @@ def pivot(tidy: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     sel = tidy[(tidy.metric == metric) & (tidy.status == "done")]
     if sel.empty:
         return pd.DataFrame(), pd.DataFrame()
-    sel = sel.assign(row=np.where(sel["setting"] != "", sel["defense"] + " [" + sel["setting"] + "]", sel["defense"]))
+    sel = sel.assign(
+        row=np.where(
+            sel["setting"] != "", sel["defense"] + " [" + sel["setting"] + "]", sel["defense"]
+        )
+    )
     grouped = sel.groupby(["row", "attack"])["value"]
     mean = grouped.mean().unstack("attack")
     std = grouped.std(ddof=1).unstack("attack")
-    cols = [NO_ATTACK] + sorted(c for c in mean.columns if c != NO_ATTACK)
+    cols = [NO_ATTACK, *sorted(c for c in mean.columns if c != NO_ATTACK)]
     cols = [c for c in cols if c in mean.columns]
     return mean[cols], std.reindex(columns=cols)
 

@@ -23,6 +23,7 @@ import yaml
 from fedguard import __version__
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import UserError
+from fedguard.privacy.ledger import write_run_ledger
 from fedguard.storage import atomic
 
 COMPLETE = "complete.json"
@@ -70,8 +71,10 @@ class RunDirectory:
         return json.loads(f.read_text()) if f.is_file() else {}
 
     def ledger(self) -> dict[str, Any]:
+        from fedguard.privacy.ledger import read_run_ledger
+
         f = self.path / "ledger.json"
-        return json.loads(f.read_text()) if f.is_file() else {"rounds": []}
+        return read_run_ledger(f) if f.is_file() else {"rounds": []}
 
     def load_state(self) -> dict[str, Any]:
         return torch.load(self.path / "state.pt", weights_only=True)
@@ -97,7 +100,7 @@ class RunDirectory:
     def checkpoint(self, records: list[dict], ledger: dict, state: dict[str, Any]) -> None:
         """Persist a completed round: state first, then the records that refer to it."""
         atomic.write_torch(self.path / "state.pt", state)
-        atomic.write_json(self.path / "ledger.json", ledger)
+        write_run_ledger(self.path / "ledger.json", ledger)
         atomic.write_text(
             self.path / "rounds.jsonl",
             "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),

@@ -1,0 +1,1 @@
+"""Canary clients for empirical privacy audits (see :mod:`fedguard.privacy.audit`)."""

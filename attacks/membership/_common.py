@@ -1,0 +1,317 @@
+"""Shared machinery of the membership-inference attacks.
+
+* :class:`MembershipTask` — the attacker's knowledge (the ``env`` of ``observe``): the model
+  architecture, the candidate points to score, population data for reference models, and the
+  recipe the target was trained with.
+* :func:`resolve_target` — the attacked parameters: the final global model, or one client's
+  local model ``θ_global + Δ_i`` (the server attacking that client; members = the client's data).
+* :func:`reference_models` — shadow / reference models trained on random halves of
+  ``candidates ∪ population`` with :mod:`attacks.membership._shadow` (vectorized); a client-level
+  target's references start from ``θ_global`` and repeat the client's local training.
+* :func:`score_membership` — AUC and TPR at 1% / 0.1% FPR with Clopper-Pearson intervals;
+  members are the candidates found (row-exact) in the target's training data from :class:`Truth`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attacks.inversion._common import ParamLayout, env_module
+from attacks.membership._shadow import (
+    TrainingRecipe,
+    draw_batches,
+    init_stacked,
+    member_indices,
+    random_subsets,
+    stacked_logits,
+    train_stacked,
+)
+from fedguard.api import require
+from fedguard.errors import ConfigError
+from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
+from fedguard.rng import torch_generator
+from fedguard.types import ServerView, Truth
+
+TARGETS = ("global", "client")
+
+
+@dataclass(frozen=True)
+class MembershipTask:
+    """What a membership attacker knows (the ``env`` of ``observe``).
+
+    ``target_params`` is the final global model; when ``None`` the view's ``global_params`` is
+    attacked. ``recipe`` is how the global target was trained (reference models for a client
+    target use the view's ``training`` hyper-parameters instead).
+    """
+
+    model: nn.Module
+    candidates: tuple[Tensor, Tensor]  # (N, ...) inputs, (N,) labels
+    population: tuple[Tensor, Tensor]  # (P, ...) inputs, (P,) labels
+    recipe: TrainingRecipe
+    target_params: Tensor | None = None  # (d,)
+    train_size: int | None = None  # size of the global target's training set (None: half the pool)
+
+
+def _sample(x: Tensor, y: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    idx = torch.randperm(x.shape[0], generator=generator)[:k]
+    return x[idx], y[idx]
+
+
+def as_membership_task(
+    env: Any,
+    view: ServerView,
+    target: str,
+    target_client: int | None,
+    n_candidates: int,
+    shadow_steps: int | None,
+    generator: torch.Generator,
+) -> MembershipTask:
+    """A :class:`MembershipTask` as given, or built from the core's simulation.
+
+    From a simulation (``env.data`` with ``train``/``test``/``validation`` splits): the candidates
+    are the target's members — the attacked client's data, or ``n_candidates/2`` random training
+    points for the global model — and as many random test points (non-members); the attacker's
+    population is the validation split (the unused test points when it is empty). Reference
+    models for the global model train on ``len(train)`` points for ``shadow_steps`` SGD steps
+    (default: rounds × local epochs × ⌈mean client size / batch⌉) at the local learning rate —
+    an approximation of federated training, stated as such.
+    """
+    if isinstance(env, MembershipTask):
+        return env
+    data = getattr(env, "data", None)
+    spec = getattr(env, "spec", None)
+    if data is None or spec is None:
+        raise ConfigError(
+            "a membership attack's environment must be a MembershipTask or a fedguard simulation."
+        )
+    train, test, validation = data.train, data.test, data.validation
+    t = spec.training
+    if target == "client":
+        cid = target_client if target_client is not None else view.client_ids[0]
+        xm, ym = data.client_arrays(cid)
+    else:
+        xm, ym = _sample(train.features, train.labels, n_candidates // 2, generator)
+    n_members = xm.shape[0]
+    order = torch.randperm(len(test), generator=generator)
+    require(len(test) > n_members, "data.test_fraction", "large enough to supply non-members")
+    x_non, y_non = test.features[order[:n_members]], test.labels[order[:n_members]]
+    if len(validation) > 0:
+        population = (validation.features, validation.labels)
+    else:
+        rest = order[n_members:]
+        population = (test.features[rest], test.labels[rest])
+    mean_size = max(1, round(len(train) / spec.clients.n_clients))
+    steps = shadow_steps or spec.rounds * t.local_epochs * -(-mean_size // t.batch_size)
+    recipe = TrainingRecipe(
+        steps=steps, batch_size=t.batch_size, lr=t.learning_rate, momentum=t.momentum
+    )
+    return MembershipTask(
+        model=env_module(env),
+        candidates=(torch.cat([xm, x_non]), torch.cat([ym, y_non])),
+        population=population,
+        recipe=recipe,
+        train_size=min(len(train), (len(population[0]) + 2 * n_members) // 2),
+    )
+
+
+def attack_this_round(env: Any, view: ServerView, at_round: int | None) -> bool:
+    """``at_round`` given: only that round; ``None``: the last round of a simulation (read from
+    ``env.spec.rounds``), or every call when the environment does not say."""
+    if at_round is not None:
+        return view.round == at_round
+    spec = getattr(env, "spec", None)
+    return spec is None or view.round == spec.rounds - 1
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    params: Tensor  # (d,)
+    client_id: int | None  # None for the global model
+    start: Tensor | None  # (d,) references start here (client target); None = fresh init
+    recipe: TrainingRecipe
+    from_aggregate: bool
+    train_size: int | None  # references train on random subsets of this size (None: half)
+
+
+def resolve_target(
+    view: ServerView, task: MembershipTask, target: str, target_client: int | None
+) -> ResolvedTarget:
+    if target == "global":
+        params = task.target_params if task.target_params is not None else view.global_params
+        return ResolvedTarget(params.detach(), None, None, task.recipe, False, task.train_size)
+    lr = float(view.training.get("lr", task.recipe.lr))
+    steps = int(view.training.get("local_steps", task.recipe.steps))
+    batch = int(view.training.get("batch_size", task.recipe.batch_size))
+    recipe = TrainingRecipe(steps=steps, batch_size=batch, lr=lr)
+    if view.updates is None:
+        # Secure aggregation: only the mean local model is visible; reported as such.
+        mean = view.global_params + view.update_sum / len(view.client_ids)
+        size = round(sum(view.num_samples) / len(view.client_ids))
+        return ResolvedTarget(mean.detach(), None, view.global_params.detach(), recipe, True, size)
+    if target_client is None and view.client_ids:
+        target_client = view.client_ids[0]
+    if target_client is None or target_client not in view.client_ids:
+        raise ConfigError(
+            f"target_client must be one of this round's clients {view.client_ids} when "
+            "target is 'client'."
+        )
+    row = view.client_ids.index(target_client)
+    params = view.global_params + view.updates[row]
+    return ResolvedTarget(
+        params.detach(),
+        target_client,
+        view.global_params.detach(),
+        recipe,
+        False,
+        view.num_samples[row],
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceModels:
+    """Logits of the target and of ``K`` reference models on ``pool = candidates ∪ population``."""
+
+    target_logits: Tensor  # (N + P, C)
+    reference_logits: Tensor  # (K, N + P, C)
+    reference_in: Tensor  # (K, N + P) bool: pool point in the reference model's training set
+    pool_labels: Tensor  # (N + P,)
+    n_candidates: int
+
+
+def reference_models(
+    task: MembershipTask, target: ResolvedTarget, n_models: int, generator: torch.Generator
+) -> ReferenceModels:
+    """Train ``n_models`` references on random subsets of the pool (vectorized) and evaluate."""
+    xc, yc = task.candidates
+    xp, yp = task.population
+    pool_x = torch.cat([xc, xp])
+    pool_y = torch.cat([yc, yp])
+    layout = ParamLayout.from_module(task.model)
+    mask = random_subsets(n_models, pool_x.shape[0], generator, target.train_size)  # (K, N + P)
+    batches = draw_batches(member_indices(mask), target.recipe, generator)
+    if target.start is None:
+        init = init_stacked(layout, n_models, generator)
+    else:
+        init = target.start.expand(n_models, -1).clone()
+    params = train_stacked(task.model, init, pool_x, pool_y, batches, target.recipe)
+    ref_logits = stacked_logits(task.model, params, pool_x)
+    tgt_logits = stacked_logits(task.model, target.params[None], pool_x)[0]
+    return ReferenceModels(tgt_logits, ref_logits, mask, pool_y, xc.shape[0])
+
+
+def attack_generator(
+    seed: int, round_index: int, client: int | None, attack: str
+) -> torch.Generator:
+    return torch_generator(
+        seed, round_index, -1 if client is None else client, f"privacy_attack/{attack}"
+    )
+
+
+def log_softmax64(logits: Tensor) -> Tensor:
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def true_class_logprob(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log p_y`` in float64 from logits ``(..., N, C)`` and labels ``(N,)`` → ``(..., N)``."""
+    logp = log_softmax64(logits)
+    idx = labels.long().expand(logp.shape[:-1]).unsqueeze(-1)
+    return torch.gather(logp, -1, idx).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Output and scoring
+
+
+@dataclass(frozen=True)
+class MembershipOutput:
+    attack: str
+    scores: Tensor  # (N,) higher = more likely a member
+    candidates: tuple[Tensor, Tensor]
+    client_id: int | None  # None: the global model
+    from_aggregate: bool
+    info: Mapping[str, float] = field(default_factory=dict)
+
+
+def _row_keys(x: Tensor, y: Tensor) -> list[bytes]:
+    flat = torch.cat([x.reshape(x.shape[0], -1).double(), y.reshape(-1, 1).double()], dim=1)
+    return [row.numpy().tobytes() for row in flat]
+
+
+def membership_labels(output: MembershipOutput, truth: Truth) -> Tensor:
+    """Candidates that appear (exactly, with their label) in the target's training data."""
+    if output.client_id is not None:
+        if output.client_id not in truth.private_batches:
+            raise ConfigError(f"the truth holds no data for client {output.client_id}.")
+        batches = [truth.private_batches[output.client_id]]
+    else:
+        batches = list(truth.private_batches.values())
+    require(bool(batches), "truth.private_batches", "non-empty for membership scoring")
+    members = set()
+    for xb, yb in batches:
+        members.update(_row_keys(xb, yb))
+    keys = _row_keys(*output.candidates)
+    return torch.tensor([k in members for k in keys])
+
+
+def membership_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
+    """AUC, TPR at 1% and 0.1% FPR with 95% Clopper-Pearson intervals and reliability flags."""
+    out = {"auc": auc(scores, is_member)}
+    roc = roc_curve(scores, is_member)
+    out["n_members"] = float(roc.n_members)
+    out["n_nonmembers"] = float(roc.n_nonmembers)
+    for fpr, tag in ((0.01, "1pct"), (0.001, "0.1pct")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            r = tpr_at_fpr(scores, is_member, fpr)
+        out[f"tpr_at_{tag}_fpr"] = r.tpr
+        out[f"tpr_at_{tag}_fpr_lower"] = r.tpr_interval[0]
+        out[f"tpr_at_{tag}_fpr_upper"] = r.tpr_interval[1]
+        out[f"tpr_at_{tag}_fpr_reliable"] = float(r.reliable)
+    return out
+
+
+def score_membership(output: MembershipOutput, truth: Truth) -> dict[str, float]:
+    is_member = membership_labels(output, truth)
+    result = membership_metrics(output.scores, is_member)
+    if result["tpr_at_0.1pct_fpr_reliable"] < 1 or result["tpr_at_1pct_fpr_reliable"] < 1:
+        warnings.warn(
+            f"only {int(result['n_nonmembers'])} non-members: TPR at low FPR is not meaningful "
+            "below 1/(number of non-members).",
+            UserWarning,
+            stacklevel=2,
+        )
+    result["from_aggregate"] = float(output.from_aggregate)
+    return result
+
+
+def check_target(
+    target: str, target_client: int | None, at_round: int | None = None, n_candidates: int = 2
+) -> None:
+    require(target in TARGETS, "target", "'global' or 'client'")
+    require(at_round is None or at_round >= 0, "at_round", "a round index ≥ 0, or None (last)")
+    require(n_candidates >= 2, "n_candidates", "an integer ≥ 2")
+    require(target_client is None or target_client >= 0, "target_client", "a client id ≥ 0 or None")
+
+
+__all__ = [
+    "MembershipOutput",
+    "MembershipTask",
+    "ReferenceModels",
+    "ResolvedTarget",
+    "as_membership_task",
+    "attack_generator",
+    "attack_this_round",
+    "check_target",
+    "membership_labels",
+    "membership_metrics",
+    "reference_models",
+    "resolve_target",
+    "score_membership",
+    "true_class_logprob",
+]

@@ -1,0 +1,95 @@
+"""Loss-threshold membership inference (Yeom et al. 2018)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from attacks.membership._common import (
+    MembershipOutput,
+    as_membership_task,
+    attack_generator,
+    attack_this_round,
+    check_target,
+    resolve_target,
+    score_membership,
+    true_class_logprob,
+)
+from attacks.membership._shadow import stacked_logits
+from fedguard.api import PrivacyAttack
+from fedguard.types import ServerView, Truth
+
+
+def loss_scores(logits: Tensor, labels: Tensor) -> Tensor:
+    """Membership score = −(cross-entropy loss) = ``log p_y`` in float64. ``(N, C) → (N,)``."""
+    return true_class_logprob(logits, labels)
+
+
+@dataclass(frozen=True)
+class LossThreshold(PrivacyAttack):
+    """Flag a point as a member when the target's loss on it is low.
+
+    The attack outputs the score ``−loss`` for every candidate; Yeom et al.'s single threshold
+    (the mean training loss) is one point of the ROC the metrics sweep.
+
+    Parameters
+    ----------
+    target
+        ``"global"`` (the final global model) or ``"client"`` (``θ_global + Δ`` of
+        ``target_client``; members = that client's data).
+    target_client
+        Client id for ``target="client"`` (``None``: the view's first client).
+    at_round
+        Round whose view is attacked; ``None``: the last round of the run.
+    n_candidates
+        Points scored when candidates come from a simulation (half members, half test points).
+    seed
+        Seed of the stream that samples candidates from a simulation.
+
+    References
+    ----------
+    Yeom, Giacomelli, Fredrikson, Jha. "Privacy Risk in Machine Learning: Analyzing the Connection
+    to Overfitting." IEEE CSF 2018.
+    """
+
+    target: str = "global"
+    target_client: int | None = None
+    at_round: int | None = None
+    n_candidates: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_target(self.target, self.target_client, self.at_round, self.n_candidates)
+
+    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
+        if not attack_this_round(env, view, self.at_round):
+            return None
+        task = as_membership_task(
+            env,
+            view,
+            self.target,
+            self.target_client,
+            self.n_candidates,
+            None,
+            attack_generator(
+                self.seed, view.round, self.target_client, "loss_threshold/candidates"
+            ),
+        )
+        tgt = resolve_target(view, task, self.target, self.target_client)
+        x, y = task.candidates
+        logits = stacked_logits(task.model, tgt.params[None], x)[0]  # (N, C)
+        return MembershipOutput(
+            attack="loss_threshold",
+            scores=loss_scores(logits, y),
+            candidates=task.candidates,
+            client_id=tgt.client_id,
+            from_aggregate=tgt.from_aggregate,
+        )
+
+    def metrics(self, output: MembershipOutput, truth: Truth) -> dict[str, float]:
+        return score_membership(output, truth)
+
+
+__all__ = ["LossThreshold", "loss_scores"]

@@ -1,0 +1,222 @@
+"""Contribution valuation: cost and accuracy of every method against exact Shapley.
+
+For n ∈ {5, 8, 10} and each method: utility evaluations, wall time (cold cache, ratio to exact),
+relative L2 error against the exact value of the method's own target (Shapley, Banzhaf or
+Beta(16, 1)), mean over repetitions at a budget of 8n, and Spearman ρ against exact Shapley.
+Games: (1) a synthetic FL run (softmax regression on Gaussian blobs, MR utilities, with a
+duplicate, a random-label client and a zero-update free-rider), (2) the digits FL game of the core
+trainer (MR, validation loss; one label-flipping client and one zero free-rider), plus the cost of
+``retrain`` against OR/MR reconstruction for the same small game and the coverage of 95% intervals
+at a budget of 32n.
+
+Run: ``PYTHONPATH=$PWD python benchmarks/bench_valuation.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from scipy import stats
+
+from fedguard import registry
+from fedguard.valuation.base import Scores
+from fedguard.valuation.game import Game, RoundGame
+from fedguard.valuation.kernels import (
+    beta_size_distribution,
+    exact_banzhaf,
+    exact_shapley,
+    semivalue_from_table,
+)
+from fedguard.valuation.reconstruction import MultiRoundReconstruction
+from fedguard.valuation.synthetic import make_synthetic_run
+
+GameFactory = Callable[[], RoundGame]
+
+
+def methods(n: int, n_rounds: int) -> list[tuple[str, str, dict]]:
+    budget = 8 * n
+    return [
+        ("exact", "shapley", {}),
+        ("leave_one_out", "shapley", {}),
+        ("permutation", "shapley", {"budget": budget}),
+        ("permutation (TMC 1%)", "shapley", {"budget": budget, "truncation_tolerance": 0.01}),
+        ("stratified", "shapley", {"budget": budget}),
+        ("kernel_shap", "shapley", {"budget": budget}),
+        ("banzhaf", "banzhaf", {"budget": budget}),
+        ("beta_shapley", "beta", {"budget": budget}),
+        ("gtg_shapley", "shapley", {"budget": budget * n_rounds}),
+        ("fed_shapley", "shapley", {}),
+        ("comfedsv", "shapley", {}),
+        ("cosine", "proxy", {}),
+        ("fedce", "proxy", {}),
+    ]
+
+
+def registry_name(label: str) -> str:
+    return label.split(" ")[0]
+
+
+def fit(game: Game | RoundGame, label: str, params: dict, seed: int) -> Scores:
+    est = registry.create("valuation", registry_name(label), **params)
+    return est.fit(game, torch.Generator().manual_seed(seed))  # type: ignore[no-any-return]
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def bench_game(title: str, factory: GameFactory, n: int, n_rounds: int, reps: int) -> None:
+    warm = factory()
+    table = warm.total().utilities(torch.arange(1 << n))  # (2**n,)
+    targets = {
+        "shapley": exact_shapley(table),
+        "banzhaf": exact_banzhaf(table),
+        "beta": semivalue_from_table(table, beta_size_distribution(n, 16.0, 1.0)),
+    }
+    exact_values = targets["shapley"]
+    print(f"\n### {title}: n = {n}, {n_rounds} rounds (budget 8n = {8 * n})")
+    header = (
+        f"{'method':<22}{'evals':>8}{'unit':>17}{'time s':>9}{'× exact':>9}"
+        f"{'rel L2':>9}{'Spearman':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    exact_time = None
+    for label, target, params in methods(n, n_rounds):
+        cold = factory()
+        start = time.perf_counter()
+        scores = fit(cold, label, params, 0)
+        seconds = time.perf_counter() - start
+        if label == "exact":
+            exact_time = seconds
+        deterministic = float(scores.std_errors.abs().max()) == 0.0 or target == "proxy"
+        errors, rhos = [], []
+        for rep in range(1 if deterministic else reps):
+            s = scores if rep == 0 else fit(warm, label, params, rep)
+            if target != "proxy":
+                errors.append(rel_l2(s.values, targets[target]))
+            rhos.append(float(stats.spearmanr(s.values.numpy(), exact_values.numpy()).statistic))
+        err = f"{sum(errors) / len(errors):9.3f}" if errors else f"{'—':>9}"
+        ratio = seconds / exact_time if exact_time else float("nan")
+        print(
+            f"{label:<22}{scores.n_evaluations:>8}{scores.evaluation_unit:>17}{seconds:9.3f}"
+            f"{ratio:9.2f}{err}{sum(rhos) / len(rhos):10.3f}"
+        )
+
+
+def coverage(title: str, factory: GameFactory, n: int, reps: int) -> None:
+    game = factory().total()
+    exact_values = exact_shapley(game.utilities(torch.arange(1 << n)))
+    print(f"\n### 95% interval coverage of exact Shapley at budget 32n ({title}, n = {n})")
+    for label in ("permutation", "stratified", "kernel_shap"):
+        hits = 0
+        for rep in range(reps):
+            s = fit(game, label, {"budget": 32 * n}, 1000 + rep)
+            hits += int(((s.lower <= exact_values) & (exact_values <= s.upper)).sum())
+        print(f"{label:<14} {hits / (reps * n):.3f}  ({reps} repetitions × {n} clients)")
+
+
+def synthetic_factory(n: int, n_rounds: int) -> GameFactory:
+    run = make_synthetic_run(
+        n_clients=n,
+        n_rounds=n_rounds,
+        duplicate_of_zero=n - 1,
+        random_label_client=n - 3,
+        free_rider=n - 2,
+        seed=n,
+    )
+    return lambda: MultiRoundReconstruction(run.rounds, n, lambda p: run.evaluate(p, "loss"))
+
+
+def digits_run(root: Path, n: int, n_rounds: int, save: bool = True) -> Path:
+    from fedguard.config import parse_spec
+    from fedguard.core.runner import execute
+
+    spec = parse_spec(
+        {
+            "name": f"bench-contrib-{n}",
+            "seed": 0,
+            "rounds": n_rounds,
+            "save_updates": save,
+            "clients": {"n_clients": n},
+            "model": "logreg",
+            "attack": {
+                "n_malicious": 1,
+                "data_attack": "label_flip",
+                "free_riders": {"name": "zero", "count": 1},
+            },
+        }
+    )
+    out = root / f"digits-{n}-{n_rounds}"
+    execute(spec, out)
+    return out
+
+
+def digits_factory(path: Path) -> GameFactory:
+    from fedguard.valuation.utilities import build_game, load_run
+
+    run = load_run(path)
+
+    def make() -> RoundGame:
+        game = build_game(run, "reconstruct-multi-round", "loss")
+        assert isinstance(game, RoundGame)
+        return game
+
+    return make
+
+
+def retrain_vs_reconstruction(root: Path, n: int, n_rounds: int) -> None:
+    from fedguard.valuation.utilities import build_game, load_run
+
+    path = digits_run(root, n, n_rounds)
+    run = load_run(path)
+    print(f"\n### retrain vs reconstruction (digits, n = {n}, {n_rounds} rounds, loss)")
+    results = {}
+    for builder in ("retrain", "reconstruct-one-round", "reconstruct-multi-round"):
+        game = build_game(run, builder, "loss")
+        start = time.perf_counter()
+        scores = fit(game, "exact", {}, 0)
+        results[builder] = (scores.values, time.perf_counter() - start)
+    base_values, base_time = results["retrain"]
+    print(f"{'utility':<26}{'exact time s':>13}{'× retrain':>11}{'rel L2 vs retrain':>19}{'ρ':>7}")
+    for builder, (values, seconds) in results.items():
+        rho = float(stats.spearmanr(values.numpy(), base_values.numpy()).statistic)
+        print(
+            f"{builder:<26}{seconds:13.3f}{seconds / base_time:11.4f}"
+            f"{rel_l2(values, base_values):19.3f}{rho:7.3f}"
+        )
+    print("retrain values:", [round(v, 4) for v in base_values.tolist()])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, n = 5 only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sizes = (5,) if args.quick else (5, 8, 10)
+    reps = 5 if args.quick else 20
+    n_rounds = 20
+    for n in sizes:
+        bench_game("synthetic FL (MR, loss)", synthetic_factory(n, n_rounds), n, n_rounds, reps)
+    coverage("synthetic FL n = 8", synthetic_factory(8, n_rounds), 8, 5 if args.quick else 30)
+    root = Path(tempfile.mkdtemp(prefix="bench_valuation_"))
+    try:
+        for n in sizes:
+            started = time.perf_counter()
+            path = digits_run(root, n, n_rounds)
+            print(f"\n(digits run n = {n}: {time.perf_counter() - started:.1f} s of training)")
+            bench_game("digits FL (MR, loss)", digits_factory(path), n, n_rounds, reps)
+        retrain_vs_reconstruction(root, 5, 5 if args.quick else 10)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

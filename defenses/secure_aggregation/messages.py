@@ -1,0 +1,300 @@
+"""Byte format of every protocol message (all parties exchange only these bytes).
+
+Header (20 bytes, big endian): magic ``b"SA"``, version, stage, round (u64), sender (u32),
+receiver (u32); the server's id is ``SERVER = 0xFFFFFFFF``. Payloads per stage (Bonawitz et al.
+2017, Fig. 4; the consistency round is their active-adversary variant):
+
+=========== ======================== ====================================================
+stage       direction                payload
+=========== ======================== ====================================================
+ADVERTISE   client → server          c_pk (32) ‖ s_pk (32) ‖ signature (64, or absent)
+KEYS        server → client          count ‖ [id ‖ c_pk ‖ s_pk ‖ sig_len (1) ‖ sig] …
+SHARES      client → server          count ‖ [receiver ‖ length (u16) ‖ AEAD ciphertext] …
+FORWARD     server → client          count ‖ [sender ‖ length (u16) ‖ AEAD ciphertext] …
+MASKED      client → server          word bytes (1) ‖ d (u64) ‖ d little-endian words
+SURVIVORS   server → client          count ‖ ids …
+CONSISTENCY client → server          Ed25519 signature of (round, survivors) (64)
+SIGNATURES  server → client          count ‖ [id ‖ signature (64)] …
+UNMASK      client → server          count ‖ [owner ‖ kind (0 = key share, 1 = seed share)
+                                     ‖ field elements] …
+=========== ======================== ====================================================
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from defenses.secure_aggregation import shamir
+from defenses.secure_aggregation.errors import ProtocolViolation
+
+MAGIC = b"SA"
+VERSION = 1
+SERVER = 0xFFFFFFFF
+_HEADER = struct.Struct(">2sBBQII")
+_U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
+HEADER_BYTES = _HEADER.size
+KEY_BYTES = 32
+SIG_BYTES = 64
+
+
+class Stage(IntEnum):
+    ADVERTISE = 1
+    KEYS = 2
+    SHARES = 3
+    FORWARD = 4
+    MASKED = 5
+    SURVIVORS = 6
+    CONSISTENCY = 7
+    SIGNATURES = 8
+    UNMASK = 9
+
+
+class ShareKind(IntEnum):
+    KEY = 0  # share of the masking private key s_u^SK (owner dropped)
+    SEED = 1  # share of the self-mask seed b_u (owner survived)
+
+
+@dataclass(frozen=True)
+class Header:
+    stage: Stage
+    round_index: int
+    sender: int
+    receiver: int
+
+
+def pack(stage: Stage, round_index: int, sender: int, receiver: int, payload: bytes) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, int(stage), round_index, sender, receiver) + payload
+
+
+def peek(message: bytes) -> Header:
+    """Parse only the header (routing); raises :class:`ProtocolViolation` if malformed."""
+    if len(message) < HEADER_BYTES:
+        raise ProtocolViolation("a message is shorter than the protocol header.")
+    magic, version, stage, rnd, sender, receiver = _HEADER.unpack_from(message)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolViolation("a message has a foreign magic number or protocol version.")
+    try:
+        st = Stage(stage)
+    except ValueError as exc:
+        raise ProtocolViolation(f"a message names unknown protocol stage {stage}.") from exc
+    return Header(st, rnd, sender, receiver)
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = bytes(data)
+        self.pos = 0
+        self.what = what
+
+    def _need(self, n: int) -> None:
+        if self.pos + n > len(self.data):
+            raise ProtocolViolation(f"a {self.what} message is truncated.")
+
+    def take(self, n: int) -> bytes:
+        self._need(n)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def _unpack(self, fmt: struct.Struct) -> int:
+        self._need(fmt.size)
+        (value,) = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return int(value)
+
+    def u8(self) -> int:
+        return self._unpack(_U8)
+
+    def u16(self) -> int:
+        return self._unpack(_U16)
+
+    def u32(self) -> int:
+        return self._unpack(_U32)
+
+    def u64(self) -> int:
+        return self._unpack(_U64)
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolViolation(f"a {self.what} message has trailing bytes.")
+
+
+def payload(message: bytes) -> bytes:
+    return message[HEADER_BYTES:]
+
+
+# ---- ADVERTISE -------------------------------------------------------------------------------
+
+
+def advertise_payload(c_pk: bytes, s_pk: bytes, signature: bytes) -> bytes:
+    return c_pk + s_pk + signature
+
+
+def read_advertise(data: bytes) -> tuple[bytes, bytes, bytes]:
+    r = _Reader(data, "ADVERTISE")
+    c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
+    sig = r.take(len(data) - 2 * KEY_BYTES) if len(data) > 2 * KEY_BYTES else b""
+    if sig and len(sig) != SIG_BYTES:
+        raise ProtocolViolation("an ADVERTISE message carries a malformed signature.")
+    r.done()
+    return c_pk, s_pk, sig
+
+
+# ---- KEYS ------------------------------------------------------------------------------------
+
+
+def keys_payload(entries: list[tuple[int, bytes, bytes, bytes]]) -> bytes:
+    parts = [struct.pack(">I", len(entries))]
+    for cid, c_pk, s_pk, sig in entries:
+        parts.append(struct.pack(">I", cid) + c_pk + s_pk + bytes([len(sig)]) + sig)
+    return b"".join(parts)
+
+
+def read_keys(data: bytes) -> list[tuple[int, bytes, bytes, bytes]]:
+    r = _Reader(data, "KEYS")
+    out = []
+    for _ in range(r.u32()):
+        cid = r.u32()
+        c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
+        sig = r.take(r.u8())
+        out.append((cid, c_pk, s_pk, sig))
+    r.done()
+    return out
+
+
+# ---- SHARES / FORWARD (same layout: peer id ‖ ciphertext) ------------------------------------
+
+
+def ciphertexts_payload(entries: list[tuple[int, bytes]]) -> bytes:
+    parts = [struct.pack(">I", len(entries))]
+    for peer, ct in entries:
+        parts.append(struct.pack(">IH", peer, len(ct)) + ct)
+    return b"".join(parts)
+
+
+def read_ciphertexts(data: bytes, what: str) -> list[tuple[int, bytes]]:
+    r = _Reader(data, what)
+    out = []
+    for _ in range(r.u32()):
+        peer = r.u32()
+        out.append((peer, r.take(r.u16())))
+    r.done()
+    return out
+
+
+# ---- MASKED ----------------------------------------------------------------------------------
+
+
+def masked_payload(words: np.ndarray) -> bytes:
+    dt = words.dtype.newbyteorder("<")
+    return struct.pack(">BQ", words.dtype.itemsize, words.size) + words.astype(dt).tobytes()
+
+
+def read_masked(data: bytes, dim: int, dtype: np.dtype) -> np.ndarray:
+    r = _Reader(data[:9], "MASKED")
+    width, d = r.u8(), r.u64()
+    if width != dtype.itemsize or d != dim or len(data) != 9 + d * width:
+        raise ProtocolViolation(
+            f"a masked input has {d} words of {width} bytes; expected {dim} of {dtype.itemsize}."
+        )
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<"), offset=9).astype(dtype)
+
+
+# ---- SURVIVORS -------------------------------------------------------------------------------
+
+
+def ids_payload(ids: list[int]) -> bytes:
+    return struct.pack(">I", len(ids)) + np.asarray(ids, dtype=">u4").tobytes()
+
+
+def read_ids(data: bytes) -> list[int]:
+    r = _Reader(data, "SURVIVORS")
+    n = r.u32()
+    raw = r.take(4 * n)
+    r.done()
+    return [int(v) for v in np.frombuffer(raw, dtype=">u4")]
+
+
+# ---- SIGNATURES ------------------------------------------------------------------------------
+
+
+def signatures_payload(entries: list[tuple[int, bytes]]) -> bytes:
+    return struct.pack(">I", len(entries)) + b"".join(struct.pack(">I", i) + s for i, s in entries)
+
+
+def read_signatures(data: bytes) -> list[tuple[int, bytes]]:
+    r = _Reader(data, "SIGNATURES")
+    out = []
+    for _ in range(r.u32()):
+        cid = r.u32()
+        out.append((cid, r.take(SIG_BYTES)))
+    r.done()
+    return out
+
+
+# ---- UNMASK ----------------------------------------------------------------------------------
+
+
+def unmask_payload(entries: list[tuple[int, ShareKind, bytes]]) -> bytes:
+    parts = [struct.pack(">I", len(entries))]
+    for owner, kind, elems in entries:
+        parts.append(struct.pack(">IB", owner, int(kind)) + elems)
+    return b"".join(parts)
+
+
+def read_unmask(data: bytes, share_bytes: int) -> list[tuple[int, ShareKind, bytes]]:
+    r = _Reader(data, "UNMASK")
+    out = []
+    for _ in range(r.u32()):
+        owner, kind = r.u32(), r.u8()
+        if kind not in (0, 1):
+            raise ProtocolViolation("an UNMASK message names an unknown share kind.")
+        out.append((owner, ShareKind(kind), r.take(share_bytes)))
+    r.done()
+    return out
+
+
+def read_unmask_arrays(
+    data: bytes, chunks: int, prime: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorized :func:`read_unmask`: owners ``(k,)``, kinds ``(k,)``, shares ``(k, chunks)``."""
+    width = shamir.element_bytes(prime)
+    rec_dtype = np.dtype([("owner", ">u4"), ("kind", "u1"), ("share", f"V{chunks * width}")])
+    r = _Reader(data[:4], "UNMASK")
+    count = r.u32()
+    if len(data) != 4 + count * rec_dtype.itemsize:
+        raise ProtocolViolation("an UNMASK message is truncated or has trailing bytes.")
+    rec = np.frombuffer(data, dtype=rec_dtype, count=count, offset=4)
+    kinds = rec["kind"].astype(np.int64)
+    if ((kinds != 0) & (kinds != 1)).any():
+        raise ProtocolViolation("an UNMASK message names an unknown share kind.")
+    try:
+        elems = shamir.bytes_to_elements(rec["share"].tobytes(), prime).reshape(count, chunks)
+    except ValueError as exc:
+        raise ProtocolViolation("an UNMASK message carries a malformed share.") from exc
+    return rec["owner"].astype(np.int64), kinds, elems
+
+
+def ciphertext_dtype(ct_bytes: int) -> np.dtype:
+    """Wire layout of one SHARES / FORWARD entry with a ciphertext of ``ct_bytes``."""
+    return np.dtype([("peer", ">u4"), ("length", ">u2"), ("ct", f"V{ct_bytes}")])
+
+
+def read_ciphertext_records(data: bytes, ct_bytes: int, what: str) -> np.ndarray:
+    """Vectorized :func:`read_ciphertexts` for fixed-size ciphertexts: a structured array."""
+    dt = ciphertext_dtype(ct_bytes)
+    count = _Reader(data[:4], what).u32()
+    if len(data) != 4 + count * dt.itemsize:
+        raise ProtocolViolation(f"a {what} message has entries of the wrong size.")
+    rec = np.frombuffer(data, dtype=dt, count=count, offset=4)
+    if (rec["length"] != ct_bytes).any():
+        raise ProtocolViolation(f"a {what} message carries a ciphertext of the wrong length.")
+    return rec
+
+
+def ciphertext_records_payload(rec: np.ndarray) -> bytes:
+    return struct.pack(">I", rec.size) + rec.tobytes()

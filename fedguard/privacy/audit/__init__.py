@@ -1,0 +1,88 @@
+"""Empirical privacy auditing: ε lower bounds and estimates from canaries.
+
+Standalone estimators work on score arrays:
+
+* :func:`clopper_pearson_epsilon`, :func:`threshold_audit` — classical audit from many runs with and
+  without a canary (Jagielski et al. 2020), exact binomial intervals.
+* :func:`gdp_audit`, :func:`gdp_threshold_audit`, :func:`gdp_epsilon` — the Gaussian-DP (μ)
+  conversion (Nasr et al. 2023; Dong, Roth and Su 2022).
+* :func:`one_run_audit`, :func:`one_run_epsilon`, :func:`max_certifiable_epsilon` — auditing with
+  one training run (Steinke, Nasr and Jagielski 2023).
+* :func:`canary_epsilon_estimate` — the one-shot FL estimate from canary cosines (Andrew et al.
+  2024); an estimate, not a bound.
+"""
+
+from __future__ import annotations
+
+from fedguard.privacy.audit.binomial import (
+    clopper_pearson_interval,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+)
+from fedguard.privacy.audit.canaries import (
+    canary_cosines,
+    canary_direction,
+    canary_directions,
+    canary_included,
+    canary_inclusion,
+    canary_max_round_cosines,
+    canary_round_cosines,
+)
+from fedguard.privacy.audit.canary_estimate import canary_epsilon_estimate
+from fedguard.privacy.audit.classical import (
+    clopper_pearson_epsilon,
+    epsilon_from_rate_bounds,
+    threshold_audit,
+)
+from fedguard.privacy.audit.gaussian_pair import gaussian_pair_delta, gaussian_pair_epsilon
+from fedguard.privacy.audit.gdp import (
+    gdp_audit,
+    gdp_delta,
+    gdp_epsilon,
+    gdp_mu_from_rates,
+    gdp_threshold_audit,
+)
+from fedguard.privacy.audit.one_run import (
+    default_guess_grid,
+    max_certifiable_epsilon,
+    one_run_audit,
+    one_run_epsilon,
+    one_run_guesses,
+    one_run_p_value,
+    score_guesses,
+)
+from fedguard.privacy.audit.result import AuditResult
+from fedguard.privacy.audit.synthetic import gaussian_sum_release
+
+__all__ = [
+    "AuditResult",
+    "canary_cosines",
+    "canary_direction",
+    "canary_directions",
+    "canary_epsilon_estimate",
+    "canary_included",
+    "canary_inclusion",
+    "canary_max_round_cosines",
+    "canary_round_cosines",
+    "clopper_pearson_epsilon",
+    "clopper_pearson_interval",
+    "clopper_pearson_lower",
+    "clopper_pearson_upper",
+    "default_guess_grid",
+    "epsilon_from_rate_bounds",
+    "gaussian_pair_delta",
+    "gaussian_pair_epsilon",
+    "gaussian_sum_release",
+    "gdp_audit",
+    "gdp_delta",
+    "gdp_epsilon",
+    "gdp_mu_from_rates",
+    "gdp_threshold_audit",
+    "max_certifiable_epsilon",
+    "one_run_audit",
+    "one_run_epsilon",
+    "one_run_guesses",
+    "one_run_p_value",
+    "score_guesses",
+    "threshold_audit",
+]

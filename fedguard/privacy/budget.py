@@ -1,0 +1,164 @@
+"""ε of a run, from the round loop's ledger dict (the content of ``RUN/ledger.json``).
+
+The round loop records ``{"sampling": {...}, "delta": δ, "rounds": [{"round": t, "population":
+[event dicts], "clients": {"id": [event dicts]}}]}``. Per-client event dicts carry ``"client"``
+(and ``"level": "record"`` for record-level guarantees such as DP-SGD in local training), as
+written by :class:`~fedguard.privacy.events.ClientEvent`. The neighbouring relation comes from
+``sampling["neighbouring_relation"]`` (Poisson / all clients: add/remove; fixed cohort:
+replace-one).
+
+The headline ε is the client-level guarantee when any client-level event exists (the worst
+client's), else the record-level one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fedguard.privacy.accountants import Accountant, get_accountant
+from fedguard.privacy.accountants.base import check_delta
+from fedguard.privacy.events import LEVELS, PrivacyEvent, PrivacyUnit, event_from_dict
+from fedguard.privacy.ledger import LedgerError, PrivacyLedger
+
+_EXTRA_KEYS = ("client", "level")
+
+
+def _split(data: Any) -> tuple[PrivacyEvent, str]:
+    if not isinstance(data, Mapping):
+        raise LedgerError(f"ledger event must be a JSON object (got {data!r}).")
+    level = str(data.get("level", "client"))
+    if level not in LEVELS:
+        raise LedgerError(f"ledger event level must be 'client' or 'record' (got {level!r}).")
+    try:
+        event = event_from_dict({k: v for k, v in data.items() if k not in _EXTRA_KEYS})
+    except Exception as err:  # ConfigError from validation: the file is at fault
+        raise LedgerError(f"ledger holds an invalid privacy event: {err}") from err
+    return event, level
+
+
+def run_ledgers(ledger: Mapping[str, Any]) -> dict[str, PrivacyLedger]:
+    """The run's events as one :class:`PrivacyLedger` per privacy level that has events
+    (``"client"`` and/or ``"record"``)."""
+    sampling = ledger.get("sampling") or {}
+    relation = str(sampling.get("neighbouring_relation", "add_remove"))
+    population = sampling.get("population")
+    out: dict[str, PrivacyLedger] = {}
+
+    def get(level: str) -> PrivacyLedger:
+        if level not in out:
+            out[level] = PrivacyLedger(
+                PrivacyUnit(level=level, relation=relation),
+                population_size=population if isinstance(population, int) else None,
+                metadata={"sampling": dict(sampling)},
+            )
+        return out[level]
+
+    rounds = ledger.get("rounds", [])
+    if not isinstance(rounds, list):
+        raise LedgerError("ledger 'rounds' must be a list.")
+    for entry in rounds:
+        if not isinstance(entry, Mapping) or "round" not in entry:
+            raise LedgerError(f"ledger round entry is malformed ({entry!r}).")
+        t = int(entry["round"])
+        for data in entry.get("population", []) or []:
+            event, level = _split(data)
+            get(level).append(t, population=[event])
+        for cid, events in (entry.get("clients") or {}).items():
+            for data in events:
+                event, level = _split(data)
+                get(level).append(t, clients={int(cid): [event]})
+    return out
+
+
+def has_events(ledger: Mapping[str, Any]) -> bool:
+    """Whether any privacy mechanism recorded an event."""
+    return any(r.get("population") or r.get("clients") for r in ledger.get("rounds", []) or [])
+
+
+def _headline(ledgers: Mapping[str, PrivacyLedger]) -> PrivacyLedger | None:
+    return ledgers.get("client") or ledgers.get("record")
+
+
+def _accountant(accountant: str | Accountant) -> Accountant:
+    return get_accountant(accountant) if isinstance(accountant, str) else accountant
+
+
+def epsilon_of_ledger(
+    ledger: Mapping[str, Any], delta: float, accountant: str | Accountant = "rdp"
+) -> float:
+    """Headline ε at ``delta`` (∞ when no mechanism ran: no formal guarantee).
+
+    Raises :class:`~fedguard.privacy.accountants.UnsupportedEventError` if ``accountant``
+    cannot handle an event (RDP handles every event type).
+    """
+    delta = check_delta(delta)
+    chosen = _headline(run_ledgers(ledger))
+    if chosen is None:
+        return math.inf
+    return chosen.epsilon(_accountant(accountant), delta).epsilon
+
+
+def epsilon_by_round(
+    ledger: Mapping[str, Any],
+    delta: float,
+    accountant: str | Accountant = "rdp",
+    rounds: Sequence[int] | None = None,
+) -> list[tuple[int, float]]:
+    """Headline ε after each round (default: every recorded round)."""
+    delta = check_delta(delta)
+    chosen = _headline(run_ledgers(ledger))
+    if chosen is None:
+        return []
+    return chosen.epsilon_by_round(_accountant(accountant), delta, rounds)
+
+
+def ledger_report(
+    ledger: Mapping[str, Any],
+    delta: float,
+    accountants: Sequence[str | Accountant] = ("rdp", "pld", "prv"),
+) -> dict[str, Any]:
+    """JSON-safe ε per privacy level and accountant, as ``fedguard audit --json`` prints it.
+
+    ``{"delta", "epsilon", "accountant", "levels": {level: {"unit": {...}, "accountants":
+    {name: {"epsilon", "population_epsilon", "per_client", "settings"} | {"unsupported":
+    reason, "settings"}}}}}``; top-level ``epsilon``/``accountant`` are the headline from the
+    first accountant that supports the headline level's events.
+    """
+    delta = check_delta(delta)
+    ledgers = run_ledgers(ledger)
+    report: dict[str, Any] = {
+        "delta": delta,
+        "epsilon": math.inf if not ledgers else None,
+        "accountant": None,
+        "levels": {},
+    }
+    headline = "client" if "client" in ledgers else "record"
+    for level, led in ledgers.items():
+        entries: dict[str, Any] = {}
+        for spec in accountants:
+            acc = _accountant(spec)
+            unsupported = [
+                reason
+                for event in _all_events(led)
+                for ok, reason in [acc.supports(event)]
+                if not ok
+            ]
+            if unsupported:
+                entries[acc.name] = {"unsupported": unsupported[0], "settings": acc.settings()}
+                continue
+            summary = led.epsilon(acc, delta).to_dict()
+            entries[acc.name] = summary
+            if level == headline and report["accountant"] is None:
+                report["epsilon"], report["accountant"] = summary["epsilon"], acc.name
+        report["levels"][level] = {"unit": led.unit.to_dict(), "accountants": entries}
+    return report
+
+
+def _all_events(ledger: PrivacyLedger) -> list[PrivacyEvent]:
+    events = [e for e in [ledger.population_event()] if e is not None]
+    return events + list(ledger.client_events().values())
+
+
+__all__ = ["epsilon_by_round", "epsilon_of_ledger", "has_events", "ledger_report", "run_ledgers"]

@@ -1,0 +1,1 @@
+"""Self-contained HTML (and PDF) audit reports for runs and matrices."""

@@ -1,0 +1,66 @@
+"""Assemble a report for a run directory or a matrix directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from fedguard import __version__
+from fedguard.errors import UserError
+from fedguard.report import matrix_sections, run_sections
+from fedguard.report.privacy_section import privacy_section
+from fedguard.storage.run_dir import RunDirectory
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    html: str
+
+
+def run_report(path: Path) -> tuple[str, list[Section]]:
+    run = RunDirectory(path)
+    spec = run.spec()
+    records = run.rounds()
+    summary = run.summary()
+    privacy_html, privacy_line = privacy_section(run)
+    sections = [
+        Section("setup", "Setup", run_sections.setup_section(run)),
+        Section("training", "Accuracy", run_sections.training_section(records)),
+        Section("privacy", "Privacy", privacy_html),
+        Section(
+            "attacks", "Attack results", run_sections.robustness_section(run, records, summary)
+        ),
+    ]
+    contrib = run_sections.contribution_section(run)
+    if contrib is not None:
+        sections.append(Section("contributions", "Contributions", contrib))
+    sections.append(Section("environment", "Environment", run_sections.environment_section(path)))
+    sections.append(
+        Section("findings", "Findings", run_sections.findings(records, summary, privacy_line))
+    )
+    return spec.name, sections
+
+
+def build_report(path: Path) -> str:
+    if (path / "results.sqlite").is_file():
+        title, sections = matrix_sections.matrix_report(path)
+        kind = "attack × defense matrix"
+    elif (path / "spec.yaml").is_file():
+        title, sections = run_report(path)
+        kind = "federated run"
+    else:
+        raise UserError(f"{path} is neither a run directory nor a matrix directory.")
+    env = Environment(loader=PackageLoader("fedguard", "report"), autoescape=select_autoescape())
+    template = env.get_template("template.html.j2")
+    return template.render(
+        title=title,
+        kind=kind,
+        sections=sections,
+        version=__version__,
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )

@@ -1,0 +1,134 @@
+"""Report sections of a matrix directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedguard.matrix.store import ResultStore
+from fedguard.matrix.summary import HELD_THRESHOLD, pivot, tidy_frame, verdicts
+from fedguard.report import figures
+from fedguard.report.html import bullet_list, image, key_values, paragraph, table
+from fedguard.storage.run_dir import environment
+
+
+def matrix_report(path: Path) -> tuple[str, list[Any]]:
+    from fedguard.report.builder import Section
+
+    store = ResultStore(path / "results.sqlite")
+    try:
+        meta = store.meta()
+        rows = store.rows(set(meta.get("keys", [])) or None)
+    finally:
+        store.close()
+    tidy = tidy_frame(rows)
+    name = meta.get("name", path.name)
+    done = [r for r in rows if r["status"] == "done"]
+    setup = key_values(
+        [
+            ("cells", len(rows)),
+            ("attacks", ", ".join(sorted({r["attack"] for r in rows}))),
+            ("defenses", ", ".join(sorted({r["defense"] for r in rows}))),
+            ("seeds", ", ".join(map(str, sorted({r["seed"] for r in rows})))),
+            (
+                "done / failed / incompatible",
+                f"{len(done)} / {sum(r['status'] == 'failed' for r in rows)} / "
+                f"{sum(r['status'] == 'incompatible' for r in rows)}",
+            ),
+        ]
+    )
+    results = ""
+    for metric in ("test_accuracy", "accuracy_drop", "backdoor_success", "epsilon"):
+        mean, std = pivot(tidy, metric)
+        if mean.empty:
+            continue
+        body = [
+            [
+                idx,
+                *(
+                    f"{m:.3f} ± {s:.3f}"
+                    if np.isfinite(s)
+                    else f"{m:.3f}"
+                    if np.isfinite(m)
+                    else "n/a"
+                    for m, s in zip(mean.loc[idx], std.loc[idx], strict=True)
+                ),
+            ]
+            for idx in mean.index
+        ]
+        results += f"<h3>{metric.replace('_', ' ')}</h3>" + table(
+            ["defense \\ attack", *mean.columns], body
+        )
+        heat = path / f"heatmap_{metric}.png"
+        if heat.is_file():
+            results += image(figures.file_data_uri(heat), f"heatmap of {metric.replace('_', ' ')}")
+    incompatible = sorted(
+        {(r["defense"], r["attack"], r["error"]) for r in rows if r["status"] == "incompatible"}
+    )
+    if incompatible:
+        results += "<h3>Incompatible cells</h3>" + table(
+            ["defense", "attack", "reason"], incompatible
+        )
+    failed = [
+        (r["defense"], r["attack"], r["seed"], (r["error"] or "").splitlines()[0])
+        for r in rows
+        if r["status"] == "failed"
+    ]
+    if failed:
+        results += "<h3>Failed cells</h3>" + table(["defense", "attack", "seed", "error"], failed)
+
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for r in done:
+        ev = [x for x in r["records"] if "test_accuracy" in x]
+        label = f"{r['defense']} × {r['attack']}"
+        if ev and label not in curves:
+            curves[label] = ([x["round"] for x in ev], [x["test_accuracy"] for x in ev])
+    acc_html = (
+        image(
+            figures.curves(
+                dict(list(curves.items())[:12]), "accuracy", "Test accuracy per round (first seed)"
+            ),
+            "accuracy curves",
+        )
+        if curves
+        else paragraph("No finished cells.")
+    )
+
+    eps_mean, _ = pivot(tidy, "epsilon")
+    if eps_mean.empty:
+        privacy = paragraph(
+            "No cell ran a differential-privacy mechanism: no formal privacy guarantee (ε = ∞).",
+            "statement warn",
+        )
+    else:
+        privacy = paragraph(
+            "ε per cell at each run's δ, from the privacy ledger (see the ε heatmap above).",
+            "statement",
+        )
+        privacy += table(
+            ["defense", *eps_mean.columns], [[i, *eps_mean.loc[i].tolist()] for i in eps_mean.index]
+        )
+
+    vs = verdicts(tidy)
+    rule = (
+        f"Decision rule: a defense held when the upper 95% confidence bound (Student t over seeds, "
+        f"paired with the same defense without attack) of its accuracy drop is ≤ {100 * HELD_THRESHOLD:.0f} "
+        "points and, for backdoors, the attack success bound is ≤ 20%."
+    )
+    findings = paragraph(rule) + (
+        bullet_list(v.sentence() for v in vs) if vs else paragraph("No attacked cells finished.")
+    )
+    held = [v for v in vs if v.held]
+    if vs:
+        findings += paragraph(f"{len(held)} of {len(vs)} defense × attack pairs held.")
+    sections = [
+        Section("setup", "Setup", setup),
+        Section("training", "Accuracy", acc_html),
+        Section("privacy", "Privacy", privacy),
+        Section("attacks", "Attack results", results),
+        Section("environment", "Environment", key_values(sorted(environment().items()))),
+        Section("findings", "Findings", findings),
+    ]
+    return name, sections

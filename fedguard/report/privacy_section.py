@@ -1,0 +1,74 @@
+"""The privacy section: a privacy statement in the form DP practitioners recommend, then ε over
+rounds per accountant, the budget verdict and the empirical audit when present."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fedguard.report import figures
+from fedguard.report.html import image, key_values, paragraph, table
+from fedguard.storage.run_dir import RunDirectory
+
+
+def privacy_section(run: RunDirectory) -> tuple[str, str]:
+    """(html, one-line finding)."""
+    ledger = run.ledger()
+    has_events = any(r.get("population") or r.get("clients") for r in ledger.get("rounds", []))
+    if not has_events:
+        line = "No differential-privacy mechanism ran: the run has no formal privacy guarantee (ε = ∞)."
+        return paragraph(line, "statement warn"), line
+    from fedguard.privacy.statement import privacy_statement
+
+    spec = run.spec()
+    st: dict[str, Any] = privacy_statement(ledger, spec)
+    html = (
+        '<div class="statement">'
+        + key_values(
+            [
+                ("unit of privacy", st["unit"]),
+                ("neighbouring relation", st["neighbouring_relation"]),
+                ("trust model", st["trust_model"]),
+                ("sampling scheme", st["sampling"]),
+                ("accountant", st["accountant"]),
+                ("accountant settings", json.dumps(st["accountant_settings"])),
+                ("δ", st["delta"]),
+                ("ε", st["epsilon"]),
+            ]
+        )
+        + "</div>"
+    )
+    curves = st.get("epsilon_by_round") or {}
+    if curves:
+        html += image(
+            figures.curves(
+                {name: (list(range(1, len(v) + 1)), v) for name, v in curves.items()},
+                "ε",
+                f"ε over rounds at δ = {st['delta']:g}",
+            ),
+            "privacy loss over rounds, per accountant",
+        )
+    if st.get("verdict"):
+        html += paragraph(st["verdict"], "good" if st.get("within_budget") else "bad")
+    for note in st.get("notes", []):
+        html += paragraph(note, "warn")
+    audit_file = run.path / "audit.json"
+    if audit_file.is_file():
+        audit = json.loads(audit_file.read_text())
+        html += "<h3>Empirical audit</h3>" + table(
+            ["method", "confidence", "ε lower bound", "ε upper bound (accountant)", "ratio"],
+            [
+                [
+                    audit.get("method"),
+                    audit.get("confidence"),
+                    audit.get("epsilon_lower_bound"),
+                    audit.get("epsilon_upper_bound"),
+                    audit.get("ratio"),
+                ]
+            ],
+        )
+    line = (
+        f"Privacy: ({st['epsilon']:.3g}, {st['delta']:g})-DP at the {st['unit']} level "
+        f"({st['neighbouring_relation']}, {st['trust_model']} trust, {st['accountant']} accountant)."
+    )
+    return html, line

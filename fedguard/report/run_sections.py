@@ -1,0 +1,191 @@
+"""Report sections of a single run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedguard.report import figures
+from fedguard.report.html import bullet_list, image, key_values, paragraph, table
+from fedguard.storage.run_dir import RunDirectory
+
+
+def _component(c: Any) -> str:
+    if not c:
+        return "—"
+    params = ", ".join(f"{k}={v}" for k, v in sorted(c.get("params", {}).items()))
+    return f"{c['name']}({params})" if params else c["name"]
+
+
+def setup_section(run: RunDirectory) -> str:
+    spec = run.spec().canonical()
+    d, t, s, df, a = spec["data"], spec["training"], spec["server"], spec["defense"], spec["attack"]
+    pairs = [
+        ("dataset", _component(d["dataset"])),
+        ("split", f"test {d['test_fraction']}, validation {d['validation_fraction']}"),
+        ("partition", _component(d["partition"])),
+        ("model", _component(spec["model"])),
+        (
+            "clients",
+            f"{spec['clients']['n_clients']} ({spec['clients']['sampling']} sampling, "
+            f"weighting by {spec['clients']['weighting']})",
+        ),
+        ("rounds", spec["rounds"]),
+        (
+            "local training",
+            f"{t['algorithm']}, {t['local_epochs']} epoch(s), batch {t['batch_size']}, "
+            f"lr {t['learning_rate']}, momentum {t['momentum']}, prox μ {t['prox_mu']}",
+        ),
+        ("server optimizer", f"{s['optimizer']} (lr {s['learning_rate']})"),
+        (
+            "aggregator",
+            " + ".join([*map(_component, df["preaggregators"]), _component(df["aggregator"])]),
+        ),
+        ("client transforms", ", ".join(map(_component, df["client_transforms"])) or "—"),
+        ("server transforms", ", ".join(map(_component, df["server_transforms"])) or "—"),
+        ("transport", _component(df["transport"])),
+        ("malicious clients", a["n_malicious"]),
+        ("model attack", _component(a["model_attack"])),
+        ("data attack", _component(a["data_attack"])),
+        (
+            "free-riders",
+            f"{a['free_riders']['count']} × {a['free_riders']['name']}"
+            if a["free_riders"]
+            else "—",
+        ),
+        ("privacy attacks", ", ".join(map(_component, a["privacy_attacks"])) or "—"),
+        ("seed", spec["seed"]),
+    ]
+    html = key_values(pairs)
+    part_file = run.path / "partition.json"
+    if part_file.is_file():
+        sizes = np.array([p["samples"] for p in json.loads(part_file.read_text())])
+        html += paragraph(
+            f"Partition: {len(sizes)} clients, samples per client min {sizes.min()}, "
+            f"median {int(np.median(sizes))}, max {sizes.max()}."
+        )
+    return html
+
+
+def training_section(records: list[dict[str, Any]]) -> str:
+    ev = [r for r in records if "test_accuracy" in r]
+    if not ev:
+        return paragraph("No evaluated rounds.")
+    x = [r["round"] for r in ev]
+    html = image(
+        figures.curves(
+            {"test accuracy": (x, [r["test_accuracy"] for r in ev])},
+            "accuracy",
+            "Test accuracy per round",
+        ),
+        "test accuracy per round",
+    )
+    html += image(
+        figures.curves(
+            {"test loss": (x, [r["test_loss"] for r in ev])}, "cross-entropy", "Test loss per round"
+        ),
+        "test loss per round",
+    )
+    if any("backdoor_success" in r for r in ev):
+        html += image(
+            figures.curves(
+                {"backdoor success": (x, [r.get("backdoor_success", np.nan) for r in ev])},
+                "rate",
+                "Backdoor attack success per round",
+            ),
+            "backdoor success per round",
+        )
+    return html
+
+
+def robustness_section(
+    run: RunDirectory, records: list[dict[str, Any]], summary: dict[str, Any]
+) -> str:
+    from fedguard.matrix.cell import detection_rates
+
+    det = detection_rates(records)
+    pairs = [
+        ("malicious clients", ", ".join(map(str, summary.get("malicious_clients", []))) or "none"),
+        (
+            "free-rider clients",
+            ", ".join(map(str, summary.get("free_rider_clients", []))) or "none",
+        ),
+        ("final test accuracy", summary.get("final_test_accuracy")),
+        ("backdoor success", summary.get("backdoor_success")),
+        ("detection TPR (pooled over rounds)", det.get("detection_tpr")),
+        ("detection FPR (pooled over rounds)", det.get("detection_fpr")),
+        ("first round with a true flag", det.get("rounds_to_detection")),
+    ]
+    html = key_values(pairs)
+    attacks = summary.get("privacy_attacks") or {}
+    if attacks:
+        rows = [
+            (name, k, v)
+            for name, m in attacks.items()
+            for k, v in m.items()
+            if isinstance(v, int | float)
+        ]
+        html += "<h3>Privacy attacks</h3>" + table(["attack", "metric", "value"], rows)
+    for name, rel in sorted((summary.get("artifacts") or {}).items()):
+        path = run.path / rel
+        if path.suffix == ".png" and path.is_file():
+            html += image(figures.file_data_uri(path), name)
+    return html
+
+
+def contribution_section(run: RunDirectory) -> str | None:
+    csv = run.path / "contributions.csv"
+    if not csv.is_file():
+        return None
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    cols = [c for c in ("client", "value", "lower", "upper", "rank", "flag") if c in frame.columns]
+    html = table(cols, frame[cols].itertuples(index=False))
+    if {"value", "lower", "upper"} <= set(frame.columns):
+        html += image(
+            figures.bars_with_errors(
+                [str(c) for c in frame["client"]],
+                frame["value"],
+                frame["lower"],
+                frame["upper"],
+                "Client contributions with 95% intervals",
+            ),
+            "client contribution values with 95% intervals",
+        )
+    return html
+
+
+def environment_section(path: Path) -> str:
+    env = path / "env.json"
+    data = json.loads(env.read_text()) if env.is_file() else {}
+    return key_values(sorted(data.items()))
+
+
+def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_line: str) -> str:
+    items = []
+    acc = summary.get("final_test_accuracy")
+    if acc is not None:
+        items.append(
+            f"Final test accuracy {acc:.3f} after {summary.get('rounds_completed')} rounds."
+        )
+    if summary.get("malicious_clients"):
+        from fedguard.matrix.cell import detection_rates
+
+        det = detection_rates(records)
+        if "detection_tpr" in det:
+            items.append(
+                f"The defense flagged {100 * det['detection_tpr']:.0f}% of malicious participations "
+                f"with a {100 * det.get('detection_fpr', 0):.0f}% false-positive rate."
+            )
+    if summary.get("backdoor_success") is not None:
+        items.append(f"Backdoor success rate at the end: {100 * summary['backdoor_success']:.1f}%.")
+    items.append(privacy_line)
+    if summary.get("saved_updates"):
+        items.append(
+            "Per-round client updates were saved (owner-only): they are exactly what DP and secure aggregation protect."
+        )
+    return bullet_list(items)
