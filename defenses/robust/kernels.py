@@ -100,17 +100,28 @@ def usage_weights(selected_rows: Tensor, n: int) -> Tensor:
     return counts / max(selected_rows.numel(), 1)
 
 
-def coordinate_median(x: Tensor) -> Tensor:
-    """Coordinate-wise median; for an even number of rows the mean of the two middle values.
+def coordinate_median_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Coordinate-wise median and the rows it was taken from.
 
-    ``torch.median`` returns the lower middle value for even ``n``; this does not.
+    For an even number of rows the median is the mean of the two middle values (``torch.median``
+    alone returns the lower one); the upper middle value is found as ``−median(−x)``.
+
+    Returns
+    -------
+    tuple[Tensor, Tensor]
+        ``(d,)`` medians and ``(1, d)`` (odd n) or ``(2, d)`` (even n) row indices.
     """
-    n = x.shape[0]
-    lower = torch.kthvalue(x, (n + 1) // 2, dim=0).values  # (d,)
-    if n % 2 == 1:
-        return lower
-    upper = torch.kthvalue(x, n // 2 + 1, dim=0).values  # (d,)
-    return 0.5 * (lower + upper)
+    lower = torch.median(x, dim=0)  # lower middle value and its row, (d,)
+    if x.shape[0] % 2 == 1:
+        return lower.values, lower.indices[None, :]
+    upper = torch.median(-x, dim=0)  # −(upper middle value)
+    rows = torch.stack([lower.indices, upper.indices])
+    return 0.5 * (lower.values - upper.values), rows
+
+
+def coordinate_median(x: Tensor) -> Tensor:
+    """Coordinate-wise median; for an even number of rows the mean of the two middle values."""
+    return coordinate_median_rows(x)[0]
 
 
 def mean_closest_to_centre(x: Tensor, centre: Tensor, k: int) -> tuple[Tensor, Tensor]:

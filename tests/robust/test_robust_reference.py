@@ -251,3 +251,13 @@ def test_foolsgold_keys_history_by_client_id_when_the_context_has_ids() -> None:
     torch.testing.assert_close(hist[10], 2 * h[0])
     torch.testing.assert_close(hist[11], h[1])
     assert 99 not in hist and 1 in second.flagged
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 11])
+def test_coordinate_median_matches_numpy_live(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    for x in (torch.randn(n, 300, generator=g), torch.randint(0, 3, (n, 300), generator=g)):
+        x = x.double()
+        res = Median()(x, None, make_ctx(300))
+        np.testing.assert_allclose(res.aggregate.numpy(), np.median(x.numpy(), axis=0))
+        assert res.weights is not None and abs(float(res.weights.sum()) - 1.0) < 1e-12
