@@ -198,6 +198,7 @@ class FreeRiderContext:
     global_params: Tensor  # (d,)
     global_deltas: Sequence[Tensor]  # earlier rounds' global model changes, oldest first
     generator: torch.Generator
+    client_id: int = -1
 
 
 class FreeRider(Component):

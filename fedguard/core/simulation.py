@@ -229,7 +229,7 @@ class Simulation:
         for k, i in enumerate(ids):
             if i in free_set and comps.free_rider is not None:
                 fctx = FreeRiderContext(
-                    t, state.params, state.global_deltas, ctx.generator("free_rider", i)
+                    t, state.params, state.global_deltas, ctx.generator("free_rider", i), i
                 )
                 deltas[k] = comps.free_rider(fctx)
 
