@@ -47,7 +47,6 @@ class LabelFlip(DataAttack):
 
     References
     ----------
-    Biggio, Nelson, Laskov. "Poisoning Attacks against Support Vector Machines." ICML 2012;
     Tolpegin, Truex, Gursoy, Liu. "Data Poisoning Attacks Against Federated Learning Systems."
     ESORICS 2020.
     """
