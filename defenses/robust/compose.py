@@ -12,7 +12,6 @@ from torch import Tensor
 
 from defenses.robust.base import check_updates, check_weights
 from defenses.robust.kernels import coordinate_median, row_norms
-from defenses.robust.mixing import MixingPreAggregator
 from fedguard.api import Aggregator, PreAggregator
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext, AggregationResult
@@ -88,11 +87,12 @@ class ComposedAggregator(Aggregator):
         mixing: Tensor | None = torch.eye(keep.numel(), dtype=torch.float64)  # (rows, m)
         pass_weights = True
         for p in self.pre:
-            if isinstance(p, MixingPreAggregator):
-                mixed = p.mix(rows, inner)
+            mix = getattr(p, "mix", None)  # duck-typed: see defenses.robust.mixing
+            if callable(mix):
+                mixed = mix(rows, inner)
                 rows = mixed.values
                 mixing = None if mixing is None else mixed.mixing @ mixing
-                pass_weights = pass_weights and p.row_preserving
+                pass_weights = pass_weights and bool(getattr(p, "row_preserving", False))
             else:
                 rows = p(rows, inner)
                 mixing = None
