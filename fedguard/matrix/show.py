@@ -57,8 +57,9 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
     vs = verdicts(tidy)
     if vs:
         console.print(
-            f"\n[bold]Which defenses held[/] (rule: upper 95% bound of the accuracy drop ≤ "
-            f"{100 * HELD_THRESHOLD:.0f} points, backdoor success ≤ 20%):"
+            f"\n[bold]Which defenses held[/] (rule: one-sided 95% upper bound over seeds of the "
+            f"accuracy drop ≤ {HELD_THRESHOLD:g} and backdoor success ≤ 0.2; reconstruction "
+            "PSNR ≤ 20 dB; membership AUC ≤ 0.55):"
         )
         for v in vs:
             mark = "[green]held[/]" if v.held else "[red]fell[/]"

@@ -4,7 +4,9 @@ Decision rule (stated in every output): a defense *held* against an attack when 
 95% upper confidence bound of the accuracy drop it suffered — test accuracy without the attack
 minus with it, paired by seed, Student t over seeds — is at most ``threshold`` (5 points by
 default), and for backdoors the attack success rate's upper bound is at most 20%. With one seed
-there is no interval: the verdict uses the point estimate and says so.
+there is no interval: the verdict uses the point estimate and says so. Against privacy attacks a
+defense held when the upper bound of the reconstruction PSNR is ≤ 20 dB (inversion) or of the
+membership AUC is ≤ 0.55 (membership inference).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fedguard.matrix.config import NO_ATTACK
 
 HELD_THRESHOLD = 0.05
 BACKDOOR_THRESHOLD = 0.20
+PSNR_THRESHOLD = 20.0  # dB: below it a reconstruction is not recognisable on 8×8 digits
+AUC_THRESHOLD = 0.55
 
 
 def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -64,29 +68,22 @@ class Verdict:
     defense: str
     attack: str
     axes: str
-    drop_mean: float
-    drop_upper: float
+    measure: str  # what was bounded, in words
+    mean: float
+    upper: float  # one-sided 95% upper confidence bound (the point value with one seed)
     seeds: int
     held: bool
-    backdoor_upper: float | None
+    note: str = ""
 
     def sentence(self) -> str:
         where = f" [{self.axes}]" if self.axes else ""
         bound = (
-            f"upper 95% bound {100 * self.drop_upper:.1f}, {self.seeds} seeds"
+            f"upper 95% bound {self.upper:.3g}, {self.seeds} seeds"
             if self.seeds > 1
             else "one seed, no interval"
         )
-        bd = (
-            f"; backdoor success ≤ {100 * self.backdoor_upper:.0f}%"
-            if self.backdoor_upper is not None
-            else ""
-        )
         verb = "held against" if self.held else "did not hold against"
-        return (
-            f"{self.defense} {verb} {self.attack}{where}: accuracy drop "
-            f"{100 * self.drop_mean:.1f} points ({bound}){bd}."
-        )
+        return f"{self.defense} {verb} {self.attack}{where}: {self.measure} {self.mean:.3g} ({bound}){self.note}."
 
 
 def _upper(values: np.ndarray, confidence: float = 0.95) -> float:
@@ -99,10 +96,48 @@ def _upper(values: np.ndarray, confidence: float = 0.95) -> float:
     return float(values.mean() + stats.t.ppf(confidence, len(values) - 1) * sem)
 
 
+def _values(group: pd.DataFrame, suffix: str) -> np.ndarray:
+    return group[group.metric.str.endswith(suffix)]["value"].to_numpy(float)
+
+
 def verdicts(tidy: pd.DataFrame, threshold: float = HELD_THRESHOLD) -> list[Verdict]:
+    """One verdict per (defense, attack, setting); the rule depends on the attack's kind:
+    reconstruction PSNR ≤ 20 dB for inversion, AUC ≤ 0.55 for membership inference, otherwise the
+    accuracy drop (and backdoor success) rule of the module docstring."""
     out = []
     done = tidy[(tidy.status == "done") & (tidy.attack != NO_ATTACK)]
     for (defense, attack, axes), group in done.groupby(["defense", "attack", "setting"], sort=True):
+        psnr, auc = _values(group, ".psnr_db"), _values(group, ".auc")
+        if len(psnr):
+            upper = _upper(psnr)
+            out.append(
+                Verdict(
+                    defense,
+                    attack,
+                    axes,
+                    "reconstruction PSNR (dB)",
+                    float(np.nanmean(psnr)),
+                    upper,
+                    len(psnr),
+                    upper <= PSNR_THRESHOLD,
+                )
+            )
+            continue
+        if len(auc):
+            upper = _upper(auc)
+            out.append(
+                Verdict(
+                    defense,
+                    attack,
+                    axes,
+                    "membership AUC",
+                    float(np.nanmean(auc)),
+                    upper,
+                    len(auc),
+                    upper <= AUC_THRESHOLD,
+                )
+            )
+            continue
         drops = group[group.metric == "accuracy_drop"]["value"].to_numpy(float)
         if len(drops) == 0:
             continue
@@ -110,16 +145,18 @@ def verdicts(tidy: pd.DataFrame, threshold: float = HELD_THRESHOLD) -> list[Verd
         bd_upper = _upper(bd) if len(bd) else None
         drop_upper = _upper(drops)
         held = drop_upper <= threshold and (bd_upper is None or bd_upper <= BACKDOOR_THRESHOLD)
+        note = f"; backdoor success ≤ {100 * bd_upper:.0f}%" if bd_upper is not None else ""
         out.append(
             Verdict(
                 defense,
                 attack,
                 axes,
+                "accuracy drop",
                 float(np.nanmean(drops)),
                 drop_upper,
                 len(drops),
                 held,
-                bd_upper,
+                note,
             )
         )
     return out

@@ -40,7 +40,19 @@ def matrix_report(path: Path) -> tuple[str, list[Any]]:
         ]
     )
     results = ""
-    for metric in ("test_accuracy", "accuracy_drop", "backdoor_success", "epsilon"):
+    privacy_metrics = sorted(
+        m
+        for m in set(tidy["metric"])
+        if m.endswith((".psnr_db", ".ssim", ".label_accuracy", ".auc", ".tpr_at_1pct_fpr"))
+    )
+    for metric in (
+        "test_accuracy",
+        "accuracy_drop",
+        "backdoor_success",
+        "epsilon",
+        "detection_auroc",
+        *privacy_metrics,
+    ):
         mean, std = pivot(tidy, metric)
         if mean.empty:
             continue
@@ -114,8 +126,10 @@ def matrix_report(path: Path) -> tuple[str, list[Any]]:
     vs = verdicts(tidy)
     rule = (
         f"Decision rule: a defense held when the upper 95% confidence bound (Student t over seeds, "
-        f"paired with the same defense without attack) of its accuracy drop is ≤ {100 * HELD_THRESHOLD:.0f} "
-        "points and, for backdoors, the attack success bound is ≤ 20%."
+        f"paired with the same defense without attack) of its accuracy drop is ≤ {HELD_THRESHOLD:g} "
+        "and, for backdoors, the attack success bound is ≤ 0.2; against gradient inversion when "
+        "the bound on reconstruction PSNR is ≤ 20 dB, against membership inference when the bound "
+        "on AUC is ≤ 0.55."
     )
     findings = paragraph(rule) + (
         bullet_list(v.sentence() for v in vs) if vs else paragraph("No attacked cells finished.")
