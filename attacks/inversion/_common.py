@@ -471,19 +471,24 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
     return result
 
 
+@dataclass(frozen=True)
 class TargetedInversion(PrivacyAttack):
     """``observe`` shared by the attacks that invert each selected update of one round.
 
-    Subclasses are frozen dataclasses with the fields ``target_client``, ``max_clients`` and
-    ``at_round`` (validated by :func:`check_common_fields`), name their output with
-    ``attack_name``, and supply :meth:`reconstructor`: given the round's view, the task and the
-    parameter layout, it returns the function that inverts one :class:`AttackTarget`.
+    Holds the target-selection fields every such attack has first (``target_client``,
+    ``max_clients``, ``at_round``; subclasses call ``super().__post_init__()`` to validate them).
+    Subclasses name their output with ``attack_name`` and supply :meth:`reconstructor`: given the
+    round's view, the task and the parameter layout, it returns the function that inverts one
+    :class:`AttackTarget`.
     """
 
     attack_name: ClassVar[str]
-    target_client: int | None
-    max_clients: int | None
-    at_round: int | None
+    target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
 
     def reconstructor(
         self, view: ServerView, task: InversionTask, layout: ParamLayout

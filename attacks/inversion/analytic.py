@@ -16,7 +16,6 @@ from attacks.inversion._common import (
     InversionTask,
     ParamLayout,
     Reconstruction,
-    check_common_fields,
     first_parametrized_module,
     observed_direction,
     param_name,
@@ -150,13 +149,10 @@ class AnalyticInversion(InversionAttack):
     """
 
     attack_name: ClassVar[str] = "analytic"
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
     relative_tol: float = 1e-6
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(0.0 <= self.relative_tol < 1.0, "relative_tol", "in [0, 1)")
 
     def reconstructor(

@@ -17,7 +17,6 @@ from attacks.inversion._common import (
     Reconstruction,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     observed_direction,
     project,
 )
@@ -111,15 +110,12 @@ class DLG(InversionAttack):
     """
 
     attack_name: ClassVar[str] = "dlg"
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
     iterations: int = 300
     recover_labels_first: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
 
     def reconstructor(

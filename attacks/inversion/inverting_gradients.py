@@ -17,7 +17,6 @@ from attacks.inversion._common import (
     Reconstruction,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     cosine_distance,
     observed_direction,
     project,
@@ -116,9 +115,6 @@ class InvertingGradients(InversionAttack):
     """
 
     attack_name: ClassVar[str] = "inverting_gradients"
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
     iterations: int = 1000
     step_size: float = 0.1
     tv_weight: float = 1e-4
@@ -126,7 +122,7 @@ class InvertingGradients(InversionAttack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
         require(self.step_size > 0, "step_size", "a positive number")
         require(self.tv_weight >= 0, "tv_weight", "a non-negative number")

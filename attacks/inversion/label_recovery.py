@@ -18,7 +18,6 @@ from attacks.inversion._common import (
     Reconstruction,
     TargetedInversion,
     attack_generator,
-    check_common_fields,
     last_linear_with_bias,
     observed_direction,
     param_name,
@@ -166,14 +165,11 @@ class LabelRecovery(TargetedInversion):
     """
 
     attack_name: ClassVar[str] = "label_recovery"
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
     n_probes: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.n_probes >= 1, "n_probes", "a positive integer")
 
     def reconstructor(

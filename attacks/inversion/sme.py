@@ -17,7 +17,6 @@ from attacks.inversion._common import (
     Reconstruction,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     cosine_distance,
     project,
     signed_adam_step_decay,
@@ -133,9 +132,6 @@ class SME(InversionAttack):
     """
 
     attack_name: ClassVar[str] = "sme"
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
     iterations: int = 1000
     step_size: float = 0.1
     alpha_step_size: float = 0.01
@@ -145,7 +141,7 @@ class SME(InversionAttack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
         require(self.step_size > 0, "step_size", "a positive number")
         require(self.alpha_step_size > 0, "alpha_step_size", "a positive number")
