@@ -18,10 +18,10 @@ The loss of a batch is the *mean* softmax cross-entropy over the batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -471,8 +471,54 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
     return result
 
 
-class InversionAttack(PrivacyAttack):
-    """Base of the inversion attacks: their report artifact is an image grid."""
+@dataclass(frozen=True)
+class TargetedInversion(PrivacyAttack):
+    """``observe`` shared by the attacks that invert each selected update of one round.
+
+    Holds the target-selection fields every such attack has first (``target_client``,
+    ``max_clients``, ``at_round``; subclasses call ``super().__post_init__()`` to validate them).
+    Subclasses name their output with ``attack_name`` and supply :meth:`reconstructor`: given the
+    round's view, the task and the parameter layout, it returns the function that inverts one
+    :class:`AttackTarget`.
+    """
+
+    attack_name: ClassVar[str]
+    target_client: int | None = None
+    max_clients: int | None = 1
+    at_round: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_common_fields(self.at_round, self.max_clients)
+
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
+        raise NotImplementedError  # abstract
+
+    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
+        if self.at_round is not None and view.round != self.at_round:
+            return None
+        task = as_inversion_task(env)
+        layout = ParamLayout.from_module(task.model)
+        invert = self.reconstructor(view, task, layout)
+        targets = select_targets(view, self.target_client, None, self.max_clients)
+        return InversionOutput(
+            attack=self.attack_name,
+            reconstructions=tuple(invert(target) for target in targets),
+            from_aggregate=view.updates is None,
+            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
+            data_range=task.data_range,
+            image_shape=task.image_shape,
+            n_classes=task.n_classes,
+        )
+
+
+class InversionAttack(TargetedInversion):
+    """Base of the input-reconstructing attacks: scored by :func:`score_output`; their report
+    artifact is an image grid."""
+
+    def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
+        return score_output(output, truth)
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         from attacks.inversion.grid import save_reconstruction_grid

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    AttackTarget,
     InversionAttack,
-    InversionOutput,
+    InversionTask,
     ParamLayout,
     Reconstruction,
-    as_inversion_task,
-    check_common_fields,
     first_parametrized_module,
     observed_direction,
     param_name,
     project,
-    score_output,
-    select_targets,
 )
 from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import require
 from fedguard.errors import IncompatibleError
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def fc_input_candidates(weight_grad: Tensor, bias_grad: Tensor, relative_tol: float) -> Tensor:
@@ -150,23 +148,19 @@ class AnalyticInversion(InversionAttack):
     in Federated Learning with Modified Models." ICLR 2022 (batches: rows reached by one sample).
     """
 
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
+    attack_name: ClassVar[str] = "analytic"
     relative_tol: float = 1e-6
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(0.0 <= self.relative_tol < 1.0, "relative_tol", "in [0, 1)")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
-        if self.at_round is not None and view.round != self.at_round:
-            return None
-        task = as_inversion_task(env)
-        layout = ParamLayout.from_module(task.model)
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
         w_name, b_name = first_fc_layer(task.model, math.prod(task.input_shape))
-        recs = []
-        for target in select_targets(view, self.target_client, None, self.max_clients):
+
+        def invert(target: AttackTarget) -> Reconstruction:
             grad = observed_direction(target)  # (d,)
             w_grad = grad[layout.slice_of(w_name)].view(layout.shapes[layout.names.index(w_name)])
             b_grad = grad[layout.slice_of(b_name)]
@@ -183,26 +177,11 @@ class AnalyticInversion(InversionAttack):
             labels = labels_for_target(
                 task, layout, view.global_params, target, None, probe_inputs=x
             )
-            recs.append(
-                Reconstruction(
-                    client_id=target.client_id,
-                    inputs=x,
-                    labels=labels,
-                    matching_loss=0.0,
-                )
+            return Reconstruction(
+                client_id=target.client_id, inputs=x, labels=labels, matching_loss=0.0
             )
-        return InversionOutput(
-            attack="analytic",
-            reconstructions=tuple(recs),
-            from_aggregate=view.updates is None,
-            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
-            data_range=task.data_range,
-            image_shape=task.image_shape,
-            n_classes=task.n_classes,
-        )
 
-    def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
-        return score_output(output, truth)
+        return invert
 
 
 __all__ = [

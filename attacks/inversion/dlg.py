@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    AttackTarget,
     InversionAttack,
-    InversionOutput,
+    InversionTask,
     ParamLayout,
     Reconstruction,
-    as_inversion_task,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     observed_direction,
     project,
-    score_output,
-    select_targets,
 )
 from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import require
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def dlg_reconstruct(
@@ -111,25 +109,20 @@ class DLG(InversionAttack):
     Zhao, Mopuri, Bilen. "iDLG: Improved Deep Leakage from Gradients." arXiv:2001.02610, 2020.
     """
 
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
+    attack_name: ClassVar[str] = "dlg"
     iterations: int = 300
     recover_labels_first: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
-        if self.at_round is not None and view.round != self.at_round:
-            return None
-        task = as_inversion_task(env)
-        layout = ParamLayout.from_module(task.model)
-        recs = []
-        for target in select_targets(view, self.target_client, None, self.max_clients):
-            gen = attack_generator(self.seed, view.round, target.client_id, "dlg")
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
+        def invert(target: AttackTarget) -> Reconstruction:
+            gen = attack_generator(self.seed, view.round, target.client_id, self.attack_name)
             direction = observed_direction(target)
             labels = (
                 labels_for_target(task, layout, view.global_params, target, gen)
@@ -149,19 +142,9 @@ class DLG(InversionAttack):
                 labels=labels,
                 generator=gen,
             )
-            recs.append(Reconstruction(target.client_id, x, y_hat, loss))
-        return InversionOutput(
-            attack="dlg",
-            reconstructions=tuple(recs),
-            from_aggregate=view.updates is None,
-            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
-            data_range=task.data_range,
-            image_shape=task.image_shape,
-            n_classes=task.n_classes,
-        )
+            return Reconstruction(target.client_id, x, y_hat, loss)
 
-    def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
-        return score_output(output, truth)
+        return invert
 
 
 __all__ = ["DLG", "dlg_reconstruct"]

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    AttackTarget,
     InversionAttack,
-    InversionOutput,
+    InversionTask,
     ParamLayout,
     Reconstruction,
-    as_inversion_task,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     cosine_distance,
     observed_direction,
     project,
-    score_output,
-    select_targets,
     signed_adam_step_decay,
     total_variation,
     uniform_init,
 )
 from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import require
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def invert_gradient(
@@ -116,9 +114,7 @@ class InvertingGradients(InversionAttack):
     in federated learning?" NeurIPS 2020.
     """
 
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
+    attack_name: ClassVar[str] = "inverting_gradients"
     iterations: int = 1000
     step_size: float = 0.1
     tv_weight: float = 1e-4
@@ -126,20 +122,17 @@ class InvertingGradients(InversionAttack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
         require(self.step_size > 0, "step_size", "a positive number")
         require(self.tv_weight >= 0, "tv_weight", "a non-negative number")
         require(self.restarts >= 1, "restarts", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
-        if self.at_round is not None and view.round != self.at_round:
-            return None
-        task = as_inversion_task(env)
-        layout = ParamLayout.from_module(task.model)
-        recs = []
-        for target in select_targets(view, self.target_client, None, self.max_clients):
-            gen = attack_generator(self.seed, view.round, target.client_id, "inverting_gradients")
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
+        def invert(target: AttackTarget) -> Reconstruction:
+            gen = attack_generator(self.seed, view.round, target.client_id, self.attack_name)
             direction = observed_direction(target)
             labels = labels_for_target(task, layout, view.global_params, target, gen)
             x, loss = invert_gradient(
@@ -157,19 +150,9 @@ class InvertingGradients(InversionAttack):
                 restarts=self.restarts,
                 generator=gen,
             )
-            recs.append(Reconstruction(target.client_id, x, labels, loss))
-        return InversionOutput(
-            attack="inverting_gradients",
-            reconstructions=tuple(recs),
-            from_aggregate=view.updates is None,
-            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
-            data_range=task.data_range,
-            image_shape=task.image_shape,
-            n_classes=task.n_classes,
-        )
+            return Reconstruction(target.client_id, x, labels, loss)
 
-    def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
-        return score_output(output, truth)
+        return invert
 
 
 __all__ = ["InvertingGradients", "invert_gradient"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -15,16 +16,14 @@ from attacks.inversion._common import (
     InversionTask,
     ParamLayout,
     Reconstruction,
-    as_inversion_task,
+    TargetedInversion,
     attack_generator,
-    check_common_fields,
     last_linear_with_bias,
     observed_direction,
     param_name,
-    select_targets,
     uniform_init,
 )
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.metrics.privacy_attack_metrics import label_multiset_accuracy
 from fedguard.types import ServerView, Truth
 
@@ -135,7 +134,7 @@ def labels_for_target(
 
 
 @dataclass(frozen=True)
-class LabelRecovery(PrivacyAttack):
+class LabelRecovery(TargetedInversion):
     """Recover the labels of a client's batch from the output-layer bias gradient.
 
     Convention: the loss is the batch-mean cross-entropy, so the observed gradient is rescaled as
@@ -165,44 +164,30 @@ class LabelRecovery(PrivacyAttack):
     bias-gradient entries mark present classes).
     """
 
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
+    attack_name: ClassVar[str] = "label_recovery"
     n_probes: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.n_probes >= 1, "n_probes", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
-        if self.at_round is not None and view.round != self.at_round:
-            return None
-        task = as_inversion_task(env)
-        layout = ParamLayout.from_module(task.model)
-        recs = []
-        for target in select_targets(view, self.target_client, None, self.max_clients):
-            gen = attack_generator(self.seed, view.round, target.client_id, "label_recovery")
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
+        def invert(target: AttackTarget) -> Reconstruction:
+            gen = attack_generator(self.seed, view.round, target.client_id, self.attack_name)
             labels = labels_for_target(
                 task, layout, view.global_params, target, gen, n_probes=self.n_probes
             )
-            recs.append(
-                Reconstruction(
-                    client_id=target.client_id,
-                    inputs=torch.empty(0, *task.input_shape),
-                    labels=labels,
-                    matching_loss=0.0,
-                )
+            return Reconstruction(
+                client_id=target.client_id,
+                inputs=torch.empty(0, *task.input_shape),
+                labels=labels,
+                matching_loss=0.0,
             )
-        return InversionOutput(
-            attack="label_recovery",
-            reconstructions=tuple(recs),
-            from_aggregate=view.updates is None,
-            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
-            data_range=task.data_range,
-            image_shape=task.image_shape,
-            n_classes=task.n_classes,
-        )
+
+        return invert
 
     def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
         """Order-free label accuracy ``Σ_c min(n̂_c, n_c) / B``, averaged over clients."""

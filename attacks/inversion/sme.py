@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    AttackTarget,
     InversionAttack,
-    InversionOutput,
+    InversionTask,
     ParamLayout,
     Reconstruction,
-    as_inversion_task,
     attack_generator,
     batch_gradient,
-    check_common_fields,
     cosine_distance,
     project,
-    score_output,
-    select_targets,
     signed_adam_step_decay,
     total_variation,
     uniform_init,
 )
 from attacks.inversion.label_recovery import labels_for_target
 from fedguard.api import require
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def sme_reconstruct(
@@ -133,9 +131,7 @@ class SME(InversionAttack):
     on Federated Learning." ICML 2023.
     """
 
-    target_client: int | None = None
-    max_clients: int | None = 1
-    at_round: int | None = 0
+    attack_name: ClassVar[str] = "sme"
     iterations: int = 1000
     step_size: float = 0.1
     alpha_step_size: float = 0.01
@@ -145,7 +141,7 @@ class SME(InversionAttack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common_fields(self.at_round, self.max_clients)
+        super().__post_init__()
         require(self.iterations >= 1, "iterations", "a positive integer")
         require(self.step_size > 0, "step_size", "a positive number")
         require(self.alpha_step_size > 0, "alpha_step_size", "a positive number")
@@ -153,14 +149,11 @@ class SME(InversionAttack):
         require(self.tv_weight >= 0, "tv_weight", "a non-negative number")
         require(self.restarts >= 1, "restarts", "a positive integer")
 
-    def observe(self, view: ServerView, env: Any) -> InversionOutput | None:
-        if self.at_round is not None and view.round != self.at_round:
-            return None
-        task = as_inversion_task(env)
-        layout = ParamLayout.from_module(task.model)
-        recs = []
-        for target in select_targets(view, self.target_client, None, self.max_clients):
-            gen = attack_generator(self.seed, view.round, target.client_id, "sme")
+    def reconstructor(
+        self, view: ServerView, task: InversionTask, layout: ParamLayout
+    ) -> Callable[[AttackTarget], Reconstruction]:
+        def invert(target: AttackTarget) -> Reconstruction:
+            gen = attack_generator(self.seed, view.round, target.client_id, self.attack_name)
             labels = labels_for_target(task, layout, view.global_params, target, gen)
             x, alpha, loss = sme_reconstruct(
                 task.model,
@@ -179,19 +172,9 @@ class SME(InversionAttack):
                 restarts=self.restarts,
                 generator=gen,
             )
-            recs.append(Reconstruction(target.client_id, x, labels, loss, {"alpha": alpha}))
-        return InversionOutput(
-            attack="sme",
-            reconstructions=tuple(recs),
-            from_aggregate=view.updates is None,
-            n_clients_in_aggregate=len(view.client_ids) if view.updates is None else 1,
-            data_range=task.data_range,
-            image_shape=task.image_shape,
-            n_classes=task.n_classes,
-        )
+            return Reconstruction(target.client_id, x, labels, loss, {"alpha": alpha})
 
-    def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
-        return score_output(output, truth)
+        return invert
 
 
 __all__ = ["SME", "sme_reconstruct"]

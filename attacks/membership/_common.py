@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -320,7 +320,56 @@ __all__ = [
 
 
 class MembershipAttack(PrivacyAttack):
-    """Base of the membership attacks: their report artifact is the ROC curve's data."""
+    """Base of the membership attacks: their report artifact is the ROC curve's data.
+
+    ``observe`` is shared: on the attacked round it builds the :class:`MembershipTask` (candidates
+    drawn from the stream ``"<attack_name>/candidates"``), resolves the target and wraps what
+    :meth:`score_candidates` returns in a :class:`MembershipOutput`; metrics are
+    :func:`score_membership`. Subclasses are frozen dataclasses with the fields below.
+    """
+
+    attack_name: ClassVar[str]
+    target: str
+    target_client: int | None
+    at_round: int | None
+    n_candidates: int
+    seed: int
+    #: SGD steps of reference models; attacks without reference models keep ``None``.
+    shadow_steps: int | None = None
+
+    def score_candidates(
+        self, view: ServerView, task: MembershipTask, tgt: ResolvedTarget
+    ) -> tuple[Tensor, Mapping[str, float]]:
+        """``(scores (N,), info)`` for the task's candidates against the resolved target."""
+        raise NotImplementedError  # abstract
+
+    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
+        if not attack_this_round(env, view, self.at_round):
+            return None
+        task = as_membership_task(
+            env,
+            view,
+            self.target,
+            self.target_client,
+            self.n_candidates,
+            self.shadow_steps,
+            attack_generator(
+                self.seed, view.round, self.target_client, f"{self.attack_name}/candidates"
+            ),
+        )
+        tgt = resolve_target(view, task, self.target, self.target_client)
+        scores, info = self.score_candidates(view, task, tgt)
+        return MembershipOutput(
+            attack=self.attack_name,
+            scores=scores,
+            candidates=task.candidates,
+            client_id=tgt.client_id,
+            from_aggregate=tgt.from_aggregate,
+            info=info,
+        )
+
+    def metrics(self, output: MembershipOutput, truth: Truth) -> dict[str, float]:
+        return score_membership(output, truth)
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         if not isinstance(output, MembershipOutput):

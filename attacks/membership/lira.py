@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from attacks.membership._common import (
     MembershipAttack,
-    MembershipOutput,
-    as_membership_task,
+    MembershipTask,
+    ResolvedTarget,
     attack_generator,
-    attack_this_round,
     check_target,
     reference_models,
-    resolve_target,
-    score_membership,
 )
 from fedguard.api import require
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def logit_scaled_confidence(logits: Tensor, labels: Tensor) -> Tensor:
@@ -132,6 +130,7 @@ class LiRA(MembershipAttack):
     Principles." IEEE S&P 2022.
     """
 
+    attack_name: ClassVar[str] = "lira"
     n_shadows: int = 16
     online: bool = True
     fixed_variance: bool = True
@@ -146,20 +145,10 @@ class LiRA(MembershipAttack):
         require(self.n_shadows >= 2, "n_shadows", "an integer ≥ 2")
         check_target(self.target, self.target_client, self.at_round, self.n_candidates)
 
-    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
-        if not attack_this_round(env, view, self.at_round):
-            return None
-        task = as_membership_task(
-            env,
-            view,
-            self.target,
-            self.target_client,
-            self.n_candidates,
-            self.shadow_steps,
-            attack_generator(self.seed, view.round, self.target_client, "lira/candidates"),
-        )
-        tgt = resolve_target(view, task, self.target, self.target_client)
-        gen = attack_generator(self.seed, view.round, tgt.client_id, "lira")
+    def score_candidates(
+        self, view: ServerView, task: MembershipTask, tgt: ResolvedTarget
+    ) -> tuple[Tensor, Mapping[str, float]]:
+        gen = attack_generator(self.seed, view.round, tgt.client_id, self.attack_name)
         refs = reference_models(task, tgt, self.n_shadows, gen)
         n = refs.n_candidates
         labels = refs.pool_labels[:n]
@@ -172,16 +161,7 @@ class LiRA(MembershipAttack):
             online=self.online,
             fixed_variance=self.fixed_variance,
         )
-        return MembershipOutput(
-            attack="lira",
-            scores=scores,
-            candidates=task.candidates,
-            client_id=tgt.client_id,
-            from_aggregate=tgt.from_aggregate,
-        )
-
-    def metrics(self, output: MembershipOutput, truth: Truth) -> dict[str, float]:
-        return score_membership(output, truth)
+        return scores, {}
 
 
 __all__ = ["LiRA", "lira_scores", "logit_scaled_confidence"]

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 from torch import Tensor
 
 from attacks.membership._common import (
     MembershipAttack,
-    MembershipOutput,
-    as_membership_task,
-    attack_generator,
-    attack_this_round,
+    MembershipTask,
+    ResolvedTarget,
     check_target,
-    resolve_target,
-    score_membership,
     true_class_logprob,
 )
 from attacks.membership._shadow import stacked_logits
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def loss_scores(logits: Tensor, labels: Tensor) -> Tensor:
@@ -54,6 +51,7 @@ class LossThreshold(MembershipAttack):
     to Overfitting." IEEE CSF 2018.
     """
 
+    attack_name: ClassVar[str] = "loss_threshold"
     target: str = "global"
     target_client: int | None = None
     at_round: int | None = None
@@ -63,33 +61,12 @@ class LossThreshold(MembershipAttack):
     def __post_init__(self) -> None:
         check_target(self.target, self.target_client, self.at_round, self.n_candidates)
 
-    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
-        if not attack_this_round(env, view, self.at_round):
-            return None
-        task = as_membership_task(
-            env,
-            view,
-            self.target,
-            self.target_client,
-            self.n_candidates,
-            None,
-            attack_generator(
-                self.seed, view.round, self.target_client, "loss_threshold/candidates"
-            ),
-        )
-        tgt = resolve_target(view, task, self.target, self.target_client)
+    def score_candidates(
+        self, view: ServerView, task: MembershipTask, tgt: ResolvedTarget
+    ) -> tuple[Tensor, Mapping[str, float]]:
         x, y = task.candidates
         logits = stacked_logits(task.model, tgt.params[None], x)[0]  # (N, C)
-        return MembershipOutput(
-            attack="loss_threshold",
-            scores=loss_scores(logits, y),
-            candidates=task.candidates,
-            client_id=tgt.client_id,
-            from_aggregate=tgt.from_aggregate,
-        )
-
-    def metrics(self, output: MembershipOutput, truth: Truth) -> dict[str, float]:
-        return score_membership(output, truth)
+        return loss_scores(logits, y), {}
 
 
 __all__ = ["LossThreshold", "loss_scores"]

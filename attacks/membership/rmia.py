@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from attacks.membership._common import (
     MembershipAttack,
-    MembershipOutput,
-    as_membership_task,
+    MembershipTask,
+    ResolvedTarget,
     attack_generator,
-    attack_this_round,
     check_target,
     reference_models,
-    resolve_target,
-    score_membership,
     true_class_logprob,
 )
 from fedguard.api import require
 from fedguard.metrics.privacy_attack_metrics import auc
-from fedguard.types import ServerView, Truth
+from fedguard.types import ServerView
 
 
 def marginal_probability(
@@ -136,6 +134,7 @@ class RMIA(MembershipAttack):
     Zarifzadeh, Liu, Shokri. "Low-Cost High-Power Membership Inference Attacks." ICML 2024.
     """
 
+    attack_name: ClassVar[str] = "rmia"
     n_references: int = 8
     offline: bool = True
     offline_a: float | None = None
@@ -157,20 +156,10 @@ class RMIA(MembershipAttack):
         require(self.n_pseudo_targets >= 1, "n_pseudo_targets", "a positive integer")
         check_target(self.target, self.target_client, self.at_round, self.n_candidates)
 
-    def observe(self, view: ServerView, env: Any) -> MembershipOutput | None:
-        if not attack_this_round(env, view, self.at_round):
-            return None
-        task = as_membership_task(
-            env,
-            view,
-            self.target,
-            self.target_client,
-            self.n_candidates,
-            self.shadow_steps,
-            attack_generator(self.seed, view.round, self.target_client, "rmia/candidates"),
-        )
-        tgt = resolve_target(view, task, self.target, self.target_client)
-        gen = attack_generator(self.seed, view.round, tgt.client_id, "rmia")
+    def score_candidates(
+        self, view: ServerView, task: MembershipTask, tgt: ResolvedTarget
+    ) -> tuple[Tensor, Mapping[str, float]]:
+        gen = attack_generator(self.seed, view.round, tgt.client_id, self.attack_name)
         refs = reference_models(task, tgt, self.n_references, gen)
         n = refs.n_candidates
         p_target = true_class_logprob(refs.target_logits, refs.pool_labels).exp()  # (N + P,)
@@ -193,17 +182,7 @@ class RMIA(MembershipAttack):
             p_refs, refs.reference_in, offline=self.offline, offline_a=a
         )
         scores = rmia_scores(p_target[:n], marginal[:n], p_target[n:], marginal[n:], self.gamma)
-        return MembershipOutput(
-            attack="rmia",
-            scores=scores,
-            candidates=task.candidates,
-            client_id=tgt.client_id,
-            from_aggregate=tgt.from_aggregate,
-            info={"offline_a": a},
-        )
-
-    def metrics(self, output: MembershipOutput, truth: Truth) -> dict[str, float]:
-        return score_membership(output, truth)
+        return scores, {"offline_a": a}
 
 
 __all__ = ["RMIA", "fit_offline_a", "marginal_probability", "rmia_scores"]

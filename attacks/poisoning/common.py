@@ -1,13 +1,16 @@
-"""Shared helpers of the model-poisoning attacks (pure functions on tensors)."""
+"""Shared helpers of the model-poisoning attacks (pure functions on tensors), and the common
+base of the AGR-agnostic Min-Max / Min-Sum attacks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from fedguard.api import AttackContext
+from fedguard.api import AttackContext, ModelAttack, require
 from fedguard.errors import ConfigError
 
 
@@ -100,3 +103,46 @@ def deviation_sq_distances(honest: Tensor, direction: Tensor) -> Callable[[float
         return (a_sq - 2.0 * gamma * a_dot_p + gamma * gamma * p_sq).clamp_min(0.0)
 
     return distances
+
+
+def agr_agnostic_gamma(
+    honest: Tensor, direction: Tensor, reduce: str, gamma_init: float, tolerance: float
+) -> float:
+    """Largest γ (the authors' halving search) keeping ``μ − γ∇p`` within the honest spread.
+
+    ``reduce="max"`` (Min-Max): ``max_i ‖μ − γ∇p − x_i‖ ≤ max_{i,j} ‖x_i − x_j‖``;
+    ``reduce="sum"`` (Min-Sum): ``Σ_i ‖μ − γ∇p − x_i‖² ≤ min_i Σ_j ‖x_i − x_j‖²``.
+    """
+    d2 = pairwise_sq_distances(honest.double())  # (h, h)
+    distances = deviation_sq_distances(honest, direction)
+    if reduce == "max":
+        bound = float(d2.max())
+        return halving_search(lambda g: float(distances(g).max()) <= bound, gamma_init, tolerance)
+    if reduce == "sum":
+        bound = float(d2.sum(dim=1).min())
+        return halving_search(lambda g: float(distances(g).sum()) <= bound, gamma_init, tolerance)
+    raise ConfigError(f"reduce must be 'max' or 'sum'; got {reduce!r}.")
+
+
+@dataclass(frozen=True)
+class AgrAgnosticAttack(ModelAttack):
+    """Min-Max / Min-Sum: every malicious client sends ``μ − γ∇p``, γ by
+    :func:`agr_agnostic_gamma` with the subclass's ``reduce`` (its registry name is
+    ``attack_name``)."""
+
+    attack_name: ClassVar[str]
+    reduce: ClassVar[str]
+    perturbation: str = "unit_vec"
+    gamma_init: float = 10.0
+    tolerance: float = 1e-5
+
+    def __post_init__(self) -> None:
+        require(self.perturbation in PERTURBATIONS, "perturbation", "'unit_vec', 'sign' or 'std'")
+        require(self.gamma_init > 0, "gamma_init", "a positive number")
+        require(self.tolerance > 0, "tolerance", "a positive number")
+
+    def __call__(self, honest: Tensor, ctx: AttackContext) -> Tensor:
+        x = check_honest(honest, self.attack_name)
+        p = perturbation(x, self.perturbation)
+        gamma = agr_agnostic_gamma(x, p, self.reduce, self.gamma_init, self.tolerance)
+        return repeat_rows(x.mean(dim=0) - gamma * p, ctx.n_malicious)

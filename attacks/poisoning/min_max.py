@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
-from attacks.poisoning.common import (
-    PERTURBATIONS,
-    check_honest,
-    deviation_sq_distances,
-    halving_search,
-    pairwise_sq_distances,
-    perturbation,
-    repeat_rows,
-)
-from fedguard.api import AttackContext, ModelAttack, require
+from attacks.poisoning.common import AgrAgnosticAttack, agr_agnostic_gamma
 
 
 def min_max_gamma(honest: Tensor, direction: Tensor, gamma_init: float, tolerance: float) -> float:
     """Largest γ (by the halving search) with ``max_i ‖μ − γ∇p − x_i‖ ≤ max_{i,j} ‖x_i − x_j‖``."""
-    bound = float(pairwise_sq_distances(honest.double()).max())
-    distances = deviation_sq_distances(honest, direction)
-    return halving_search(lambda g: float(distances(g).max()) <= bound, gamma_init, tolerance)
+    return agr_agnostic_gamma(honest, direction, "max", gamma_init, tolerance)
 
 
 @dataclass(frozen=True)
-class MinMax(ModelAttack):
+class MinMax(AgrAgnosticAttack):
     """Min-Max: ``μ − γ∇p`` as far from μ as the honest updates' own spread allows.
 
     γ is the largest value found by the authors' halving search (start ``gamma_init``, stop when the
@@ -49,17 +39,5 @@ class MinMax(ModelAttack):
     Defenses for Federated Learning." NDSS 2021.
     """
 
-    perturbation: str = "unit_vec"
-    gamma_init: float = 10.0
-    tolerance: float = 1e-5
-
-    def __post_init__(self) -> None:
-        require(self.perturbation in PERTURBATIONS, "perturbation", "'unit_vec', 'sign' or 'std'")
-        require(self.gamma_init > 0, "gamma_init", "a positive number")
-        require(self.tolerance > 0, "tolerance", "a positive number")
-
-    def __call__(self, honest: Tensor, ctx: AttackContext) -> Tensor:
-        x = check_honest(honest, "min_max")
-        p = perturbation(x, self.perturbation)
-        gamma = min_max_gamma(x, p, self.gamma_init, self.tolerance)
-        return repeat_rows(x.mean(dim=0) - gamma * p, ctx.n_malicious)
+    attack_name: ClassVar[str] = "min_max"
+    reduce: ClassVar[str] = "max"

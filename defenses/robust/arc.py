@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import validate_byzantine
+from defenses.robust.base import LinearByzantineBound
 from defenses.robust.kernels import clip_rows, row_norms
 from defenses.robust.mixing import MixingPreAggregator
 from fedguard.types import AggregationContext
@@ -19,7 +19,7 @@ def arc_clip_count(n_clients: int, n_byzantine: int) -> int:
 
 
 @dataclass(frozen=True)
-class ARC(MixingPreAggregator):
+class ARC(LinearByzantineBound, MixingPreAggregator):
     """Adaptive robust clipping: clip the k largest updates to the (k+1)-th largest norm.
 
     k = ⌊2(f/n)(n − f)⌋ (integer arithmetic); with f = 0 nothing is clipped. Output ``(n, d)``.
@@ -36,15 +36,10 @@ class ARC(MixingPreAggregator):
     in Distributed Learning." arXiv:2405.14432, 2024 (ARC).
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 1
+    min_clients_at_0 = 1
     row_preserving = True
     cohort_bound = "n > f"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return n_byzantine + 1
 
     def _mix(self, updates: Tensor, n_byzantine: int, ctx: AggregationContext) -> Tensor:
         n = updates.shape[0]

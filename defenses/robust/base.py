@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from defenses.robust.kernels import coordinate_median, row_norms
-from fedguard.api import Aggregator, require
+from fedguard.api import Aggregator, Component, require
+from fedguard.core.update_checks import check_updates, check_weights
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext, AggregationResult
 
@@ -72,42 +73,13 @@ def stack_updates(deltas: Sequence[Tensor], client_ids: Sequence[int] | None = N
     return torch.stack(list(deltas))  # (n, d)
 
 
-def check_updates(updates: Tensor, global_params: Tensor | None, rule: str) -> Tensor:
-    """Check the stacked update tensor and return it."""
-    if not isinstance(updates, Tensor) or updates.dim() != 2 or not updates.is_floating_point():
-        shape = tuple(updates.shape) if isinstance(updates, Tensor) else type(updates).__name__
-        raise ConfigError(
-            f"aggregator {rule!r} needs updates as a floating (n_clients, d) tensor; got {shape}."
-        )
-    if updates.shape[0] == 0:
-        raise ConfigError(f"aggregator {rule!r} needs at least one client update; got none.")
-    if global_params is not None and global_params.numel() not in (0, updates.shape[1]):
-        raise ConfigError(
-            f"updates have d = {updates.shape[1]} columns but the global model has "
-            f"{global_params.numel()} parameters; every update must be the flat model delta."
-        )
-    return updates
+class CohortBounded(Component):
+    """The cohort bound shared by the robust rules and the pre-aggregators: ``n_byzantine`` from
+    the component's own field when set (else the run's), and a one-sentence ``ConfigError`` when a
+    round has fewer than :meth:`min_clients` clients."""
 
-
-def check_weights(weights: Tensor | None, n: int, rule: str) -> Tensor | None:
-    """Check the optional ``(n,)`` client weights (finite, non-negative)."""
-    if weights is None:
-        return None
-    if (
-        weights.shape != (n,)
-        or not bool(torch.isfinite(weights).all())
-        or bool((weights < 0).any())
-    ):
-        raise ConfigError(
-            f"aggregator {rule!r} needs weights as n = {n} finite non-negative numbers; got "
-            f"shape {tuple(weights.shape)}."
-        )
-    return weights
-
-
-class RobustAggregator(Aggregator):
-    """Base of the rules in :mod:`defenses.robust` (see the module docstring)."""
-
+    #: What the component is called in error messages.
+    component_kind: ClassVar[str] = "aggregator"
     #: The rule's cohort bound in words, for error messages.
     cohort_bound: ClassVar[str] = "at least one client per round"
 
@@ -128,9 +100,31 @@ class RobustAggregator(Aggregator):
         f = self.resolve_byzantine(n_byzantine)
         if n_clients < self.min_clients(f):
             raise ConfigError(
-                f"aggregator {self.rule_name!r} needs {self.cohort_bound} (n clients per round, "
-                f"f = n_byzantine); got n = {n_clients}, f = {f}."
+                f"{self.component_kind} {self.rule_name!r} needs {self.cohort_bound} (n clients "
+                f"per round, f = n_byzantine); got n = {n_clients}, f = {f}."
             )
+
+
+@dataclass(frozen=True)
+class LinearByzantineBound(CohortBounded):
+    """Mixin of the rules whose only parameter is ``n_byzantine`` (f; ``None`` uses the run's) and
+    whose cohort bound is linear in f: ``min_clients(f) = byzantine_factor · f + min_clients_at_0``.
+    List it before the rule's base class (``class Krum(LinearByzantineBound, RobustAggregator)``).
+    """
+
+    byzantine_factor: ClassVar[int]
+    min_clients_at_0: ClassVar[int]
+    n_byzantine: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_byzantine(self.n_byzantine)
+
+    def min_clients(self, n_byzantine: int) -> int:
+        return self.byzantine_factor * n_byzantine + self.min_clients_at_0
+
+
+class RobustAggregator(CohortBounded, Aggregator):
+    """Base of the rules in :mod:`defenses.robust` (see the module docstring)."""
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext

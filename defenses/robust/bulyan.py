@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
+from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
 from defenses.robust.kernels import (
     coordinate_median,
     krum_scores,
@@ -37,7 +37,7 @@ def bulyan_selection(sq_dist: Tensor, n_byzantine: int, n_selected: int) -> list
 
 
 @dataclass(frozen=True)
-class Bulyan(RobustAggregator):
+class Bulyan(LinearByzantineBound, RobustAggregator):
     """Bulyan: iterated Krum selection, then a coordinate-wise average around the median.
 
     1. Select θ = n − 2f updates by repeated Krum (each time on the updates not yet selected).
@@ -58,14 +58,9 @@ class Bulyan(RobustAggregator):
     Byzantium." ICML 2018.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 4
+    min_clients_at_0 = 3
     cohort_bound = "n >= 4f + 3"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 4 * n_byzantine + 3
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext

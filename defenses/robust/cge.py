@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import row_norms, weighted_mean
+from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
+from defenses.robust.kernels import row_norms, weighted_mean, weights_without
 from fedguard.types import AggregationContext
 
 
 @dataclass(frozen=True)
-class CGE(RobustAggregator):
+class CGE(LinearByzantineBound, RobustAggregator):
     """Comparative gradient elimination: drop the f updates of largest norm, average the rest.
 
     Convention: the paper *sums* the n − f smallest-norm gradients; we take their (client-weighted)
@@ -32,14 +32,9 @@ class CGE(RobustAggregator):
     Comparative Gradient Elimination." DSN Workshops 2021.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 2
+    min_clients_at_0 = 1
     cohort_bound = "n > 2f"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 2 * n_byzantine + 1
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext
@@ -48,11 +43,7 @@ class CGE(RobustAggregator):
         norms = row_norms(updates)  # (n,)
         order = torch.argsort(norms, stable=True)
         dropped = order[n - n_byzantine :]
-        mask = torch.ones(n, dtype=torch.float64)
-        mask[dropped] = 0.0
-        w = torch.ones(n, dtype=torch.float64) if weights is None else weights.to(torch.float64)
-        eff = w * mask
-        eff = eff / eff.sum() if bool(eff.sum() > 0) else mask / mask.sum()
+        eff = weights_without(n, dropped, weights)
         return RuleOutput(
             aggregate=weighted_mean(updates, eff),
             weights=eff,

@@ -161,3 +161,16 @@ def weighted_mean(x: Tensor, weights: Tensor | None) -> Tensor:
     if not bool(total > 0):
         return x.mean(dim=0)
     return (w / total) @ x
+
+
+def weights_without(n: int, dropped: Tensor, weights: Tensor | None) -> Tensor:
+    """``(n,)`` normalised float64 client weights with the ``dropped`` rows set to zero.
+
+    Uniform weights when ``weights`` is ``None``; when the kept rows' weights sum to zero, uniform
+    over the kept rows.
+    """
+    mask = torch.ones(n, dtype=torch.float64)
+    mask[dropped] = 0.0
+    w = torch.ones(n, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    eff = w * mask
+    return eff / eff.sum() if bool(eff.sum() > 0) else mask / mask.sum()

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
+from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
 from defenses.robust.kernels import krum_scores, pairwise_sq_distances
 from fedguard.types import AggregationContext
 
 
 @dataclass(frozen=True)
-class Krum(RobustAggregator):
+class Krum(LinearByzantineBound, RobustAggregator):
     """Krum: output the update whose n − f − 2 nearest neighbours are closest.
 
     score(i) = Σ_{j ∈ N_i} ‖x_i − x_j‖², N_i the n − f − 2 nearest *other* updates; the update with
@@ -34,14 +34,9 @@ class Krum(RobustAggregator):
     Tolerant Gradient Descent." NeurIPS 2017.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 2
+    min_clients_at_0 = 3
     cohort_bound = "n > 2f + 2"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 2 * n_byzantine + 3
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import pairwise_sq_distances, weighted_mean
+from defenses.robust.kernels import pairwise_sq_distances, weighted_mean, weights_without
 from fedguard.api import require
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext
@@ -99,11 +99,7 @@ class MDA(RobustAggregator):
     ) -> RuleOutput:
         n = updates.shape[0]
         removed = min_diameter_removal(pairwise_sq_distances(updates), n_byzantine)
-        mask = torch.ones(n, dtype=torch.float64)
-        mask[removed] = 0.0
-        w = torch.ones(n, dtype=torch.float64) if weights is None else weights.to(torch.float64)
-        eff = w * mask
-        eff = eff / eff.sum() if bool(eff.sum() > 0) else mask / mask.sum()
+        eff = weights_without(n, removed, weights)
         return RuleOutput(
             aggregate=weighted_mean(updates, eff),
             weights=eff,

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
+from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
 from defenses.robust.kernels import coordinate_median, mean_closest_to_centre
 from fedguard.types import AggregationContext
 
 
 @dataclass(frozen=True)
-class Meamed(RobustAggregator):
+class Meamed(LinearByzantineBound, RobustAggregator):
     """Mean around the median: per coordinate, average the n − f values closest to the median.
 
     The median is the coordinate-wise median (mean of the two middle values for even n). Needs
@@ -29,14 +29,9 @@ class Meamed(RobustAggregator):
     Xie, Koyejo, Gupta. "Generalized Byzantine-tolerant SGD." arXiv:1802.10116, 2018.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 2
+    min_clients_at_0 = 1
     cohort_bound = "n > 2f"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 2 * n_byzantine + 1
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext

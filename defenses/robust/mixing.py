@@ -15,9 +15,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from defenses.robust.base import check_updates
+from defenses.robust.base import CohortBounded
 from fedguard.api import PreAggregator
-from fedguard.errors import ConfigError
+from fedguard.core.update_checks import check_updates
 from fedguard.types import AggregationContext
 
 
@@ -29,36 +29,16 @@ class Mixed:
     mixing: Tensor  # (m, n) float64, zero columns for dropped (non-finite) rows
 
 
-class MixingPreAggregator(PreAggregator):
+class MixingPreAggregator(CohortBounded, PreAggregator):
     """Base of the pre-aggregators in :mod:`defenses.robust`."""
 
     #: True when output row i is a rescaling of input row i alone (weights can pass through).
     row_preserving: ClassVar[bool] = False
-    #: The cohort bound in words, for error messages.
-    cohort_bound: ClassVar[str] = "at least one client per round"
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 1
+    component_kind: ClassVar[str] = "pre-aggregator"
 
     def output_size(self, n_clients: int) -> int:
         """Number of rows produced from ``n_clients`` rows."""
         return n_clients
-
-    def resolve_byzantine(self, run_n_byzantine: int) -> int:
-        own = getattr(self, "n_byzantine", None)
-        return int(run_n_byzantine) if own is None else int(own)
-
-    @property
-    def rule_name(self) -> str:
-        return self.registry_name or type(self).__name__
-
-    def check_cohort(self, n_clients: int, n_byzantine: int) -> None:
-        f = self.resolve_byzantine(n_byzantine)
-        if n_clients < self.min_clients(f):
-            raise ConfigError(
-                f"pre-aggregator {self.rule_name!r} needs {self.cohort_bound} (n clients per "
-                f"round, f = n_byzantine); got n = {n_clients}, f = {f}."
-            )
 
     def _mix(self, updates: Tensor, n_byzantine: int, ctx: AggregationContext) -> Tensor:
         """``(m, n)`` mixing matrix for finite ``(n, d)`` updates."""

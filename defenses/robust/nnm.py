@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import validate_byzantine
+from defenses.robust.base import LinearByzantineBound
 from defenses.robust.kernels import pairwise_sq_distances
 from defenses.robust.mixing import MixingPreAggregator
 from fedguard.types import AggregationContext
 
 
 @dataclass(frozen=True)
-class NNM(MixingPreAggregator):
+class NNM(LinearByzantineBound, MixingPreAggregator):
     """Nearest-neighbour mixing: replace each update by the mean of its n − f nearest updates.
 
     The neighbourhood of x_i includes x_i itself (distance 0), found from one Gram-matrix distance
@@ -32,14 +32,9 @@ class NNM(MixingPreAggregator):
     Byzantine ML under Heterogeneity." AISTATS 2023.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 1
+    min_clients_at_0 = 1
     cohort_bound = "n > f"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return n_byzantine + 1
 
     def _mix(self, updates: Tensor, n_byzantine: int, ctx: AggregationContext) -> Tensor:
         n = updates.shape[0]

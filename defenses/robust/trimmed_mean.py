@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
+from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
 from fedguard.types import AggregationContext
 
 
 @dataclass(frozen=True)
-class TrimmedMean(RobustAggregator):
+class TrimmedMean(LinearByzantineBound, RobustAggregator):
     """Per coordinate, drop the f largest and the f smallest values and average the rest.
 
     Needs n > 2f. Client weights are ignored (order statistics). ``weights`` is each client's
@@ -29,14 +29,9 @@ class TrimmedMean(RobustAggregator):
     Statistical Rates." ICML 2018.
     """
 
-    n_byzantine: int | None = None
+    byzantine_factor = 2
+    min_clients_at_0 = 1
     cohort_bound = "n > 2f"
-
-    def __post_init__(self) -> None:
-        validate_byzantine(self.n_byzantine)
-
-    def min_clients(self, n_byzantine: int) -> int:
-        return 2 * n_byzantine + 1
 
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext

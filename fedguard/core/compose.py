@@ -16,24 +16,9 @@ import torch
 from torch import Tensor
 
 from fedguard.api import Aggregator, PreAggregator
+from fedguard.core.update_checks import check_updates
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext, AggregationResult
-
-
-def _check_updates(updates: Tensor, global_params: Tensor | None, rule: str) -> Tensor:
-    if not isinstance(updates, Tensor) or updates.dim() != 2 or not updates.is_floating_point():
-        shape = tuple(updates.shape) if isinstance(updates, Tensor) else type(updates).__name__
-        raise ConfigError(
-            f"aggregator {rule!r} needs updates as a floating (n_clients, d) tensor; got {shape}."
-        )
-    if updates.shape[0] == 0:
-        raise ConfigError(f"aggregator {rule!r} needs at least one client update; got none.")
-    if global_params is not None and global_params.numel() not in (0, updates.shape[1]):
-        raise ConfigError(
-            f"updates have d = {updates.shape[1]} columns but the global model has "
-            f"{global_params.numel()} parameters; every update must be the flat model delta."
-        )
-    return updates
 
 
 def _row_norms(x: Tensor) -> Tensor:
@@ -90,7 +75,7 @@ class ComposedAggregator(Aggregator):
     def __call__(
         self, updates: Tensor, weights: Tensor | None, ctx: AggregationContext
     ) -> AggregationResult:
-        x = _check_updates(updates, ctx.global_params, self.rule_name)  # (n, d)
+        x = check_updates(updates, ctx.global_params, self.rule_name)  # (n, d)
         n = x.shape[0]
         w = weights
         self.check_cohort(n, ctx.n_byzantine)

@@ -14,19 +14,17 @@ from dataclasses import dataclass
 import torch
 
 from fedguard.valuation.base import (
+    SampledValuation,
     Scores,
-    Valuation,
-    bootstrap_mean,
     check_budget,
     resolve_budget,
-    sampled_scores,
-    validate_common,
+    scores_from_units,
 )
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game, bits_to_masks
 
 
 @dataclass(frozen=True)
-class Banzhaf(Valuation):
+class Banzhaf(SampledValuation):
     """``β_i = E[v(S) | i ∈ S] − E[v(S) | i ∉ S]`` with ``S`` uniform over all coalitions.
 
     MSR: every sampled coalition serves every player (Wang & Jia 2023). Coalitions are drawn in
@@ -35,14 +33,7 @@ class Banzhaf(Valuation):
     the bootstrap unit. ``budget`` = utility queries (two per pair), ``32·n`` if unset.
     """
 
-    budget: int | None = None
-    n_bootstrap: int = 200
-    confidence: float = 0.95
-
     target = "banzhaf"
-
-    def __post_init__(self) -> None:
-        validate_common(self.budget, self.n_bootstrap, self.confidence)
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
         g = as_game(game)
@@ -56,15 +47,6 @@ class Banzhaf(Valuation):
         values = tracker.utilities(torch.cat([masks, g.grand_mask ^ masks])).reshape(2, n_pairs)
         sign = inside.to(torch.float64) * 2.0 - 1.0  # (u, n)
         units = sign * (values[0] - values[1]).reshape(-1, 1)  # (u, n)
-        estimate = units.mean(dim=0)
-        replicates = bootstrap_mean(units, self.n_bootstrap, generator)
-        return sampled_scores(
-            "banzhaf",
-            estimate,
-            replicates,
-            n_units=n_pairs,
-            n_evaluations=tracker.n_distinct,
-            n_queries=tracker.n_queries,
-            target="banzhaf",
-            confidence=self.confidence,
+        return scores_from_units(
+            "banzhaf", units, tracker, "banzhaf", self.confidence, self.n_bootstrap, generator
         )

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fedguard.api import Component
 from fedguard.errors import ConfigError
-from fedguard.valuation.game import Game, RoundGame
+from fedguard.valuation.game import Game, QueryTracker, RoundGame
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,20 @@ class Valuation(Component):
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
         raise NotImplementedError  # abstract
+
+
+@dataclass(frozen=True)
+class SampledValuation(Valuation):
+    """Base of the sampling estimators whose only parameters are the utility-query ``budget``
+    (``None``: :func:`resolve_budget`'s default), ``n_bootstrap`` and the interval
+    ``confidence`` (checked by :func:`validate_common`)."""
+
+    budget: int | None = None
+    n_bootstrap: int = 200
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        validate_common(self.budget, self.n_bootstrap, self.confidence)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +205,32 @@ def sampled_scores(
         confidence=confidence,
         evaluation_unit=evaluation_unit,
         info=dict(info or {}),
+    )
+
+
+def scores_from_units(
+    method: str,
+    units: Tensor,
+    tracker: QueryTracker,
+    target: str,
+    confidence: float,
+    n_bootstrap: int,
+    generator: torch.Generator,
+    info: Mapping[str, Any] | None = None,
+) -> Scores:
+    """Scores of an estimator that averages ``(m, n)`` independent per-unit estimates: the mean,
+    with the bootstrap SE and Student-t interval over the ``m`` units; cost from ``tracker``."""
+    replicates = bootstrap_mean(units, n_bootstrap, generator)  # (B, n)
+    return sampled_scores(
+        method,
+        units.mean(dim=0),
+        replicates,
+        n_units=units.shape[0],
+        n_evaluations=tracker.n_distinct,
+        n_queries=tracker.n_queries,
+        target=target,
+        confidence=confidence,
+        info=info,
     )
 
 

@@ -16,19 +16,14 @@ from fedguard.api import require
 from fedguard.valuation.base import (
     Scores,
     Valuation,
-    bootstrap_mean,
     check_budget,
     resolve_budget,
-    sampled_scores,
+    scores_from_units,
     validate_common,
 )
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game
 from fedguard.valuation.kernels import beta_size_distribution
-from fedguard.valuation.permutation import (
-    marginals_from_prefix_values,
-    prefix_masks,
-    random_permutations,
-)
+from fedguard.valuation.permutation import antithetic_group, permutation_marginals
 
 
 @dataclass(frozen=True)
@@ -63,29 +58,14 @@ class BetaShapley(Valuation):
         check_budget(budget, n, minimum=n + 1, method="beta_shapley")
         tracker = QueryTracker(g)
         empty, grand = tracker.utilities(torch.tensor([0, g.grand_mask])).tolist()
-        per_perm = max(n - 1, 1)
-        remaining = budget - 2
-        group = 2 if self.antithetic and remaining >= 2 * per_perm else 1
-        count = (remaining // (per_perm * group)) * group
-        perms = random_permutations(count // group, n, generator)
-        if group == 2:
-            perms = torch.stack([perms, perms.flip(1)], dim=1).reshape(-1, n)  # (m, n)
-        masks = prefix_masks(perms)[:, :-1]  # (m, n−1)
-        values = tracker.utilities(masks.reshape(-1)).reshape(count, n - 1)
-        full = torch.cat([values, torch.full((count, 1), grand, dtype=torch.float64)], dim=1)
-        marginals = marginals_from_prefix_values(perms, full, empty)  # (m, n)
+        group = antithetic_group(self.antithetic, budget - 2, n)
+        perms, marginals = permutation_marginals(
+            tracker, empty, grand, budget - 2, group, generator
+        )
         position = torch.argsort(perms, dim=1)  # (m, n) size of each player's predecessor set
         weights = n * beta_size_distribution(n, self.alpha, self.beta)[position]  # (m, n)
         units = (weights * marginals).reshape(-1, group, n).mean(dim=1)
-        estimate = units.mean(dim=0)
-        replicates = bootstrap_mean(units, self.n_bootstrap, generator)
-        return sampled_scores(
-            "beta_shapley",
-            estimate,
-            replicates,
-            n_units=units.shape[0],
-            n_evaluations=tracker.n_distinct,
-            n_queries=tracker.n_queries,
-            target=f"beta({self.alpha:g},{self.beta:g})",
-            confidence=self.confidence,
+        target = f"beta({self.alpha:g},{self.beta:g})"
+        return scores_from_units(
+            "beta_shapley", units, tracker, target, self.confidence, self.n_bootstrap, generator
         )

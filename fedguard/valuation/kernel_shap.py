@@ -16,13 +16,12 @@ import torch
 from torch import Tensor
 
 from fedguard.valuation.base import (
+    SampledValuation,
     Scores,
-    Valuation,
     bootstrap_indices,
     check_budget,
     resolve_budget,
     sampled_scores,
-    validate_common,
 )
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game, bits_to_masks
 
@@ -63,7 +62,7 @@ def constrained_solution(gram: Tensor, moment: Tensor, total: float) -> Tensor:
 
 
 @dataclass(frozen=True)
-class KernelShap(Valuation):
+class KernelShap(SampledValuation):
     """KernelSHAP with paired sampling and the efficiency constraint.
 
     Coalitions ``S`` are drawn from the Shapley kernel distribution together with their complements
@@ -71,13 +70,6 @@ class KernelShap(Valuation):
     subject to ``Σ φ = v(N) − v(∅)`` using the sampled ``Â = mean zzᵀ`` (the original KernelSHAP,
     exact for additive games). Bootstrap unit: a complementary pair. ``budget`` = utility queries.
     """
-
-    budget: int | None = None
-    n_bootstrap: int = 200
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        validate_common(self.budget, self.n_bootstrap, self.confidence)
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
         g = as_game(game)

@@ -21,10 +21,9 @@ from fedguard.api import require
 from fedguard.valuation.base import (
     Scores,
     Valuation,
-    bootstrap_mean,
     check_budget,
     resolve_budget,
-    sampled_scores,
+    scores_from_units,
     validate_common,
 )
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game
@@ -48,6 +47,38 @@ def marginals_from_prefix_values(perms: Tensor, prefix_values: Tensor, empty: fl
     marginals = torch.empty_like(prefix_values)
     marginals.scatter_(1, perms, prefix_values - previous)
     return marginals
+
+
+def antithetic_group(antithetic: bool, remaining: int, n_players: int) -> int:
+    """Permutations per bootstrap unit: 2 (a permutation and its reverse) when ``antithetic`` and
+    a pair fits in ``remaining`` queries (``n − 1`` per permutation), else 1."""
+    return 2 if antithetic and remaining >= 2 * max(n_players - 1, 1) else 1
+
+
+def permutation_marginals(
+    tracker: QueryTracker,
+    empty: float,
+    grand: float,
+    remaining: int,
+    group: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Untruncated permutation sampling within ``remaining`` queries.
+
+    As many whole groups of ``group`` permutations (with ``group = 2``, rows ``2k`` and ``2k+1``
+    are a permutation and its reverse) as fit at ``n − 1`` queries each (``v(∅)``, ``v(N)`` are
+    known). Returns the ``(m, n)`` permutations and the ``(m, n)`` marginals indexed by player.
+    """
+    n = tracker.n_players
+    per_perm = max(n - 1, 1)
+    count = (remaining // (per_perm * group)) * group
+    perms = random_permutations(count // group, n, generator)  # (m/g, n)
+    if group == 2:
+        perms = torch.stack([perms, perms.flip(1)], dim=1).reshape(-1, n)  # (m, n)
+    masks = prefix_masks(perms)[:, :-1]  # (m, n−1)
+    values = tracker.utilities(masks.reshape(-1)).reshape(count, n - 1)
+    full = torch.cat([values, torch.full((count, 1), grand, dtype=torch.float64)], dim=1)
+    return perms, marginals_from_prefix_values(perms, full, empty)  # (m, n), (m, n)
 
 
 def truncated_walk(
@@ -100,18 +131,16 @@ class PermutationShapley(Valuation):
             units = torch.tensor([[grand - empty]], dtype=torch.float64)
         else:
             units = self._sample(tracker, empty, grand, budget - 2, generator)
-        estimate = units.mean(dim=0)
-        replicates = bootstrap_mean(units, self.n_bootstrap, generator)
-        return sampled_scores(
+        info = {"n_units": units.shape[0], "antithetic": self.antithetic}
+        return scores_from_units(
             "permutation",
-            estimate,
-            replicates,
-            n_units=units.shape[0],
-            n_evaluations=tracker.n_distinct,
-            n_queries=tracker.n_queries,
-            target="shapley",
-            confidence=self.confidence,
-            info={"n_units": units.shape[0], "antithetic": self.antithetic},
+            units,
+            tracker,
+            "shapley",
+            self.confidence,
+            self.n_bootstrap,
+            generator,
+            info,
         )
 
     def _sample(
@@ -125,16 +154,9 @@ class PermutationShapley(Valuation):
         """``(m, n)`` per-unit marginal estimates (units = antithetic pairs or permutations)."""
         n = tracker.n_players
         per_perm = n - 1  # prefixes 1..n−1 (∅ and N are known)
-        group = 2 if self.antithetic and remaining >= 2 * per_perm else 1
+        group = antithetic_group(self.antithetic, remaining, n)
         if self.truncation_tolerance == 0.0:
-            count = (remaining // (per_perm * group)) * group
-            perms = random_permutations(count // group, n, generator)  # (m/g, n)
-            if group == 2:
-                perms = torch.stack([perms, perms.flip(1)], dim=1).reshape(-1, n)  # (m, n)
-            masks = prefix_masks(perms)[:, :-1]  # (m, n−1)
-            values = tracker.utilities(masks.reshape(-1)).reshape(count, per_perm)
-            full = torch.cat([values, torch.full((count, 1), grand, dtype=torch.float64)], 1)
-            marginals = marginals_from_prefix_values(perms, full, empty)  # (m, n)
+            _, marginals = permutation_marginals(tracker, empty, grand, remaining, group, generator)
         else:
             tolerance = self.truncation_tolerance * abs(grand - empty)
             rows: list[Tensor] = []

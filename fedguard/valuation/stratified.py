@@ -17,13 +17,12 @@ import torch
 from torch import Tensor
 
 from fedguard.valuation.base import (
+    SampledValuation,
     Scores,
-    Valuation,
     bootstrap_indices,
     check_budget,
     resolve_budget,
     sampled_scores,
-    validate_common,
 )
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game, bits_to_masks
 
@@ -107,7 +106,7 @@ def shapley_from_strata(sums: Tensor, fallback: Tensor | None = None) -> tuple[T
 
 
 @dataclass(frozen=True)
-class StratifiedShapley(Valuation):
+class StratifiedShapley(SampledValuation):
     """Stratified SVARM: strata by (client, coalition size), every evaluation reused by all clients.
 
     ``φ_i = (1/n) Σ_s (φ⁺_{i,s} − φ⁻_{i,s})`` with ``φ⁺_{i,s}`` the mean of ``v(A)`` over ``A ∋ i``,
@@ -117,13 +116,6 @@ class StratifiedShapley(Valuation):
     distributions; uniform is our documented choice) and a uniform coalition of that size. Each sampled ``v(A)`` updates
     one stratum of every client. Bootstrap unit: a sampled coalition (the exact strata stay fixed).
     """
-
-    budget: int | None = None
-    n_bootstrap: int = 200
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        validate_common(self.budget, self.n_bootstrap, self.confidence)
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
         g = as_game(game)
