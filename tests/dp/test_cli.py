@@ -74,7 +74,7 @@ def test_calibrate_inverts_the_calculator() -> None:
     ],
 )  # fmt: skip
 def test_bad_input_is_one_sentence_and_exit_2(args: list[str], message: str) -> None:
-    code, out, err = cli("audit", *args)
+    code, _out, err = cli("audit", *args)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 2
