@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -216,6 +217,11 @@ class PrivacyAttack(Component):
 
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
         raise NotImplementedError  # abstract
+
+    def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
+        """Write files a report shows (image grids, ROC data) under ``directory``; return
+        ``{caption: file name}``. Nothing by default."""
+        return {}
 
 
 __all__ = [

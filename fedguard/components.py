@@ -175,8 +175,9 @@ def build_components(spec: RunSpec) -> Components:
     else:
         cohort = 0  # Poisson cohorts vary; rules check each round
     if cohort:
-        for comp in (comps.aggregator, *comps.preaggregators):
-            comp.check_cohort(cohort, f)
+        from fedguard.core.compose import compose
+
+        compose(comps.preaggregators, comps.aggregator).check_cohort(cohort, f)
     for comp in (
         comps.aggregator,
         *comps.preaggregators,

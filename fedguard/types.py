@@ -57,6 +57,7 @@ class AggregationContext:
     global_params: Tensor  # (d,)
     state: Mapping[str, Any] = field(default_factory=dict)
     reference_update: Tensor | None = None  # (d,)
+    client_ids: tuple[int, ...] = ()  # row order of the updates (for per-client history)
 
 
 @dataclass(frozen=True)

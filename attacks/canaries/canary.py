@@ -104,11 +104,11 @@ class Canary(FreeRider):
         require(0.0 < self.inclusion_probability < 1.0, "inclusion_probability", "in (0, 1)")
 
     def __call__(self, ctx: FreeRiderContext) -> Tensor:
-        client_id = getattr(ctx, "client_id", None)
-        if not isinstance(client_id, int):
+        client_id = ctx.client_id
+        if client_id < 0:
             raise IncompatibleError(
-                "the canary free-rider needs the client id in FreeRiderContext.client_id, which "
-                "this fedguard core does not provide; use fedguard.privacy.audit.empirical."
+                "the canary free-rider needs the client id in FreeRiderContext.client_id "
+                "(the round loop sets it for every free-rider it calls)."
             )
         update = canary_update(
             client_id,

@@ -28,7 +28,7 @@ class DisguisedFreeRider(FreeRider):
     This is Fraboni et al.'s disguised free-rider (the received model plus noise, i.e. the update
     is the noise). σ̂ is estimated from the first ``estimation_rounds`` global model deltas the
     free-rider has seen (RMS coordinate); before any delta exists ``initial_std`` is used.
-    t counts rounds from 1 (round 0 is treated as round 1).
+    ``ctx.round`` counts from 0 (the core's convention), so the decay uses t = round + 1.
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ class DisguisedFreeRider(FreeRider):
         """The noise standard deviation used this round."""
         sigma = estimate_sigma(ctx.global_deltas, self.estimation_rounds)
         sigma = self.initial_std if sigma is None else sigma
-        t = max(ctx.round, 1)
+        t = ctx.round + 1
         return self.noise_scale * sigma * math.pow(t, -self.decay)
 
     def __call__(self, ctx: FreeRiderContext) -> Tensor:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from fedguard.api import require
+from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.metrics.privacy_attack_metrics import (
     exact_match_rate,
@@ -468,3 +469,16 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
     result["from_aggregate"] = float(output.from_aggregate)
     result["n_clients_in_aggregate"] = float(output.n_clients_in_aggregate)
     return result
+
+
+class InversionAttack(PrivacyAttack):
+    """Base of the inversion attacks: their report artifact is an image grid."""
+
+    def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
+        from attacks.inversion.grid import save_reconstruction_grid
+
+        if not isinstance(output, InversionOutput) or output.image_shape is None:
+            return {}
+        name = f"{self.registry_name or type(self).__name__}_reconstructions.png"
+        save_reconstruction_grid(output, truth, directory / name)
+        return {f"{self.registry_name}: originals (top) and reconstructions (bottom)": name}

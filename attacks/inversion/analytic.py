@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    InversionAttack,
     InversionOutput,
     ParamLayout,
     Reconstruction,
@@ -23,7 +24,7 @@ from attacks.inversion._common import (
     select_targets,
 )
 from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.errors import IncompatibleError
 from fedguard.types import ServerView, Truth
 
@@ -123,7 +124,7 @@ def first_fc_layer(model: nn.Module, input_numel: int) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class AnalyticInversion(PrivacyAttack):
+class AnalyticInversion(InversionAttack):
     """Closed-form input recovery from the first fully connected layer's gradient.
 
     For a single sample the recovery is exact (up to float rounding); for a batch, rows reached by

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    InversionAttack,
     InversionOutput,
     ParamLayout,
     Reconstruction,
@@ -22,7 +23,7 @@ from attacks.inversion._common import (
     select_targets,
 )
 from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.types import ServerView, Truth
 
 
@@ -83,7 +84,7 @@ def dlg_reconstruct(
 
 
 @dataclass(frozen=True)
-class DLG(PrivacyAttack):
+class DLG(InversionAttack):
     """Deep leakage from gradients: match the raw gradient (Euclidean distance) with L-BFGS.
 
     The observed update is rescaled to a gradient ``g = −Δ/(η·K)`` (exact for FedSGD), since the

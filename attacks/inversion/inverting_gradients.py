@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    InversionAttack,
     InversionOutput,
     ParamLayout,
     Reconstruction,
@@ -26,7 +27,7 @@ from attacks.inversion._common import (
     uniform_init,
 )
 from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.types import ServerView, Truth
 
 
@@ -83,7 +84,7 @@ def invert_gradient(
 
 
 @dataclass(frozen=True)
-class InvertingGradients(PrivacyAttack):
+class InvertingGradients(InversionAttack):
     """Reconstruct a client's inputs by matching the direction of its gradient.
 
     The observed update is treated as a gradient at the broadcast model θ_global (FedSGD; for a

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.inversion._common import (
+    InversionAttack,
     InversionOutput,
     ParamLayout,
     Reconstruction,
@@ -25,7 +26,7 @@ from attacks.inversion._common import (
     uniform_init,
 )
 from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.types import ServerView, Truth
 
 
@@ -96,7 +97,7 @@ def sme_reconstruct(
 
 
 @dataclass(frozen=True)
-class SME(PrivacyAttack):
+class SME(InversionAttack):
     """Surrogate model extension: gradient inversion on an interpolated surrogate model.
 
     A FedAvg client runs several local steps, so its update is not the gradient at w₀; SME matches

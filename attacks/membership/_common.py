@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +34,7 @@ from attacks.membership._shadow import (
     stacked_logits,
     train_stacked,
 )
-from fedguard.api import require
+from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
 from fedguard.rng import torch_generator
@@ -315,3 +317,18 @@ __all__ = [
     "score_membership",
     "true_class_logprob",
 ]
+
+
+class MembershipAttack(PrivacyAttack):
+    """Base of the membership attacks: their report artifact is the ROC curve's data."""
+
+    def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
+        if not isinstance(output, MembershipOutput):
+            return {}
+        roc = roc_curve(output.scores, membership_labels(output, truth))
+        name = f"{self.registry_name or type(self).__name__}_roc.json"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(
+            json.dumps({"fpr": [float(v) for v in roc.fpr], "tpr": [float(v) for v in roc.tpr]})
+        )
+        return {f"{self.registry_name}: ROC": name}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from attacks.membership._common import (
+    MembershipAttack,
     MembershipOutput,
     as_membership_task,
     attack_generator,
@@ -19,7 +20,7 @@ from attacks.membership._common import (
     resolve_target,
     score_membership,
 )
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.types import ServerView, Truth
 
 
@@ -95,7 +96,7 @@ def lira_scores(
 
 
 @dataclass(frozen=True)
-class LiRA(PrivacyAttack):
+class LiRA(MembershipAttack):
     """Likelihood-ratio membership inference with shadow models.
 
     Shadow models train on random subsets of ``candidates ∪ population`` (each of the target's

@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from attacks.membership._common import (
+    MembershipAttack,
     MembershipOutput,
     as_membership_task,
     attack_generator,
@@ -18,7 +19,6 @@ from attacks.membership._common import (
     true_class_logprob,
 )
 from attacks.membership._shadow import stacked_logits
-from fedguard.api import PrivacyAttack
 from fedguard.types import ServerView, Truth
 
 
@@ -28,7 +28,7 @@ def loss_scores(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class LossThreshold(PrivacyAttack):
+class LossThreshold(MembershipAttack):
     """Flag a point as a member when the target's loss on it is low.
 
     The attack outputs the score ``−loss`` for every candidate; Yeom et al.'s single threshold

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from attacks.membership._common import (
+    MembershipAttack,
     MembershipOutput,
     as_membership_task,
     attack_generator,
@@ -19,7 +20,7 @@ from attacks.membership._common import (
     score_membership,
     true_class_logprob,
 )
-from fedguard.api import PrivacyAttack, require
+from fedguard.api import require
 from fedguard.metrics.privacy_attack_metrics import auc
 from fedguard.types import ServerView, Truth
 
@@ -98,7 +99,7 @@ def fit_offline_a(
 
 
 @dataclass(frozen=True)
-class RMIA(PrivacyAttack):
+class RMIA(MembershipAttack):
     """Pairwise likelihood-ratio membership inference against population samples.
 
     ``p(x|θ)`` is the probability the model gives the true label (float64 softmax). Reference

@@ -40,18 +40,18 @@ class LabelFlip(DataAttack):
     Parameters
     ----------
     mapping : tuple[tuple[int, int], ...] | None
-        ``(source, target)`` pairs (a ``{source: target}`` dict is accepted), or ``None``.
+        ``(source, target)`` pairs, or a ``{source: target}`` dict (stored as sorted pairs), or
+        ``None``.
     flip_fraction : float
         Share of the client's samples that are relabelled, in (0, 1].
 
     References
     ----------
-    Biggio, Nelson, Laskov. "Poisoning Attacks against Support Vector Machines." ICML 2012;
     Tolpegin, Truex, Gursoy, Liu. "Data Poisoning Attacks Against Federated Learning Systems."
     ESORICS 2020.
     """
 
-    mapping: tuple[tuple[int, int], ...] | None = None
+    mapping: tuple[tuple[int, int], ...] | dict[int, int] | None = None
     flip_fraction: float = 1.0
 
     def __post_init__(self) -> None:
@@ -60,12 +60,13 @@ class LabelFlip(DataAttack):
 
     def flip(self, labels: Tensor, n_classes: int) -> Tensor:
         """All labels mapped (no sampling)."""
-        if self.mapping is None:
+        pairs = normalize_mapping(self.mapping)
+        if pairs is None:
             return (n_classes - 1) - labels
-        for s, t in self.mapping:
+        for s, t in pairs:
             require(s < n_classes and t < n_classes, "mapping", f"labels below {n_classes}")
         table = torch.arange(n_classes, dtype=labels.dtype)
-        for s, t in self.mapping:
+        for s, t in pairs:
             table[s] = t
         return table[labels]
 

@@ -24,9 +24,9 @@ class SignFlip(ModelAttack):
 
     References
     ----------
-    Damaskinos, El Mhamdi, Guerraoui, Patra, Taziki. "Asynchronous Byzantine Machine Learning (the
-    case of SGD)." ICML 2018; Allen-Zhu, Ebrahimian, Li, Alistarh. "Byzantine-Resilient Non-Convex
-    Stochastic Gradient Descent." ICLR 2021 (sign-flipping attack).
+    Li, Xu, Chen, Giannakis, Ling. "RSA: Byzantine-Robust Stochastic Aggregation Methods for
+    Distributed Learning from Heterogeneous Datasets." AAAI 2019 (sign-flipping attack);
+    Allouah et al. "Fixing by Mixing." AISTATS 2023 (SF attack in their benchmark).
     """
 
     magnitude: float = 1.0

@@ -164,7 +164,8 @@ class RobustAggregator(Aggregator):
         f_left = max(f - len(faulty), 0)
         ids = getattr(ctx, "client_ids", None)
         if m < n and ids is not None and len(ids) == n:  # keep ids aligned with the clean rows
-            ctx = dataclasses.replace(ctx, client_ids=tuple(ids[int(i)] for i in keep))
+            aligned: dict[str, Any] = {"client_ids": tuple(ids[int(i)] for i in keep)}
+            ctx = dataclasses.replace(ctx, **aligned)
         if m < self.min_clients(f_left):
             out = RuleOutput(aggregate=coordinate_median(xs), state=dict(ctx.state))
         else:

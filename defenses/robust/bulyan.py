@@ -9,11 +9,10 @@ from torch import Tensor
 
 from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
 from defenses.robust.kernels import (
-    closest_to_centre,
     coordinate_median,
     krum_scores,
+    mean_closest_to_centre,
     pairwise_sq_distances,
-    usage_weights,
 )
 from fedguard.types import AggregationContext
 
@@ -79,10 +78,12 @@ class Bulyan(RobustAggregator):
         chosen = bulyan_selection(sq_dist, f, theta)
         chosen_t = torch.tensor(chosen)
         selected = updates[chosen_t]  # (theta, d)
-        values, local_rows = closest_to_centre(selected, coordinate_median(selected), beta)
+        means, local_shares = mean_closest_to_centre(selected, coordinate_median(selected), beta)
+        shares = torch.zeros(n, dtype=torch.float64)
+        shares[chosen_t] = local_shares
         return RuleOutput(
-            aggregate=values.mean(dim=0),
-            weights=usage_weights(chosen_t[local_rows], n),
+            aggregate=means,
+            weights=shares,
             scores=krum_scores(sq_dist, n - f - 2),
             flagged=tuple(sorted(set(range(n)) - set(chosen))),
         )

@@ -15,7 +15,11 @@ from fedguard.types import AggregationContext
 
 def dnc_outlier_scores(updates: Tensor, coordinates: Tensor) -> Tensor:
     """Squared projections of the centred updates, restricted to ``coordinates``, on their top
-    right singular vector.
+    right singular vector v.
+
+    With the centred rows C = U S Vᵀ, ``(C v₁)_i² = s₁² u₁,i²``: the scores come from the top
+    eigenpair of the ``(n, n)`` Gram matrix C Cᵀ, which is much cheaper than an SVD of C when
+    n ≪ b.
 
     Returns
     -------
@@ -24,8 +28,8 @@ def dnc_outlier_scores(updates: Tensor, coordinates: Tensor) -> Tensor:
     """
     sub = updates[:, coordinates].to(torch.float64)  # (n, b)
     centred = sub - sub.mean(dim=0, keepdim=True)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    return (centred @ vh[0]) ** 2  # (n,)
+    eigenvalues, eigenvectors = torch.linalg.eigh(centred @ centred.T)  # ascending
+    return eigenvalues[-1].clamp_min(0.0) * eigenvectors[:, -1] ** 2  # (n,)
 
 
 @dataclass(frozen=True)

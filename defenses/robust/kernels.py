@@ -100,30 +100,53 @@ def usage_weights(selected_rows: Tensor, n: int) -> Tensor:
     return counts / max(selected_rows.numel(), 1)
 
 
-def coordinate_median(x: Tensor) -> Tensor:
-    """Coordinate-wise median; for an even number of rows the mean of the two middle values.
+def coordinate_median_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Coordinate-wise median and the rows it was taken from.
 
-    ``torch.median`` returns the lower middle value for even ``n``; this does not.
-    """
-    n = x.shape[0]
-    lower = torch.kthvalue(x, (n + 1) // 2, dim=0).values  # (d,)
-    if n % 2 == 1:
-        return lower
-    upper = torch.kthvalue(x, n // 2 + 1, dim=0).values  # (d,)
-    return 0.5 * (lower + upper)
-
-
-def closest_to_centre(x: Tensor, centre: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per coordinate, the ``k`` values of ``x`` closest to ``centre`` and their row indices.
+    For an even number of rows the median is the mean of the two middle values (``torch.median``
+    alone returns the lower one); the upper middle value is found as ``−median(−x)``.
 
     Returns
     -------
     tuple[Tensor, Tensor]
-        ``(k, d)`` values and ``(k, d)`` row indices.
+        ``(d,)`` medians and ``(1, d)`` (odd n) or ``(2, d)`` (even n) row indices.
     """
+    lower = torch.median(x, dim=0)  # lower middle value and its row, (d,)
+    if x.shape[0] % 2 == 1:
+        return lower.values, lower.indices[None, :]
+    upper = torch.median(-x, dim=0)  # −(upper middle value)
+    rows = torch.stack([lower.indices, upper.indices])
+    return 0.5 * (lower.values - upper.values), rows
+
+
+def coordinate_median(x: Tensor) -> Tensor:
+    """Coordinate-wise median; for an even number of rows the mean of the two middle values."""
+    return coordinate_median_rows(x)[0]
+
+
+def mean_closest_to_centre(x: Tensor, centre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per coordinate, the mean of the ``k`` values of ``x`` closest to ``centre``.
+
+    Implemented by dropping the ``n − k`` farthest values (a top-k with small k when few are
+    dropped) and averaging the rest through a mask; ties in distance are broken by ``topk``.
+
+    Returns
+    -------
+    tuple[Tensor, Tensor]
+        The ``(d,)`` means and the ``(n,)`` float64 share of each row among the averaged values.
+    """
+    n, d = x.shape
+    n_drop = n - k
+    if n_drop == 0:
+        return x.mean(dim=0), torch.full((n,), 1.0 / n, dtype=torch.float64)
     gap = (x - centre[None, :]).abs()  # (n, d)
-    idx = torch.topk(gap, k=k, dim=0, largest=False).indices  # (k, d)
-    return torch.gather(x, 0, idx), idx
+    dropped = torch.topk(gap, k=n_drop, dim=0, largest=True).indices  # (n - k, d)
+    del gap
+    keep = torch.ones((n, d), dtype=torch.bool, device=x.device)
+    keep.scatter_(0, dropped, False)
+    means = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0) / k  # (d,)
+    kept_counts = keep.sum(dim=1).to(torch.float64)  # (n,)
+    return means, kept_counts / (k * d)
 
 
 def weighted_mean(x: Tensor, weights: Tensor | None) -> Tensor:

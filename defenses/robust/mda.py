@@ -70,8 +70,8 @@ class MDA(RobustAggregator):
     References
     ----------
     El Mhamdi, Guerraoui, Rouault. "Distributed Momentum for Byzantine-resilient Stochastic
-    Gradient Descent." ICLR 2021 (MDA as defined there; first in Rousseeuw 1985, minimum volume
-    ellipsoid).
+    Gradient Descent." ICLR 2021 (MDA); El-Mhamdi, Farhadkhani, Guerraoui, Guirguis, Hoang,
+    Rouault. "Collaborative Learning in the Jungle." NeurIPS 2021.
     """
 
     n_byzantine: int | None = None

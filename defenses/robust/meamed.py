@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import closest_to_centre, coordinate_median, usage_weights
+from defenses.robust.kernels import coordinate_median, mean_closest_to_centre
 from fedguard.types import AggregationContext
 
 
@@ -42,5 +42,5 @@ class Meamed(RobustAggregator):
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext
     ) -> RuleOutput:
         n = updates.shape[0]
-        values, rows = closest_to_centre(updates, coordinate_median(updates), n - n_byzantine)
-        return RuleOutput(aggregate=values.mean(dim=0), weights=usage_weights(rows, n))
+        means, shares = mean_closest_to_centre(updates, coordinate_median(updates), n - n_byzantine)
+        return RuleOutput(aggregate=means, weights=shares)

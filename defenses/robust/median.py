@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import coordinate_median, usage_weights
+from defenses.robust.kernels import coordinate_median_rows, usage_weights
 from fedguard.types import AggregationContext
 
 
@@ -31,11 +30,5 @@ class Median(RobustAggregator):
     def _aggregate(
         self, updates: Tensor, weights: Tensor | None, n_byzantine: int, ctx: AggregationContext
     ) -> RuleOutput:
-        n = updates.shape[0]
-        lower = torch.kthvalue(updates, (n + 1) // 2, dim=0)  # values, indices: (d,)
-        if n % 2 == 1:
-            rows = lower.indices[None, :]  # (1, d)
-        else:
-            upper = torch.kthvalue(updates, n // 2 + 1, dim=0)
-            rows = torch.stack([lower.indices, upper.indices])  # (2, d)
-        return RuleOutput(aggregate=coordinate_median(updates), weights=usage_weights(rows, n))
+        values, rows = coordinate_median_rows(updates)
+        return RuleOutput(aggregate=values, weights=usage_weights(rows, updates.shape[0]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,7 @@ class PartialSharing(ClientTransform):
 
     def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
         n, d = updates.shape
-        n_shared = min(d, max(1, int(-(-self.share_fraction * d // 1))))
+        n_shared = min(d, max(1, math.ceil(self.share_fraction * d - 1e-9)))
         masks = (
             torch.stack(
                 [

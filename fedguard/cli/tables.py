@@ -45,5 +45,7 @@ def summary_table(summary: dict[str, Any], title: str = "Run summary") -> Table:
     table.add_column("key", style="bold")
     table.add_column("value")
     for k, v in summary.items():
+        if isinstance(v, dict):
+            continue
         table.add_row(k.replace("_", " "), _fmt(v) if not isinstance(v, list) else str(v))
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ def execute(
             break
 
     summary = summarize(spec, records, sim, time.perf_counter() - started)
+    if sim.privacy_outputs:
+        metrics, artifacts = privacy_attack_results(sim, out)
+        summary["privacy_attacks"] = metrics
+        summary["artifacts"] = artifacts
     if run_dir is not None:
         run_dir.finish(
             {
@@ -94,6 +99,37 @@ def _spent(ledger: dict[str, Any], spec: RunSpec) -> float:
     from fedguard.privacy.budget import epsilon_of_ledger
 
     return epsilon_of_ledger(ledger, spec.privacy.delta)
+
+
+def privacy_attack_results(
+    sim: Simulation, directory: Path | None
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Each privacy attack's metrics averaged over the rounds it attacked, and the report
+    artifacts (image grids, ROC data) of its last attack, written under ``directory/artifacts``."""
+    truth = sim.truth()
+    rows: dict[str, list[dict[str, float]]] = {}
+    last: dict[str, tuple[Any, Any]] = {}
+    for _, attack, output in sim.privacy_outputs:
+        if output is None:
+            continue
+        name = attack.registry_name or type(attack).__name__
+        rows.setdefault(name, []).append(attack.metrics(output, truth))
+        last[name] = (attack, output)
+    metrics: dict[str, dict[str, float]] = {}
+    for name, results in rows.items():
+        keys = dict.fromkeys(k for r in results for k in r)
+        values = {k: [float(r[k]) for r in results if _finite(r.get(k))] for k in keys}
+        metrics[name] = {k: sum(v) / len(v) for k, v in values.items() if v}
+    artifacts: dict[str, str] = {}
+    if directory is not None:
+        for attack, output in last.values():
+            written = attack.artifacts(output, truth, directory / "artifacts")
+            artifacts.update({caption: f"artifacts/{f}" for caption, f in written.items()})
+    return metrics, artifacts
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def summarize(

@@ -26,6 +26,7 @@ from fedguard.api import (
 )
 from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
+from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig
 from fedguard.core.sampling import sample_clients, sampling_description
@@ -119,6 +120,7 @@ class Simulation:
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
         self.model = FlatModel.of(module.to(self.device))
+        self.aggregator = compose(self.components.preaggregators, self.components.aggregator)
         t = spec.training
         self.local = LocalTrainingConfig(
             t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
@@ -268,9 +270,19 @@ class Simulation:
             reference_update=self._reference_update(state, t)
             if comps.aggregator.needs_reference_update
             else None,
+            client_ids=kept_ids,
         )
         if transported.updates is not None:
-            result = self._aggregate(transported.updates, weights, agg_ctx)
+            try:
+                result = self.aggregator(transported.updates, weights, agg_ctx)
+            except ConfigError as exc:
+                if spec.clients.sampling != "poisson":
+                    raise
+                # a Poisson cohort can fall below the rule's bound: this round changes nothing
+                record["aggregation_skipped"] = str(exc)
+                result = AggregationResult(
+                    torch.zeros_like(state.params), state=state.aggregator_state
+                )
         else:
             result = AggregationResult(
                 comps.aggregator.from_sum(transported.update_sum, transported.weight_sum)
@@ -334,16 +346,6 @@ class Simulation:
 
     # ------------------------------------------------------------------ helpers
 
-    def _aggregate(
-        self, updates: Tensor, weights: Tensor | None, ctx: AggregationContext
-    ) -> AggregationResult:
-        x = updates
-        for pre in self.components.preaggregators:
-            x = pre(x, ctx)
-        rows_match = x.shape[0] == updates.shape[0]
-        result = self.components.aggregator(x, weights if rows_match else None, ctx)
-        return result
-
     def _aggregator_oracle(self, state: SimulationState, t: int) -> Callable[[Tensor], Tensor]:
         def run(updates: Tensor) -> Tensor:
             ctx = AggregationContext(
@@ -353,7 +355,7 @@ class Simulation:
                 state.params,
                 state.aggregator_state,
             )
-            return self._aggregate(updates, None, ctx).aggregate
+            return self.aggregator(updates, None, ctx).aggregate
 
         return run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from typing import Any
@@ -67,20 +66,8 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
     eps = privacy_epsilon(spec, result.ledger)
     if eps is not None:
         out["epsilon"] = eps
-    sim = result.simulation
-    if sim.privacy_outputs:
-        truth = sim.truth()
-        per_attack: dict[str, list[dict[str, float]]] = {}
-        for _, attack, output in sim.privacy_outputs:
-            if output is None:
-                continue
-            per_attack.setdefault(attack.registry_name, []).append(attack.metrics(output, truth))
-        for name, rows in per_attack.items():
-            for key in rows[0]:
-                vals = [r[key] for r in rows if key in r and r[key] is not None]
-                finite = [v for v in vals if isinstance(v, int | float) and math.isfinite(v)]
-                if finite:
-                    out[f"{name}.{key}"] = float(sum(finite) / len(finite))
+    for attack, values in result.summary.get("privacy_attacks", {}).items():
+        out.update({f"{attack}.{k}": v for k, v in values.items()})
     return out
 
 

@@ -15,11 +15,11 @@ from fedguard.matrix.summary import HELD_THRESHOLD, pivot, status_cells, tidy_fr
 def matrix_table(tidy, metric: str, title: str) -> Table:
     mean, std = pivot(tidy, metric)
     table = Table(title=f"{title} — {metric.replace('_', ' ')} (mean ± std over seeds)")
-    table.add_column("defense \\ attack", style="bold")
+    table.add_column("defense \\ attack", style="bold", overflow="fold")
     statuses = status_cells(tidy)
     attacks = list(mean.columns) if not mean.empty else sorted(set(tidy.attack))
     for attack in attacks:
-        table.add_column(attack, justify="right")
+        table.add_column(attack, justify="right", overflow="fold", min_width=11)
     rows = list(mean.index) if not mean.empty else sorted(set(tidy.defense))
     for row in rows:
         cells = []
@@ -27,7 +27,7 @@ def matrix_table(tidy, metric: str, title: str) -> Table:
             v = mean.at[row, attack] if not mean.empty and attack in mean.columns else np.nan
             s = std.at[row, attack] if not std.empty and attack in std.columns else np.nan
             if np.isfinite(v):
-                cells.append(f"{v:.3f}" + (f" ± {s:.3f}" if np.isfinite(s) else ""))
+                cells.append(f"{v:.3f}" + (f"±{s:.3f}" if np.isfinite(s) else ""))
             else:
                 cells.append(f"[dim]{statuses.get((row, attack), '—')}[/]")
         table.add_row(row, *cells)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +26,7 @@ def file_data_uri(path: Path) -> str:
 
 
 def curves(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str
 ) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for label, (x, y) in series.items():
@@ -40,7 +40,7 @@ def curves(
     return to_data_uri(fig)
 
 
-def roc_loglog(curves_by_name: dict[str, tuple[Sequence[float], Sequence[float]]]) -> str:
+def roc_loglog(curves_by_name: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> str:
     """Membership-inference ROC on log-log axes (low-FPR regime visible), with the chance line."""
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     lo = 1e-4

@@ -20,6 +20,22 @@ def _component(c: Any) -> str:
     return f"{c['name']}({params})" if params else c["name"]
 
 
+PRIVACY_COLUMNS = (
+    "psnr_db",
+    "ssim",
+    "mse",
+    "label_accuracy",
+    "auc",
+    "tpr_at_1pct_fpr",
+    "tpr_at_1pct_fpr_lower",
+    "tpr_at_1pct_fpr_upper",
+    "tpr_at_0.1pct_fpr",
+    "n_members",
+    "n_nonmembers",
+    "from_aggregate",
+)
+
+
 def setup_section(run: RunDirectory) -> str:
     spec = run.spec().canonical()
     d, t, s, df, a = spec["data"], spec["training"], spec["server"], spec["defense"], spec["attack"]
@@ -129,10 +145,18 @@ def robustness_section(
             if isinstance(v, int | float)
         ]
         html += "<h3>Privacy attacks</h3>" + table(["attack", "metric", "value"], rows)
-    for name, rel in sorted((summary.get("artifacts") or {}).items()):
+    rocs: dict[str, tuple[list[float], list[float]]] = {}
+    for caption, rel in sorted((summary.get("artifacts") or {}).items()):
         path = run.path / rel
-        if path.suffix == ".png" and path.is_file():
-            html += image(figures.file_data_uri(path), name)
+        if not path.is_file():
+            continue
+        if path.suffix == ".png":
+            html += image(figures.file_data_uri(path), caption)
+        elif path.name.endswith("_roc.json"):
+            data = json.loads(path.read_text())
+            rocs[caption.split(":")[0]] = (data["fpr"], data["tpr"])
+    if rocs:
+        html += image(figures.roc_loglog(rocs), "membership inference ROC (log-log axes)")
     return html
 
 

@@ -48,6 +48,7 @@ def test_absent_canaries_send_zero_and_truth_matches() -> None:
 
 
 def test_refuses_a_context_without_client_id_and_bad_parameters() -> None:
+    # a context built outside the round loop carries client_id = -1
     ctx = FreeRiderContext(0, torch.zeros(5), [], torch.Generator())
     with pytest.raises(IncompatibleError, match="client_id"):
         Canary()(ctx)

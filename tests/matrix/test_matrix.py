@@ -159,3 +159,13 @@ def test_store_is_sqlite_with_one_row_per_cell(tmp_path: Path) -> None:
     with sqlite3.connect(out / "results.sqlite") as conn:
         keys = [r[0] for r in conn.execute("SELECT key FROM cells")]
     assert len(keys) == len(set(keys)) == 2
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "matrices").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_example_matrices_validate(path: Path) -> None:
+    plan = plan_matrix(path, confirmed=True)
+    assert len(plan.cells) >= 2
+    labels = {c.attack for c in plan.cells}
+    assert "none" in labels  # the no-attack baseline is always there

@@ -153,3 +153,38 @@ def test_all_rows_faulty_gives_zero(case: RuleCase) -> None:
     res = case.build()(x, None, make_ctx(D, n_byzantine=F, reference=torch.ones(D)))
     assert torch.equal(res.aggregate, torch.zeros(D))
     assert res.flagged == tuple(range(N))
+
+
+MY_KINDS = {
+    "aggregator": RULE_IDS,
+    "preaggregator": ["nnm", "bucketing", "clipping", "arc"],
+    "client_transform": ["momentum", "partial_sharing"],
+    "model_attack": [
+        "sign_flip",
+        "gaussian",
+        "scaling",
+        "alie",
+        "ipm",
+        "min_max",
+        "min_sum",
+        "fang",
+        "mimic",
+        "aggregator_aware",
+    ],
+    "data_attack": ["label_flip", "backdoor"],
+    "free_rider": ["zero", "noise", "disguised", "delta_replay"],
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(k, n) for k, names in MY_KINDS.items() for n in names], ids=str
+)
+def test_component_is_a_cited_frozen_dataclass(kind: str, name: str) -> None:
+    import dataclasses
+
+    cls = registry.get(kind, name)
+    assert dataclasses.is_dataclass(cls)
+    assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert "References" in (cls.__doc__ or "")
+    obj = registry.create(kind, name)
+    assert hash(obj) == hash(registry.create(kind, name))

@@ -189,3 +189,75 @@ def test_field_validation_names_the_field() -> None:
         MultiKrum(n_selected=0)
     with pytest.raises(ConfigError, match="smoothing"):
         GeometricMedian(smoothing=0.0)
+
+
+def test_signguard_mean_shift_matches_scikit_learn_live() -> None:
+    from sklearn.cluster import MeanShift
+    from sklearn.cluster import estimate_bandwidth as sk_bandwidth
+
+    from defenses.robust.signguard import estimate_bandwidth, mean_shift_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        n = int(rng.integers(5, 40))
+        pts = np.concatenate(
+            [rng.normal(0, 0.05, size=(n, 3)), rng.normal(0.5, 0.05, size=(n // 3 + 1, 3))]
+        )
+        bandwidth = sk_bandwidth(pts, quantile=0.5)
+        assert estimate_bandwidth(torch.from_numpy(pts), 0.5) == pytest.approx(bandwidth, 1e-12)
+        expected = MeanShift(bandwidth=bandwidth).fit(pts).labels_
+        mine = mean_shift_labels(torch.from_numpy(pts), bandwidth).numpy()
+        np.testing.assert_array_equal(mine, expected)
+
+
+def test_dnc_scores_equal_svd_projection() -> None:
+    from defenses.robust.dnc import dnc_outlier_scores
+
+    centred = X - X.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    torch.testing.assert_close(dnc_outlier_scores(X, torch.arange(D)), (centred @ vh[0]) ** 2)
+
+
+def test_trimmed_mean_with_ties_matches_sorted_definition() -> None:
+    x = torch.tensor([[1.0], [1.0], [1.0], [1.0], [2.0]])
+    res = TrimmedMean(n_byzantine=2)(x, None, make_ctx(1))
+    assert float(res.aggregate) == 1.0
+    ints = torch.randint(0, 3, (9, 200), generator=torch.Generator().manual_seed(0)).double()
+    for f in range(0, 5):
+        res = TrimmedMean(n_byzantine=f)(ints, None, make_ctx(200))
+        expected = torch.sort(ints, dim=0).values[f : 9 - f].mean(0)
+        torch.testing.assert_close(res.aggregate, expected)
+
+
+def test_foolsgold_keys_history_by_client_id_when_the_context_has_ids() -> None:
+    from dataclasses import dataclass
+
+    from fedguard.types import AggregationContext
+
+    @dataclass(frozen=True)
+    class IdContext(AggregationContext):
+        client_ids: tuple[int, ...] = ()
+
+    def ctx(ids: tuple[int, ...], state: dict) -> IdContext:
+        return IdContext(1, 0, torch.Generator(), torch.zeros(3), state, None, ids)
+
+    h = torch.tensor(REF["histories"], dtype=torch.float64)[:, :3]
+    first = FoolsGold()(h[:4], None, ctx((10, 11, 12, 13), {}))
+    x = h[[2, 5, 0]].clone()
+    x[1, 0] = float("nan")  # client 99 is faulty: ids must stay aligned with the clean rows
+    second = FoolsGold()(x, None, ctx((12, 99, 10), dict(first.state)))
+    hist = second.state["history"]
+    torch.testing.assert_close(hist[12], 2 * h[2])
+    torch.testing.assert_close(hist[10], 2 * h[0])
+    torch.testing.assert_close(hist[11], h[1])
+    assert 99 not in hist and 1 in second.flagged
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 11])
+def test_coordinate_median_matches_numpy_live(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    for x in (torch.randn(n, 300, generator=g), torch.randint(0, 3, (n, 300), generator=g)):
+        x = x.double()
+        res = Median()(x, None, make_ctx(300))
+        np.testing.assert_allclose(res.aggregate.numpy(), np.median(x.numpy(), axis=0))
+        assert res.weights is not None and abs(float(res.weights.sum()) - 1.0) < 1e-12
