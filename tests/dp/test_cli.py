@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedguard.cli.audit_command import run_report, standalone_report
-from fedguard.config import load_spec
+from fedguard.config import load_spec, parse_spec
 from fedguard.core.runner import execute
 from fedguard.errors import UserError
 
@@ -80,40 +80,99 @@ def test_bad_input_is_one_sentence_and_exit_2(args: list[str], message: str) -> 
     assert len(err.strip().splitlines()) <= 2
 
 
-def test_run_then_audit_and_stop_at_epsilon(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    execute(load_spec(ROOT / "configs/dp_fedavg.yaml", rounds=3), run)  # in-process: faster
-    code, out, err = cli("audit", str(run), "--accountant", "all", "--json")
+TINY = {
+    "name": "tiny_dp",
+    "rounds": 2,
+    "data": {"dataset": "digits", "partition": "iid"},
+    "model": {"name": "mlp", "hidden": [8]},
+    "clients": {
+        "n_clients": 10,
+        "sampling": "poisson",
+        "sampling_rate": 0.5,
+        "weighting": "uniform",
+    },
+    "training": {"batch_size": 32, "learning_rate": 0.1},
+    "defense": {
+        "client_transforms": [{"name": "clip", "clip_norm": 0.5}],
+        "server_transforms": [
+            {"name": "central_gaussian", "noise_multiplier": 1.0, "clip_norm": 0.5}
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped example config, 2 rounds, run in-process (faster than a subprocess)."""
+    run = tmp_path_factory.mktemp("runs") / "dp_fedavg"
+    execute(load_spec(ROOT / "configs/dp_fedavg.yaml", rounds=2), run)
+    return run
+
+
+def test_run_then_audit(dp_run: Path) -> None:
+    code, out, err = cli("audit", str(dp_run), "--accountant", "all", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["accountant"] == "rdp" and report["epsilon"] > 0
-    assert len(report["epsilon_by_round"]) == 3
     eps = [e for _, e in report["epsilon_by_round"]]
-    assert eps == sorted(eps)
-    # the ledger's ε equals the calculator's for the same (q, z/1, T): Poisson, add/remove
-    code, out2, _ = cli(
-        "audit", "--sampling-rate", "0.2", "--noise-multiplier", "1.0", "--steps", "3", "--json"
-    )
-    assert report["epsilon"] == pytest.approx(json.loads(out2)["epsilon"], rel=1e-9)
-    pld = report["levels"]["client"]["accountants"]["pld"]["epsilon"]
-    assert pld <= report["epsilon"]
+    assert len(eps) == 2 and eps[0] < eps[1]
+    # the ledger's ε equals the calculator's for the same (q, z, T): Poisson, add/remove
+    calc = standalone_report(0.2, 1.0, 2, 1e-5, "rdp", "poisson", None)
+    assert report["epsilon"] == pytest.approx(calc["epsilon"], rel=1e-9)
+    client = report["levels"]["client"]["accountants"]
+    assert client["pld"]["epsilon"] <= report["epsilon"]
+    assert client["prv"]["epsilon"] == pytest.approx(client["pld"]["epsilon"], abs=0.05)
     assert report["budget"] == {"target_epsilon": 8.0, "within_budget": True}
     assert report["noise_source"].startswith("seeded")
-    assert (run / "privacy_epsilon.png").stat().st_size > 1000
-    code, out, err = cli("audit", str(run))
-    assert code == 0 and "within budget" in out, err
+    assert report["warnings"] == []
+    assert (dp_run / "privacy_epsilon.png").stat().st_size > 1000
+    text = run_report(dp_run, None, "rdp")
+    assert text["epsilon"] == report["epsilon"]
 
-    # a budget that the second round exceeds stops the run
-    first = report["epsilon_by_round"][0][1]
-    second = report["epsilon_by_round"][1][1]
-    cfg = tmp_path / "stop.yaml"
-    text = (ROOT / "configs/dp_fedavg.yaml").read_text()
-    cfg.write_text(text.replace("target_epsilon: 8.0", f"stop_at_epsilon: {(first + second) / 2}"))
-    execute(load_spec(cfg), tmp_path / "stopped")
-    stopped = run_report(tmp_path / "stopped", None, "rdp")
-    assert stopped["rounds_recorded"] == 2 and stopped["stopped_early"]
 
-    # a tampered ledger is refused with one sentence
+def test_stop_at_epsilon_stops_the_run(tmp_path: Path) -> None:
+    calc = [standalone_report(0.5, 1.0, t, 1e-5, "rdp", "poisson", None) for t in (1, 2)]
+    budget = (calc[0]["epsilon"] + calc[1]["epsilon"]) / 2  # spent during round 2
+    spec = parse_spec({**TINY, "rounds": 5, "privacy": {"stop_at_epsilon": budget}})
+    result = execute(spec, tmp_path / "stopped")
+    assert len(result.records) == 2
+    report = run_report(tmp_path / "stopped", None, "rdp")
+    assert report["rounds_recorded"] == 2 and report["stopped_early"]
+    assert report["epsilon"] >= budget
+
+
+def test_unsupported_event_warns_and_rdp_carries_it(tmp_path: Path) -> None:
+    cfg = {
+        **TINY,
+        "defense": {"client_transforms": [{"name": "rqm", "clip": 0.05, "levels": 4}]},
+        "model": {"name": "logreg"},
+    }
+    execute(parse_spec(cfg), tmp_path / "rqm")
+    report = run_report(tmp_path / "rqm", 1e-5, "all")
+    assert report["accountant"] == "rdp" and report["epsilon"] > 0
+    assert any("pld" in w for w in report["warnings"])
+    assert any("prv" in w for w in report["warnings"])
+    per_client = report["levels"]["client"]["accountants"]["rdp"]["per_client"]
+    assert len(set(per_client.values())) >= 1 and len(per_client) >= 5
+
+
+def test_empirical_audit_and_tampered_ledger(tmp_path: Path) -> None:
+    run = tmp_path / "tiny"
+    execute(parse_spec(TINY), run)
+    code, out, err = cli("audit", str(run), "--empirical", "--canaries", "20")
+    assert code == 0, err
+    assert "empirical ε lower bound" in out
+    audit = json.loads((run / "audit.json").read_text())
+    assert set(audit) >= {
+        "method",
+        "confidence",
+        "epsilon_lower_bound",
+        "epsilon_upper_bound",
+        "ratio",
+    }
+    assert audit["confidence"] == 0.95 and audit["epsilon_upper_bound"] > 0
+    assert (run / "audit" / "audit.json").is_file()
+
     ledger = run / "ledger.json"
     ledger.write_text(
         ledger.read_text().replace('"noise_multiplier": 1.0', '"noise_multiplier": 9.0')
