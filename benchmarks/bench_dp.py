@@ -159,6 +159,8 @@ def bench_dp_sgd() -> None:
     1.0 and noise multiplier 1.0; the torch.func path is also timed on 10 clients at once (its
     use in the vectorized trainer). Ratio = samples/s against non-private training.
     """
+    import warnings
+
     import torch
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
@@ -166,8 +168,6 @@ def bench_dp_sgd() -> None:
 
     from fedguard.core.local_training import clipped_gradient_sum
     from fedguard.models.flat import FlatModel
-
-    import warnings
 
     warnings.filterwarnings("ignore", message="Full backward hook")
     torch.set_num_threads(1)
