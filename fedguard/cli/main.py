@@ -47,11 +47,14 @@ def run(
 def show(
     path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
     metric: Annotated[str | None, typer.Option(help="Metric for a matrix table.")] = None,
+    partition: Annotated[
+        bool, typer.Option("--partition", help="Also print samples and labels per client.")
+    ] = False,
 ) -> None:
     """Print the summary of a finished (or interrupted) run or matrix."""
     from fedguard.cli.show_command import show_command
 
-    show_command(path, metric)
+    show_command(path, metric, partition)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from fedguard.errors import UserError
 from fedguard.storage.run_dir import RunDirectory
 
 
-def show_command(path: Path, metric: str | None = None) -> None:
+def show_command(path: Path, metric: str | None = None, partition: bool = False) -> None:
     console = Console()
     if (path / "results.sqlite").is_file():
         from fedguard.matrix.show import show_matrix
@@ -29,3 +30,7 @@ def show_command(path: Path, metric: str | None = None) -> None:
         "status": f"interrupted after {len(records)} of {spec.rounds} rounds (resume with --resume)",
     }
     console.print(summary_table(summary))
+    if partition:
+        from fedguard.cli.tables import partition_table
+
+        console.print(partition_table(json.loads((path / "partition.json").read_text())))

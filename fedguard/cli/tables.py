@@ -49,3 +49,16 @@ def summary_table(summary: dict[str, Any], title: str = "Run summary") -> Table:
             continue
         table.add_row(k.replace("_", " "), _fmt(v) if not isinstance(v, list) else str(v))
     return table
+
+
+def partition_table(partition: list[dict[str, Any]]) -> Table:
+    """Samples and label histogram per client."""
+    table = Table(title="Partition (samples and label histogram per client)")
+    table.add_column("client", justify="right")
+    table.add_column("samples", justify="right")
+    n_classes = len(partition[0]["labels"]) if partition else 0
+    for k in range(n_classes):
+        table.add_column(str(k), justify="right", style="dim")
+    for row in partition:
+        table.add_row(str(row["client"]), str(row["samples"]), *map(str, row["labels"]))
+    return table

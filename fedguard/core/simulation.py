@@ -157,7 +157,11 @@ class Simulation:
 
     # ------------------------------------------------------------------ one round
 
-    def run_round(self, state: SimulationState) -> tuple[SimulationState, RoundOutput]:
+    def run_round(
+        self, state: SimulationState, allowed_clients: frozenset[int] | None = None
+    ) -> tuple[SimulationState, RoundOutput]:
+        """One round. ``allowed_clients`` restricts the round's sampled clients to a coalition
+        (retraining for valuation) without changing anybody's random draws."""
         spec, comps = self.spec, self.components
         t = state.round
         started = time.perf_counter()
@@ -165,6 +169,8 @@ class Simulation:
         ids = sample_clients(
             c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, spec.seed, t
         )
+        if allowed_clients is not None:
+            ids = tuple(i for i in ids if i in allowed_clients)
         ctx = RoundContext(t, spec.seed, state.params, ids, c.n_clients, self.device)
         record: dict[str, Any] = {"round": t + 1, "clients": len(ids)}
         events: dict[str, Any] = {"population": [], "clients": {}}

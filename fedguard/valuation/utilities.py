@@ -24,8 +24,6 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,27 +127,6 @@ def make_evaluator(model: FlatModel, features: Tensor, labels: Tensor, utility: 
     return evaluate
 
 
-@contextmanager
-def _restricted_sampling(allowed: frozenset[int]) -> Iterator[None]:
-    """Within the block, the simulation's client sampling keeps only ``allowed`` clients.
-
-    The draws themselves are unchanged (same streams), so ``S`` trains in exactly the rounds it
-    took part in during the real run.
-    """
-    import fedguard.core.simulation as simulation_module
-
-    original = simulation_module.sample_clients
-
-    def restricted(*args: Any, **kwargs: Any) -> tuple[int, ...]:
-        return tuple(i for i in original(*args, **kwargs) if i in allowed)
-
-    simulation_module.sample_clients = restricted
-    try:
-        yield
-    finally:
-        simulation_module.sample_clients = original
-
-
 class RetrainGame(Game):
     """``v(S)`` = utility of the run's simulation retrained on coalition ``S`` from scratch."""
 
@@ -161,9 +138,9 @@ class RetrainGame(Game):
     def final_params(self, mask: int) -> Tensor:
         sim = self.run.simulation
         state = sim.initial_state()
-        with _restricted_sampling(members(mask)):
-            while state.round < self.run.spec.rounds:
-                state, _ = sim.run_round(state)
+        allowed = members(mask)
+        while state.round < self.run.spec.rounds:
+            state, _ = sim.run_round(state, allowed_clients=allowed)
         return state.params  # type: ignore[no-any-return]
 
     def _evaluate(self, masks: Tensor) -> Tensor:

@@ -68,8 +68,8 @@ def test_run_writes_directory(tmp_path: Path) -> None:
     saved = torch.load(files[0], weights_only=True)
     assert saved["deltas"].shape == (10, model["params"].numel())
     assert "owner-only" in output
-    code, shown = run_cli(["show", str(run)])
-    assert code == 0 and "final test accuracy" in shown
+    code, shown = run_cli(["show", str(run), "--partition"])
+    assert code == 0 and "final test accuracy" in shown and "label histogram" in shown
 
 
 def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
@@ -150,19 +150,21 @@ def test_missing_csv_label_column(tmp_path: Path) -> None:
     assert code == 0, output
 
 
-def test_example_configs_validate() -> None:
-    configs = sorted((ROOT / "configs").glob("*.yaml"))
-    assert configs
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_validate_and_run_briefly(path: Path) -> None:
     from fedguard.components import build_components
 
-    for path in configs:
-        build_components(load_spec(path))
+    spec = load_spec(path)
+    build_components(spec)
+    result = execute(spec.with_overrides(rounds=1))
+    assert len(result.records) == 1 and result.records[0]["test_accuracy"] >= 0
 
 
-def test_quickstart_config_runs_briefly() -> None:
-    spec = load_spec(ROOT / "configs" / "quickstart.yaml", rounds=2)
-    result = execute(spec)
-    assert result.records[-1]["test_accuracy"] > 0.3
+def test_quickstart_reaches_its_target_accuracy() -> None:
+    # the bar: digits, 20 clients, Dirichlet α = 0.5, MLP, 20 rounds → ≥ 0.85 test accuracy
+    result = execute(load_spec(ROOT / "configs" / "quickstart.yaml"))
+    assert len(result.records) == 20
+    assert result.records[-1]["test_accuracy"] >= 0.85
 
 
 def test_spec_hash_fills_defaults() -> None:
