@@ -12,10 +12,16 @@ The vectorized trainer stacks the clients' flat parameters into ``(n, d)`` and t
 for all clients at once with ``torch.func.vmap(grad(...))``; batches are padded to a common shape and
 masked, and clients whose schedule is shorter are frozen (``active`` mask) once they are done.
 
+Sample-level DP-SGD (:func:`train_dp_sgd`, Abadi et al. 2016) runs in the same vectorized way:
+Poisson-sampled local batches (rate B/n per client), per-sample gradients by ``vmap`` over samples
+inside ``vmap`` over clients, each clipped to C, summed, plus N(0, (zC)²), divided by the expected
+batch size (Opacus' convention; Opacus is the test oracle).
+
 References
 ----------
 McMahan et al., "Communication-efficient learning of deep networks from decentralized data", 2017.
 Li et al., "Federated optimization in heterogeneous networks" (FedProx), 2020.
+Abadi et al., "Deep learning with differential privacy", CCS 2016.
 """
 
 from __future__ import annotations

@@ -213,3 +213,33 @@ def test_seeded_noise_is_reproducible_and_secure_rng_is_not() -> None:
     values = (s1 * 10.0).numpy()
     assert scipy.stats.kstest(values, "norm").pvalue > 1e-3
     assert np.isfinite(values).all()
+
+
+@pytest.mark.parametrize("mechanism", ["central", "distributed"])
+def test_fixed_cohort_run_is_accounted_without_replacement(mechanism: str) -> None:
+    from fedguard.cli.audit_command import standalone_report
+    from fedguard.privacy.budget import epsilon_of_ledger
+
+    dp = {"noise_multiplier": 1.0, "clip_norm": 0.5}
+    defense = (
+        {
+            "defense.client_transforms": [{"name": "clip", "clip_norm": 0.5}],
+            "defense.server_transforms": [{"name": "central_gaussian", **dp}],
+        }
+        if mechanism == "central"
+        else {"defense.client_transforms": [{"name": "distributed_gaussian", **dp}]}
+    )
+    spec = small_spec(
+        **{"clients.sampling": "fixed", "clients.cohort_size": 4, "rounds": 2}, **defense
+    )
+    sim = Simulation(spec)
+    state, ledger = sim.initial_state(), {"sampling": sim.sampling, "rounds": []}
+    for _ in range(2):
+        state, out = sim.run_round(state)
+        ledger["rounds"].append({"round": state.round, **out.events})
+    (event,) = [event_from_dict(e) for e in ledger["rounds"][0]["population"]]
+    assert isinstance(event, Sampled) and event.scheme == "without_replacement"
+    assert event.population == 10 and event.rate == pytest.approx(0.4)
+    assert event.event.noise_multiplier == pytest.approx(0.5)  # z / 2 under replace-one
+    expected = standalone_report(0.4, 0.5, 2, 1e-5, "rdp", "fixed", 10)["epsilon"]
+    assert epsilon_of_ledger(ledger, 1e-5) == pytest.approx(expected, rel=1e-9)
