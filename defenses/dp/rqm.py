@@ -116,9 +116,9 @@ class RQM(ClientTransform):
                 u = torch.from_numpy((raw >> np.uint64(11)).astype(np.float64) * 2.0**-53)
             else:
                 gen = ctx.round.generator("rqm", int(cid))
-                u = torch.rand((3, d), generator=gen, dtype=torch.float64)
+                u = torch.rand((3, d), generator=gen, dtype=torch.float64, device=gen.device)
             rows.append(u)
-        uniforms = torch.stack(rows, dim=1) if rows else torch.zeros(3, 0, d)  # (3, n, d)
+        uniforms = torch.stack(rows, dim=1).to(updates.device) if rows else torch.zeros(3, 0, d)
         _, values = rqm_quantize(
             updates, self.clip, self.padding, self.levels, self.keep_probability, uniforms
         )

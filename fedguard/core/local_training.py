@@ -330,7 +330,9 @@ def train_dp_sgd(
 
 def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
     if generator is not None:
-        return torch.randn(d, generator=generator, dtype=torch.float64).to(dtype)
+        return torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device).to(
+            dtype
+        )
     import os
 
     raw = np.frombuffer(os.urandom(16 * d), dtype=np.uint64).reshape(2, d)
