@@ -7,11 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.secagg_noise import (
-    DistributedNoiseMixin,
-    lattice_l2_sensitivity,
-    local_lattice_stddev,
-)
+from defenses.dp.secagg_noise import DistributedNoiseMixin, local_lattice_stddev
 from defenses.secure_aggregation.noise import DiscreteGaussianNoise
 from defenses.secure_aggregation.transport import SecAggTransport
 from fedguard.api import TransportOutput
@@ -30,6 +26,10 @@ class SecAggDiscreteGaussian(DistributedNoiseMixin, SecAggTransport):
     lattice sensitivity, C·scale + √d, and what is not implemented: rotation and conditional
     rounding). Its RDP carries the τ·d discreteness term, small once σ ≳ 2 lattice units.
 
+    ``conditional_rounding_beta`` (optional): re-draw each client's stochastic rounding until its
+    lattice norm is within the Kairouz et al. bound, which then replaces C·scale + √d as the
+    sensitivity (needs a power-of-two ``scale``).
+
     References
     ----------
     Kairouz, Liu, Steinke. "The Distributed Discrete Gaussian Mechanism for Federated Learning
@@ -40,6 +40,7 @@ class SecAggDiscreteGaussian(DistributedNoiseMixin, SecAggTransport):
     noise_multiplier: float = 1.0
     clip_norm: float = 1.0
     expected_clients: float | None = None
+    conditional_rounding_beta: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,11 +51,10 @@ class SecAggDiscreteGaussian(DistributedNoiseMixin, SecAggTransport):
         return DiscreteGaussianNoise(sigma)
 
     def _event(self, honest: int, dimension: int) -> PrivacyEvent:
-        relation = getattr(self, "_relation", "add_remove")
         return DiscreteGaussian(
             local_noise_stddev=self.client_noise.sigma,
             n_clients=honest,
-            l2_sensitivity=lattice_l2_sensitivity(self.clip_norm, self.scale, dimension, relation),
+            l2_sensitivity=self.lattice_sensitivity(dimension),
             dimension=dimension,
         )
 

@@ -9,9 +9,14 @@ report of who actually got into the sum (``survivors``) minus the ``n_byzantine`
 
 Lattice sensitivity. Stochastic rounding moves every coordinate by less than one unit, so a
 clipped update ‖x‖₂ ≤ C becomes an integer vector of norm < C·scale + √d; that deterministic
-bound is used (add/remove; twice that for replace-one). Conditional rounding and a random rotation
-(Kairouz et al. 2021) would tighten it to ≈ C·scale + O(√(log 1/β)) with a flatter vector; they
-are not implemented here, so the √d term is paid. The RDP bounds (Kairouz et al. Proposition 14;
+bound is used by default (add/remove; twice that for replace-one). With
+``conditional_rounding_beta`` β, each client re-draws its stochastic rounding until the norm is at
+most √(min(c² + d/4 + √(2 ln(1/β))·(c + √d/2), (c + √d)²)), c = C·scale (Kairouz et al. 2021,
+conditional randomized rounding; β is the per-draw failure probability, which only costs
+retries and a tiny bias, never privacy), and that smaller bound is the sensitivity. The random
+rotation of that paper flattens vectors so that modular clipping with few bits rarely wraps;
+here the bit width is chosen so that a wrap has probability ≤ ``max_wrap_probability``
+regardless, so the rotation is not implemented. The RDP bounds (Kairouz et al. Proposition 14;
 Agarwal et al. Theorem 3.5) live in :mod:`fedguard.privacy.discrete`. The server knows the round's
 participants under secure aggregation, so no amplification by sampling is claimed.
 """
@@ -22,10 +27,11 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from defenses.dp.central_gaussian import check_clipped_by
-from defenses.dp.kernels import check_sum_based_aggregation
+from defenses.dp.kernels import check_sum_based_aggregation, clip_rows
 from fedguard.api import TransportOutput, require
 from fedguard.core.sampling import sampling_description
 from fedguard.errors import IncompatibleError
@@ -37,6 +43,39 @@ def lattice_l2_sensitivity(clip_norm: float, scale: float, dimension: int, relat
     """‖Δ‖₂ bound of one client's encoded integer vector: (C·scale + √d), ×2 for replace-one."""
     one = clip_norm * scale + math.sqrt(dimension)
     return one if relation == "add_remove" else 2.0 * one
+
+
+def conditional_rounding_bound(
+    clip_norm: float, scale: float, dimension: int, beta: float
+) -> float:
+    """√(min(c² + d/4 + √(2 ln(1/β))(c + √d/2), (c + √d)²)), c = C·scale (Kairouz et al. 2021)."""
+    c, d = clip_norm * scale, float(dimension)
+    squared = c * c + d / 4.0 + math.sqrt(2.0 * math.log(1.0 / beta)) * (c + math.sqrt(d) / 2.0)
+    return math.sqrt(min(squared, (c + math.sqrt(d)) ** 2))
+
+
+def conditional_round(
+    scaled: Tensor, bound: float, generators: list[Any], max_tries: int = 1000
+) -> Tensor:
+    """Stochastic rounding of each row of ``scaled`` (n, d), re-drawn until ‖row‖₂ ≤ ``bound``.
+
+    Row i uses ``generators[i]`` (its client's stream). Raises if a row fails ``max_tries`` times.
+    """
+    low = torch.floor(scaled)
+    frac = scaled - low
+    out = torch.empty_like(scaled)
+    for i, gen in enumerate(generators):
+        for _ in range(max_tries):
+            up = torch.rand(frac.shape[1], generator=gen, dtype=frac.dtype, device=frac.device)
+            row = low[i] + (up < frac[i]).to(frac.dtype)
+            if float(torch.linalg.vector_norm(row)) <= bound:
+                out[i] = row
+                break
+        else:
+            raise IncompatibleError(
+                f"conditional rounding failed {max_tries} times; raise conditional_rounding_beta."
+            )
+    return out
 
 
 def local_lattice_stddev(
@@ -52,7 +91,9 @@ class DistributedNoiseMixin:
     noise_multiplier: float
     clip_norm: float
     expected_clients: float | None
+    conditional_rounding_beta: float | None
     clip_range: float
+    scale: float
 
     def _validate_noise(self) -> None:
         require(
@@ -74,6 +115,20 @@ class DistributedNoiseMixin:
             "expected_clients",
             "None (from the run's sampling) or a number > 0",
         )
+        beta = self.conditional_rounding_beta
+        require(beta is None or 0 < beta < 1, "conditional_rounding_beta", "None or in (0, 1)")
+        if beta is not None:
+            require(
+                math.log2(self.scale).is_integer(),
+                "scale",
+                "a power of two with conditional rounding (so the pre-rounded lattice values "
+                "pass through the fixed-point encoding exactly)",
+            )
+            require(
+                self.clip_range * self.scale >= self.clip_norm * self.scale + 1.0,
+                "clip_range",
+                "at least clip_norm + 1/scale with conditional rounding",
+            )
         if self.expected_clients is not None:
             self._bind(float(self.expected_clients), "add_remove", 0)
 
@@ -88,6 +143,15 @@ class DistributedNoiseMixin:
 
     def _event(self, honest: int, dimension: int) -> PrivacyEvent:
         raise NotImplementedError  # abstract
+
+    def lattice_sensitivity(self, dimension: int) -> float:
+        """L2 sensitivity of the encoded sum under the bound relation (see the module doc)."""
+        relation = getattr(self, "_relation", "add_remove")
+        beta = self.conditional_rounding_beta
+        if beta is None:
+            return lattice_l2_sensitivity(self.clip_norm, self.scale, dimension, relation)
+        one = conditional_rounding_bound(self.clip_norm, self.scale, dimension, beta)
+        return one if relation == "add_remove" else 2.0 * one
 
     def check_compatible(self, spec: Any, components: Any) -> None:
         name = type(self).__name__
@@ -124,5 +188,17 @@ class DistributedNoiseMixin:
             raise IncompatibleError(
                 f"{type(self).__name__} needs expected_clients, or a run to bind it to."
             )
+        if self.conditional_rounding_beta is not None:
+            if weights.numel() and not bool((weights == weights.reshape(-1)[0]).all()):
+                raise IncompatibleError(
+                    "conditional rounding needs uniform weights (clients.weighting: uniform)."
+                )
+            d = updates.shape[1]
+            bound = conditional_rounding_bound(
+                self.clip_norm, self.scale, d, self.conditional_rounding_beta
+            )
+            clipped, _ = clip_rows(updates.to(torch.float64), self.clip_norm)
+            gens = [ctx.generator("secagg_conditional_rounding", int(c)) for c in ctx.sampled_ids]
+            updates = conditional_round(clipped * self.scale, bound, gens) / self.scale
         out = parent(updates, weights, ctx)
         return self._with_event(out, updates.shape[1], ctx.round)

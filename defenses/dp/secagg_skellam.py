@@ -7,11 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.secagg_noise import (
-    DistributedNoiseMixin,
-    lattice_l2_sensitivity,
-    local_lattice_stddev,
-)
+from defenses.dp.secagg_noise import DistributedNoiseMixin, local_lattice_stddev
 from defenses.secure_aggregation.noise import SkellamNoise
 from defenses.secure_aggregation.transport import SecAggTransport
 from fedguard.api import TransportOutput
@@ -29,6 +25,10 @@ class SecAggSkellam(DistributedNoiseMixin, SecAggTransport):
     beyond the ``n_byzantine`` tolerance. Lattice sensitivity C·scale + √d (see
     :mod:`defenses.dp.secagg_noise`).
 
+    ``conditional_rounding_beta`` (optional): re-draw each client's stochastic rounding until its
+    lattice norm is within the Kairouz et al. bound, which then replaces C·scale + √d as the
+    sensitivity (needs a power-of-two ``scale``).
+
     References
     ----------
     Agarwal, Kairouz, Liu. "The Skellam Mechanism for Differentially Private Federated Learning."
@@ -38,6 +38,7 @@ class SecAggSkellam(DistributedNoiseMixin, SecAggTransport):
     noise_multiplier: float = 1.0
     clip_norm: float = 1.0
     expected_clients: float | None = None
+    conditional_rounding_beta: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,10 +49,9 @@ class SecAggSkellam(DistributedNoiseMixin, SecAggTransport):
         return SkellamNoise(sigma**2 / 2.0)
 
     def _event(self, honest: int, dimension: int) -> PrivacyEvent:
-        relation = getattr(self, "_relation", "add_remove")
         return Skellam(
             variance=honest * self.client_noise.variance,
-            l2_sensitivity=lattice_l2_sensitivity(self.clip_norm, self.scale, dimension, relation),
+            l2_sensitivity=self.lattice_sensitivity(dimension),
             dimension=dimension,
         )
 

@@ -83,3 +83,37 @@ def test_run_binding_counts_only_honest_survivors_and_refuses_robust_rules() -> 
     with pytest.raises(IncompatibleError, match="clip"):
         build_components(small_spec(**{**base, "defense.client_transforms": []}))
     assert lattice_l2_sensitivity(1.0, 64.0, 100, "replace_one") == pytest.approx(2 * 74.0)
+
+
+def test_conditional_rounding_bounds_the_norm_and_tightens_sensitivity() -> None:
+    from defenses.dp.secagg_noise import conditional_round, conditional_rounding_bound
+
+    n, d, scale, c, beta = 4, 4096, 2.0**4, 1.0, 1e-3
+    bound = conditional_rounding_bound(c, scale, d, beta)
+    assert bound < c * scale + math.sqrt(d)  # tighter than the deterministic bound
+    assert bound**2 == pytest.approx(
+        min(
+            (c * scale) ** 2 + d / 4 + math.sqrt(2 * math.log(1 / beta)) * (c * scale + 32),
+            (c * scale + 64) ** 2,
+        )
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    gens = [torch.Generator().manual_seed(i) for i in range(n)]
+    rounded = conditional_round(x * c * scale, bound, gens)
+    assert bool((rounded == rounded.round()).all())
+    assert bool((rounded.norm(dim=1) <= bound).all())
+    assert bool(((rounded - x * c * scale).abs() < 1).all())
+
+    kw = {"noise_multiplier": 1.0, "clip_norm": c, "scale": scale, "expected_clients": 4.0}
+    plain = SecAggSkellam(**kw, clip_range=2.0)
+    conditional = SecAggSkellam(**kw, clip_range=2.0, conditional_rounding_beta=beta)
+    out = conditional(x.float(), torch.ones(n), _round(n, d))
+    assert out.events[0].l2_sensitivity == pytest.approx(bound)
+    assert out.events[0].l2_sensitivity < plain.lattice_sensitivity(d)
+    rdp = get_accountant("rdp")
+    assert rdp.epsilon(out.events[0], 1e-5) < rdp.epsilon(
+        Skellam(out.events[0].variance, plain.lattice_sensitivity(d), d), 1e-5
+    )
+    with pytest.raises(Exception, match="power of two"):
+        SecAggSkellam(**{**kw, "scale": 100.0}, clip_range=2.0, conditional_rounding_beta=beta)
