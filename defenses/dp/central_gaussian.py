@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort, round_gaussian_event
+from defenses.dp.accounting import expected_cohort, round_gaussian_event, sampled
 from defenses.dp.kernels import (
     bind_run_options,
     check_sum_based_aggregation,
@@ -17,7 +17,8 @@ from defenses.dp.kernels import (
     noise_generator,
 )
 from fedguard.api import ServerTransform, TransformContext, TransformOutput, require
-from fedguard.errors import IncompatibleError
+from fedguard.errors import ConfigError, IncompatibleError
+from fedguard.privacy.events import Gaussian
 
 ESTIMATORS = ("fixed_denominator", "cohort_mean")
 
@@ -41,6 +42,12 @@ class CentralGaussian(ServerTransform):
     paper's and TFF's). The ledger records the multiplier relative to the sensitivity of the
     sampling's neighbouring relation (C under add/remove, 2C under replace-one, i.e. z/2 for a
     fixed cohort), wrapped in ``Sampled(q, ·, scheme)``; one population event per round.
+
+    Sensitivity follows the aggregator. Any other rule is refused as ``incompatible`` unless it
+    derives a bound through :meth:`fedguard.api.Aggregator.l2_sensitivity` (the output's L2
+    change when one client's clipped update is replaced, for a cohort of n): then, with a fixed
+    cohort (replace-one, n public), the noise N(0, (z·s)² I) is added to the rule's output
+    directly and recorded as ``Sampled(q, Gaussian(z, s), "without_replacement")``.
 
     The guarantee covers honest clients (their clipped updates); malicious clients may send
     anything and a free-rider sends no data.
@@ -78,8 +85,18 @@ class CentralGaussian(ServerTransform):
     def check_compatible(self, spec: Any, components: Any) -> None:
         bind_run_options(self, spec)
         name = "central_gaussian"
-        check_sum_based_aggregation(name, spec, components)
         check_clipped_by(name, self.clip_norm, components)
+        c = spec.clients
+        probe = c.cohort_size or max(3, round((c.sampling_rate or 1.0) * c.n_clients))
+        if self._rule_bound(components.aggregator, probe) is not None:
+            if spec.clients.sampling != "fixed" or components.preaggregators:
+                raise IncompatibleError(
+                    "central_gaussian with an aggregator's own sensitivity bound needs "
+                    "clients.sampling 'fixed' (a public cohort size, replace-one) and no "
+                    "pre-aggregators."
+                )
+            return
+        check_sum_based_aggregation(name, spec, components)
         if self.estimator == "cohort_mean" and spec.clients.sampling != "fixed":
             raise IncompatibleError(
                 "central_gaussian estimator 'cohort_mean' needs clients.sampling 'fixed' (a public "
@@ -92,8 +109,27 @@ class CentralGaussian(ServerTransform):
                 "transport break; set the transport's dropout_rate to 0."
             )
 
+    def _rule_bound(self, aggregator: Any, n_clients: int) -> float | None:
+        """The aggregator's own L2 sensitivity bound, or None (also for the mean: its sum path)."""
+        if aggregator is None or (aggregator.registry_name or "") == "mean" or n_clients < 1:
+            return None
+        try:
+            bound = aggregator.l2_sensitivity(self.clip_norm, n_clients)
+        except (ValueError, ZeroDivisionError, ConfigError):  # no bound for this cohort size
+            return None
+        return None if bound is None else float(bound)
+
     def __call__(self, aggregate: Tensor, ctx: TransformContext) -> TransformOutput:
         n = len(ctx.client_ids)
+        bound = self._rule_bound(ctx.aggregator, n)
+        if bound is not None:  # the rule's own bound, fixed cohort (checked at build time)
+            gen = noise_generator(self, ctx.round, "central_gaussian")
+            std = self.noise_multiplier * bound
+            xi = gaussian_noise(tuple(aggregate.shape), std, gen, aggregate.dtype, aggregate.device)
+            event = sampled(Gaussian(self.noise_multiplier, bound), ctx.sampling)
+            return TransformOutput(
+                values=aggregate + xi, events=(event,), state={"noise_stddev_on_output": std}
+            )
         total = aggregate * n  # (d,) the clipped sum
         stddev = self.noise_multiplier * self.clip_norm
         gen = noise_generator(self, ctx.round, "central_gaussian")

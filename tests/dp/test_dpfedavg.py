@@ -243,3 +243,43 @@ def test_fixed_cohort_run_is_accounted_without_replacement(mechanism: str) -> No
     assert event.event.noise_multiplier == pytest.approx(0.5)  # z / 2 under replace-one
     expected = standalone_report(0.4, 0.5, 2, 1e-5, "rdp", "fixed", 10)["epsilon"]
     assert epsilon_of_ledger(ledger, 1e-5) == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_aggregator_with_a_derived_bound_gets_noise_scaled_to_it() -> None:
+    """A rule that implements Aggregator.l2_sensitivity is accepted with a fixed cohort; the
+    noise on its output is z × its bound (here a trimmed-mean-like stand-in: 2C/(n − 2f))."""
+    from dataclasses import dataclass, replace
+
+    from fedguard.core.mean import Mean
+
+    @dataclass(frozen=True)
+    class BoundedRule(Mean):
+        def l2_sensitivity(self, clip_norm: float, n_clients: int) -> float | None:
+            return 2.0 * clip_norm / (n_clients - 2)
+
+    BoundedRule.registry_name = "bounded_rule"
+    spec = small_spec(
+        **{
+            "clients.sampling": "fixed",
+            "clients.cohort_size": 5,
+            "defense.client_transforms": [{"name": "clip", "clip_norm": 1.0}],
+            "defense.server_transforms": [
+                {"name": "central_gaussian", "noise_multiplier": 2.0, "clip_norm": 1.0}
+            ],
+        }
+    )
+    comps = replace(build_components(spec), aggregator=BoundedRule())
+    mech = comps.server_transforms[0]
+    mech.check_compatible(spec, comps)
+    ctx = replace(transform_context(5, 20_000, scheme="fixed", population=10, rate=0.5),
+                  aggregator=BoundedRule())  # fmt: skip
+    out = mech(torch.zeros(20_000, dtype=torch.float64), ctx)
+    (event,) = out.events
+    assert event.scheme == "without_replacement"
+    assert event.event.sensitivity == pytest.approx(2.0 / 3.0)
+    assert event.event.noise_multiplier == 2.0
+    assert float(out.values.std()) == pytest.approx(2.0 * 2.0 / 3.0, rel=0.03)
+    poisson = small_spec(**{**spec.model_dump(), "clients": {"n_clients": 10, "sampling": "poisson",
+                            "sampling_rate": 0.5, "weighting": "uniform"}})  # fmt: skip
+    with pytest.raises(IncompatibleError, match="fixed"):
+        mech.check_compatible(poisson, comps)
