@@ -174,6 +174,7 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     stopped = summary.get("rounds_completed", spec.rounds) < spec.rounds
     report.update(
         {
+            "communication": quantization_bits(ledger),
             "run": str(run),
             "rounds_recorded": len(ledger.get("rounds", [])),
             "sampling": ledger.get("sampling"),
@@ -188,6 +189,24 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if by_round:
         report["plot"] = str(_plot(run / "privacy_epsilon.png", by_round, report, target))
     return report
+
+
+def quantization_bits(ledger: dict[str, Any]) -> dict[str, Any] | None:
+    """Bits per coordinate of the randomized-quantization releases in the ledger (log2 m)."""
+    from fedguard.privacy.rqm import rqm_bits_per_coordinate
+
+    levels = {
+        int(e["levels"]): int(e.get("coordinates", 1))
+        for r in ledger.get("rounds", [])
+        for events in (r.get("clients") or {}).values()
+        for e in events
+        if isinstance(e, dict) and e.get("type") == "randomized_quantization"
+    }
+    if not levels:
+        return None
+    m, d = max(levels.items())
+    bits = rqm_bits_per_coordinate(m)
+    return {"mechanism": "rqm", "bits_per_coordinate": bits, "bits_per_client_round": bits * d}
 
 
 def _plot(
@@ -255,6 +274,12 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
             table.add_row(str(t), _number(e))
         console.print(table)
         console.print(f"plot: {report.get('plot')}")
+    if report.get("communication"):
+        comm = report["communication"]
+        console.print(
+            f"randomized quantization: {comm['bits_per_coordinate']:g} bits per coordinate, "
+            f"{comm['bits_per_client_round']:,.0f} bits per client and round"
+        )
     if report["budget"] is not None:
         b = report["budget"]
         verdict = "within budget" if b["within_budget"] else "OVER BUDGET"

@@ -146,6 +146,10 @@ def test_unsupported_event_warns_and_rdp_carries_it(tmp_path: Path) -> None:
     assert report["accountant"] == "rdp" and report["epsilon"] > 0
     assert any("pld" in w for w in report["warnings"])
     assert any("prv" in w for w in report["warnings"])
+    d = sum(p.numel() for p in __import__("torch").nn.Linear(64, 10).parameters())
+    assert report["communication"] == {
+        "mechanism": "rqm", "bits_per_coordinate": 2.0, "bits_per_client_round": 2.0 * d
+    }  # fmt: skip
     per_client = report["levels"]["client"]["accountants"]["rdp"]["per_client"]
     assert len(set(per_client.values())) >= 1 and len(per_client) >= 5
 
