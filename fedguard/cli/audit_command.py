@@ -224,6 +224,9 @@ def _plot(
     if target is not None:
         ax.axhline(target, color="tab:red", ls="--", label=f"target ε = {target:g}")
         ax.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(f"ε (δ = {report['delta']:g})")
     ax.set_title(f"privacy spent ({report['accountant']} accountant)")
