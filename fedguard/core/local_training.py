@@ -27,7 +27,7 @@ Abadi et al., "Deep learning with differential privacy", CCS 2016.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,7 +188,10 @@ def local_steps(count: int, cfg: LocalTrainingConfig) -> int:
     return cfg.local_epochs * math.ceil(count / cfg.batch_size)
 
 
-TRAINERS = {"vectorized": train_vectorized, "sequential": train_sequential}
+Trainer = Callable[
+    [FlatModel, Tensor, ClientData, Sequence[int], LocalTrainingConfig, int, int], Tensor
+]
+TRAINERS: dict[str, Trainer] = {"vectorized": train_vectorized, "sequential": train_sequential}
 
 
 # --------------------------------------------------------------------------------------------

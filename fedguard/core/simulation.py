@@ -28,7 +28,7 @@ from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
-from fedguard.core.local_training import TRAINERS, LocalTrainingConfig
+from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
 from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
 from fedguard.errors import ConfigError
@@ -125,7 +125,7 @@ class Simulation:
         self.local = LocalTrainingConfig(
             t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
         )
-        self.trainer = TRAINERS[t.trainer]
+        self.trainer: Trainer = TRAINERS[t.trainer]
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(

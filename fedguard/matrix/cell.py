@@ -10,6 +10,7 @@ import torch
 
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
+from fedguard.metrics.detection import run_detection
 
 
 def init_worker() -> None:
@@ -62,38 +63,12 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
     ]
     if bytes_per_client:
         out["bytes_per_client"] = float(sum(bytes_per_client) / len(bytes_per_client))
-    out.update(detection_rates(records))
+    out.update(run_detection(records))
     eps = privacy_epsilon(spec, result.ledger)
     if eps is not None:
         out["epsilon"] = eps
     for attack, values in result.summary.get("privacy_attacks", {}).items():
         out.update({f"{attack}.{k}": v for k, v in values.items()})
-    return out
-
-
-def detection_rates(records: list[dict[str, Any]]) -> dict[str, float]:
-    """TPR/FPR of the defense's flags, pooled over rounds; rounds until the first true flag."""
-    tp = fp = pos = neg = 0
-    first = None
-    for r in records:
-        bad = set(r.get("malicious", [])) | set(r.get("free_riders", []))
-        flagged = set(r.get("flagged", []))
-        if not bad and not flagged and "flagged" not in r:
-            continue
-        n = r.get("clients", 0)
-        tp += len(bad & flagged)
-        fp += len(flagged - bad)
-        pos += len(bad)
-        neg += n - len(bad)
-        if first is None and bad & flagged:
-            first = r["round"]
-    out: dict[str, float] = {}
-    if pos:
-        out["detection_tpr"] = tp / pos
-        if first is not None:
-            out["rounds_to_detection"] = float(first)
-    if neg:
-        out["detection_fpr"] = fp / neg
     return out
 
 

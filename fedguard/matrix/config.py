@@ -28,7 +28,9 @@ class MatrixConfig(BaseModel):
     name: str = "matrix"
     base: str | dict[str, Any] = Field(default_factory=dict)
     rounds: int | None = Field(None, ge=1)
-    n_malicious: int = Field(4, ge=1, description="malicious clients in every attacked cell")
+    n_malicious: int | list[int] = Field(
+        4, description="malicious clients in every attacked cell; a list is an axis"
+    )
     attacks: list[Any] = Field(default_factory=list)
     defenses: list[Any] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -183,34 +185,55 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def expand_cells(cfg: MatrixConfig, base: dict[str, Any]) -> list[Cell]:
     """Every (attack, defense, seed, axes) combination as a validated RunSpec."""
-    attacks = expand_attacks(cfg.attacks, cfg.n_malicious)
+    counts = cfg.n_malicious if isinstance(cfg.n_malicious, list) else [cfg.n_malicious]
+    if not counts or min(counts) < 1:
+        raise ConfigError("n_malicious must be a positive integer or a list of them.")
     defenses = expand_defenses(cfg.defenses)
     axis_keys = sorted(cfg.axes)
     axis_values = [cfg.axes[k] for k in axis_keys]
     cells = []
-    for (a_label, a_sec), (d_label, d_sec), seed, combo in itertools.product(
-        attacks, defenses, cfg.seeds, itertools.product(*axis_values)
+    for count, (d_label, d_sec), seed, combo in itertools.product(
+        counts, defenses, cfg.seeds, itertools.product(*axis_values)
     ):
-        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-        _merge(data, "attack", a_sec, replace=True)
-        _merge(data, "defense", d_sec, replace=True)
-        # the same tolerance f in every column, so a defense is one fixed rule across attacks
-        data["defense"].setdefault("n_byzantine", cfg.n_malicious)
-        data["seed"] = seed
-        data["name"] = cfg.name
-        if cfg.rounds:
-            data["rounds"] = cfg.rounds
-        for key, value in zip(axis_keys, combo, strict=True):
-            _set_dotted(data, key, value)
-        try:
-            spec = parse_spec(data)
-        except ConfigError as exc:
-            raise ConfigError(f"cell ({a_label} × {d_label}, seed {seed}): {exc}") from None
-        cells.append(Cell(a_label, d_label, seed, tuple(zip(axis_keys, combo, strict=True)), spec))
+        setting = tuple(zip(axis_keys, combo, strict=True))
+        if len(counts) > 1:  # the fraction of malicious clients is an axis of its own
+            setting = (("n_malicious", count), *setting)
+        for a_label, a_sec in expand_attacks(cfg.attacks, count):
+            cells.append(_cell(cfg, base, a_label, a_sec, d_label, d_sec, seed, setting, count))
     unique: dict[str, Cell] = {}
     for cell in cells:  # identical specs (e.g. a defense listed twice) are one cell
         unique.setdefault(cell.key, cell)
     return list(unique.values())
+
+
+def _cell(
+    cfg: MatrixConfig,
+    base: dict[str, Any],
+    a_label: str,
+    a_sec: dict[str, Any],
+    d_label: str,
+    d_sec: dict[str, Any],
+    seed: int,
+    setting: tuple[tuple[str, Any], ...],
+    count: int,
+) -> Cell:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    _merge(data, "attack", a_sec, replace=True)
+    _merge(data, "defense", d_sec, replace=True)
+    # the same tolerance f in every column, so a defense is one fixed rule across attacks
+    data["defense"].setdefault("n_byzantine", count)
+    data["seed"] = seed
+    data["name"] = cfg.name
+    if cfg.rounds:
+        data["rounds"] = cfg.rounds
+    for key, value in setting:
+        if key != "n_malicious":
+            _set_dotted(data, key, value)
+    try:
+        spec = parse_spec(data)
+    except ConfigError as exc:
+        raise ConfigError(f"cell ({a_label} × {d_label}, seed {seed}): {exc}") from None
+    return Cell(a_label, d_label, seed, setting, spec)
 
 
 def validate_cells_count(cells: list[Cell], limit: int, confirmed: bool) -> None:

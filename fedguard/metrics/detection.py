@@ -8,8 +8,9 @@ its client, ``malicious_ids`` is the ground truth (:class:`fedguard.types.Truth`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -133,3 +134,46 @@ def detection_summary(
         "fpr": c.fpr,
         "auroc": auroc(scores, client_ids, bad) if scores is not None else math.nan,
     }
+
+
+def run_detection(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Detection over a run's round records (``flagged``, ``scores``, ``malicious``, ``free_riders``).
+
+    ``detection_tpr`` / ``detection_fpr``: flags pooled over all rounds (each participation counts
+    once); ``detection_auroc``: the mean over rounds of the per-round AUROC of the rule's scores
+    (rounds with both honest and malicious participants); ``rounds_to_detection``: the first round
+    with a malicious client flagged. Empty when the run had no malicious participants.
+    """
+    tp = fp = pos = neg = 0
+    aurocs: list[float] = []
+    flagged_per_round: list[list[int]] = []
+    bad_ids: set[int] = set()
+    round_numbers: list[int] = []
+    for r in records:
+        bad = set(r.get("malicious", [])) | set(r.get("free_riders", []))
+        flagged = set(r.get("flagged", []))
+        n = int(r.get("clients", 0))
+        tp += len(bad & flagged)
+        fp += len(flagged - bad)
+        pos += len(bad)
+        neg += n - len(bad)
+        bad_ids |= bad
+        flagged_per_round.append(sorted(flagged))
+        round_numbers.append(int(r["round"]))
+        scores = r.get("scores") or {}
+        if scores and bad and len(bad) < len(scores):
+            ids = [int(i) for i in scores]
+            value = auroc([scores[str(i)] for i in ids], ids, bad)
+            if math.isfinite(value):
+                aurocs.append(value)
+    out: dict[str, float] = {}
+    if pos:
+        out["detection_tpr"] = tp / pos
+        first = first_detection_round(flagged_per_round, bad_ids, round_numbers)
+        if first is not None:
+            out["rounds_to_detection"] = float(first)
+        if aurocs:
+            out["detection_auroc"] = float(np.mean(aurocs))
+    if neg:
+        out["detection_fpr"] = fp / neg
+    return out

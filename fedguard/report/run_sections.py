@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedguard.metrics.detection import run_detection
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
 from fedguard.storage.run_dir import RunDirectory
@@ -120,9 +121,7 @@ def training_section(records: list[dict[str, Any]]) -> str:
 def robustness_section(
     run: RunDirectory, records: list[dict[str, Any]], summary: dict[str, Any]
 ) -> str:
-    from fedguard.matrix.cell import detection_rates
-
-    det = detection_rates(records)
+    det = run_detection(records)
     pairs = [
         ("malicious clients", ", ".join(map(str, summary.get("malicious_clients", []))) or "none"),
         (
@@ -133,6 +132,7 @@ def robustness_section(
         ("backdoor success", summary.get("backdoor_success")),
         ("detection TPR (pooled over rounds)", det.get("detection_tpr")),
         ("detection FPR (pooled over rounds)", det.get("detection_fpr")),
+        ("detection AUROC of the rule's scores (mean over rounds)", det.get("detection_auroc")),
         ("first round with a true flag", det.get("rounds_to_detection")),
     ]
     html = key_values(pairs)
@@ -197,9 +197,7 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
             f"Final test accuracy {acc:.3f} after {summary.get('rounds_completed')} rounds."
         )
     if summary.get("malicious_clients"):
-        from fedguard.matrix.cell import detection_rates
-
-        det = detection_rates(records)
+        det = run_detection(records)
         if "detection_tpr" in det:
             items.append(
                 f"The defense flagged {100 * det['detection_tpr']:.0f}% of malicious participations "

@@ -169,3 +169,13 @@ def test_example_matrices_validate(path: Path) -> None:
     assert len(plan.cells) >= 2
     labels = {c.attack for c in plan.cells}
     assert "none" in labels  # the no-attack baseline is always there
+
+
+def test_fraction_malicious_is_an_axis(tmp_path: Path) -> None:
+    cfg = write_matrix(tmp_path, attacks=["sign_flip"], defenses=[], n_malicious=[1, 3])
+    cells = plan_matrix(cfg).cells
+    # (none, sign_flip) × mean × {1, 3}: the no-attack cells differ by the rule's tolerance f
+    assert len(cells) == 4
+    attacked = {c.spec.attack.n_malicious for c in cells if c.attack != "none"}
+    assert attacked == {1, 3}
+    assert {c.axes for c in cells} == {(("n_malicious", 1),), (("n_malicious", 3),)}

@@ -56,3 +56,34 @@ def test_first_detection_round() -> None:
     assert first_detection_round(flagged, [3], rounds=[0, 5, 10, 15]) == 15
     s = detection_summary([1], [0.1, 0.9, 0.2], [4, 5, 6], [5])
     assert s == {"tpr": 1.0, "fpr": 0.0, "auroc": 1.0}
+
+
+def test_run_detection_pools_flags_and_averages_round_auroc() -> None:
+    from fedguard.metrics.detection import run_detection
+
+    records = [
+        {
+            "round": 1,
+            "clients": 4,
+            "malicious": [3],
+            "flagged": [],
+            "scores": {"0": 0.1, "1": 0.2, "2": 0.3, "3": 0.9},
+        },
+        {
+            "round": 2,
+            "clients": 4,
+            "malicious": [3],
+            "flagged": [3, 1],
+            "scores": {"0": 0.5, "1": 0.2, "2": 0.3, "3": 0.4},
+        },
+    ]
+    out = run_detection(records)
+    assert out["detection_tpr"] == 0.5  # 1 of 2 malicious participations flagged
+    assert out["detection_fpr"] == 1 / 6  # 1 of 6 honest participations flagged
+    assert out["rounds_to_detection"] == 2.0
+    assert (
+        out["detection_auroc"] == (1.0 + 2 / 3) / 2
+    )  # round 1 perfect, round 2: 2 of 3 honest below
+    assert run_detection([{"round": 1, "clients": 3, "malicious": [], "flagged": []}]) == {
+        "detection_fpr": 0.0
+    }

@@ -13,21 +13,17 @@ empirical privacy estimation for federated learning. *ICLR 2024*.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from fedguard.api import require
-from fedguard.core.local_training import ClientData, LocalTrainingConfig
+from fedguard.core.local_training import ClientData, LocalTrainingConfig, Trainer
 from fedguard.core.sampling import sampling_description
 from fedguard.core.simulation import Simulation
 from fedguard.models.flat import FlatModel
-
-Trainer = Callable[
-    [FlatModel, Tensor, ClientData, Sequence[int], LocalTrainingConfig, int, int], Tensor
-]
 
 
 def canary_trainer(base: Trainer, first_canary_id: int, canary_updates: Tensor) -> Trainer:
@@ -107,7 +103,5 @@ def install_canaries(
         torch.cat([data.labels, torch.zeros(k, data.labels.shape[1], dtype=data.labels.dtype)]),
         torch.cat([data.counts, torch.full((k,), weight, dtype=data.counts.dtype)]),
     ).to(sim.device)
-    # Simulation.trainer is inferred as one concrete trainer function; any Trainer fits the call.
-    updates = canary_updates.to(sim.device)
-    sim.trainer = canary_trainer(sim.trainer, n_real, updates)  # type: ignore[assignment]
+    sim.trainer = canary_trainer(sim.trainer, n_real, canary_updates.to(sim.device))
     return tuple(range(n_real, n_total))
