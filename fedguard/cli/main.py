@@ -108,6 +108,77 @@ def contrib(
     )
 
 
+@app.command()
+def audit(
+    run: Annotated[
+        Path | None, typer.Argument(help="Run directory (omit for the calculator).")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="δ (default: the run's privacy.delta, or 1e-5).")
+    ] = None,
+    accountant: Annotated[str, typer.Option(help="rdp, prv, pld or all.")] = "rdp",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    sampling_rate: Annotated[
+        float | None, typer.Option("--sampling-rate", help="q in (0, 1].")
+    ] = None,
+    noise_multiplier: Annotated[
+        float | None, typer.Option("--noise-multiplier", help="z > 0.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Number of sampled Gaussian steps T.")] = None,
+    sampling: Annotated[
+        str, typer.Option(help="poisson or fixed (without replacement).")
+    ] = "poisson",
+    population: Annotated[
+        int | None, typer.Option(help="Population size (with --sampling fixed).")
+    ] = None,
+    empirical: Annotated[
+        bool, typer.Option("--empirical", help="Canary audit: a lower bound on ε.")
+    ] = False,
+    canaries: Annotated[int, typer.Option(help="Canaries of the empirical audit.")] = 1000,
+    confidence: Annotated[float, typer.Option(help="Confidence of the empirical bound.")] = 0.95,
+) -> None:
+    """ε of a run from its privacy ledger, or of a sampled-Gaussian setting (calculator)."""
+    from fedguard.cli.audit_command import audit_command
+
+    audit_command(
+        run,
+        delta,
+        accountant,
+        as_json,
+        sampling_rate,
+        noise_multiplier,
+        steps,
+        sampling,
+        population,
+        empirical,
+        canaries,
+        confidence,
+    )
+
+
+@app.command()
+def calibrate(
+    target_epsilon: Annotated[float, typer.Option("--target-epsilon", help="Target ε > 0.")],
+    sampling_rate: Annotated[float, typer.Option("--sampling-rate", help="q in (0, 1].")],
+    steps: Annotated[int, typer.Option(help="Number of sampled Gaussian steps T.")],
+    delta: Annotated[float, typer.Option(help="δ in (0, 1).")] = 1e-5,
+    sampling: Annotated[
+        str, typer.Option(help="poisson or fixed (without replacement).")
+    ] = "poisson",
+    population: Annotated[
+        int | None, typer.Option(help="Population size (with --sampling fixed).")
+    ] = None,
+    accountant: Annotated[str, typer.Option(help="rdp, prv or pld.")] = "rdp",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The smallest noise multiplier meeting a target (ε, δ)."""
+    from fedguard.cli.calibrate_command import calibrate_command
+
+    calibrate_command(
+        target_epsilon, delta, sampling_rate, steps, sampling, population, accountant, as_json
+    )
+
+
 @list_app.command("components")
 def list_components() -> None:
     """Every registered component name, by kind."""

@@ -12,10 +12,16 @@ The vectorized trainer stacks the clients' flat parameters into ``(n, d)`` and t
 for all clients at once with ``torch.func.vmap(grad(...))``; batches are padded to a common shape and
 masked, and clients whose schedule is shorter are frozen (``active`` mask) once they are done.
 
+Sample-level DP-SGD (:func:`train_dp_sgd`, Abadi et al. 2016) runs in the same vectorized way:
+Poisson-sampled local batches (rate B/n per client), per-sample gradients by ``vmap`` over samples
+inside ``vmap`` over clients, each clipped to C, summed, plus N(0, (zC)²), divided by the expected
+batch size (Opacus' convention; Opacus is the test oracle).
+
 References
 ----------
 McMahan et al., "Communication-efficient learning of deep networks from decentralized data", 2017.
 Li et al., "Federated optimization in heterogeneous networks" (FedProx), 2020.
+Abadi et al., "Deep learning with differential privacy", CCS 2016.
 """
 
 from __future__ import annotations
@@ -186,3 +192,154 @@ Trainer = Callable[
     [FlatModel, Tensor, ClientData, Sequence[int], LocalTrainingConfig, int, int], Tensor
 ]
 TRAINERS: dict[str, Trainer] = {"vectorized": train_vectorized, "sequential": train_sequential}
+
+
+# --------------------------------------------------------------------------------------------
+# Sample-level DP-SGD (Abadi et al. 2016) inside the vectorized trainer
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    """Per-sample clipping norm C and noise multiplier z of DP-SGD (noise std z·C on the sum)."""
+
+    noise_multiplier: float
+    clip_norm: float
+
+
+def dp_sgd_sampling_rate(count: int, cfg: LocalTrainingConfig) -> float:
+    """Poisson rate q = B / n of a client with n samples and expected batch size B (≤ 1)."""
+    return min(1.0, cfg.batch_size / max(count, 1))
+
+
+def dp_sgd_steps(count: int, cfg: LocalTrainingConfig) -> int:
+    """DP-SGD steps of one round: ``local_epochs · ceil(n / B)`` (as the non-private trainer)."""
+    return cfg.local_epochs * math.ceil(count / cfg.batch_size)
+
+
+def poisson_batch_schedule(
+    counts: Sequence[int],
+    client_ids: Sequence[int],
+    cfg: LocalTrainingConfig,
+    seed: int,
+    round_index: int,
+) -> tuple[Tensor, Tensor]:
+    """Poisson-sampled batches: every sample of client i joins each step with probability q_i.
+
+    Returns positions ``(n, steps, width)`` and a mask (``width`` = the largest batch drawn;
+    steps beyond a client's own count are empty). Uniforms come from counter-based keys of the
+    client's own stream ``(seed, round, client, "dp_sgd_batches")``, so a client's batches do not
+    depend on who else trains. Built without a Python loop over clients.
+    """
+    count = np.asarray(list(counts), dtype=np.int64)  # (n,)
+    width = int(count.max())
+    steps = np.asarray([dp_sgd_steps(int(c), cfg) for c in count])  # (n,)
+    rate = np.minimum(1.0, cfg.batch_size / np.maximum(count, 1))  # (n,)
+    keys = counter_keys(
+        seed, round_index, "dp_sgd_batches", np.asarray(client_ids), (int(steps.max()), width)
+    )  # (n, steps, width)
+    uniform = (keys >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    take = uniform < rate[:, None, None]
+    take &= np.arange(width)[None, None, :] < count[:, None, None]
+    take &= np.arange(int(steps.max()))[None, :, None] < steps[:, None, None]
+    order = np.argsort(~take, axis=-1, kind="stable")  # chosen positions first
+    batch = max(int(take.sum(axis=-1).max()), 1)
+    index = torch.from_numpy(order[..., :batch].copy())  # (n, steps, batch)
+    mask = torch.from_numpy(np.take_along_axis(take, order[..., :batch], axis=-1))
+    return torch.where(mask, index, 0), mask
+
+
+def _sample_loss(flat: Tensor, x: Tensor, y: Tensor, model: FlatModel) -> Tensor:
+    logits = functional_call(model.module, model.layout.unflatten(flat), (x.unsqueeze(0),))
+    return F.cross_entropy(logits, y.unsqueeze(0))
+
+
+def clipped_gradient_sum(
+    model: FlatModel, params: Tensor, x: Tensor, y: Tensor, mask: Tensor, clip_norm: float
+) -> Tensor:
+    """Σ_j clip_C(∇ℓ(θ_c; x_cj, y_cj)) over each client's masked batch: ``(n, d)``.
+
+    Per-sample gradients by ``vmap`` over samples inside ``vmap`` over clients (torch.func);
+    ``params`` (n, d), ``x`` (n, batch, *input), ``y`` and ``mask`` (n, batch).
+    """
+    per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
+    g = per_sample(params, x, y, model)  # (n, batch, d)
+    norms = torch.linalg.vector_norm(g, dim=-1, keepdim=True)  # (n, batch, 1)
+    factor = torch.clamp(clip_norm / norms.clamp_min(1e-30), max=1.0) * mask[..., None]
+    return (g * factor).sum(dim=1)
+
+
+def train_dp_sgd(
+    model: FlatModel,
+    global_params: Tensor,  # (d,)
+    data: ClientData,
+    client_ids: Sequence[int],
+    cfg: LocalTrainingConfig,
+    dp: DPSGDConfig,
+    seed: int,
+    round_index: int,
+    noise: Sequence[torch.Generator | None] | None = None,
+) -> Tensor:
+    """DP-SGD for all ``client_ids`` together; returns their deltas ``(n, d)``.
+
+    Each step of client c: a Poisson batch (rate q_c = B/n_c), per-sample gradients clipped to
+    C, summed, plus N(0, (zC)² I), divided by the expected batch size q_c·n_c (Opacus'
+    convention for Poisson sampling); then the FedProx term and SGD with momentum as in
+    :func:`train_vectorized` (post-processing). ``noise[c]`` is client c's generator (None: the
+    OS CSPRNG); default: the stream ``(seed, round, client, "dp_sgd_noise")``.
+
+    References
+    ----------
+    Abadi et al., "Deep learning with differential privacy", CCS 2016.
+    Yousefpour et al., "Opacus: User-friendly differential privacy library in PyTorch", 2021.
+    """
+    from fedguard.rng import torch_generator
+
+    device = global_params.device
+    ids = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)
+    counts = data.counts[ids].tolist()
+    index, mask = poisson_batch_schedule(counts, client_ids, cfg, seed, round_index)
+    index, mask = index.to(device), mask.to(device)
+    rows = ids[:, None, None]
+    x = data.features[rows, index]  # (n, steps, batch, *input_shape)
+    y = data.labels[rows, index]  # (n, steps, batch)
+    weight = mask.to(global_params.dtype)
+    steps = torch.as_tensor([dp_sgd_steps(c, cfg) for c in counts], device=device)  # (n,)
+    expected = torch.as_tensor(
+        [dp_sgd_sampling_rate(c, cfg) * c for c in counts], dtype=global_params.dtype, device=device
+    )  # (n,) expected batch sizes
+    gens = (
+        list(noise)
+        if noise is not None
+        else [torch_generator(seed, round_index, int(c), "dp_sgd_noise") for c in client_ids]
+    )
+    std = dp.noise_multiplier * dp.clip_norm
+    d = global_params.numel()
+    params = global_params.expand(len(counts), -1).clone()  # (n, d)
+    buffer = torch.zeros_like(params)
+    for step in range(index.shape[1]):
+        total = clipped_gradient_sum(
+            model, params, x[:, step], y[:, step], weight[:, step], dp.clip_norm
+        )
+        z = torch.stack([_standard_normal(d, gen, global_params.dtype) for gen in gens]).to(device)
+        g = (total + std * z) / expected[:, None]
+        if cfg.prox_mu:
+            g = g + cfg.prox_mu * (params - global_params)
+        active = (step < steps)[:, None]  # (n, 1)
+        new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
+        buffer = torch.where(active, new_buffer, buffer)
+        params = torch.where(active, params - cfg.learning_rate * new_buffer, params)
+    return params - global_params
+
+
+def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+    if generator is not None:
+        return torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device).to(
+            dtype
+        )
+    import os
+
+    raw = np.frombuffer(os.urandom(16 * d), dtype=np.uint64).reshape(2, d)
+    u1 = ((raw[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
+    u2 = (raw[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)  # Box–Muller
+    return torch.from_numpy(z).to(dtype)

@@ -1,0 +1,45 @@
+"""L2 clipping of each client update (the first step of DP-FedAvg)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from defenses.dp.kernels import clip_rows
+from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+
+
+@dataclass(frozen=True)
+class Clip(ClientTransform):
+    """Scale every client update to L2 norm at most ``clip_norm``: ``Δ · min(1, C/‖Δ‖)``.
+
+    Clipping alone is not a privacy mechanism (it records no event); it bounds the sensitivity
+    of the sum that ``central_gaussian`` / ``distributed_gaussian`` then noise. The fraction of
+    clipped clients is reported in the transform's state (``clipped_fraction``).
+
+    Parameters
+    ----------
+    clip_norm : float
+        C > 0, the L2 bound of each update.
+
+    References
+    ----------
+    McMahan, Ramage, Talwar, Zhang. "Learning Differentially Private Recurrent Language Models."
+    ICLR 2018.
+    """
+
+    clip_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(
+            math.isfinite(self.clip_norm) and self.clip_norm > 0,
+            "clip_norm",
+            "a finite number > 0",
+        )
+
+    def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
+        clipped, norms = clip_rows(updates, self.clip_norm)  # (n, d), (n,)
+        frac = float((norms > self.clip_norm).float().mean()) if len(norms) else 0.0
+        return TransformOutput(values=clipped, state={"clipped_fraction": frac})

@@ -1,0 +1,138 @@
+"""Sample-level DP-SGD in local training (record-level privacy per client)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from defenses.dp.kernels import bind_run_options, client_transform_names
+from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.errors import IncompatibleError
+from fedguard.privacy.events import ClientEvent, Composed, Gaussian, PrivacyEvent, Sampled
+
+
+def dp_sgd_round_event(
+    count: int, batch_size: int, steps: int, noise_multiplier: float
+) -> PrivacyEvent:
+    """One client's round of DP-SGD: ``steps`` Poisson-sampled Gaussians at q = B/n (add/remove,
+    record level; per-sample clipping gives the sum sensitivity C, noise z·C)."""
+    rate = min(1.0, batch_size / max(count, 1))
+    gaussian = Gaussian(noise_multiplier)
+    inner: PrivacyEvent = gaussian if rate >= 1.0 else Sampled(rate, gaussian, scheme="poisson")
+    return inner if steps == 1 else Composed((inner,), count=steps)
+
+
+@dataclass(frozen=True)
+class DPSGD(ClientTransform):
+    """Replace each client's local training by DP-SGD: record-level (ε, δ)-DP per client.
+
+    Each local step takes a Poisson batch (every sample with probability q = B/n, B the run's
+    ``training.batch_size``), clips every per-sample gradient to ``clip_norm``, sums, adds
+    N(0, (z·C)² I) and divides by the expected batch size qn (Opacus' convention); the steps run
+    for all clients at once in :func:`fedguard.core.local_training.train_dp_sgd` (``torch.func``:
+    ``vmap`` over samples inside ``vmap`` over clients). Each client's ledger entry per round is
+    a :class:`~fedguard.privacy.events.ClientEvent` (``level="record"``) of
+    ``local_epochs · ⌈n/B⌉`` sampled Gaussian steps; a client's ε composes the rounds it took
+    part in.
+
+    Where it lives: the round loop trains every client before the client transforms run and has
+    no channel for the trainer to report privacy events, so this transform (first in
+    ``defense.client_transforms``) re-runs the round's local training with DP-SGD from the
+    broadcast model on the client's own data and discards the non-private result. The data and
+    model are rebuilt once, exactly as the run builds them (same seed, partition, poisoning).
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        z > 0 (noise std on the per-step gradient sum over ``clip_norm``).
+    clip_norm : float
+        C > 0, the per-sample gradient L2 bound.
+
+    References
+    ----------
+    Abadi et al. "Deep Learning with Differential Privacy." CCS 2016.
+    Mironov, Talwar, Zhang. "Rényi Differential Privacy of the Sampled Gaussian Mechanism." 2019.
+    Yousefpour et al. "Opacus: User-Friendly Differential Privacy Library in PyTorch." 2021.
+    """
+
+    noise_multiplier: float = 1.0
+    clip_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(
+            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
+            "noise_multiplier",
+            "a finite number > 0",
+        )
+        require(
+            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
+        )
+
+    def check_compatible(self, spec: Any, components: Any) -> None:
+        bind_run_options(self, spec)
+        names = client_transform_names(components)
+        if names and names[0] != "dp_sgd":
+            raise IncompatibleError(
+                f"dp_sgd must be the first client transform (it replaces local training); got "
+                f"{names}."
+            )
+        if spec.training.algorithm != "fedavg":
+            raise IncompatibleError("dp_sgd needs training.algorithm 'fedavg' (local SGD steps).")
+        if spec.clients.sampling == "fixed":
+            raise IncompatibleError(
+                "dp_sgd's record-level events are Poisson-sampled (add/remove); the run's ledger "
+                "uses the replace-one relation of a fixed client cohort — use clients.sampling "
+                "'poisson' or 'all'."
+            )
+        from fedguard.core.local_training import LocalTrainingConfig
+        from fedguard.core.simulation import Simulation
+
+        sim = Simulation(spec, components)  # rebuilds data and model exactly as the run does
+        t = spec.training
+        local = LocalTrainingConfig(
+            t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
+        )
+        object.__setattr__(self, "_bound", (sim.model, sim.clients, local))
+
+    def bind(self, model: Any, clients: Any, local: Any) -> DPSGD:
+        """Attach model, padded client data and local-training settings (tests, benchmarks)."""
+        object.__setattr__(self, "_bound", (model, clients, local))
+        return self
+
+    def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
+        from fedguard.core.local_training import DPSGDConfig, dp_sgd_steps, train_dp_sgd
+
+        bound = getattr(self, "_bound", None)
+        if bound is None:
+            raise IncompatibleError("dp_sgd was not bound to a run (build it with the run's spec).")
+        model, clients, local = bound
+        ids = [int(c) for c in ctx.client_ids]
+        if not ids:
+            return TransformOutput(values=updates)
+        r = ctx.round
+        gens = [
+            None if getattr(self, "_secure_rng", False) else r.generator("dp_sgd_noise", c)
+            for c in ids
+        ]
+        deltas = train_dp_sgd(
+            model,
+            r.global_params,
+            clients,
+            ids,
+            local,
+            DPSGDConfig(self.noise_multiplier, self.clip_norm),
+            r.seed,
+            r.round,
+            noise=gens,
+        )
+        events = []
+        for cid in ids:
+            n = int(clients.counts[cid])
+            ev = dp_sgd_round_event(
+                n, local.batch_size, dp_sgd_steps(n, local), self.noise_multiplier
+            )
+            events.append(ClientEvent(cid, ev, level="record"))
+        return TransformOutput(values=deltas.to(updates.dtype), events=tuple(events))

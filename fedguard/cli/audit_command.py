@@ -1,0 +1,380 @@
+"""``fedguard audit``: ε of a run from its privacy ledger, or of a DP-SGD / DP-FedAvg setting.
+
+Two forms:
+
+* ``fedguard audit RUN [--delta δ] [--accountant rdp|prv|pld|all] [--json]`` — ε per client and
+  overall, recomputed from ``RUN/ledger.json`` (checksum verified) by
+  :func:`fedguard.privacy.budget.ledger_report`; ε after every round (table, and a plot
+  ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
+  each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
+  variant and bounds ε from below (:func:`fedguard.privacy.audit.empirical.empirical_audit`),
+  writing ``RUN/audit.json``.
+* ``fedguard audit --sampling-rate q --noise-multiplier z --steps T --delta δ`` — the standalone
+  calculator (like TF Privacy's ``compute_dp_sgd_privacy``); ``--sampling fixed --population N``
+  for a fixed cohort (sampling without replacement, replace-one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fedguard.errors import UserError
+
+ACCOUNTANT_CHOICES = ("rdp", "prv", "pld", "all")
+ALL_ACCOUNTANTS = ("rdp", "prv", "pld")
+
+
+def accountant_names(choice: str) -> tuple[str, ...]:
+    if choice not in ACCOUNTANT_CHOICES:
+        raise UserError(f"--accountant must be one of rdp, prv, pld, all (got {choice!r}).")
+    return ALL_ACCOUNTANTS if choice == "all" else (choice,)
+
+
+def jsonable(value: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no ∞) recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    v = float(value)
+    return "∞" if math.isinf(v) else f"{v:.4g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Standalone calculator
+
+
+def calculator_event(
+    sampling_rate: float,
+    noise_multiplier: float,
+    steps: int,
+    sampling: str,
+    population: int | None,
+) -> Any:
+    from fedguard.privacy.events import sampled_gaussian
+
+    if sampling not in ("poisson", "fixed"):
+        raise UserError(f"--sampling must be 'poisson' or 'fixed' (got {sampling!r}).")
+    if not (math.isfinite(sampling_rate) and 0 < sampling_rate <= 1):
+        raise UserError(f"--sampling-rate must be in (0, 1] (got {sampling_rate!r}).")
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise UserError(
+            f"--noise-multiplier must be a finite number > 0 (got {noise_multiplier!r})."
+        )
+    if steps < 1:
+        raise UserError(f"--steps must be an integer >= 1 (got {steps!r}).")
+    if sampling == "fixed":
+        if population is None:
+            raise UserError("--population is required with --sampling fixed.")
+        if population < 1:
+            raise UserError(f"--population must be an integer >= 1 (got {population!r}).")
+    scheme = "poisson" if sampling == "poisson" else "without_replacement"
+    return sampled_gaussian(sampling_rate, noise_multiplier, steps, scheme, population)
+
+
+def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"}}`` for each accountant."""
+    from fedguard.errors import IncompatibleError
+    from fedguard.privacy.accountants import get_accountant
+    from fedguard.privacy.accountants.base import check_delta
+
+    delta = check_delta(delta)
+    out: dict[str, Any] = {}
+    for name in names:
+        acc = get_accountant(name)
+        ok, reason = acc.supports(event)
+        if not ok:
+            out[name] = {"unsupported": reason, "settings": acc.settings()}
+            continue
+        try:
+            out[name] = {"epsilon": acc.epsilon(event, delta), "settings": acc.settings()}
+        except IncompatibleError as exc:  # e.g. PRV would need gigabytes
+            out[name] = {"unsupported": str(exc), "settings": acc.settings()}
+    return out
+
+
+def standalone_report(
+    sampling_rate: float,
+    noise_multiplier: float,
+    steps: int,
+    delta: float,
+    accountant: str,
+    sampling: str,
+    population: int | None,
+) -> dict[str, Any]:
+    names = accountant_names(accountant)
+    event = calculator_event(sampling_rate, noise_multiplier, steps, sampling, population)
+    per = epsilon_per_accountant(event, delta, names)
+    supported = [n for n in names if "epsilon" in per[n]]
+    if not supported:
+        reason = per[names[0]]["unsupported"]
+        raise UserError(f"accountant {names[0]!r} cannot account this setting: {reason}")
+    return {
+        "epsilon": per[supported[0]]["epsilon"],
+        "delta": delta,
+        "accountant": supported[0],
+        "sampling_rate": sampling_rate,
+        "noise_multiplier": noise_multiplier,
+        "steps": steps,
+        "sampling": "poisson" if sampling == "poisson" else "without_replacement",
+        "population": population,
+        "accountants": per,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Run audit
+
+
+def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any]:
+    from fedguard.privacy.budget import epsilon_by_round, has_events, ledger_report
+    from fedguard.storage.run_dir import RunDirectory
+
+    run_dir = RunDirectory(run)
+    if not run_dir.exists() or not (run / "spec.yaml").is_file():
+        raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
+    spec = run_dir.spec()
+    if not (run / "ledger.json").is_file():
+        raise UserError(f"{run} has no ledger.json; the run did not complete a round.")
+    ledger = run_dir.ledger()  # verifies the checksum: a tampered file is a LedgerError
+    delta = spec.privacy.delta if delta is None else delta
+    names = accountant_names(accountant)
+    report = ledger_report(ledger, delta, names)
+    warnings: list[str] = []
+    for level, entry in report["levels"].items():
+        for name, acc in entry["accountants"].items():
+            if "unsupported" in acc:
+                warnings.append(f"{name} accountant ({level} level): {acc['unsupported']}")
+    by_round: list[tuple[int, float]] = []
+    if report["accountant"] is not None:
+        by_round = epsilon_by_round(ledger, delta, report["accountant"])
+    target = spec.privacy.target_epsilon
+    verdict = None
+    if target is not None:
+        eps = report["epsilon"]
+        within = eps is not None and math.isfinite(eps) and eps <= target
+        verdict = {"target_epsilon": target, "within_budget": within}
+    if not has_events(ledger):
+        warnings.append("no privacy mechanism ran: the run has no formal DP guarantee (ε = ∞).")
+    summary = run_dir.summary() if run_dir.complete else {}
+    stopped = summary.get("rounds_completed", spec.rounds) < spec.rounds
+    report.update(
+        {
+            "communication": quantization_bits(ledger),
+            "run": str(run),
+            "rounds_recorded": len(ledger.get("rounds", [])),
+            "sampling": ledger.get("sampling"),
+            "epsilon_by_round": [[t, e] for t, e in by_round],
+            "budget": verdict,
+            "stopped_early": bool(stopped),
+            "rounds_configured": spec.rounds,
+            "noise_source": "os_csprng" if spec.privacy.secure_rng else "seeded (simulation)",
+            "warnings": warnings,
+        }
+    )
+    if by_round:
+        report["plot"] = str(_plot(run / "privacy_epsilon.png", by_round, report, target))
+    return report
+
+
+def quantization_bits(ledger: dict[str, Any]) -> dict[str, Any] | None:
+    """Bits per coordinate of the randomized-quantization releases in the ledger (log2 m)."""
+    from fedguard.privacy.rqm import rqm_bits_per_coordinate
+
+    levels = {
+        int(e["levels"]): int(e.get("coordinates", 1))
+        for r in ledger.get("rounds", [])
+        for events in (r.get("clients") or {}).values()
+        for e in events
+        if isinstance(e, dict) and e.get("type") == "randomized_quantization"
+    }
+    if not levels:
+        return None
+    m, d = max(levels.items())
+    bits = rqm_bits_per_coordinate(m)
+    return {"mechanism": "rqm", "bits_per_coordinate": bits, "bits_per_client_round": bits * d}
+
+
+def _plot(
+    path: Path, by_round: list[tuple[int, float]], report: dict, target: float | None
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedguard.storage.atomic import write_bytes
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([t for t, _ in by_round], [e for _, e in by_round], marker="o", ms=3)
+    if target is not None:
+        ax.axhline(target, color="tab:red", ls="--", label=f"target ε = {target:g}")
+        ax.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"ε (δ = {report['delta']:g})")
+    ax.set_title(f"privacy spent ({report['accountant']} accountant)")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+    return path
+
+
+def print_run_report(report: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
+        f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "
+        f"noise {report['noise_source']})"
+    )
+    for level, entry in report["levels"].items():
+        table = Table(title=f"{level}-level: {entry['unit']['description']}")
+        table.add_column("accountant")
+        table.add_column("ε overall", justify="right")
+        table.add_column("ε population", justify="right")
+        table.add_column("clients", justify="right")
+        table.add_column("worst client", justify="right")
+        for name, acc in entry["accountants"].items():
+            if "unsupported" in acc:
+                table.add_row(name, "unsupported", "", "", "")
+                continue
+            per = acc.get("per_client") or {}
+            worst = max(per.items(), key=lambda kv: kv[1]) if per else None
+            table.add_row(
+                name,
+                _number(acc["epsilon"]),
+                _number(acc.get("population_epsilon")),
+                str(len(per)),
+                f"{worst[0]}: {_number(worst[1])}" if worst else "",
+            )
+        console.print(table)
+    if report["epsilon_by_round"]:
+        table = Table(title="ε after each round")
+        table.add_column("round", justify="right")
+        table.add_column("ε", justify="right")
+        rows = report["epsilon_by_round"]
+        step = max(1, len(rows) // 20)
+        for t, e in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
+            table.add_row(str(t), _number(e))
+        console.print(table)
+        console.print(f"plot: {report.get('plot')}")
+    if report.get("communication"):
+        comm = report["communication"]
+        console.print(
+            f"randomized quantization: {comm['bits_per_coordinate']:g} bits per coordinate, "
+            f"{comm['bits_per_client_round']:,.0f} bits per client and round"
+        )
+    if report["budget"] is not None:
+        b = report["budget"]
+        verdict = "within budget" if b["within_budget"] else "OVER BUDGET"
+        console.print(f"budget: target ε = {b['target_epsilon']:g} → {verdict}")
+    if report["stopped_early"]:
+        console.print("the run stopped itself when its privacy budget was spent.")
+    for w in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
+    from fedguard.privacy.audit.empirical import empirical_audit
+    from fedguard.privacy.audit.summary import describe_empirical_audit
+    from fedguard.storage.atomic import write_text
+
+    if not (run / "spec.yaml").is_file():
+        raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
+    result = empirical_audit(run, canaries, confidence, out=run / "audit")
+    summary = {
+        "method": result.get("method"),
+        "confidence": result.get("confidence"),
+        "epsilon_lower_bound": result.get("epsilon_lower"),
+        "epsilon_upper_bound": result.get("epsilon_upper"),
+        "ratio": result.get("ratio"),
+    }
+    write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
+    if as_json:
+        print(json.dumps(jsonable({**summary, "result": result}), default=str))
+    else:
+        console.print(describe_empirical_audit(result), highlight=False)
+
+
+def audit_command(
+    run: Path | None,
+    delta: float | None,
+    accountant: str,
+    as_json: bool,
+    sampling_rate: float | None,
+    noise_multiplier: float | None,
+    steps: int | None,
+    sampling: str,
+    population: int | None,
+    run_empirical: bool,
+    canaries: int,
+    confidence: float,
+) -> None:
+    console = Console()
+    if delta is not None and not (0 < delta < 1):
+        raise UserError(f"--delta must be in (0, 1) (got {delta!r}).")
+    calculator = [sampling_rate, noise_multiplier, steps]
+    if run is None:
+        if any(v is None for v in calculator):
+            raise UserError(
+                "give a RUN directory, or all of --sampling-rate, --noise-multiplier and --steps."
+            )
+        assert sampling_rate is not None and noise_multiplier is not None and steps is not None
+        report = standalone_report(
+            sampling_rate,
+            noise_multiplier,
+            steps,
+            1e-5 if delta is None else delta,
+            accountant,
+            sampling,
+            population,
+        )
+        if as_json:
+            print(json.dumps(jsonable(report)))
+            return
+        console.print(
+            f"ε = {_number(report['epsilon'])} at δ = {report['delta']:g} "
+            f"({report['accountant']}; q = {sampling_rate:g}, z = {noise_multiplier:g}, "
+            f"T = {steps}, {report['sampling']} sampling)"
+        )
+        for name, entry in report["accountants"].items():
+            if "unsupported" in entry:
+                console.print(f"[yellow]warning:[/] {name}: {entry['unsupported']}")
+            elif name != report["accountant"]:
+                console.print(f"  {name}: ε = {_number(entry['epsilon'])}")
+        return
+    if any(v is not None for v in calculator):
+        raise UserError("give either a RUN directory or the calculator flags, not both.")
+    if not run.is_dir():
+        raise UserError(f"run directory {run} does not exist.")
+    if run_empirical:
+        if canaries < 10:
+            raise UserError(f"--canaries must be at least 10 (got {canaries}).")
+        if not (0 < confidence < 1):
+            raise UserError(f"--confidence must be in (0, 1) (got {confidence!r}).")
+        empirical(run, canaries, confidence, console, as_json)
+        return
+    report = run_report(run, delta, accountant)
+    if as_json:
+        print(json.dumps(jsonable(report)))
+    else:
+        print_run_report(report, console)

@@ -1,0 +1,197 @@
+"""``fedguard audit`` / ``fedguard calibrate`` through the console entry point (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedguard.cli.audit_command import run_report, standalone_report
+from fedguard.config import load_spec, parse_spec
+from fedguard.core.runner import execute
+from fedguard.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedguard.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_standalone_calculator_matches_reference_values() -> None:
+    code, out, err = cli(
+        "audit", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "1000",
+        "--delta", "1e-5", "--accountant", "all", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accountant"] == "rdp" and report["delta"] == 1e-5
+    assert report["epsilon"] == pytest.approx(1.7118, abs=1e-3)  # ALGORITHMS.md reference
+    assert report["accountants"]["prv"]["epsilon"] == pytest.approx(1.5255, abs=2e-3)
+    assert report["accountants"]["pld"]["epsilon"] == pytest.approx(1.5154, abs=2e-3)
+
+
+def test_calculator_fixed_cohort_is_accounted_without_replacement() -> None:
+    report = standalone_report(0.01, 1.0, 10_000, 1e-5, "all", "fixed", 1000)  # in-process
+    assert report["sampling"] == "without_replacement"
+    assert report["epsilon"] == pytest.approx(13.15, abs=0.02)  # vs 6.71 under Poisson
+    assert "unsupported" in report["accountants"]["pld"]  # PLD: no sampling w/o replacement
+    assert "unsupported" in report["accountants"]["prv"]
+
+
+def test_calibrate_inverts_the_calculator() -> None:
+    code, out, err = cli(
+        "calibrate", "--target-epsilon", "1.7118", "--delta", "1e-5", "--sampling-rate", "0.01",
+        "--steps", "1000", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["noise_multiplier"] == pytest.approx(1.1, rel=2e-3)
+    assert result["epsilon"] <= 1.7118
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--noise-multiplier", "-1", "--sampling-rate", "0.1", "--steps", "3"], "noise-multiplier"),
+        (["--noise-multiplier", "1", "--sampling-rate", "0.1", "--steps", "3", "--delta", "1"],
+         "delta"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_sentence_and_exit_2(args: list[str], message: str) -> None:
+    code, _out, err = cli("audit", *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2
+
+
+TINY = {
+    "name": "tiny_dp",
+    "rounds": 2,
+    "data": {"dataset": "digits", "partition": "iid"},
+    "model": {"name": "mlp", "hidden": [8]},
+    "clients": {
+        "n_clients": 10,
+        "sampling": "poisson",
+        "sampling_rate": 0.5,
+        "weighting": "uniform",
+    },
+    "training": {"batch_size": 32, "learning_rate": 0.1},
+    "defense": {
+        "client_transforms": [{"name": "clip", "clip_norm": 0.5}],
+        "server_transforms": [
+            {"name": "central_gaussian", "noise_multiplier": 1.0, "clip_norm": 0.5}
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped example config, 2 rounds, run in-process (faster than a subprocess)."""
+    run = tmp_path_factory.mktemp("runs") / "dp_fedavg"
+    execute(load_spec(ROOT / "configs/dp_fedavg.yaml", rounds=2), run)
+    return run
+
+
+def test_run_then_audit(dp_run: Path) -> None:
+    code, out, err = cli("audit", str(dp_run), "--accountant", "all", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accountant"] == "rdp" and report["epsilon"] > 0
+    eps = [e for _, e in report["epsilon_by_round"]]
+    assert len(eps) == 2 and eps[0] < eps[1]
+    # the ledger's ε equals the calculator's for the same (q, z, T): Poisson, add/remove
+    calc = standalone_report(0.2, 1.0, 2, 1e-5, "rdp", "poisson", None)
+    assert report["epsilon"] == pytest.approx(calc["epsilon"], rel=1e-9)
+    client = report["levels"]["client"]["accountants"]
+    assert client["pld"]["epsilon"] <= report["epsilon"]
+    assert client["prv"]["epsilon"] == pytest.approx(client["pld"]["epsilon"], abs=0.05)
+    assert report["budget"] == {"target_epsilon": 8.0, "within_budget": True}
+    assert report["noise_source"].startswith("seeded")
+    assert report["warnings"] == []
+    assert (dp_run / "privacy_epsilon.png").stat().st_size > 1000
+    text = run_report(dp_run, None, "rdp")
+    assert text["epsilon"] == report["epsilon"]
+
+
+def test_stop_at_epsilon_stops_the_run(tmp_path: Path) -> None:
+    calc = [standalone_report(0.5, 1.0, t, 1e-5, "rdp", "poisson", None) for t in (1, 2)]
+    budget = (calc[0]["epsilon"] + calc[1]["epsilon"]) / 2  # spent during round 2
+    spec = parse_spec({**TINY, "rounds": 5, "privacy": {"stop_at_epsilon": budget}})
+    result = execute(spec, tmp_path / "stopped")
+    assert len(result.records) == 2
+    report = run_report(tmp_path / "stopped", None, "rdp")
+    assert report["rounds_recorded"] == 2 and report["stopped_early"]
+    assert report["epsilon"] >= budget
+
+
+def test_unsupported_event_warns_and_rdp_carries_it(tmp_path: Path) -> None:
+    cfg = {
+        **TINY,
+        "defense": {"client_transforms": [{"name": "rqm", "clip": 0.05, "levels": 4}]},
+        "model": {"name": "logreg"},
+    }
+    execute(parse_spec(cfg), tmp_path / "rqm")
+    report = run_report(tmp_path / "rqm", 1e-5, "all")
+    assert report["accountant"] == "rdp" and report["epsilon"] > 0
+    assert any("pld" in w for w in report["warnings"])
+    assert any("prv" in w for w in report["warnings"])
+    d = sum(p.numel() for p in __import__("torch").nn.Linear(64, 10).parameters())
+    assert report["communication"] == {
+        "mechanism": "rqm", "bits_per_coordinate": 2.0, "bits_per_client_round": 2.0 * d
+    }  # fmt: skip
+    per_client = report["levels"]["client"]["accountants"]["rdp"]["per_client"]
+    assert len(set(per_client.values())) >= 1 and len(per_client) >= 5
+
+
+def test_empirical_audit_and_tampered_ledger(tmp_path: Path) -> None:
+    run = tmp_path / "tiny"
+    execute(parse_spec(TINY), run)
+    code, out, err = cli("audit", str(run), "--empirical", "--canaries", "20")
+    assert code == 0, err
+    assert "empirical ε lower bound" in out
+    audit = json.loads((run / "audit.json").read_text())
+    assert set(audit) >= {
+        "method",
+        "confidence",
+        "epsilon_lower_bound",
+        "epsilon_upper_bound",
+        "ratio",
+    }
+    assert audit["confidence"] == 0.95 and audit["epsilon_upper_bound"] > 0
+    assert (run / "audit" / "audit.json").is_file()
+
+    ledger = run / "ledger.json"
+    ledger.write_text(
+        ledger.read_text().replace('"noise_multiplier": 1.0', '"noise_multiplier": 9.0')
+    )
+    code, out, err = cli("audit", str(run))
+    assert code == 2 and "checksum" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("q", "z", "steps", "sampling", "population", "message"),
+    [
+        (1.5, 1.0, 3, "poisson", None, "sampling-rate"),
+        (0.1, 0.0, 3, "poisson", None, "noise-multiplier"),
+        (0.1, 1.0, 0, "poisson", None, "steps"),
+        (0.1, 1.0, 3, "fixed", None, "population"),
+        (0.1, 1.0, 3, "fixed", 15, "rate"),  # 0.1 × 15 is not a whole cohort
+        (0.1, 1.0, 3, "uniform", None, "sampling"),
+    ],
+)
+def test_calculator_bad_input_in_process(
+    q: float, z: float, steps: int, sampling: str, population: int | None, message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        standalone_report(q, z, steps, 1e-5, "rdp", sampling, population)
