@@ -111,7 +111,23 @@ class TransformOutput:
 class ClientTransform(Component):
     """Applied to the ``(n, d)`` updates of the round's honest clients, batched over clients."""
 
+    #: True for a transform that *is* the local training (DP-SGD): the round loop calls
+    #: :meth:`train` instead of the plain trainer and does not call the transform afterwards.
+    replaces_local_training: ClassVar[bool] = False
+
     def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
+        raise NotImplementedError  # abstract
+
+    def train(
+        self,
+        model: Any,
+        global_params: Tensor,
+        clients: Any,
+        local: Any,
+        ctx: TransformContext,
+    ) -> TransformOutput:
+        """Local training of ``ctx.client_ids`` (only when ``replaces_local_training``): the
+        ``(n, d)`` deltas and the privacy events of the training itself."""
         raise NotImplementedError  # abstract
 
 

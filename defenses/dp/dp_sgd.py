@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -38,11 +38,9 @@ class DPSGD(ClientTransform):
     ``local_epochs · ⌈n/B⌉`` sampled Gaussian steps; a client's ε composes the rounds it took
     part in.
 
-    Where it lives: the round loop trains every client before the client transforms run and has
-    no channel for the trainer to report privacy events, so this transform (first in
-    ``defense.client_transforms``) re-runs the round's local training with DP-SGD from the
-    broadcast model on the client's own data and discards the non-private result. The data and
-    model are rebuilt once, exactly as the run builds them (same seed, partition, poisoning).
+    Where it lives: a client transform with ``replaces_local_training``: the round loop calls
+    :meth:`train` instead of the plain trainer (first in ``defense.client_transforms``), and files
+    the events it returns.
 
     Parameters
     ----------
@@ -60,6 +58,8 @@ class DPSGD(ClientTransform):
 
     noise_multiplier: float = 1.0
     clip_norm: float = 1.0
+
+    replaces_local_training: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         require(
@@ -87,31 +87,20 @@ class DPSGD(ClientTransform):
                 "uses the replace-one relation of a fixed client cohort — use clients.sampling "
                 "'poisson' or 'all'."
             )
-        from fedguard.core.local_training import LocalTrainingConfig
-        from fedguard.core.simulation import Simulation
-
-        sim = Simulation(spec, components)  # rebuilds data and model exactly as the run does
-        t = spec.training
-        local = LocalTrainingConfig(
-            t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
-        )
-        object.__setattr__(self, "_bound", (sim.model, sim.clients, local))
-
-    def bind(self, model: Any, clients: Any, local: Any) -> DPSGD:
-        """Attach model, padded client data and local-training settings (tests, benchmarks)."""
-        object.__setattr__(self, "_bound", (model, clients, local))
-        return self
 
     def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
+        raise IncompatibleError(
+            "dp_sgd replaces local training; the round loop calls its train() method."
+        )
+
+    def train(
+        self, model: Any, global_params: Tensor, clients: Any, local: Any, ctx: TransformContext
+    ) -> TransformOutput:
         from fedguard.core.local_training import DPSGDConfig, dp_sgd_steps, train_dp_sgd
 
-        bound = getattr(self, "_bound", None)
-        if bound is None:
-            raise IncompatibleError("dp_sgd was not bound to a run (build it with the run's spec).")
-        model, clients, local = bound
         ids = [int(c) for c in ctx.client_ids]
         if not ids:
-            return TransformOutput(values=updates)
+            return TransformOutput(values=global_params.new_zeros(0, global_params.numel()))
         r = ctx.round
         gens = [
             None if getattr(self, "_secure_rng", False) else r.generator("dp_sgd_noise", c)
@@ -135,4 +124,4 @@ class DPSGD(ClientTransform):
                 n, local.batch_size, dp_sgd_steps(n, local), self.noise_multiplier
             )
             events.append(ClientEvent(cid, ev, level="record"))
-        return TransformOutput(values=deltas.to(updates.dtype), events=tuple(events))
+        return TransformOutput(values=deltas, events=tuple(events))

@@ -150,5 +150,7 @@ def summarize(
         "median_train_seconds": secs[len(secs) // 2] if secs else None,
         "wall_seconds": seconds,
         "saved_updates": spec.save_updates,
-        "simulation": True,
+        "dp_noise": "OS CSPRNG (not reproducible)"
+        if spec.privacy.secure_rng
+        else "seeded simulation (reproducible from the seed)",
     }

@@ -191,14 +191,16 @@ class Simulation:
         # local training (honest and malicious clients; free-riders do not train)
         deltas = torch.zeros(len(ids), state.params.numel(), device=self.device)
         rows_trained = [k for k, i in enumerate(ids) if i not in free_set]
+        replaces_training = any(tr.replaces_local_training for tr in comps.client_transforms)
         train_time = time.perf_counter()
-        if trained:
+        if trained and not replaces_training:
             deltas[rows_trained] = self.trainer(
                 self.model, state.params, self.clients, trained, self.local, spec.seed, t
             )
         train_seconds = time.perf_counter() - train_time
 
-        # client transforms, batched over the clients that follow the protocol
+        # client transforms, batched over the clients that follow the protocol; a transform that
+        # replaces local training (DP-SGD) trains here and reports its own privacy events
         new_ct_states = []
         for k, transform in enumerate(comps.client_transforms):
             tctx = TransformContext(
@@ -208,8 +210,11 @@ class Simulation:
                 self.sampling,
                 comps.aggregator,
             )
-            out = transform(deltas[rows_trained], tctx)
-            deltas[rows_trained] = out.values
+            if transform.replaces_local_training:
+                out = transform.train(self.model, state.params, self.clients, self.local, tctx)
+            else:
+                out = transform(deltas[rows_trained], tctx)
+            deltas[rows_trained] = out.values.to(deltas.dtype)
             new_ct_states.append(dict(out.state))
             _add_events(events, out.events, trained)
 
