@@ -71,7 +71,7 @@ def ray_cluster():
             os.environ["RAY_AUTH_MODE"] = previous
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
