@@ -20,3 +20,11 @@ class IncompatibleError(UserError):
 
     Matrices record such cells as ``incompatible`` with this message as the reason.
     """
+
+
+class RoundAborted(UserError):
+    """A round could not complete (e.g. secure aggregation lost too many clients to unmask).
+
+    The round loop records the reason, leaves the model unchanged and goes on with the next round,
+    as a real deployment would retry.
+    """

@@ -6,15 +6,16 @@ prints the reason without a traceback and a matrix records the cell as failed wi
 
 from __future__ import annotations
 
-from fedguard.errors import UserError
+from fedguard.errors import RoundAborted, UserError
 
 
 class SecAggError(UserError):
     """Base class: the secure-aggregation round was aborted; nothing of it is used."""
 
 
-class ProtocolAbort(SecAggError):
-    """Too few parties survived a protocol step for the threshold to be met."""
+class ProtocolAbort(SecAggError, RoundAborted):
+    """Too few parties survived a protocol step for the threshold to be met (the round loop
+    records the abort and leaves the model unchanged for that round)."""
 
 
 class ProtocolViolation(SecAggError):

@@ -31,7 +31,7 @@ from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
 from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, RoundAborted
 from fedguard.models.flat import FlatModel
 from fedguard.rng import numpy_generator, stream_seed
 from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
@@ -257,7 +257,13 @@ class Simulation:
         kept_counts = tuple(counts[k] for k in keep)
 
         # transport
-        transported = comps.transport(deltas, weights, replace(ctx, sampled_ids=kept_ids))
+        try:
+            transported = comps.transport(deltas, weights, replace(ctx, sampled_ids=kept_ids))
+        except RoundAborted as exc:  # e.g. too few survivors to unmask: retry next round
+            record.update({"aborted": str(exc), "faulty": faulty})
+            record.update(self._evaluate(state.params, t, force=t + 1 == spec.rounds))
+            record["seconds"] = time.perf_counter() - started
+            return replace(state, round=t + 1), RoundOutput(record, events, None, None)
         _add_events(events, transported.events, kept_ids)
         view = ServerView(
             round=t,

@@ -171,3 +171,27 @@ def test_built_from_a_run_config_and_feeds_a_sum_based_aggregator() -> None:
         plain.update_sum, plain.weight_sum
     )
     assert diff.abs().max().item() <= secure.info["max_decoding_error"] / secure.weight_sum + 1e-6
+
+
+def test_an_aborted_round_is_recorded_and_the_run_goes_on() -> None:
+    from fedguard.config import parse_spec
+    from fedguard.core.runner import execute
+
+    spec = parse_spec(
+        {
+            "rounds": 2,
+            "data": {"dataset": "digits", "partition": "iid"},
+            "model": "logreg",
+            "clients": {"n_clients": 6},
+            "defense": {"transport": {"name": "secagg", "dropout_rate": 0.95}},
+        }
+    )
+    result = execute(spec)
+    assert len(result.records) == 2
+    aborted = [r for r in result.records if "aborted" in r]
+    assert aborted and all("the round is aborted" in r["aborted"] for r in aborted)
+    initial = result.simulation.initial_state().params
+    if len(aborted) == 2:  # nothing was ever aggregated: the model never moved
+        assert result.records[-1]["test_accuracy"] == result.simulation.model.evaluate(
+            initial, *result.simulation.test
+        )[0]
