@@ -74,6 +74,7 @@ class AggregationResult:
     scores: Tensor | None = None  # (n,)
     flagged: tuple[int, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[Any, ...] = ()  # privacy events of a rule that adds noise itself (DP-BREM)
 
 
 @dataclass(frozen=True)

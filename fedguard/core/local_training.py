@@ -124,28 +124,48 @@ def train_vectorized(
     round_index: int,
 ) -> Tensor:
     """Train all ``client_ids`` together; returns their deltas ``(n, d)``."""
-    device = global_params.device
-    ids = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)
-    counts = data.counts[ids].tolist()
+    counts = _counts(data, client_ids)
     index, mask = batch_schedule(counts, client_ids, cfg, seed, round_index)
-    index, mask = index.to(device), mask.to(device)
-    rows = ids[:, None, None]
-    x = data.features[rows, index]  # (n, steps, batch, *input_shape)
-    y = data.labels[rows, index]  # (n, steps, batch)
-    weight = mask.to(global_params.dtype)
+    x, y, weight, mask = _gather(data, client_ids, index, mask, global_params)
 
     grad_fn = vmap(grad(_masked_loss), in_dims=(0, 0, 0, 0, None))
     params = global_params.expand(len(counts), -1).clone()  # (n, d)
     buffer = torch.zeros_like(params)
     for step in range(index.shape[1]):
         g = grad_fn(params, x[:, step], y[:, step], weight[:, step], model)
-        if cfg.prox_mu:
-            g = g + cfg.prox_mu * (params - global_params)
         active = mask[:, step].any(dim=1, keepdim=True)  # (n, 1)
-        new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
-        buffer = torch.where(active, new_buffer, buffer)
-        params = torch.where(active, params - cfg.learning_rate * new_buffer, params)
+        params, buffer = _sgd_step(params, buffer, g, active, global_params, cfg)
     return params - global_params
+
+
+def _counts(data: ClientData, client_ids: Sequence[int]) -> list[int]:
+    return data.counts[torch.as_tensor(list(client_ids), dtype=torch.long)].tolist()
+
+
+def _gather(
+    data: ClientData, client_ids: Sequence[int], index: Tensor, mask: Tensor, like: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Features ``(n, steps, batch, *input_shape)``, labels and float weights of a schedule."""
+    device = like.device
+    rows = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)[:, None, None]
+    index, mask = index.to(device), mask.to(device)
+    return data.features[rows, index], data.labels[rows, index], mask.to(like.dtype), mask
+
+
+def _sgd_step(
+    params: Tensor,  # (n, d)
+    buffer: Tensor,  # (n, d) momentum buffers
+    g: Tensor,  # (n, d) gradients
+    active: Tensor,  # (n, 1) clients whose schedule still runs
+    global_params: Tensor,
+    cfg: LocalTrainingConfig,
+) -> tuple[Tensor, Tensor]:
+    """FedProx term, then SGD with PyTorch's momentum convention; inactive clients stay put."""
+    if cfg.prox_mu:
+        g = g + cfg.prox_mu * (params - global_params)
+    new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
+    buffer = torch.where(active, new_buffer, buffer)
+    return torch.where(active, params - cfg.learning_rate * new_buffer, params), buffer
 
 
 def train_sequential(
@@ -295,14 +315,9 @@ def train_dp_sgd(
     from fedguard.rng import torch_generator
 
     device = global_params.device
-    ids = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)
-    counts = data.counts[ids].tolist()
+    counts = _counts(data, client_ids)
     index, mask = poisson_batch_schedule(counts, client_ids, cfg, seed, round_index)
-    index, mask = index.to(device), mask.to(device)
-    rows = ids[:, None, None]
-    x = data.features[rows, index]  # (n, steps, batch, *input_shape)
-    y = data.labels[rows, index]  # (n, steps, batch)
-    weight = mask.to(global_params.dtype)
+    x, y, weight, mask = _gather(data, client_ids, index, mask, global_params)
     steps = torch.as_tensor([dp_sgd_steps(c, cfg) for c in counts], device=device)  # (n,)
     expected = torch.as_tensor(
         [dp_sgd_sampling_rate(c, cfg) * c for c in counts], dtype=global_params.dtype, device=device
@@ -322,12 +337,8 @@ def train_dp_sgd(
         )
         z = torch.stack([_standard_normal(d, gen, global_params.dtype) for gen in gens]).to(device)
         g = (total + std * z) / expected[:, None]
-        if cfg.prox_mu:
-            g = g + cfg.prox_mu * (params - global_params)
         active = (step < steps)[:, None]  # (n, 1)
-        new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
-        buffer = torch.where(active, new_buffer, buffer)
-        params = torch.where(active, params - cfg.learning_rate * new_buffer, params)
+        params, buffer = _sgd_step(params, buffer, g, active, global_params, cfg)
     return params - global_params
 
 

@@ -305,6 +305,8 @@ class Simulation:
                 comps.aggregator.from_sum(transported.update_sum, transported.weight_sum)
             )
 
+        _add_events(events, result.events, None)
+
         # server transforms and optimizer
         aggregate = result.aggregate
         new_st_states = []

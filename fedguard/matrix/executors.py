@@ -66,7 +66,9 @@ def run_ray(
         check_ray_address(address)
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": max(workers, 1)}
+        kwargs: dict[str, Any] = (
+            {"address": address} if address else {"address": "local", "num_cpus": max(workers, 1)}
+        )
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kwargs)
     try:
         remote: Any = ray.remote(num_cpus=1)(_ray_cell)
