@@ -53,9 +53,11 @@ class DPBREM(ServerTransform):
     sampled sends nothing that round, and its momentum is a function of its own data and the
     public past models (adaptive composition).
 
-    The paper aggregates the momenta with centered clipping before noising (robustness); no
-    sensitivity bound is derived here for that rule, so only the uniform mean is accepted and a
-    robust aggregator is refused as ``incompatible``.
+    This transform is the clip-then-momentum variant: it noises the uniform mean only, so a
+    robust aggregator is refused as ``incompatible``. The paper's construction — one noised
+    centered-clipping step on the momenta around the previous noised output, sensitivity τ per
+    round whatever the momentum history — is the aggregator ``dp_brem_cc``
+    (:class:`defenses.dp.dp_brem_cc.DPBREMCenteredClipping`); use it for robustness.
 
     Parameters
     ----------
@@ -94,6 +96,14 @@ class DPBREM(ServerTransform):
 
     def check_compatible(self, spec: Any, components: Any) -> None:
         bind_run_options(self, spec)
+        aggregator = components.aggregator
+        if (aggregator.registry_name or "") != "mean":
+            raise IncompatibleError(
+                "dp_brem noises the mean of clipped momenta and has no sensitivity bound for "
+                f"aggregator {aggregator.registry_name or type(aggregator).__name__!r}; for DP-BREM "
+                "with centered clipping use aggregator 'dp_brem_cc' (noise inside the robust "
+                "rule) without this server transform."
+            )
         check_sum_based_aggregation("dp_brem", spec, components)
         names = client_transform_names(components)
         if names[-2:] != ["clip", "momentum"]:
