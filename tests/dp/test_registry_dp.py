@@ -38,5 +38,5 @@ def test_all_dp_names_are_present() -> None:
     names = {name for _, name, _ in _dp_entries()}
     assert names == {
         "dp_sgd", "clip", "distributed_gaussian", "adaptive_clipping", "rqm",
-        "central_gaussian", "dp_brem", "secagg_discrete_gaussian", "secagg_skellam",
+        "central_gaussian", "dp_brem", "dp_brem_cc", "secagg_discrete_gaussian", "secagg_skellam",
     }  # fmt: skip
