@@ -125,12 +125,15 @@ def fast_walsh_hadamard(x: Tensor) -> Tensor:
     d = x.shape[-1]
     if d < 1 or d & (d - 1):
         raise ValueError(f"the Walsh–Hadamard transform needs a power-of-two length; got {d}.")
-    y = x.reshape(-1, d)  # (n, d)
+    y = x.reshape(-1, d).clone()  # (n, d)
+    spare = torch.empty_like(y)  # ping-pong buffers: no allocation per stage
     h = 1
     while h < d:
-        pairs = y.reshape(y.shape[0], d // (2 * h), 2, h)  # (n, blocks, 2, h)
-        top, bottom = pairs[:, :, 0, :], pairs[:, :, 1, :]
-        y = torch.stack((top + bottom, top - bottom), dim=2).reshape(-1, d)
+        pairs = y.view(y.shape[0], d // (2 * h), 2, h)  # (n, blocks, 2, h)
+        out = spare.view(pairs.shape)
+        torch.add(pairs[:, :, 0], pairs[:, :, 1], out=out[:, :, 0])
+        torch.sub(pairs[:, :, 0], pairs[:, :, 1], out=out[:, :, 1])
+        y, spare = spare, y
         h *= 2
     return y.reshape(x.shape)
 
