@@ -23,12 +23,19 @@ class SecAggDiscreteGaussian(DistributedNoiseMixin, SecAggTransport):
     ``scale``, the expected cohort qW from the run unless ``expected_clients`` is given). The
     round's :class:`~fedguard.privacy.events.DiscreteGaussian` event counts only the surviving
     clients beyond the ``n_byzantine`` tolerance (see :mod:`defenses.dp.secagg_noise` for the
-    lattice sensitivity, C·scale + √d, and what is not implemented: rotation and conditional
-    rounding). Its RDP carries the τ·d discreteness term, small once σ ≳ 2 lattice units.
+    lattice sensitivity, C·scale + √d with d the encoded dimension). Its RDP carries the τ·d
+    discreteness term, small once σ ≳ 2 lattice units.
 
     ``conditional_rounding_beta`` (optional): re-draw each client's stochastic rounding until its
     lattice norm is within the Kairouz et al. bound, which then replaces C·scale + √d as the
     sensitivity (needs a power-of-two ``scale``).
+
+    ``rotation`` (default true): every client first applies the randomized Walsh–Hadamard
+    rotation x ↦ H·D·[x; 0]/√d' (d' the next power of two ≥ d, D random signs shared by the
+    round's clients) and the server inverts it on the decoded sum (Kairouz et al. 2021, Sec. 4).
+    The lattice, the bit width, the wrap-around bound, the sensitivity's rounding term and the
+    event's ``dimension`` then all use d'; ``clip_range`` may be below ``clip_norm`` (the
+    probability of a clipped coordinate is reported). False encodes x as it is.
 
     References
     ----------
@@ -41,6 +48,7 @@ class SecAggDiscreteGaussian(DistributedNoiseMixin, SecAggTransport):
     clip_norm: float = 1.0
     expected_clients: float | None = None
     conditional_rounding_beta: float | None = None
+    rotation: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

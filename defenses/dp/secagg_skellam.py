@@ -22,23 +22,33 @@ class SecAggSkellam(DistributedNoiseMixin, SecAggTransport):
     Each client adds Skellam(μ) = Poisson(μ) − Poisson(μ) per coordinate with variance
     2μ = (z·C·scale)²/qW; sums of Skellam stay Skellam, so the round's
     :class:`~fedguard.privacy.events.Skellam` event records the variance of the surviving clients
-    beyond the ``n_byzantine`` tolerance. Lattice sensitivity C·scale + √d (see
-    :mod:`defenses.dp.secagg_noise`).
+    beyond the ``n_byzantine`` tolerance. Lattice sensitivity C·scale + √d, d the encoded
+    dimension (see :mod:`defenses.dp.secagg_noise`).
 
     ``conditional_rounding_beta`` (optional): re-draw each client's stochastic rounding until its
     lattice norm is within the Kairouz et al. bound, which then replaces C·scale + √d as the
     sensitivity (needs a power-of-two ``scale``).
 
+    ``rotation`` (default true): every client first applies the randomized Walsh–Hadamard
+    rotation x ↦ H·D·[x; 0]/√d' (d' the next power of two ≥ d, D random signs shared by the
+    round's clients) and the server inverts it on the decoded sum (Kairouz et al. 2021, Sec. 4).
+    The lattice, the bit width, the wrap-around bound, the sensitivity's rounding term and the
+    event's ``dimension`` then all use d'; ``clip_range`` may be below ``clip_norm`` (the
+    probability of a clipped coordinate is reported). False encodes x as it is.
+
     References
     ----------
     Agarwal, Kairouz, Liu. "The Skellam Mechanism for Differentially Private Federated Learning."
     NeurIPS 2021.
+    Kairouz, Liu, Steinke. "The Distributed Discrete Gaussian Mechanism for Federated Learning
+    with Secure Aggregation." ICML 2021 (random rotation, conditional rounding).
     """
 
     noise_multiplier: float = 1.0
     clip_norm: float = 1.0
     expected_clients: float | None = None
     conditional_rounding_beta: float | None = None
+    rotation: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,10 +23,13 @@ def _round(n: int, d: int, seed: int = 0) -> RoundContext:
     return RoundContext(0, seed, torch.zeros(d), tuple(range(n)), n)
 
 
+@pytest.mark.parametrize("rotation", [True, False])
 @pytest.mark.parametrize("cls", [SecAggSkellam, SecAggDiscreteGaussian])
-def test_noise_in_the_sum_matches_the_event(cls: type) -> None:
+def test_noise_in_the_sum_matches_the_event(cls: type, rotation: bool) -> None:
     n, d, scale, z, c = 6, 3000, 2.0**8, 0.5, 1.0
-    transport = cls(noise_multiplier=z, clip_norm=c, scale=scale, expected_clients=6.0)
+    transport = cls(
+        noise_multiplier=z, clip_norm=c, scale=scale, expected_clients=6.0, rotation=rotation
+    )
     out = transport(torch.zeros(n, d), torch.ones(n), _round(n, d))
     (event,) = out.events
     assert out.info["survivors"] == n
@@ -40,7 +43,10 @@ def test_noise_in_the_sum_matches_the_event(cls: type) -> None:
     assert variance == pytest.approx((z * c * scale) ** 2, rel=1e-9)
     ratio = float(noise.var()) / variance
     assert abs(ratio - 1.0) < 6 * math.sqrt(2 / d)
-    assert event.l2_sensitivity == pytest.approx(c * scale + math.sqrt(d))
+    encoded = 4096 if rotation else d  # the rotation pads to the next power of two
+    assert out.update_sum.shape == (d,)
+    assert event.dimension == encoded == out.info["encoded_dimension"]
+    assert event.l2_sensitivity == pytest.approx(c * scale + math.sqrt(encoded))
 
 
 @pytest.mark.parametrize("cls", [SecAggSkellam, SecAggDiscreteGaussian])

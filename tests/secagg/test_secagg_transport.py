@@ -189,9 +189,8 @@ def test_an_aborted_round_is_recorded_and_the_run_goes_on() -> None:
     result = execute(spec)
     assert len(result.records) == 2
     aborted = [r for r in result.records if "aborted" in r]
-    assert aborted and all("the round is aborted" in r["aborted"] for r in aborted)
+    # with 95% dropout this seed loses too many clients in both rounds
+    assert len(aborted) == 2 and all("the round is aborted" in r["aborted"] for r in aborted)
     initial = result.simulation.initial_state().params
-    if len(aborted) == 2:  # nothing was ever aggregated: the model never moved
-        assert result.records[-1]["test_accuracy"] == result.simulation.model.evaluate(
-            initial, *result.simulation.test
-        )[0]
+    sim = result.simulation
+    assert result.records[-1]["test_accuracy"] == sim.model.evaluate(initial, *sim.test)[0]
