@@ -174,10 +174,23 @@ class Simulation:
         ctx = RoundContext(t, spec.seed, state.params, ids, c.n_clients, self.device)
         record: dict[str, Any] = {"round": t + 1, "clients": len(ids)}
         events: dict[str, Any] = {"population": [], "clients": {}}
-        if not ids:  # a Poisson draw can be empty: nothing changes, the round still counts
-            record.update(self._evaluate(state.params, t, force=False))
+        if not ids:
+            # an empty Poisson draw: the server still releases its noised (zero) aggregate, so
+            # that an empty cohort is indistinguishable from a non-empty one (and accounted)
+            params, server_state, st_states = self._server_update(
+                state, ctx, (), torch.zeros_like(state.params), events
+            )
+            record.update(self._evaluate(params, t, force=t + 1 == spec.rounds))
             record["seconds"] = time.perf_counter() - started
-            return replace(state, round=t + 1), RoundOutput(record, events, None, None)
+            new_state = replace(
+                state,
+                round=t + 1,
+                params=params,
+                server_state=server_state,
+                server_transform_states=st_states,
+                global_deltas=[*state.global_deltas, params - state.params][-HISTORY:],
+            )
+            return new_state, RoundOutput(record, events, None, None)
 
         mal_set, free_set = set(self.malicious), set(self.free_riders)
         trained = [i for i in ids if i not in free_set]
@@ -307,19 +320,8 @@ class Simulation:
 
         _add_events(events, result.events, None)
 
-        # server transforms and optimizer
-        aggregate = result.aggregate
-        new_st_states = []
-        for k, transform in enumerate(comps.server_transforms):
-            tctx = TransformContext(
-                ctx, kept_ids, state.server_transform_states[k], self.sampling, comps.aggregator
-            )
-            out = transform(aggregate, tctx)
-            aggregate = out.values
-            new_st_states.append(dict(out.state))
-            _add_events(events, out.events, None)
-        params, server_state = server_step(
-            self.server_opt, state.params, aggregate, state.server_state
+        params, server_state, new_st_states = self._server_update(
+            state, ctx, kept_ids, result.aggregate, events
         )
 
         flagged = sorted({kept_ids[r] for r in result.flagged} | set(faulty))
@@ -332,7 +334,7 @@ class Simulation:
                 "faulty": faulty,
                 "scores": _id_map(kept_ids, result.scores),
                 "weights": _id_map(kept_ids, result.weights),
-                "update_norm": float(aggregate.norm()),
+                "update_norm": float((params - state.params).norm()),
                 **{f"transport_{k}": v for k, v in transported.info.items() if _scalar(v)},
             }
         )
@@ -345,7 +347,7 @@ class Simulation:
             server_state=server_state,
             aggregator_state=dict(result.state),
             client_transform_states=new_ct_states or state.client_transform_states,
-            server_transform_states=new_st_states or state.server_transform_states,
+            server_transform_states=new_st_states,
             global_deltas=[*state.global_deltas, params - state.params][-HISTORY:],
         )
         saved = None
@@ -364,6 +366,30 @@ class Simulation:
         return new_state, RoundOutput(record, events, view, saved)
 
     # ------------------------------------------------------------------ helpers
+
+    def _server_update(
+        self,
+        state: SimulationState,
+        ctx: RoundContext,
+        client_ids: tuple[int, ...],
+        aggregate: Tensor,
+        events: dict[str, Any],
+    ) -> tuple[Tensor, dict[str, Tensor], list[dict[str, Any]]]:
+        """Server transforms (central DP noise) then the server optimizer."""
+        comps = self.components
+        new_states = []
+        for k, transform in enumerate(comps.server_transforms):
+            tctx = TransformContext(
+                ctx, client_ids, state.server_transform_states[k], self.sampling, comps.aggregator
+            )
+            out = transform(aggregate, tctx)
+            aggregate = out.values
+            new_states.append(dict(out.state))
+            _add_events(events, out.events, None)
+        params, server_state = server_step(
+            self.server_opt, state.params, aggregate, state.server_state
+        )
+        return params, server_state, new_states or state.server_transform_states
 
     def _aggregator_oracle(self, state: SimulationState, t: int) -> Callable[[Tensor], Tensor]:
         def run(updates: Tensor) -> Tensor:
