@@ -49,6 +49,10 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     partition: ComponentSpec = ComponentSpec(name="iid")
+    duplicate_clients: dict[int, int] = Field(
+        default_factory=dict,
+        description="client → source client whose data it receives (an exact duplicate)",
+    )
 
 
 class ClientsConfig(_Strict):
@@ -166,6 +170,17 @@ class RunSpec(_Strict):
         if not v or any(c in v for c in "/\\\0"):
             raise ValueError("name must be a non-empty string without slashes")
         return v
+
+    @model_validator(mode="after")
+    def _duplicates_exist(self) -> RunSpec:
+        n = self.clients.n_clients
+        for target, source in self.data.duplicate_clients.items():
+            if not (0 <= target < n and 0 <= source < n) or target == source:
+                raise ValueError(
+                    "data.duplicate_clients must map distinct client ids in "
+                    f"[0, {n - 1}] (target: source); got {target}: {source}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _attackers_fit(self) -> RunSpec:

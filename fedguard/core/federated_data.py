@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +42,16 @@ def build_federated_data(
     seed: int,
     data_attack=None,
     malicious: tuple[int, ...] = (),
+    duplicates: Mapping[int, int] | None = None,
 ) -> FederatedData:
+    """Split, partition, copy duplicated clients' data (``{target: source}``: the target's own
+    share is replaced by an exact copy of the source's), then poison malicious clients' data."""
     train, val, test = split(dataset, test_fraction, validation_fraction, seed)
     parts = partitioner.split(
         train.labels.numpy(), n_clients, numpy_generator(seed, -1, -1, "partition")
     )
+    for target, source in (duplicates or {}).items():
+        parts[target] = parts[source].copy()
     feats = [train.features[p] for p in parts]
     labels = [train.labels[p] for p in parts]
     if data_attack is not None:

@@ -111,6 +111,7 @@ class Simulation:
             spec.seed,
             self.components.data_attack,
             self.malicious,
+            spec.data.duplicate_clients,
         )
         self.clients = self.data.clients.to(self.device)
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)

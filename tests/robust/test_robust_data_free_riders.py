@@ -86,3 +86,34 @@ def test_disguised_free_rider_scale_decays() -> None:
     assert abs(float(out.std()) - 0.15) < 0.015
     assert fr.std(_fctx(0, [])) == pytest.approx(2.0 * 1e-3)
     assert torch.equal(fr(_fctx(3, [first])), out)
+
+
+def test_random_labels_are_uniform_and_seeded() -> None:
+    import torch
+
+    from attacks.poisoning.random_labels import RandomLabels
+
+    x = torch.zeros(4000, 3)
+    y = torch.zeros(4000, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    fx, fy = RandomLabels().poison(x, y, 10, gen)
+    assert fx is x
+    counts = torch.bincount(fy, minlength=10).float()
+    assert (counts - 400).abs().max() < 80  # ≈ uniform over 10 classes
+    again = RandomLabels().poison(x, y, 10, torch.Generator().manual_seed(0))[1]
+    assert torch.equal(fy, again)
+    half = RandomLabels(fraction=0.5).poison(x, y, 10, torch.Generator().manual_seed(1))[1]
+    assert 0.5 <= float((half == 0).float().mean()) <= 0.6  # half untouched, a tenth of the rest 0
+
+
+def test_duplicate_clients_get_an_exact_copy() -> None:
+    from fedguard.config import parse_spec
+    from fedguard.core.simulation import Simulation
+
+    spec = parse_spec(
+        {"clients": {"n_clients": 6}, "data": {"duplicate_clients": {5: 0}}, "model": "logreg"}
+    )
+    sim = Simulation(spec)
+    x0, y0 = sim.data.client_arrays(0)
+    x5, y5 = sim.data.client_arrays(5)
+    assert torch.equal(x0, x5) and torch.equal(y0, y5)
