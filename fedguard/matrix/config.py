@@ -106,18 +106,52 @@ def expand_attacks(entries: list[Any], n_malicious: int) -> list[tuple[str, dict
     return out
 
 
+def _component_variants(comp: Any) -> list[Any]:
+    """A component written as a mapping with list-valued parameters → one variant per value."""
+    return _expand_params(dict(comp)) if isinstance(comp, dict) else [comp]
+
+
+def _section_variants(raw: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Expand list-valued parameters of every component of a defense section (aggregator,
+    transport, each transform); returns (section, the varied parameters as a label suffix)."""
+    slots: list[tuple[str, int | None, Any]] = []
+    for key in ("aggregator", "transport"):
+        if key in raw:
+            slots.append((key, None, raw[key]))
+    for key in ("preaggregators", "client_transforms", "server_transforms"):
+        for i, comp in enumerate(raw.get(key, [])):
+            slots.append((key, i, comp))
+    choices = [_component_variants(comp) for _, _, comp in slots]
+    out = []
+    for combo in itertools.product(*choices):
+        section = {k: (list(v) if isinstance(v, list) else v) for k, v in raw.items()}
+        varied = []
+        for (key, position, original), chosen in zip(slots, combo, strict=True):
+            if position is None:
+                section[key] = chosen
+            else:
+                section[key][position] = chosen
+            if isinstance(original, dict):
+                varied += [
+                    f"{k}={chosen[k]}"
+                    for k, v in original.items()
+                    if isinstance(v, list) and k != "hidden"
+                ]
+        out.append((section, ",".join(varied)))
+    return out
+
+
 def expand_defenses(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Each entry → (label, ``defense:`` section). The plain mean comes first."""
+    """Each entry → (label, ``defense:`` section). The plain mean comes first. A list-valued
+    parameter of any component in the entry (``noise_multiplier: [0.5, 1.0]``) expands."""
     out: list[tuple[str, dict[str, Any]]] = [(NO_DEFENSE, {"aggregator": "mean"})]
     for entry in entries:
         raw: dict[str, Any] = {"aggregator": entry} if isinstance(entry, str) else dict(entry)
         label = raw.pop("label", None)
-        agg = raw.get("aggregator", "mean")
-        agg_variants = _expand_params(dict(agg)) if isinstance(agg, dict) else [agg]
-        for variant in agg_variants:
-            section = {**raw, "aggregator": variant}
+        raw.setdefault("aggregator", "mean")
+        for section, varied in _section_variants(raw):
             if label:
-                name = label if len(agg_variants) == 1 else f"{label}:{_agg_label(variant)}"
+                name = f"{label}:{varied}" if varied else label
             else:
                 name = _defense_label(section)
             if name == NO_DEFENSE and section == {"aggregator": "mean"}:

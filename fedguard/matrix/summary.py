@@ -12,6 +12,7 @@ membership AUC is ≤ 0.55 (membership inference).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,9 @@ def write_heatmaps(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
                     ax.text(j, i, "n/a", ha="center", va="center", fontsize=7)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.04)
-        fig.tight_layout()
+        with warnings.catch_warnings():  # long labels: the layout does what it can
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
         path = out_dir / f"heatmap_{metric}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
