@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-import warnings
 import traceback
+import warnings
 from typing import Any
 
 import torch
