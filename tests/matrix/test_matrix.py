@@ -179,3 +179,25 @@ def test_fraction_malicious_is_an_axis(tmp_path: Path) -> None:
     attacked = {c.spec.attack.n_malicious for c in cells if c.attack != "none"}
     assert attacked == {1, 3}
     assert {c.axes for c in cells} == {(("n_malicious", 1),), (("n_malicious", 3),)}
+
+
+def test_list_parameters_of_transforms_expand() -> None:
+    defenses = expand_defenses(
+        [
+            {
+                "label": "dp",
+                "client_transforms": [{"name": "clip", "clip_norm": 1.0}],
+                "server_transforms": [
+                    {"name": "central_gaussian", "clip_norm": 1.0, "noise_multiplier": [0.5, 2.0]}
+                ],
+            }
+        ]
+    )
+    assert [d for d, _ in defenses] == [
+        "mean",
+        "dp:noise_multiplier=0.5",
+        "dp:noise_multiplier=2.0",
+    ]
+    noise = [s["server_transforms"][0]["noise_multiplier"] for _, s in defenses[1:]]
+    assert noise == [0.5, 2.0]
+    assert defenses[1][1]["client_transforms"] == [{"name": "clip", "clip_norm": 1.0}]
