@@ -39,6 +39,18 @@ def run_command(
             overrides["save_updates"] = True
         spec = load_spec(config, **overrides)
         out = out_dir or default_run_dir(spec)
+    existing = RunDirectory(out)
+    if resume is None and out_dir is None and existing.complete:
+        # the default directory is named by the spec's hash: this exact run is already done
+        console.print(f"{out} already holds this run (same spec hash); its summary:")
+        console.print(summary_table(existing.summary()))
+        return
+    if resume is None and existing.exists():
+        raise UserError(
+            f"{out} already holds a completed run; choose another --out."
+            if existing.complete
+            else f"{out} holds an interrupted run; continue it with --resume {out}."
+        )
     sim = Simulation(spec)  # validates components, data and device before anything is written
     with Progress(
         TextColumn("[bold]{task.description}"),
