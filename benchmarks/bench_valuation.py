@@ -5,12 +5,12 @@ relative L2 error against the exact value of the method's own target (Shapley, B
 Beta(16, 1)), mean over repetitions at a budget of 8n, and Spearman ρ against exact Shapley.
 Games: (1) a synthetic FL run (softmax regression on Gaussian blobs, MR utilities, with a
 duplicate, a random-label client and a zero-update free-rider), (2) the digits FL game of the core
-trainer (MR, validation loss) in the scenario of issue 8: the last client an exact duplicate of
-client 0's data (``data.duplicate_clients``), one client with uniformly random labels
-(``random_labels`` data attack) and one zero-update free-rider, FedAvg 20 rounds. For n = 8 (the
-issue's scenario) also: the ranks of the random-label client and the free-rider under exact MR
-Shapley, the duplicate's distance from client 0 against one 95% interval width (permutation
-sampling at 32n), relative L2 error at 8n over 50 repetitions, the coverage of 95% intervals at
+trainer (MR, validation loss) in the scenario of issue 8: one client an exact duplicate of another
+honest client's data (``data.duplicate_clients``; 7 ← 0 for n = 8), one client with uniformly
+random labels (``random_labels`` data attack) and one zero-update free-rider, FedAvg 20 rounds.
+For n = 8 (the issue's scenario) also: the ranks of the random-label client and the free-rider
+under exact MR Shapley, the duplicate's distance from its source against one 95% interval width
+(permutation sampling at 32n), relative L2 error at 8n over 50 repetitions, the coverage of 95% intervals at
 32n, and the distance of OR/MR values from ``retrain`` values with the cost of each.
 
 Run: ``PYTHONPATH=$PWD python benchmarks/bench_valuation.py [--quick]``.
@@ -140,25 +140,28 @@ def synthetic_factory(n: int, n_rounds: int) -> GameFactory:
 
 
 def digits_run(root: Path, n: int, n_rounds: int, save: bool = True) -> Path:
+    """Train the scenario: of the clients the seed makes neither the random-label client nor the
+    free-rider, the largest id gets an exact copy of the smallest's data (n = 8, seed 0: 7 ← 0)."""
     from fedguard.config import parse_spec
     from fedguard.core.runner import execute
+    from fedguard.core.simulation import Simulation
 
-    spec = parse_spec(
-        {
-            "name": f"bench-contrib-{n}",
-            "seed": 0,
-            "rounds": n_rounds,
-            "save_updates": save,
-            "clients": {"n_clients": n},
-            "model": "logreg",
-            "data": {"duplicate_clients": {n - 1: 0}},
-            "attack": {
-                "n_malicious": 1,
-                "data_attack": {"name": "random_labels"},
-                "free_riders": {"name": "zero", "count": 1},
-            },
-        }
-    )
+    config = {
+        "name": f"bench-contrib-{n}",
+        "seed": 0,
+        "rounds": n_rounds,
+        "save_updates": save,
+        "clients": {"n_clients": n},
+        "model": "logreg",
+        "attack": {
+            "n_malicious": 1,
+            "data_attack": {"name": "random_labels"},
+            "free_riders": {"name": "zero", "count": 1},
+        },
+    }
+    sim = Simulation(parse_spec(config))  # roles depend on the seed and n only
+    honest = [i for i in range(n) if i not in {*sim.malicious, *sim.free_riders}]
+    spec = parse_spec({**config, "data": {"duplicate_clients": {honest[-1]: honest[0]}}})
     out = root / f"digits-{n}-{n_rounds}"
     execute(spec, out)
     return out
@@ -178,11 +181,12 @@ def digits_factory(path: Path) -> GameFactory:
 
 
 def scenario_checks(path: Path, n: int, reps: int) -> None:
-    """Issue 8's checks on the digits scenario: exact MR time, ranks, duplicate vs client 0."""
+    """Issue 8's checks on the digits scenario: exact MR time, ranks, duplicate vs its source."""
     from fedguard.valuation.utilities import load_run
 
     run = load_run(path)
     malicious, free = run.simulation.malicious, run.simulation.free_riders
+    ((dup, src),) = run.spec.data.duplicate_clients.items()
     game = digits_factory(path)()
     start = time.perf_counter()
     exact = fit(game, "exact", {}, 0)
@@ -197,8 +201,8 @@ def scenario_checks(path: Path, n: int, reps: int) -> None:
             if i in malicious
             else "free-rider"
             if i in free
-            else "dup of 0"
-            if i == n - 1
+            else f"dup of {src}"
+            if i == dup
             else ""
         )
         print(f"{i:>7}{role:>14}{float(exact.values[i]):13.5f}{int(ranks[i]):6d}")
@@ -207,15 +211,15 @@ def scenario_checks(path: Path, n: int, reps: int) -> None:
     warm = game.total()
     widths = torch.stack(
         [
-            (s.upper - s.lower)[0]
+            (s.upper - s.lower)[src]
             for s in (fit(warm, "permutation", {"budget": 32 * n}, 2000 + r) for r in range(reps))
         ]
     )
-    gap = abs(float(exact.values[n - 1] - exact.values[0]))
+    gap = abs(float(exact.values[dup] - exact.values[src]))
     width = float(widths.mean())
     print(
-        f"duplicate {n - 1}: {float(exact.values[n - 1]):.5f}, client 0: "
-        f"{float(exact.values[0]):.5f}, |gap| = {gap:.5f}; client 0's 95% interval width "
+        f"duplicate {dup}: {float(exact.values[dup]):.5f}, client {src}: "
+        f"{float(exact.values[src]):.5f}, |gap| = {gap:.5f}; client {src}'s 95% interval width "
         f"(permutation, 32n, mean of {reps}) = {width:.5f}; within one width: {gap <= width}"
     )
 
