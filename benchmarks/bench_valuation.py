@@ -10,8 +10,8 @@ honest client's data (``data.duplicate_clients``; 7 ← 0 for n = 8), one client
 random labels (``random_labels`` data attack) and one zero-update free-rider, FedAvg 20 rounds.
 For n = 8 (the issue's scenario) also: the ranks of the random-label client and the free-rider
 under exact MR Shapley, the duplicate's distance from its source against one 95% interval width
-(permutation sampling at 32n), relative L2 error at 8n over 50 repetitions, the coverage of 95% intervals at
-32n, and the distance of OR/MR values from ``retrain`` values with the cost of each.
+(permutation sampling at 32n), relative L2 error at 8n over 50 repetitions, the coverage of 95%
+intervals at 32n, and the distance of OR/MR values from ``retrain`` values with the cost of each.
 
 Run: ``PYTHONPATH=$PWD python benchmarks/bench_valuation.py [--quick]``.
 """
