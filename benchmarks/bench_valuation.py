@@ -5,9 +5,13 @@ relative L2 error against the exact value of the method's own target (Shapley, B
 Beta(16, 1)), mean over repetitions at a budget of 8n, and Spearman ρ against exact Shapley.
 Games: (1) a synthetic FL run (softmax regression on Gaussian blobs, MR utilities, with a
 duplicate, a random-label client and a zero-update free-rider), (2) the digits FL game of the core
-trainer (MR, validation loss; one label-flipping client and one zero free-rider), plus the cost of
-``retrain`` against OR/MR reconstruction for the same small game and the coverage of 95% intervals
-at a budget of 32n.
+trainer (MR, validation loss) in the scenario of issue 8: one client an exact duplicate of another
+honest client's data (``data.duplicate_clients``; 7 ← 0 for n = 8), one client with uniformly
+random labels (``random_labels`` data attack) and one zero-update free-rider, FedAvg 20 rounds.
+For n = 8 (the issue's scenario) also: the ranks of the random-label client and the free-rider
+under exact MR Shapley, the duplicate's distance from its source against one 95% interval width
+(permutation sampling at 32n), relative L2 error at 8n over 50 repetitions, the coverage of 95%
+intervals at 32n, and the distance of OR/MR values from ``retrain`` values with the cost of each.
 
 Run: ``PYTHONPATH=$PWD python benchmarks/bench_valuation.py [--quick]``.
 """
@@ -136,24 +140,28 @@ def synthetic_factory(n: int, n_rounds: int) -> GameFactory:
 
 
 def digits_run(root: Path, n: int, n_rounds: int, save: bool = True) -> Path:
+    """Train the scenario: of the clients the seed makes neither the random-label client nor the
+    free-rider, the largest id gets an exact copy of the smallest's data (n = 8, seed 0: 7 ← 0)."""
     from fedguard.config import parse_spec
     from fedguard.core.runner import execute
+    from fedguard.core.simulation import Simulation
 
-    spec = parse_spec(
-        {
-            "name": f"bench-contrib-{n}",
-            "seed": 0,
-            "rounds": n_rounds,
-            "save_updates": save,
-            "clients": {"n_clients": n},
-            "model": "logreg",
-            "attack": {
-                "n_malicious": 1,
-                "data_attack": "label_flip",
-                "free_riders": {"name": "zero", "count": 1},
-            },
-        }
-    )
+    config = {
+        "name": f"bench-contrib-{n}",
+        "seed": 0,
+        "rounds": n_rounds,
+        "save_updates": save,
+        "clients": {"n_clients": n},
+        "model": "logreg",
+        "attack": {
+            "n_malicious": 1,
+            "data_attack": {"name": "random_labels"},
+            "free_riders": {"name": "zero", "count": 1},
+        },
+    }
+    sim = Simulation(parse_spec(config))  # roles depend on the seed and n only
+    honest = [i for i in range(n) if i not in {*sim.malicious, *sim.free_riders}]
+    spec = parse_spec({**config, "data": {"duplicate_clients": {honest[-1]: honest[0]}}})
     out = root / f"digits-{n}-{n_rounds}"
     execute(spec, out)
     return out
@@ -172,10 +180,54 @@ def digits_factory(path: Path) -> GameFactory:
     return make
 
 
-def retrain_vs_reconstruction(root: Path, n: int, n_rounds: int) -> None:
+def scenario_checks(path: Path, n: int, reps: int) -> None:
+    """Issue 8's checks on the digits scenario: exact MR time, ranks, duplicate vs its source."""
+    from fedguard.valuation.utilities import load_run
+
+    run = load_run(path)
+    malicious, free = run.simulation.malicious, run.simulation.free_riders
+    ((dup, src),) = run.spec.data.duplicate_clients.items()
+    game = digits_factory(path)()
+    start = time.perf_counter()
+    exact = fit(game, "exact", {}, 0)
+    seconds = time.perf_counter() - start
+    ranks = exact.ranks()
+    print(f"\n### issue 8 scenario checks (digits, n = {n}, MR, loss)")
+    print(f"exact MR Shapley, cold cache: {seconds:.3f} s ({exact.n_evaluations} evaluations)")
+    print(f"{'client':>7}{'role':>14}{'exact value':>13}{'rank':>6}")
+    for i in range(n):
+        role = (
+            "random labels"
+            if i in malicious
+            else "free-rider"
+            if i in free
+            else f"dup of {src}"
+            if i == dup
+            else ""
+        )
+        print(f"{i:>7}{role:>14}{float(exact.values[i]):13.5f}{int(ranks[i]):6d}")
+    last = sorted(int(ranks[i]) for i in (*malicious, *free))
+    print(f"random-label + free-rider ranks {last} (last two = {[n - 1, n]}): {last == [n - 1, n]}")
+    warm = game.total()
+    widths = torch.stack(
+        [
+            (s.upper - s.lower)[src]
+            for s in (fit(warm, "permutation", {"budget": 32 * n}, 2000 + r) for r in range(reps))
+        ]
+    )
+    gap = abs(float(exact.values[dup] - exact.values[src]))
+    width = float(widths.mean())
+    print(
+        f"duplicate {dup}: {float(exact.values[dup]):.5f}, client {src}: "
+        f"{float(exact.values[src]):.5f}, |gap| = {gap:.5f}; client {src}'s 95% interval width "
+        f"(permutation, 32n, mean of {reps}) = {width:.5f}; within one width: {gap <= width}"
+    )
+
+
+def retrain_vs_reconstruction(root: Path, n: int, n_rounds: int, path: Path | None = None) -> None:
     from fedguard.valuation.utilities import build_game, load_run
 
-    path = digits_run(root, n, n_rounds)
+    path = path or digits_run(root, n, n_rounds)
     run = load_run(path)
     print(f"\n### retrain vs reconstruction (digits, n = {n}, {n_rounds} rounds, loss)")
     results = {}
@@ -202,18 +254,29 @@ def main() -> None:
     torch.set_num_threads(1)
     sizes = (5,) if args.quick else (5, 8, 10)
     reps = 5 if args.quick else 20
+    scenario_reps = 5 if args.quick else 50
     n_rounds = 20
     for n in sizes:
         bench_game("synthetic FL (MR, loss)", synthetic_factory(n, n_rounds), n, n_rounds, reps)
     coverage("synthetic FL n = 8", synthetic_factory(8, n_rounds), 8, 5 if args.quick else 30)
     root = Path(tempfile.mkdtemp(prefix="bench_valuation_"))
     try:
-        for n in sizes:
+        for n in (*sizes, 8) if args.quick else sizes:
             started = time.perf_counter()
             path = digits_run(root, n, n_rounds)
             print(f"\n(digits run n = {n}: {time.perf_counter() - started:.1f} s of training)")
-            bench_game("digits FL (MR, loss)", digits_factory(path), n, n_rounds, reps)
-        retrain_vs_reconstruction(root, 5, 5 if args.quick else 10)
+            scenario = n == 8
+            bench_game(
+                "digits FL (MR, loss)" + (", issue 8 scenario" if scenario else ""),
+                digits_factory(path),
+                n,
+                n_rounds,
+                scenario_reps if scenario else reps,
+            )
+            if scenario:
+                scenario_checks(path, n, scenario_reps)
+                coverage("digits issue 8 scenario", digits_factory(path), n, 2 * scenario_reps)
+                retrain_vs_reconstruction(root, n, n_rounds, path)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -108,6 +108,12 @@ class PermutationShapley(Valuation):
     works for any utility scale); ``0`` disables truncation (unbiased). ``antithetic`` pairs each
     permutation with its reverse; the bootstrap unit is then the pair. ``budget`` = utility queries,
     ``32·n`` if unset.
+
+    Interval caveat: when a rare prefix carries a large share of a value (e.g. client ``i`` right
+    after a random-label client that ruins the model on its own: one permutation in ``n(n−1)``),
+    samples that miss it give a low estimate *and* a small SE, and no resampling interval repairs
+    that (measured on such a game at ``32·n``: t 0.82, percentile 0.81, BCa 0.82, bootstrap-t
+    0.88 coverage). Use ``stratified`` (coalition sizes sampled evenly) when intervals matter.
     """
 
     budget: int | None = None
