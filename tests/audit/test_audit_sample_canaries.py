@@ -139,3 +139,19 @@ def test_scores_closed_forms() -> None:
 def test_config_validation(kwargs) -> None:
     with pytest.raises(ConfigError):
         SampleCanaryConfig(**kwargs)
+
+
+def test_fedguard_trainer_path(correct) -> None:
+    """fedguard's own DP-SGD (train_dp_sgd): same conclusions as the Opacus path."""
+    noised = sample_canary_audit(SampleCanaryConfig(trainer="fedguard"), seed=0)
+    unnoised = sample_canary_audit(
+        SampleCanaryConfig(trainer="fedguard", actual_noise_multiplier=0.0), seed=0
+    )
+    n = 500 + int(noised.included.sum())
+    assert noised.sampling_rate == pytest.approx(32 / n)  # fedguard's rate B / N
+    assert noised.steps == 30 * math.ceil(n / 32)
+    assert noised.result.details["trainer"] == "fedguard"
+    assert noised.epsilon_lower <= noised.epsilon_upper_fedguard
+    assert noised.epsilon_lower < 0.25  # measured 0.0
+    assert unnoised.epsilon_lower >= noised.epsilon_lower + 1.5  # measured 2.23
+    assert unnoised.epsilon_lower <= unnoised.ceiling + 1e-9

@@ -4,7 +4,7 @@
 and given a wrong label drawn uniformly from the other classes. Each canary is inserted into the
 training set independently with probability ½; the model (an MLP on scikit-learn's digits) is then
 trained once with DP-SGD through Opacus (:class:`opacus.PrivacyEngine`, Poisson sampling, flat
-per-sample clipping, Gaussian noise). Every canary, inserted or not, is scored under the final
+per-sample clipping, Gaussian noise) or through fedguard's own DP-SGD trainer. Every canary, inserted or not, is scored under the final
 model — the negative cross-entropy of its canary label (``score="loss"``) or the logit margin of
 that label over the best other class (``score="margin"``) — and the one-run audit of Steinke,
 Nasr and Jagielski (2023) turns the scores and the inclusion truth into an ε lower bound.
@@ -20,10 +20,12 @@ Conventions
 * ``noise_multiplier`` is the claim that is accounted; ``actual_noise_multiplier`` (default: the
   same) is the noise the optimizer really adds. Setting it near 0 simulates a broken mechanism
   whose ledger still claims ``noise_multiplier`` — the case an audit must catch.
-* Poisson sampling as Opacus does it: rate ``q = 1 / ⌈N / B⌉`` and ``⌈N / B⌉`` steps per epoch for
-  the realised training-set size ``N`` (non-canary samples plus inserted canaries) and expected
-  batch size ``B``; both accountants use this realised ``(q, steps)``, the add/remove relation
-  and the audit's ``delta``.
+* ``trainer="opacus"`` (default): Poisson sampling as Opacus does it, rate ``q = 1 / ⌈N / B⌉``
+  and ``⌈N / B⌉`` steps per epoch for the realised training-set size ``N`` (non-canary samples
+  plus inserted canaries) and expected batch size ``B``. ``trainer="fedguard"``: the same model and
+  data through fedguard's own vectorized :func:`~fedguard.core.local_training.train_dp_sgd` (one
+  client), rate ``q = B / N``, same step count. Both accountants use the realised ``(q, steps)``,
+  the add/remove relation and the audit's ``delta``.
 * The guess grid and its union bound are those of :func:`one_run_audit`; ``ceiling`` is the bound
   the same grid reaches when every guess is right. The bound is a lower bound; a loose one (0 for
   a well-noised run with a few hundred canaries) is expected, not a failure.
@@ -68,6 +70,7 @@ from fedguard.privacy.audit.result import AuditResult
 from fedguard.rng import numpy_generator, torch_generator
 
 Score = Literal["loss", "margin"]
+Trainer = Literal["opacus", "fedguard"]
 N_CLASSES = 10
 N_FEATURES = 64
 
@@ -88,6 +91,7 @@ class SampleCanaryConfig:
     delta: float = 1e-5
     confidence: float = 0.95
     score: Score = "loss"
+    trainer: Trainer = "opacus"
 
     def __post_init__(self) -> None:
         require(self.n_canaries >= 2, "n_canaries", "an integer ≥ 2")
@@ -115,6 +119,7 @@ class SampleCanaryConfig:
         )
         require(0 < self.confidence < 1, "confidence", "in (0, 1)")
         require(self.score in ("loss", "margin"), "score", "'loss' or 'margin'")
+        require(self.trainer in ("opacus", "fedguard"), "trainer", "'opacus' or 'fedguard'")
 
     @property
     def trained_noise_multiplier(self) -> float:
@@ -298,6 +303,43 @@ def train_opacus(
     return model, sampling_rate, steps
 
 
+def train_fedguard(
+    config: SampleCanaryConfig, train_x: Tensor, train_y: Tensor, seed: int
+) -> tuple[nn.Module, float, int]:
+    """DP-SGD through fedguard's :func:`~fedguard.core.local_training.train_dp_sgd` (one client).
+
+    Poisson rate ``q = B / N``, ``epochs · ⌈N / B⌉`` steps, noise from the stream
+    ``(seed, 0, 0, "dp_sgd_noise")``; returns the trained model, ``q`` and the step count.
+    """
+    from fedguard.core.local_training import (
+        ClientData,
+        DPSGDConfig,
+        LocalTrainingConfig,
+        dp_sgd_sampling_rate,
+        dp_sgd_steps,
+        train_dp_sgd,
+    )
+    from fedguard.models.flat import FlatModel
+
+    module = _mlp(config.hidden_units, torch_generator(seed, 0, 0, "sample_canaries_init"))
+    flat = FlatModel.of(module)
+    params = flat.initial_params()  # (d,)
+    local = LocalTrainingConfig(
+        local_epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+    )
+    dp = DPSGDConfig(noise_multiplier=config.trained_noise_multiplier, clip_norm=config.clip_norm)
+    data = ClientData.pad([train_x], [train_y])
+    delta = train_dp_sgd(flat, params, data, [0], local, dp, seed, 0)  # (1, d)
+    with torch.no_grad():
+        named = flat.layout.unflatten(params + delta[0])
+        for name, value in module.named_parameters():
+            value.copy_(named[name])
+    n = int(train_y.shape[0])
+    return module, dp_sgd_sampling_rate(n, local), dp_sgd_steps(n, local)
+
+
 def sample_canary_audit(
     config: SampleCanaryConfig | None = None, seed: int = 0
 ) -> SampleCanaryAudit:
@@ -326,7 +368,8 @@ def sample_canary_audit(
     mask = torch.from_numpy(data.included)
     train_x = torch.cat([data.train_x, data.canary_x[mask]])  # (N, 64)
     train_y = torch.cat([data.train_y, data.canary_y[mask]])  # (N,)
-    model, rate, steps = train_opacus(cfg, train_x, train_y, seed)
+    trainer = train_opacus if cfg.trainer == "opacus" else train_fedguard
+    model, rate, steps = trainer(cfg, train_x, train_y, seed)
     model.eval()
     with torch.no_grad():
         scores = canary_scores(model(data.canary_x), data.canary_y, cfg.score)  # (m,)
@@ -336,6 +379,7 @@ def sample_canary_audit(
     details = dict(result.details)
     details.update(
         score=cfg.score,
+        trainer=cfg.trainer,
         noise_multiplier=cfg.noise_multiplier,
         actual_noise_multiplier=cfg.trained_noise_multiplier,
         sampling_rate=rate,
