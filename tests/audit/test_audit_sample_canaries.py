@@ -13,6 +13,8 @@ from fedguard.errors import ConfigError
 from fedguard.privacy.audit import (
     SampleCanaryConfig,
     canary_scores,
+    dirac_canary_coordinates,
+    gradient_canary_audit,
     max_certifiable_epsilon,
     mislabelled_canaries,
     one_run_audit,
@@ -155,3 +157,34 @@ def test_fedguard_trainer_path(correct) -> None:
     assert noised.epsilon_lower < 0.25  # measured 0.0
     assert unnoised.epsilon_lower >= noised.epsilon_lower + 1.5  # measured 2.23
     assert unnoised.epsilon_lower <= unnoised.ceiling + 1e-9
+
+
+def test_dirac_coordinates_are_never_moved_by_data() -> None:
+    from sklearn.datasets import load_digits
+
+    rows, columns = dirac_canary_coordinates(200, 256)
+    assert len({(int(r), int(c)) for r, c in zip(rows, columns, strict=True)}) == 200
+    assert float(np.abs(load_digits().data[:, columns.numpy()]).max()) == 0.0
+    with pytest.raises(ConfigError):
+        dirac_canary_coordinates(3 * 16 + 1, 16)
+
+
+def test_gradient_canaries_correct_and_broken() -> None:
+    noised = gradient_canary_audit(SampleCanaryConfig(), seed=0)
+    broken = gradient_canary_audit(BROKEN, seed=0)
+    assert noised.result.method == "one_run_gradient_canaries"
+    # White-box Dirac canaries are stronger than mislabelled inputs (measured 0.90 vs 0.0),
+    # and still a valid lower bound below the accountant's ε (≈ 10.4 for 480 steps at q = 1/16).
+    assert 0.5 <= noised.epsilon_lower <= noised.epsilon_upper_opacus
+    np.testing.assert_array_equal(
+        noised.included, mislabelled_canaries(SampleCanaryConfig(), 0).included
+    )
+    # Without noise no real sample moves a canary coordinate: excluded scores are exactly 0,
+    # included ones positive, so every guess is right and the bound reaches the grid's limit.
+    assert bool((broken.scores[~broken.included] == 0.0).all())
+    assert bool((broken.scores[broken.included] > 0.0).all())
+    details = broken.result.details
+    assert details["n_correct"] == details["n_guesses"]
+    assert broken.epsilon_lower >= 3.0  # measured 3.28; ceiling 3.505
+    assert broken.epsilon_lower <= broken.ceiling + 1e-9
+    assert broken.epsilon_lower >= noised.epsilon_lower + 1.5

@@ -9,7 +9,8 @@ Standalone estimators work on score arrays:
 * :func:`one_run_audit`, :func:`one_run_epsilon`, :func:`max_certifiable_epsilon` — auditing with
   one training run (Steinke, Nasr and Jagielski 2023).
 * :func:`sample_canary_audit` — record-level DP-SGD (Opacus) audited in one run with mislabelled
-  canary examples (Steinke, Nasr and Jagielski 2023).
+  canary examples (Steinke, Nasr and Jagielski 2023); :func:`gradient_canary_audit` — the same
+  with white-box Dirac gradient canaries (Nasr et al. 2023).
 * :func:`canary_epsilon_estimate` — the one-shot FL estimate from canary cosines (Andrew et al.
   2024); an estimate, not a bound.
 """
@@ -58,6 +59,8 @@ from fedguard.privacy.audit.sample_canaries import (
     SampleCanaryAudit,
     SampleCanaryConfig,
     canary_scores,
+    dirac_canary_coordinates,
+    gradient_canary_audit,
     mislabelled_canaries,
     sample_canary_audit,
 )
@@ -81,6 +84,7 @@ __all__ = [
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "default_guess_grid",
+    "dirac_canary_coordinates",
     "epsilon_from_rate_bounds",
     "gaussian_pair_delta",
     "gaussian_pair_epsilon",
@@ -90,6 +94,7 @@ __all__ = [
     "gdp_epsilon",
     "gdp_mu_from_rates",
     "gdp_threshold_audit",
+    "gradient_canary_audit",
     "max_certifiable_epsilon",
     "mislabelled_canaries",
     "one_run_audit",

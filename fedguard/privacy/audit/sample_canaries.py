@@ -9,6 +9,9 @@ model — the negative cross-entropy of its canary label (``score="loss"``) or t
 that label over the best other class (``score="margin"``) — and the one-run audit of Steinke,
 Nasr and Jagielski (2023) turns the scores and the inclusion truth into an ε lower bound.
 
+:func:`gradient_canary_audit` audits the same Opacus training white-box with Dirac gradient
+canaries (Nasr et al. 2023): per-sample gradients ``C·e_j`` on coordinates no real sample moves.
+
 Reported next to the bound: the accountant's ε upper bound for the same training, from Opacus'
 RDP accountant and from fedguard's ``get_accountant("rdp")`` on a ``sampled_gaussian`` event
 (both for the *claimed* noise multiplier), their ratio and the ceiling (the largest ε the design
@@ -47,6 +50,8 @@ Steinke, T., Nasr, M. and Jagielski, M. (2023). Privacy auditing with one (1) tr
 Jagielski, M., Ullman, J. and Oprea, A. (2020). Auditing differentially private machine learning:
 how private is private SGD? *NeurIPS 2020* (mislabelled/poisoned canary examples).
 Abadi, M. et al. (2016). Deep learning with differential privacy. *CCS 2016*.
+Nasr, M. et al. (2023). Tight auditing of differentially private machine learning. *USENIX
+Security 2023* (Dirac gradient canaries).
 Yousefpour, A. et al. (2021). Opacus: user-friendly differential privacy library in PyTorch.
 arXiv:2109.12298.
 """
@@ -212,7 +217,7 @@ def mislabelled_canaries(config: SampleCanaryConfig, seed: int) -> CanaryData:
     )
 
 
-def _mlp(hidden_units: int, generator: torch.Generator) -> nn.Module:
+def _mlp(hidden_units: int, generator: torch.Generator) -> nn.Sequential:
     """64 → hidden → 10 ReLU MLP, PyTorch's default uniform(±1/√fan_in) init from ``generator``."""
     model = nn.Sequential(
         nn.Linear(N_FEATURES, hidden_units, device="meta"),
@@ -407,3 +412,144 @@ def sample_canary_audit(
         included=data.included,
         test_accuracy=accuracy,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Dirac gradient canaries (white-box, Opacus)
+
+
+def dirac_canary_coordinates(n_canaries: int, hidden_units: int) -> tuple[Tensor, Tensor]:
+    """``(rows, columns)`` of first-layer weights that no digit ever moves, one per canary.
+
+    The digits pixels 0, 32 and 39 are 0 in every image, so the weights ``W₁[h, p]`` on them get
+    a zero gradient from every real sample; canary ``j`` owns ``W₁[h_j, p_j]`` (pixel-major).
+    """
+    pixels = torch.tensor(ZERO_PIXELS)
+    require(
+        n_canaries <= len(ZERO_PIXELS) * hidden_units,
+        "n_canaries",
+        f"at most {len(ZERO_PIXELS)}·hidden_units for Dirac gradient canaries",
+    )
+    index = torch.arange(n_canaries)
+    return index % hidden_units, pixels[index // hidden_units]
+
+
+#: Digits pixels that are 0 in all 1,797 images.
+ZERO_PIXELS: tuple[int, ...] = (0, 32, 39)
+
+
+def gradient_canary_audit(
+    config: SampleCanaryConfig | None = None, seed: int = 0
+) -> SampleCanaryAudit:
+    """One-run audit of Opacus DP-SGD with Dirac gradient canaries (white-box).
+
+    Canary ``j`` is a per-sample gradient equal to ``C·e_j`` on its own coordinate (a first-layer
+    weight on an always-zero pixel, :func:`dirac_canary_coordinates`), inserted with probability
+    ½. An inserted canary joins each step's Poisson batch with the loader's rate ``q`` (its own
+    coins, stream ``(seed, 0, 0, "gradient_canary_batches")``) and is appended to Opacus'
+    per-sample gradients before clipping, noise and averaging. Since no real sample moves ``e_j``,
+    the score ``θ₀[j] − θ_T[j]`` is ``(lr/B)·(C·k_j + Σ_t noise_t[j])`` with ``k_j`` the number of
+    steps canary ``j`` was sampled in. The ``score`` and ``trainer`` fields of ``config`` are not
+    used (Opacus only); accounting as in :func:`sample_canary_audit`.
+
+    References
+    ----------
+    Nasr, M., Hayes, J., Steinke, T., Balle, B., Tramèr, F., Jagielski, M., Carlini, N. and
+    Terzis, A. (2023). Tight auditing of differentially private machine learning. *USENIX
+    Security 2023* (Dirac gradient canaries).
+    Steinke, Nasr and Jagielski (2023), section 7 (white-box one-run audit).
+    """
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    cfg = config if config is not None else SampleCanaryConfig()
+    rows, columns = dirac_canary_coordinates(cfg.n_canaries, cfg.hidden_units)
+    data = mislabelled_canaries(cfg, seed)  # reuses the split and the inclusion coins
+    included = data.included
+    model = _mlp(cfg.hidden_units, torch_generator(seed, 0, 0, "sample_canaries_init"))
+    first = model[0]
+    assert isinstance(first, nn.Linear)
+    start = first.weight.detach()[rows, columns].clone()  # (m,)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
+    loader = DataLoader(
+        TensorDataset(data.train_x, data.train_y),
+        batch_size=cfg.batch_size,
+        generator=torch_generator(seed, 0, 0, "sample_canaries_batches"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus warns about secure_mode=False
+        engine = PrivacyEngine(accountant="rdp")
+        private, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=cfg.trained_noise_multiplier,
+            max_grad_norm=cfg.clip_norm,
+            poisson_sampling=True,
+            noise_generator=torch_generator(seed, 0, 0, "sample_canaries_noise"),
+        )
+    rate = 1.0 / len(loader)
+    coins = numpy_generator(seed, 0, 0, "gradient_canary_batches")
+    inserted = torch.from_numpy(np.flatnonzero(included))  # (k,)
+    steps = 0
+    private.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus' full-backward-hook notice on leaf inputs
+        for _ in range(cfg.epochs):
+            for x, y in loader:
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(private(x), y).backward()
+                chosen = inserted[torch.from_numpy(coins.random(inserted.numel()) < rate)]
+                _append_dirac_rows(private, first, rows[chosen], columns[chosen], cfg.clip_norm)
+                optimizer.step()
+                steps += 1
+    with torch.no_grad():
+        scores = (start - first.weight[rows, columns]).to(torch.float64).numpy()  # (m,)
+        accuracy = float((private(data.test_x).argmax(dim=1) == data.test_y).float().mean())
+    base = one_run_audit(scores, included, confidence=cfg.confidence, delta=cfg.delta)
+    eps_opacus, eps_fedguard = epsilon_upper_bounds(cfg.noise_multiplier, rate, steps, cfg.delta)
+    details = dict(base.details)
+    details.update(
+        canaries="dirac_gradient",
+        noise_multiplier=cfg.noise_multiplier,
+        actual_noise_multiplier=cfg.trained_noise_multiplier,
+        sampling_rate=rate,
+        steps=steps,
+        epsilon_upper_opacus=eps_opacus,
+        epsilon_upper_fedguard=eps_fedguard,
+    )
+    result = AuditResult(
+        method="one_run_gradient_canaries",
+        epsilon=base.epsilon,
+        kind="lower_bound",
+        delta=cfg.delta,
+        confidence=cfg.confidence,
+        details=details,
+    )
+    return SampleCanaryAudit(
+        result=result,
+        epsilon_upper_opacus=eps_opacus,
+        epsilon_upper_fedguard=eps_fedguard,
+        ratio=base.epsilon / eps_opacus,
+        ceiling=float(details["ceiling"]),
+        sampling_rate=rate,
+        steps=steps,
+        scores=scores,
+        included=included,
+        test_accuracy=accuracy,
+    )
+
+
+def _append_dirac_rows(
+    private: nn.Module, first: nn.Linear, rows: Tensor, columns: Tensor, clip_norm: float
+) -> None:
+    """Append one per-sample gradient ``C·e_j`` per chosen canary to every ``grad_sample``."""
+    count = int(rows.numel())
+    if count == 0:
+        return
+    for param in private.parameters():
+        sample: Tensor = getattr(param, "grad_sample")  # noqa: B009  (batch, *shape), Opacus'
+        extra = sample.new_zeros((count, *param.shape))
+        if param is first.weight:
+            extra[torch.arange(count), rows, columns] = clip_norm
+        setattr(param, "grad_sample", torch.cat([sample, extra]))  # noqa: B010
