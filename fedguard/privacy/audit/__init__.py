@@ -8,6 +8,9 @@ Standalone estimators work on score arrays:
   conversion (Nasr et al. 2023; Dong, Roth and Su 2022).
 * :func:`one_run_audit`, :func:`one_run_epsilon`, :func:`max_certifiable_epsilon` — auditing with
   one training run (Steinke, Nasr and Jagielski 2023).
+* :func:`sample_canary_audit` — record-level DP-SGD (Opacus) audited in one run with mislabelled
+  canary examples (Steinke, Nasr and Jagielski 2023); :func:`gradient_canary_audit` — the same
+  with white-box Dirac gradient canaries (Nasr et al. 2023).
 * :func:`canary_epsilon_estimate` — the one-shot FL estimate from canary cosines (Andrew et al.
   2024); an estimate, not a bound.
 """
@@ -52,10 +55,21 @@ from fedguard.privacy.audit.one_run import (
     score_guesses,
 )
 from fedguard.privacy.audit.result import AuditResult
+from fedguard.privacy.audit.sample_canaries import (
+    SampleCanaryAudit,
+    SampleCanaryConfig,
+    canary_scores,
+    dirac_canary_coordinates,
+    gradient_canary_audit,
+    mislabelled_canaries,
+    sample_canary_audit,
+)
 from fedguard.privacy.audit.synthetic import gaussian_sum_release
 
 __all__ = [
     "AuditResult",
+    "SampleCanaryAudit",
+    "SampleCanaryConfig",
     "canary_cosines",
     "canary_direction",
     "canary_directions",
@@ -64,11 +78,13 @@ __all__ = [
     "canary_inclusion",
     "canary_max_round_cosines",
     "canary_round_cosines",
+    "canary_scores",
     "clopper_pearson_epsilon",
     "clopper_pearson_interval",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "default_guess_grid",
+    "dirac_canary_coordinates",
     "epsilon_from_rate_bounds",
     "gaussian_pair_delta",
     "gaussian_pair_epsilon",
@@ -78,11 +94,14 @@ __all__ = [
     "gdp_epsilon",
     "gdp_mu_from_rates",
     "gdp_threshold_audit",
+    "gradient_canary_audit",
     "max_certifiable_epsilon",
+    "mislabelled_canaries",
     "one_run_audit",
     "one_run_epsilon",
     "one_run_guesses",
     "one_run_p_value",
+    "sample_canary_audit",
     "score_guesses",
     "threshold_audit",
 ]
