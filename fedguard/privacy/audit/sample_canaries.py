@@ -379,12 +379,34 @@ def sample_canary_audit(
     with torch.no_grad():
         scores = canary_scores(model(data.canary_x), data.canary_y, cfg.score)  # (m,)
         accuracy = float((model(data.test_x).argmax(dim=1) == data.test_y).float().mean())
-    result = one_run_audit(scores, data.included, confidence=cfg.confidence, delta=cfg.delta)
+    return _finish_audit(
+        cfg,
+        scores,
+        data.included,
+        rate,
+        steps,
+        accuracy,
+        "one_run_sample_canaries",
+        {"score": cfg.score, "trainer": cfg.trainer},
+    )
+
+
+def _finish_audit(
+    cfg: SampleCanaryConfig,
+    scores: Any,
+    included: Any,
+    rate: float,
+    steps: int,
+    accuracy: float,
+    method: str,
+    extra: dict[str, Any],
+) -> SampleCanaryAudit:
+    """One-run lower bound from the canary scores, next to the accountants' ε for the claim."""
+    base = one_run_audit(scores, included, confidence=cfg.confidence, delta=cfg.delta)
     eps_opacus, eps_fedguard = epsilon_upper_bounds(cfg.noise_multiplier, rate, steps, cfg.delta)
-    details = dict(result.details)
+    details = dict(base.details)
     details.update(
-        score=cfg.score,
-        trainer=cfg.trainer,
+        extra,
         noise_multiplier=cfg.noise_multiplier,
         actual_noise_multiplier=cfg.trained_noise_multiplier,
         sampling_rate=rate,
@@ -393,8 +415,8 @@ def sample_canary_audit(
         epsilon_upper_fedguard=eps_fedguard,
     )
     result = AuditResult(
-        method="one_run_sample_canaries",
-        epsilon=result.epsilon,
+        method=method,
+        epsilon=base.epsilon,
         kind="lower_bound",
         delta=cfg.delta,
         confidence=cfg.confidence,
@@ -404,12 +426,12 @@ def sample_canary_audit(
         result=result,
         epsilon_upper_opacus=eps_opacus,
         epsilon_upper_fedguard=eps_fedguard,
-        ratio=result.epsilon / eps_opacus,
+        ratio=base.epsilon / eps_opacus,
         ceiling=float(details["ceiling"]),
         sampling_rate=rate,
         steps=steps,
         scores=scores,
-        included=data.included,
+        included=included,
         test_accuracy=accuracy,
     )
 
@@ -506,37 +528,15 @@ def gradient_canary_audit(
     with torch.no_grad():
         scores = (start - first.weight[rows, columns]).to(torch.float64).numpy()  # (m,)
         accuracy = float((private(data.test_x).argmax(dim=1) == data.test_y).float().mean())
-    base = one_run_audit(scores, included, confidence=cfg.confidence, delta=cfg.delta)
-    eps_opacus, eps_fedguard = epsilon_upper_bounds(cfg.noise_multiplier, rate, steps, cfg.delta)
-    details = dict(base.details)
-    details.update(
-        canaries="dirac_gradient",
-        noise_multiplier=cfg.noise_multiplier,
-        actual_noise_multiplier=cfg.trained_noise_multiplier,
-        sampling_rate=rate,
-        steps=steps,
-        epsilon_upper_opacus=eps_opacus,
-        epsilon_upper_fedguard=eps_fedguard,
-    )
-    result = AuditResult(
-        method="one_run_gradient_canaries",
-        epsilon=base.epsilon,
-        kind="lower_bound",
-        delta=cfg.delta,
-        confidence=cfg.confidence,
-        details=details,
-    )
-    return SampleCanaryAudit(
-        result=result,
-        epsilon_upper_opacus=eps_opacus,
-        epsilon_upper_fedguard=eps_fedguard,
-        ratio=base.epsilon / eps_opacus,
-        ceiling=float(details["ceiling"]),
-        sampling_rate=rate,
-        steps=steps,
-        scores=scores,
-        included=included,
-        test_accuracy=accuracy,
+    return _finish_audit(
+        cfg,
+        scores,
+        included,
+        rate,
+        steps,
+        accuracy,
+        "one_run_gradient_canaries",
+        {"canaries": "dirac_gradient"},
     )
 
 
