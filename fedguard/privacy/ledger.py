@@ -314,9 +314,9 @@ def save_ledgers(path: str | os.PathLike[str], ledgers: Sequence[PrivacyLedger])
     return target
 
 
-def load_ledgers(path: str | os.PathLike[str]) -> list[PrivacyLedger]:
-    """Read every ledger of ``path``, refusing a file whose checksum does not match."""
-    source = Path(path)
+def _read_json(source: Path) -> Any:
+    """The parsed JSON of a ledger file; a missing, unreadable or truncated file is a
+    :class:`LedgerError` naming it."""
     try:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError as err:
@@ -324,11 +324,17 @@ def load_ledgers(path: str | os.PathLike[str]) -> list[PrivacyLedger]:
     except (OSError, UnicodeDecodeError) as err:
         raise LedgerError(f"ledger file {source} cannot be read ({err}).") from err
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise LedgerError(
             f"ledger file {source} is truncated or not valid JSON (line {err.lineno})."
         ) from err
+
+
+def load_ledgers(path: str | os.PathLike[str]) -> list[PrivacyLedger]:
+    """Read every ledger of ``path``, refusing a file whose checksum does not match."""
+    source = Path(path)
+    document = _read_json(source)
     if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
         raise LedgerError(f"{source} is not a fedguard privacy ledger.")
     if document.get("version") != LEDGER_VERSION:
@@ -402,18 +408,7 @@ def write_run_ledger(path: str | os.PathLike[str], ledger: Mapping[str, Any]) ->
 def read_run_ledger(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and verify a ledger written by :func:`write_run_ledger` (checksum removed)."""
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise LedgerError(f"ledger file {source} does not exist.") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise LedgerError(f"ledger file {source} cannot be read ({err}).") from err
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise LedgerError(
-            f"ledger file {source} is truncated or not valid JSON (line {err.lineno})."
-        ) from err
+    document = _read_json(source)
     if not isinstance(document, dict):
         raise LedgerError(f"ledger file {source} is not a JSON object.")
     return verify_run_ledger(document, f"ledger file {source}")

@@ -265,6 +265,33 @@ def epsilon_upper_bounds(
     return eps_opacus, eps_fedguard
 
 
+def _opacus_private(
+    model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: SampleCanaryConfig, seed: int
+) -> tuple[Any, Any, Any]:
+    """Opacus DP-SGD (Poisson sampling, flat clipping) with the audit's seeded streams."""
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
+    loader = DataLoader(
+        TensorDataset(train_x, train_y),
+        batch_size=cfg.batch_size,
+        generator=torch_generator(seed, 0, 0, "sample_canaries_batches"),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus warns about secure_mode=False
+        engine = PrivacyEngine(accountant="rdp")
+        return engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=cfg.trained_noise_multiplier,
+            max_grad_norm=cfg.clip_norm,
+            poisson_sampling=True,
+            noise_generator=torch_generator(seed, 0, 0, "sample_canaries_noise"),
+        )
+
+
 def train_opacus(
     config: SampleCanaryConfig, train_x: Tensor, train_y: Tensor, seed: int
 ) -> tuple[nn.Module, float, int]:
@@ -272,28 +299,9 @@ def train_opacus(
 
     Returns the trained model, the sampling rate and the number of steps taken.
     """
-    from opacus import PrivacyEngine
-    from torch.utils.data import DataLoader, TensorDataset
 
     model = _mlp(config.hidden_units, torch_generator(seed, 0, 0, "sample_canaries_init"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
-    loader = DataLoader(
-        TensorDataset(train_x, train_y),
-        batch_size=config.batch_size,
-        generator=torch_generator(seed, 0, 0, "sample_canaries_batches"),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Opacus warns about secure_mode=False
-        engine = PrivacyEngine(accountant="rdp")
-        model, optimizer, loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=config.trained_noise_multiplier,
-            max_grad_norm=config.clip_norm,
-            poisson_sampling=True,
-            noise_generator=torch_generator(seed, 0, 0, "sample_canaries_noise"),
-        )
+    model, optimizer, loader = _opacus_private(model, train_x, train_y, config, seed)
     sampling_rate = 1.0 / len(loader)
     steps = 0
     model.train()
@@ -481,8 +489,6 @@ def gradient_canary_audit(
     Security 2023* (Dirac gradient canaries).
     Steinke, Nasr and Jagielski (2023), section 7 (white-box one-run audit).
     """
-    from opacus import PrivacyEngine
-    from torch.utils.data import DataLoader, TensorDataset
 
     cfg = config if config is not None else SampleCanaryConfig()
     rows, columns = dirac_canary_coordinates(cfg.n_canaries, cfg.hidden_units)
@@ -492,24 +498,7 @@ def gradient_canary_audit(
     first = model[0]
     assert isinstance(first, nn.Linear)
     start = first.weight.detach()[rows, columns].clone()  # (m,)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
-    loader = DataLoader(
-        TensorDataset(data.train_x, data.train_y),
-        batch_size=cfg.batch_size,
-        generator=torch_generator(seed, 0, 0, "sample_canaries_batches"),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Opacus warns about secure_mode=False
-        engine = PrivacyEngine(accountant="rdp")
-        private, optimizer, loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=cfg.trained_noise_multiplier,
-            max_grad_norm=cfg.clip_norm,
-            poisson_sampling=True,
-            noise_generator=torch_generator(seed, 0, 0, "sample_canaries_noise"),
-        )
+    private, optimizer, loader = _opacus_private(model, data.train_x, data.train_y, cfg, seed)
     rate = 1.0 / len(loader)
     coins = numpy_generator(seed, 0, 0, "gradient_canary_batches")
     inserted = torch.from_numpy(np.flatnonzero(included))  # (k,)
