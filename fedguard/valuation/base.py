@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -35,8 +35,8 @@ class Scores:
     """Per-client values with uncertainty and cost.
 
     ``target`` names what is estimated (``shapley``, ``banzhaf``, ``beta(16,1)``, ``leave_one_out``,
-    ``proxy``); ``n_queries`` counts utility requests (the budget's unit), ``n_evaluations`` the
-    distinct coalitions they touched (the cost with a cold cache); ``evaluation_unit`` says whether
+    ``proxy``); ``n_queries`` counts utility requests, ``n_evaluations`` the distinct
+    coalitions they touched (the cost with a cold cache); ``evaluation_unit`` says whether
     one evaluation is a coalition of the whole game or one round's coalition (one model evaluation).
     """
 
@@ -97,13 +97,15 @@ class Valuation(Component):
 
 @dataclass(frozen=True)
 class SampledValuation(Valuation):
-    """Base of the sampling estimators whose only parameters are the utility-query ``budget``
-    (``None``: :func:`resolve_budget`'s default), ``n_bootstrap`` and the interval
-    ``confidence`` (checked by :func:`validate_common`)."""
+    """Base of the sampling estimators whose only parameters are the ``budget`` of distinct utility
+    evaluations (``None``: :func:`resolve_budget`'s default), ``n_bootstrap``, the interval
+    ``confidence`` (checked by :func:`validate_common`) and ``control_variate`` (estimate the
+    residual of the FedAvg first-order surrogate, :mod:`fedguard.valuation.control_variate`)."""
 
     budget: int | None = None
     n_bootstrap: int = 200
     confidence: float = 0.95
+    control_variate: bool = True
 
     def __post_init__(self) -> None:
         validate_common(self.budget, self.n_bootstrap, self.confidence)
@@ -234,6 +236,58 @@ def scores_from_units(
     )
 
 
+def shift_scores(scores: Scores, shift: Tensor) -> Scores:
+    """``scores`` of a residual game plus the exact value ``shift`` of the control variate: the
+    values and interval ends move, the standard errors stay (``shift`` has no sampling error)."""
+    return replace(
+        scores,
+        values=scores.values + shift,
+        lower=scores.lower + shift,
+        upper=scores.upper + shift,
+        info={**scores.info, "control_variate": "mean_gain"},
+    )
+
+
+def scores_from_clustered_units(
+    method: str,
+    units: Tensor,
+    clusters: Tensor,
+    tracker: QueryTracker,
+    target: str,
+    confidence: float,
+    n_bootstrap: int,
+    generator: torch.Generator,
+    info: Mapping[str, Any] | None = None,
+) -> Scores:
+    """Like :func:`scores_from_units` for ``(m, n)`` units drawn in dependent groups (``clusters``,
+    ``(m,)`` int64 ids ``0..c−1``; the groups themselves independent): the cluster bootstrap
+    resamples whole groups (ratio of resampled sums to resampled counts) and the interval has
+    ``c − 1`` degrees of freedom. With a single group it falls back to the units (approximate:
+    ``info["interval"]`` says so)."""
+    n_clusters = int(clusters.max()) + 1 if clusters.numel() else 0
+    if n_clusters < 2:
+        info = {**(info or {}), "interval": "units of one block (approximate)"}
+        return scores_from_units(
+            method, units, tracker, target, confidence, n_bootstrap, generator, info
+        )
+    sums = torch.zeros(n_clusters, units.shape[1], dtype=torch.float64)
+    sums.index_add_(0, clusters, units)  # (c, n)
+    counts = torch.bincount(clusters, minlength=n_clusters).to(torch.float64)  # (c,)
+    idx = bootstrap_indices(n_clusters, n_bootstrap, generator)  # (B, c)
+    replicates = sums[idx].sum(dim=1) / counts[idx].sum(dim=1, keepdim=True)  # (B, n)
+    return sampled_scores(
+        method,
+        units.mean(dim=0),
+        replicates,
+        n_units=n_clusters,
+        n_evaluations=tracker.n_distinct,
+        n_queries=tracker.n_queries,
+        target=target,
+        confidence=confidence,
+        info={**(info or {}), "n_clusters": n_clusters},
+    )
+
+
 def validate_common(budget: int | None, n_bootstrap: int, confidence: float) -> None:
     """Field checks shared by the sampling estimators."""
     if budget is not None and budget < 1:
@@ -245,5 +299,5 @@ def validate_common(budget: int | None, n_bootstrap: int, confidence: float) -> 
 
 
 def resolve_budget(budget: int | None, n_players: int, per_player: int = 32) -> int:
-    """The budget, or ``per_player · n`` utility evaluations when none is given."""
+    """The budget, or ``per_player · n`` distinct utility evaluations when none is given."""
     return per_player * n_players if budget is None else budget

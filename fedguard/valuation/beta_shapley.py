@@ -18,12 +18,18 @@ from fedguard.valuation.base import (
     Valuation,
     check_budget,
     resolve_budget,
-    scores_from_units,
+    scores_from_clustered_units,
+    shift_scores,
     validate_common,
 )
+from fedguard.valuation.control_variate import begin_control_variate
 from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game
 from fedguard.valuation.kernels import beta_size_distribution
-from fedguard.valuation.permutation import antithetic_group, permutation_marginals
+from fedguard.valuation.permutation import (
+    PermutationShapley,
+    permutation_units,
+    sampled_marginals,
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,17 @@ class BetaShapley(Valuation):
     small coalitions; ``Beta(1, 1)`` is the Shapley value. In a uniform permutation a player's
     predecessor set has size ``s`` with probability ``1/n``, so weighting the marginal at size ``s``
     by ``n·p(s)`` gives an unbiased estimate from every permutation (each permutation serves every
-    player); antithetic pairs (a permutation and its reverse) are the bootstrap unit.
+    player). Permutations come from :class:`~fedguard.valuation.permutation.CyclicPermutations`
+    (every player at every position once per block, which stratifies the sizes too), in antithetic
+    pairs (the bootstrap unit); ``budget`` = distinct utility evaluations; ``control_variate`` as
+    in :class:`~fedguard.valuation.permutation.PermutationShapley`.
     """
 
     alpha: float = 16.0
     beta: float = 1.0
     budget: int | None = None
     antithetic: bool = True
+    control_variate: bool = True
     n_bootstrap: int = 200
     confidence: float = 0.95
 
@@ -55,17 +65,32 @@ class BetaShapley(Valuation):
         g = as_game(game)
         n = g.n_players
         budget = resolve_budget(self.budget, n)
-        check_budget(budget, n, minimum=n + 1, method="beta_shapley")
+        minimum = PermutationShapley(
+            antithetic=self.antithetic, control_variate=self.control_variate
+        ).minimum_budget(n)
+        check_budget(budget, n, minimum=minimum, method="beta_shapley")
         tracker = QueryTracker(g)
+        sizes = beta_size_distribution(n, self.alpha, self.beta)  # (n,)
+        surrogate = begin_control_variate(tracker) if self.control_variate and n > 1 else None
         empty, grand = tracker.utilities(torch.tensor([0, g.grand_mask])).tolist()
-        group = antithetic_group(self.antithetic, budget - 2, n)
-        perms, marginals = permutation_marginals(
-            tracker, empty, grand, budget - 2, group, generator
-        )
-        position = torch.argsort(perms, dim=1)  # (m, n) size of each player's predecessor set
-        weights = n * beta_size_distribution(n, self.alpha, self.beta)[position]  # (m, n)
-        units = (weights * marginals).reshape(-1, group, n).mean(dim=1)
+        perms, blocks = permutation_units(tracker, budget, self.antithetic, generator)
+        flat = perms.reshape(-1, n)  # (m, n)
+        if n == 1:
+            marginals = torch.full((flat.shape[0], 1), grand - empty, dtype=torch.float64)
+        else:
+            marginals = sampled_marginals(tracker, flat, empty, grand)  # (m, n)
+        position = torch.argsort(flat, dim=1)  # (m, n) size of each player's predecessor set
+        weights = n * sizes[position]  # (m, n)
+        units = (weights * marginals).reshape(perms.shape).mean(dim=1)  # (u, n)
         target = f"beta({self.alpha:g},{self.beta:g})"
-        return scores_from_units(
-            "beta_shapley", units, tracker, target, self.confidence, self.n_bootstrap, generator
+        scores = scores_from_clustered_units(
+            "beta_shapley",
+            units,
+            blocks,
+            tracker,
+            target,
+            self.confidence,
+            self.n_bootstrap,
+            generator,
         )
+        return scores if surrogate is None else shift_scores(scores, surrogate.semivalue(sizes))

@@ -182,6 +182,10 @@ def contrib_command(
     report = audit(scores, game, threshold=threshold, duplicates=duplicates)
     table = rows(scores, report)
     notes = surrogate_notes(run, rebuild)
+    if "interval" in scores.info:
+        notes.append(
+            f"intervals are {scores.info['interval']}: raise --budget for independent blocks"
+        )
     payload = {
         "run": str(path),
         "complete": RunDirectory(path).complete,

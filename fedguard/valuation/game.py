@@ -17,8 +17,8 @@ References
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import TypeAlias
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeAlias
 
 import torch
 from torch import Tensor
@@ -159,16 +159,19 @@ class FunctionGame(Game):
 
 
 class QueryTracker:
-    """Counts one estimator's utility queries against a budget and the distinct coalitions used.
+    """Counts one estimator's utility queries and the distinct coalitions they touch.
 
-    ``n_queries`` counts every requested utility (the classic cost model of sampling estimators);
-    ``n_distinct`` the distinct coalitions (the cost with a cold cache).
+    ``n_queries`` counts every requested utility; ``n_distinct`` the distinct coalitions (the cost
+    with a cold cache, and the unit of the sampling estimators' ``budget``: a repeated coalition is
+    free). With :meth:`subtract` set, :meth:`utilities` returns the residual ``v(S) − (u(S) − v(∅))``
+    of a control-variate surrogate ``u`` (:mod:`fedguard.valuation.control_variate`).
     """
 
     def __init__(self, game: Game) -> None:
         self.game = game
         self.n_queries = 0
         self._seen: set[int] = set()
+        self.surrogate: Surrogate | None = None
 
     @property
     def n_players(self) -> int:
@@ -178,14 +181,60 @@ class QueryTracker:
     def n_distinct(self) -> int:
         return len(self._seen)
 
-    def utilities(self, masks: Tensor) -> Tensor:
+    def subtract(self, surrogate: Surrogate) -> None:
+        """From now on :meth:`utilities` returns residuals of ``surrogate``."""
+        self.surrogate = surrogate
+
+    def raw_utilities(self, masks: Tensor) -> Tensor:
+        """``(k,)`` masks → ``(k,)`` utilities of the game itself (counted like any query)."""
         masks = masks.reshape(-1)
         self.n_queries += int(masks.shape[0])
         self._seen.update(int(m) for m in masks.tolist())
         return self.game.utilities(masks)
 
+    def utilities(self, masks: Tensor) -> Tensor:
+        values = self.raw_utilities(masks)
+        if self.surrogate is not None:
+            values = values - self.surrogate.excess(masks.reshape(-1))
+        return values
+
     def utility(self, mask: int) -> float:
         return float(self.utilities(torch.tensor([mask], dtype=torch.int64))[0])
+
+    def new_cost(self, masks: Tensor, pending: set[int]) -> set[int]:
+        """The masks of ``masks`` neither queried yet nor in ``pending`` (what they would cost)."""
+        return {m for m in masks.reshape(-1).tolist() if m not in self._seen and m not in pending}
+
+
+class Surrogate(Protocol):
+    """A control-variate game: ``excess(masks)`` = ``u(S) − v(∅)`` for a batch of masks."""
+
+    def excess(self, masks: Tensor) -> Tensor: ...
+
+
+def draw_within_budget(
+    tracker: QueryTracker,
+    budget: int,
+    draw: Callable[[], tuple[Tensor, Tensor]],
+    max_units: int,
+) -> list[Tensor]:
+    """Draw sampling units until the next one would take the distinct evaluations over ``budget``
+    or ``max_units`` are drawn. ``draw()`` returns a unit and the masks it will query.
+
+    The stopping rule depends only on which coalitions were drawn, and is invariant under
+    relabelling the players, so each accepted unit keeps its sampling distribution (an estimator
+    unbiased per unit stays unbiased). Nothing is evaluated here.
+    """
+    pending: set[int] = set()
+    units: list[Tensor] = []
+    while len(units) < max_units:
+        unit, masks = draw()
+        fresh = tracker.new_cost(masks, pending)
+        if tracker.n_distinct + len(pending) + len(fresh) > budget:
+            break
+        pending |= fresh
+        units.append(unit)
+    return units
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ References
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +21,21 @@ from fedguard.valuation.base import (
     Scores,
     bootstrap_indices,
     check_budget,
+    deterministic_scores,
     resolve_budget,
     sampled_scores,
+    shift_scores,
 )
-from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game, bits_to_masks
+from fedguard.valuation.control_variate import begin_control_variate
+from fedguard.valuation.game import (
+    Game,
+    QueryTracker,
+    RoundGame,
+    as_game,
+    draw_within_budget,
+    mask_bits,
+)
+from fedguard.valuation.kernels import shapley_size_distribution
 
 
 def shapley_kernel_sizes(n_players: int) -> Tensor:
@@ -32,14 +44,6 @@ def shapley_kernel_sizes(n_players: int) -> Tensor:
     k = torch.arange(1, n_players, dtype=torch.float64)
     w = 1.0 / (k * (n_players - k))
     return w / w.sum()
-
-
-def sample_kernel_coalitions(count: int, n_players: int, generator: torch.Generator) -> Tensor:
-    """``(count, n)`` bool coalitions drawn from the Shapley kernel distribution."""
-    sizes = torch.multinomial(shapley_kernel_sizes(n_players), count, True, generator=generator) + 1
-    order = torch.argsort(torch.rand(count, n_players, generator=generator), dim=1)  # (c, n)
-    ranks = torch.argsort(order, dim=1)  # (c, n) position of each player
-    return ranks < sizes.reshape(-1, 1)
 
 
 def constrained_solution(gram: Tensor, moment: Tensor, total: float) -> Tensor:
@@ -61,46 +65,122 @@ def constrained_solution(gram: Tensor, moment: Tensor, total: float) -> Tensor:
     return solution[..., :n, 0]
 
 
+def size_masks(n_players: int, size: int) -> Tensor:
+    """``(C(n, k),)`` int64 masks of every coalition of ``size`` players."""
+    combos = torch.combinations(torch.arange(n_players), r=size)  # (C, k)
+    return (torch.ones_like(combos) << combos).sum(dim=1)
+
+
+def enumerated_sizes(n_players: int, budget_left: int) -> list[int]:
+    """Sizes whose coalitions are all evaluated, as in the ``shap`` library: the pairs ``(k, n−k)``
+    carry the largest kernel weights, so from the outside in, each pair is enumerated while its
+    coalitions fit in ``budget_left`` and leave room for a sampled pair (unless it is the last)."""
+    sizes: list[int] = []
+    for k in range(1, n_players // 2 + 1):
+        group = [k] if 2 * k == n_players else [k, n_players - k]
+        cost = sum(math.comb(n_players, size) for size in group)
+        last = k == n_players // 2
+        if cost > budget_left - (0 if last else 2):
+            break
+        sizes += group
+        budget_left -= cost
+    return sizes
+
+
 @dataclass(frozen=True)
 class KernelShap(SampledValuation):
-    """KernelSHAP with paired sampling and the efficiency constraint.
+    """KernelSHAP with enumerated extreme sizes, paired sampling and the efficiency constraint.
 
-    Coalitions ``S`` are drawn from the Shapley kernel distribution together with their complements
-    (Covert & Lee's paired sampling); the estimate solves ``min Σ (v(S) − v(∅) − Σ_{i∈S} φ_i)²``
-    subject to ``Σ φ = v(N) − v(∅)`` using the sampled ``Â = mean zzᵀ`` (the original KernelSHAP,
-    exact for additive games). Bootstrap unit: a complementary pair. ``budget`` = utility queries.
+    Solves ``min E_p[(v(S) − v(∅) − Σ_{i∈S} φ_i)²]`` subject to ``Σ φ = v(N) − v(∅)`` with ``p``
+    the Shapley kernel, using ``Â = E_p[zzᵀ]`` and ``b̂ = E_p[z(v(S) − v(∅))]`` (the original
+    KernelSHAP, exact for additive games). As in the ``shap`` library, the sizes with the largest
+    kernel mass (``1`` and ``n−1``, then ``2`` and ``n−2``, …) are enumerated while the budget
+    allows (:func:`enumerated_sizes`); the remaining sizes are sampled from the kernel restricted
+    to them, each ``S`` with its complement (Covert & Lee's paired sampling). Bootstrap unit: a
+    sampled pair (the enumerated part is fixed). ``budget`` = distinct utility evaluations;
+    ``control_variate`` estimates the residual of the FedAvg first-order surrogate.
     """
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
         g = as_game(game)
         n = g.n_players
         budget = resolve_budget(self.budget, n)
-        check_budget(budget, n, minimum=n + 2, method="kernel_shap")
+        use_cv = self.control_variate and n > 1
+        minimum = min((n + 2 if use_cv else 2) + 2, 1 << n)
+        check_budget(budget, n, minimum=minimum, method="kernel_shap")
         tracker = QueryTracker(g)
+        surrogate = begin_control_variate(tracker) if use_cv else None
         empty, grand = tracker.utilities(torch.tensor([0, g.grand_mask])).tolist()
         if n == 1:
             value = torch.tensor([grand - empty], dtype=torch.float64)
             return sampled_scores(
-                "kernel_shap",
-                value,
-                value.reshape(1, 1).expand(2, 1),
-                2,
-                2,
-                2,
-                "shapley",
+                "kernel_shap", value, value.reshape(1, 1).expand(2, 1), 2, 2, 2, "shapley",
                 self.confidence,
-            )
-        n_pairs = (budget - 2) // 2
-        z = sample_kernel_coalitions(n_pairs, n, generator)  # (u, n)
-        z_all = torch.cat([z, ~z])  # (2u, n)
-        y = tracker.utilities(bits_to_masks(z_all)) - empty  # (2u,)
-        zf = z_all.to(torch.float64).reshape(2, n_pairs, n)
-        yf = y.reshape(2, n_pairs)
-        outer = torch.einsum("pui,puj->uij", zf, zf)  # (u, n, n) per-pair contribution to A
-        cross = torch.einsum("pui,pu->ui", zf, yf)  # (u, n) per-pair contribution to b
-        estimate = constrained_solution(outer.mean(0), cross.mean(0), grand - empty)
+            )  # fmt: skip
+        size_p = shapley_kernel_sizes(n)  # (n−1,) over sizes 1..n−1
+        enumerated = enumerated_sizes(n, budget - tracker.n_distinct + (n if use_cv else 0))
+        gram = torch.zeros(n, n, dtype=torch.float64)
+        moment = torch.zeros(n, dtype=torch.float64)
+        for size in enumerated:
+            masks = size_masks(n, size)
+            z = mask_bits(masks, n).to(torch.float64)  # (C, n)
+            y = tracker.utilities(masks) - empty  # (C,)
+            weight = float(size_p[size - 1]) / masks.shape[0]
+            gram += weight * z.T @ z
+            moment += weight * z.T @ y
+        rest = [k for k in range(1, n) if k not in enumerated]
+        if not rest:
+            estimate = constrained_solution(gram, moment, grand - empty)
+            scores = deterministic_scores(
+                "kernel_shap", estimate, tracker.n_distinct, tracker.n_queries, "shapley",
+                self.confidence, info={"enumerated_sizes": enumerated},
+            )  # fmt: skip
+        else:
+            scores = self._sampled(tracker, gram, moment, empty, grand, enumerated, rest, budget,
+                                   generator)  # fmt: skip
+        if surrogate is None:
+            return scores
+        return shift_scores(scores, surrogate.semivalue(shapley_size_distribution(n)))
+
+    def _sampled(
+        self,
+        tracker: QueryTracker,
+        gram: Tensor,
+        moment: Tensor,
+        empty: float,
+        grand: float,
+        enumerated: list[int],
+        rest: list[int],
+        budget: int,
+        generator: torch.Generator,
+    ) -> Scores:
+        n = tracker.n_players
+        size_p = shapley_kernel_sizes(n)
+        rest_p = size_p[torch.tensor(rest) - 1]  # (r,)
+        rest_mass = float(rest_p.sum())
+        grand_mask = (1 << n) - 1
+
+        def draw() -> tuple[Tensor, Tensor]:
+            size = rest[int(torch.multinomial(rest_p, 1, generator=generator))]
+            order = torch.randperm(n, generator=generator)
+            mask = int((torch.ones(size, dtype=torch.int64) << order[:size]).sum())
+            pair = torch.tensor([mask, grand_mask ^ mask])
+            return pair, pair
+
+        pairs = torch.stack(draw_within_budget(tracker, budget, draw, max_units=budget))  # (u, 2)
+        n_pairs = int(pairs.shape[0])
+        z = mask_bits(pairs.T.reshape(-1), n).to(torch.float64).reshape(2, n_pairs, n)
+        y = (tracker.utilities(pairs.T.reshape(-1)) - empty).reshape(2, n_pairs)
+        outer = torch.einsum("pui,puj->uij", z, z) / 2.0  # (u, n, n) per-pair mean of zzᵀ
+        cross = torch.einsum("pui,pu->ui", z, y) / 2.0  # (u, n) per-pair mean of z·y
+        estimate = constrained_solution(
+            gram + rest_mass * outer.mean(0), moment + rest_mass * cross.mean(0), grand - empty
+        )
         idx = bootstrap_indices(n_pairs, self.n_bootstrap, generator)  # (B, u)
-        replicates = constrained_solution(outer[idx].mean(1), cross[idx].mean(1), grand - empty)
+        replicates = constrained_solution(
+            gram + rest_mass * outer[idx].mean(1), moment + rest_mass * cross[idx].mean(1),
+            grand - empty,
+        )  # fmt: skip
         return sampled_scores(
             "kernel_shap",
             estimate,
@@ -110,4 +190,5 @@ class KernelShap(SampledValuation):
             n_queries=tracker.n_queries,
             target="shapley",
             confidence=self.confidence,
+            info={"enumerated_sizes": enumerated},
         )

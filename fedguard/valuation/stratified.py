@@ -23,8 +23,18 @@ from fedguard.valuation.base import (
     check_budget,
     resolve_budget,
     sampled_scores,
+    shift_scores,
 )
-from fedguard.valuation.game import Game, QueryTracker, RoundGame, as_game, bits_to_masks
+from fedguard.valuation.control_variate import begin_control_variate
+from fedguard.valuation.game import (
+    Game,
+    QueryTracker,
+    RoundGame,
+    as_game,
+    bits_to_masks,
+    draw_within_budget,
+)
+from fedguard.valuation.kernels import shapley_size_distribution
 
 
 def exact_size_coalitions(n_players: int) -> Tensor:
@@ -113,8 +123,14 @@ class StratifiedShapley(SampledValuation):
     ``|A| = s + 1`` and ``φ⁻_{i,s}`` over ``A ∌ i``, ``|A| = s``. Sizes 0, 1, n−1, n are evaluated
     exactly (``2n + 2`` evaluations); a warm-up covers each middle stratum once; the rest of the
     budget draws a size uniformly on ``2..n−2`` (the paper also analyses non-uniform size
-    distributions; uniform is our documented choice) and a uniform coalition of that size. Each sampled ``v(A)`` updates
-    one stratum of every client. Bootstrap unit: a sampled coalition (the exact strata stay fixed).
+    distributions; uniform is our documented choice) and a uniform coalition of that size. Each
+    sampled ``v(A)`` updates one stratum of every client. Bootstrap unit: a sampled coalition (the
+    exact strata stay fixed).
+
+    ``budget`` = distinct utility evaluations (a coalition drawn twice counts twice in its strata
+    but costs once); ``control_variate`` estimates the residual of the FedAvg first-order surrogate
+    (:mod:`fedguard.valuation.control_variate`), whose within-size spread is what SVARM's variance
+    is made of.
     """
 
     def fit(self, game: Game | RoundGame, generator: torch.Generator) -> Scores:
@@ -123,13 +139,19 @@ class StratifiedShapley(SampledValuation):
         budget = resolve_budget(self.budget, n)
         exact_masks = exact_size_coalitions(n)
         warm = warmup_coalitions(n, generator)
-        check_budget(
-            budget, n, minimum=int(exact_masks.shape[0] + warm.shape[0]), method="stratified"
-        )
+        minimum = int(exact_masks.shape[0] + warm.shape[0])  # the warm-up's size, not its draw
+        check_budget(budget, n, minimum=minimum, method="stratified")
         tracker = QueryTracker(g)
+        surrogate = begin_control_variate(tracker) if self.control_variate and n > 1 else None
         exact_values = tracker.utilities(exact_masks)
-        n_random = budget - exact_masks.shape[0] - warm.shape[0] if n > 3 else 0
-        sampled = torch.cat([warm, random_middle_coalitions(n_random, n, generator)])
+        tracker.utilities(warm)
+
+        def draw() -> tuple[Tensor, Tensor]:
+            mask = random_middle_coalitions(1, n, generator)
+            return mask, mask
+
+        extra = draw_within_budget(tracker, budget, draw, max_units=budget) if n > 3 else []
+        sampled = torch.cat([warm, *extra])
         sampled_values = tracker.utilities(sampled)
 
         def sums_for(masks: Tensor, values: Tensor, weights: Tensor) -> Tensor:
@@ -149,7 +171,7 @@ class StratifiedShapley(SampledValuation):
             )
         else:
             replicates = estimate.expand(2, n)
-        return sampled_scores(
+        scores = sampled_scores(
             "stratified",
             estimate[0],
             replicates,
@@ -160,3 +182,6 @@ class StratifiedShapley(SampledValuation):
             confidence=self.confidence,
             info={"n_sampled": m},
         )
+        if surrogate is None:
+            return scores
+        return shift_scores(scores, surrogate.semivalue(shapley_size_distribution(n)))

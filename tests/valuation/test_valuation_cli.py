@@ -85,7 +85,7 @@ def test_contrib_writes_table_files(run_dir: Path, capsys: pytest.CaptureFixture
 def test_contrib_json_mode(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert contrib_command(run_dir, "permutation", 40, "loss", True) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["method"] == "permutation" and payload["scores"]["n_queries"] <= 40
+    assert payload["method"] == "permutation" and payload["scores"]["n_evaluations"] <= 40
     assert len(payload["clients"]) == 4
 
 

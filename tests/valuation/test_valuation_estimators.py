@@ -205,7 +205,7 @@ def test_error_at_modest_budget(estimator: Valuation, target: str, bound: float)
     errors = []
     for seed in range(16):
         scores = estimator.fit(game, torch.Generator().manual_seed(seed))
-        assert scores.n_queries <= (estimator.budget or 0)  # type: ignore[attr-defined]
+        assert scores.n_evaluations <= (estimator.budget or 0)  # type: ignore[attr-defined]
         errors.append(float((scores.values - reference).norm() / reference.norm()))
     assert sum(errors) / len(errors) <= bound
 
@@ -224,9 +224,10 @@ def test_interval_coverage_on_small_game(estimator: Valuation) -> None:
     game = _random_game(n, 7)
     exact = exact_shapley(game.utilities(torch.arange(1 << n)))
     covered = total = 0
+    tol = 1e-9  # kernel_shap enumerates every size of a 5-player game at 32n: a point interval
     for seed in range(60):
         scores = estimator.fit(game, torch.Generator().manual_seed(seed))
-        covered += int(((scores.lower <= exact) & (exact <= scores.upper)).sum())
+        covered += int(((scores.lower - tol <= exact) & (exact <= scores.upper + tol)).sum())
         total += n
     assert covered / total >= 0.90
 

@@ -12,7 +12,9 @@ from fedguard.config import parse_spec
 from fedguard.core.runner import execute
 from fedguard.valuation.exact import ExactShapley
 from fedguard.valuation.game import RoundGame
+from fedguard.valuation.kernel_shap import KernelShap
 from fedguard.valuation.permutation import PermutationShapley
+from fedguard.valuation.stratified import StratifiedShapley
 from fedguard.valuation.utilities import LoadedRun, build_game, load_run
 
 N_CLIENTS = 8
@@ -74,3 +76,41 @@ def test_duplicate_within_one_interval_width_of_client_zero(scenario: LoadedRun)
     assert float(gaps[DUPLICATE]) <= width
     # near-symmetry: of all clients, the duplicate is the one valued closest to client 0
     assert int(torch.argmin(gaps[1:])) + 1 == DUPLICATE
+
+
+SAMPLERS = {
+    "permutation": PermutationShapley,
+    "stratified": StratifiedShapley,
+    "kernel_shap": KernelShap,
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_sampling_estimators_within_target_at_8n(scenario: LoadedRun, name: str) -> None:
+    game = build_game(scenario, "reconstruct-multi-round", "loss")
+    assert isinstance(game, RoundGame)
+    total = game.total()
+    exact = ExactShapley().fit(game, torch.Generator().manual_seed(0)).values
+    errors = []
+    for seed in range(10):
+        scores = SAMPLERS[name](budget=8 * N_CLIENTS).fit(
+            total, torch.Generator().manual_seed(seed)
+        )
+        assert scores.n_evaluations <= 8 * N_CLIENTS
+        errors.append(float((scores.values - exact).norm() / exact.norm()))
+    assert sum(errors) / len(errors) <= 0.2
+
+
+@pytest.mark.parametrize("name", ["permutation", "stratified"])
+def test_intervals_cover_exact_values_at_32n(scenario: LoadedRun, name: str) -> None:
+    game = build_game(scenario, "reconstruct-multi-round", "loss")
+    assert isinstance(game, RoundGame)
+    total = game.total()
+    exact = ExactShapley().fit(game, torch.Generator().manual_seed(0)).values
+    covered = 0
+    for seed in range(20):
+        scores = SAMPLERS[name](budget=32 * N_CLIENTS).fit(
+            total, torch.Generator().manual_seed(seed)
+        )
+        covered += int(((scores.lower <= exact) & (exact <= scores.upper)).sum())
+    assert covered / (20 * N_CLIENTS) >= 0.9
