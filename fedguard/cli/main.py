@@ -122,7 +122,8 @@ def audit(
         float | None, typer.Option("--sampling-rate", help="q in (0, 1].")
     ] = None,
     noise_multiplier: Annotated[
-        float | None, typer.Option("--noise-multiplier", help="z > 0.")
+        float | None,
+        typer.Option("--noise-multiplier", help="z > 0 (--dp-sgd-canaries: the claim, default 1)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Number of sampled Gaussian steps T.")] = None,
     sampling: Annotated[

@@ -310,7 +310,9 @@ def sample_canary_command(
         raise UserError(f"{options.given()[0]} is only used with --dp-sgd-canaries.")
     for name, present in not_with_canaries.items():
         if present:
-            raise UserError(f"--dp-sgd-canaries takes no {name} (it trains its own DP-SGD model).")
+            raise UserError(
+                f"--dp-sgd-canaries cannot be combined with {name} (it trains its own model)."
+            )
     if options.out is not None and options.out.exists() and not options.out.is_dir():
         raise UserError(f"--out must be a directory (got the file {options.out}).")
     summary, scores, included = run_sample_canary_audit(

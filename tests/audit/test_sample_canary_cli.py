@@ -148,10 +148,10 @@ def test_fedguard_trainer_and_all_accountants() -> None:
         (["--confidence", "1.5"], "--confidence must be in (0, 1)"),
         (["--seed", "-1"], "--seed must be an integer from 0"),
         (["--accountant", "exact"], "--accountant must be one of rdp, prv, pld, all"),
-        (["--empirical"], "--dp-sgd-canaries takes no --empirical"),
-        (["--steps", "10"], "--dp-sgd-canaries takes no --steps"),
-        (["--sampling", "fixed"], "--dp-sgd-canaries takes no --sampling"),
-        (["."], "--dp-sgd-canaries takes no a RUN directory"),
+        (["--empirical"], "--dp-sgd-canaries cannot be combined with --empirical"),
+        (["--steps", "10"], "--dp-sgd-canaries cannot be combined with --steps"),
+        (["--sampling", "fixed"], "--dp-sgd-canaries cannot be combined with --sampling"),
+        (["."], "--dp-sgd-canaries cannot be combined with a RUN directory"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence(
