@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +42,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fedguard.errors import UserError
+
+if TYPE_CHECKING:
+    from fedguard.privacy.audit.sample_canaries import SampleCanaryConfig
 
 CANARY_KINDS = ("mislabelled", "gradient")
 TRAINERS = ("opacus", "fedguard")
@@ -87,7 +90,7 @@ def build_config(
     canaries: int | None,
     confidence: float,
     delta: float | None,
-) -> Any:
+) -> SampleCanaryConfig:
     """Check every option (one sentence naming it) and return the ``SampleCanaryConfig``."""
     from fedguard.privacy.audit.sample_canaries import SampleCanaryConfig
 
