@@ -1,6 +1,6 @@
 """``fedguard audit``: ε of a run from its privacy ledger, or of a DP-SGD / DP-FedAvg setting.
 
-Two forms:
+Three forms:
 
 * ``fedguard audit RUN [--delta δ] [--accountant rdp|prv|pld|all] [--json]`` — ε per client and
   overall, recomputed from ``RUN/ledger.json`` (checksum verified) by
@@ -12,6 +12,11 @@ Two forms:
 * ``fedguard audit --sampling-rate q --noise-multiplier z --steps T --delta δ`` — the standalone
   calculator (like TF Privacy's ``compute_dp_sgd_privacy``); ``--sampling fixed --population N``
   for a fixed cohort (sampling without replacement, replace-one).
+* ``fedguard audit --dp-sgd-canaries [--canary-kind mislabelled|gradient] [--noise-multiplier z]
+  [--actual-noise-multiplier z'] [--clip-norm C] [--epochs E] [--canaries m] [--confidence c]
+  [--json] [--out DIR]`` — a record-level DP-SGD canary audit that needs no run: ε lower bound
+  from one training run with canaries next to the accountants' ε upper bound
+  (:mod:`fedguard.cli.sample_canary_command`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from fedguard.errors import UserError
+
+if TYPE_CHECKING:
+    from fedguard.cli.sample_canary_command import SampleCanaryOptions
 
 ACCOUNTANT_CHOICES = ("rdp", "prv", "pld", "all")
 ALL_ACCOUNTANTS = ("rdp", "prv", "pld")
@@ -326,12 +334,31 @@ def audit_command(
     sampling: str,
     population: int | None,
     run_empirical: bool,
-    canaries: int,
+    canaries: int | None,
     confidence: float,
+    dp_sgd_canaries: bool = False,
+    canary_options: SampleCanaryOptions | None = None,
 ) -> None:
     console = Console()
     if delta is not None and not (0 < delta < 1):
         raise UserError(f"--delta must be in (0, 1) (got {delta!r}).")
+    if dp_sgd_canaries or (canary_options is not None and canary_options.given()):
+        from fedguard.cli.sample_canary_command import SampleCanaryOptions, sample_canary_command
+
+        not_with_canaries = {
+            "a RUN directory": run is not None,
+            "--empirical": run_empirical,
+            "--sampling-rate": sampling_rate is not None,
+            "--steps": steps is not None,
+            "--sampling": sampling != "poisson",
+            "--population": population is not None,
+        }
+        options = canary_options if canary_options is not None else SampleCanaryOptions()
+        sample_canary_command(
+            options, dp_sgd_canaries, not_with_canaries, noise_multiplier, canaries, confidence,
+            delta, accountant, as_json,
+        )  # fmt: skip
+        return
     calculator = [sampling_rate, noise_multiplier, steps]
     if run is None:
         if any(v is None for v in calculator):
@@ -367,6 +394,7 @@ def audit_command(
     if not run.is_dir():
         raise UserError(f"run directory {run} does not exist.")
     if run_empirical:
+        canaries = 1000 if canaries is None else canaries
         if canaries < 10:
             raise UserError(f"--canaries must be at least 10 (got {canaries}).")
         if not (0 < confidence < 1):

@@ -122,7 +122,8 @@ def audit(
         float | None, typer.Option("--sampling-rate", help="q in (0, 1].")
     ] = None,
     noise_multiplier: Annotated[
-        float | None, typer.Option("--noise-multiplier", help="z > 0.")
+        float | None,
+        typer.Option("--noise-multiplier", help="z > 0 (--dp-sgd-canaries: the claim, default 1)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Number of sampled Gaussian steps T.")] = None,
     sampling: Annotated[
@@ -134,11 +135,48 @@ def audit(
     empirical: Annotated[
         bool, typer.Option("--empirical", help="Canary audit: a lower bound on ε.")
     ] = False,
-    canaries: Annotated[int, typer.Option(help="Canaries of the empirical audit.")] = 1000,
+    canaries: Annotated[
+        int | None,
+        typer.Option(help="Canaries (default 1000 with --empirical, 200 with --dp-sgd-canaries)."),
+    ] = None,
     confidence: Annotated[float, typer.Option(help="Confidence of the empirical bound.")] = 0.95,
+    dp_sgd_canaries: Annotated[
+        bool,
+        typer.Option(
+            "--dp-sgd-canaries",
+            help="Record-level DP-SGD canary audit (no RUN): ε lower bound vs the accountant's.",
+        ),
+    ] = False,
+    canary_kind: Annotated[
+        str | None, typer.Option(help="mislabelled (default) or gradient (Dirac, white-box).")
+    ] = None,
+    trainer: Annotated[
+        str | None, typer.Option(help="DP-SGD of the canary audit: opacus (default) or fedguard.")
+    ] = None,
+    actual_noise_multiplier: Annotated[
+        float | None,
+        typer.Option(help="Noise really added (default: the claimed z; 0 = broken mechanism)."),
+    ] = None,
+    clip_norm: Annotated[
+        float | None, typer.Option(help="Per-sample clip norm C (default 10).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="DP-SGD epochs (default 30).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Expected batch size (default 32).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the canary audit (default 0).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Directory for the canary audit's JSON and plot.")
+    ] = None,
 ) -> None:
-    """ε of a run from its privacy ledger, or of a sampled-Gaussian setting (calculator)."""
+    """ε of a run from its privacy ledger, of a sampled-Gaussian setting (calculator), or a
+    DP-SGD canary audit (--dp-sgd-canaries)."""
     from fedguard.cli.audit_command import audit_command
+    from fedguard.cli.sample_canary_command import SampleCanaryOptions
+
+    options = SampleCanaryOptions(
+        canary_kind, trainer, actual_noise_multiplier, clip_norm, epochs, batch_size, seed, out_dir
+    )
 
     audit_command(
         run,
@@ -153,6 +191,8 @@ def audit(
         empirical,
         canaries,
         confidence,
+        dp_sgd_canaries,
+        options,
     )
 
 
