@@ -282,10 +282,9 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
             f"mechanism or its accounting is wrong (with {confidence} confidence)."
         )
     elif summary["epsilon_upper_bound"] > summary["ceiling"]:
-        console.print(
-            "note: the claimed ε is above what this many canaries can certify; a bug that leaves "
-            "ε between the ceiling and the claim cannot be detected (use more canaries)."
-        )
+        from fedguard.privacy.audit.summary import CEILING_NOTE
+
+        console.print(CEILING_NOTE)
     for path in summary.get("written", []):
         console.print(f"wrote {path}", soft_wrap=True, highlight=False)
 

@@ -11,6 +11,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+#: Printed when the accountant's ε exceeds the largest ε the canaries can certify.
+CEILING_NOTE = (
+    "note: the claimed ε is above what this many canaries can certify; a bug that leaves "
+    "ε between the ceiling and the claim cannot be detected (use more canaries)."
+)
+
 
 def _number(value: Any) -> str:
     if value is None:
@@ -50,10 +56,7 @@ def describe_empirical_audit(result: Mapping[str, Any]) -> str:
         and math.isfinite(float(upper))
         and float(upper) > float(result["ceiling"])
     ):
-        lines.append(
-            "note: the claimed ε is above what this many canaries can certify; a bug that leaves "
-            "ε between the ceiling and the claim cannot be detected (use more canaries)."
-        )
+        lines.append(CEILING_NOTE)
     estimate = result.get("estimate") or {}
     if estimate.get("epsilon") is not None:
         lines.append(
