@@ -91,7 +91,10 @@ def contrib(
     method: Annotated[
         str | None, typer.Option(help="Valuation method (see list components).")
     ] = None,
-    budget: Annotated[int | None, typer.Option(help="Utility evaluations (default 32n).")] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Distinct utility evaluations (default 32n; repeats are cached)."),
+    ] = None,
     utility: Annotated[str, typer.Option(help="accuracy or loss.")] = "loss",
     rebuild: Annotated[
         str,

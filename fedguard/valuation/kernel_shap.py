@@ -10,6 +10,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -66,9 +67,10 @@ def constrained_solution(gram: Tensor, moment: Tensor, total: float) -> Tensor:
 
 
 def size_masks(n_players: int, size: int) -> Tensor:
-    """``(C(n, k),)`` int64 masks of every coalition of ``size`` players."""
-    combos = torch.combinations(torch.arange(n_players), r=size)  # (C, k)
-    return (torch.ones_like(combos) << combos).sum(dim=1)
+    """``(C(n, k),)`` int64 masks of every coalition of ``size`` players (``torch.combinations``
+    would build an ``n^k`` grid first)."""
+    masks = [sum(1 << i for i in combo) for combo in itertools.combinations(range(n_players), size)]
+    return torch.tensor(masks, dtype=torch.int64)
 
 
 def enumerated_sizes(n_players: int, budget_left: int) -> list[int]:
@@ -113,10 +115,10 @@ class KernelShap(SampledValuation):
         empty, grand = tracker.utilities(torch.tensor([0, g.grand_mask])).tolist()
         if n == 1:
             value = torch.tensor([grand - empty], dtype=torch.float64)
+            replicates = value.reshape(1, 1).expand(2, 1)
             return sampled_scores(
-                "kernel_shap", value, value.reshape(1, 1).expand(2, 1), 2, 2, 2, "shapley",
-                self.confidence,
-            )  # fmt: skip
+                "kernel_shap", value, replicates, 2, 2, 2, "shapley", self.confidence
+            )
         size_p = shapley_kernel_sizes(n)  # (n−1,) over sizes 1..n−1
         enumerated = enumerated_sizes(n, budget - tracker.n_distinct + (n if use_cv else 0))
         gram = torch.zeros(n, n, dtype=torch.float64)
@@ -132,12 +134,17 @@ class KernelShap(SampledValuation):
         if not rest:
             estimate = constrained_solution(gram, moment, grand - empty)
             scores = deterministic_scores(
-                "kernel_shap", estimate, tracker.n_distinct, tracker.n_queries, "shapley",
-                self.confidence, info={"enumerated_sizes": enumerated},
-            )  # fmt: skip
+                "kernel_shap",
+                estimate,
+                tracker.n_distinct,
+                tracker.n_queries,
+                "shapley",
+                self.confidence,
+                info={"enumerated_sizes": enumerated},
+            )
         else:
-            scores = self._sampled(tracker, gram, moment, empty, grand, enumerated, rest, budget,
-                                   generator)  # fmt: skip
+            problem = (gram, moment, empty, grand)
+            scores = self._sampled(tracker, problem, enumerated, rest, budget, generator)
         if surrogate is None:
             return scores
         return shift_scores(scores, surrogate.semivalue(shapley_size_distribution(n)))
@@ -145,15 +152,15 @@ class KernelShap(SampledValuation):
     def _sampled(
         self,
         tracker: QueryTracker,
-        gram: Tensor,
-        moment: Tensor,
-        empty: float,
-        grand: float,
+        problem: tuple[Tensor, Tensor, float, float],
         enumerated: list[int],
         rest: list[int],
         budget: int,
         generator: torch.Generator,
     ) -> Scores:
+        """The sampled part: pairs of the remaining sizes added to the enumerated ``Â``, ``b̂``
+        (``problem`` = enumerated ``gram``, ``moment``, ``v(∅)``, ``v(N)``)."""
+        gram, moment, empty, grand = problem
         n = tracker.n_players
         size_p = shapley_kernel_sizes(n)
         rest_p = size_p[torch.tensor(rest) - 1]  # (r,)
@@ -178,9 +185,10 @@ class KernelShap(SampledValuation):
         )
         idx = bootstrap_indices(n_pairs, self.n_bootstrap, generator)  # (B, u)
         replicates = constrained_solution(
-            gram + rest_mass * outer[idx].mean(1), moment + rest_mass * cross[idx].mean(1),
+            gram + rest_mass * outer[idx].mean(1),
+            moment + rest_mass * cross[idx].mean(1),
             grand - empty,
-        )  # fmt: skip
+        )
         return sampled_scores(
             "kernel_shap",
             estimate,

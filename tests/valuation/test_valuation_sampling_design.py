@@ -19,7 +19,7 @@ from fedguard.valuation.game import (
     all_masks,
     draw_within_budget,
 )
-from fedguard.valuation.kernel_shap import KernelShap, enumerated_sizes
+from fedguard.valuation.kernel_shap import KernelShap, enumerated_sizes, size_masks
 from fedguard.valuation.kernels import (
     banzhaf_size_distribution,
     beta_size_distribution,
@@ -214,3 +214,11 @@ def test_cluster_bootstrap_uses_blocks_as_units() -> None:
         torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert single.info["interval"].startswith("units of one block")
+
+
+def test_size_masks_lists_each_coalition_once_without_a_grid() -> None:
+    # torch.combinations would allocate 30**29 entries here
+    masks = size_masks(30, 29)
+    assert masks.shape == (30,) and len(set(masks.tolist())) == 30
+    assert all(bin(m).count("1") == 29 for m in masks.tolist())
+    assert size_masks(6, 2).shape == (15,)
