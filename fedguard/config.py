@@ -151,6 +151,10 @@ class RunSpec(_Strict):
 
     name: str = "run"
     seed: int = 0
+    #: Seed of the training randomness only (model init, client sampling, batches, component
+    #: noise); ``None`` = ``seed``. Data split, partition and client roles follow ``seed``, so runs
+    #: that differ only here train the same clients on the same data (``contrib --training-seeds``).
+    training_seed: int | None = Field(None, ge=0)
     rounds: int = Field(20, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
     eval_every: int = Field(1, ge=1)
@@ -213,7 +217,10 @@ class RunSpec(_Strict):
         """JSON-safe dict with every component's defaults filled in (the hashed form)."""
         from fedguard.components import fill_defaults
 
-        return fill_defaults(self.model_dump(mode="json"))
+        data = fill_defaults(self.model_dump(mode="json"))
+        if data.get("training_seed") is None:
+            data.pop("training_seed", None)  # unset: the hash of every earlier spec is unchanged
+        return data
 
     def spec_hash(self) -> str:
         from fedguard import __version__

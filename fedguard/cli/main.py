@@ -101,13 +101,26 @@ def contrib(
         typer.Option(help="reconstruct-multi-round, reconstruct-one-round or retrain."),
     ] = "reconstruct-multi-round",
     seed: Annotated[int, typer.Option(help="Seed of the estimator's sampling.")] = 0,
+    training_seeds: Annotated[
+        int,
+        typer.Option(help="Retrain with this many training seeds; interval over them."),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Value every client's contribution (Shapley and proxies), flag free-riders."""
     from fedguard.valuation.cli import contrib_command
 
     raise typer.Exit(
-        contrib_command(run_dir, method, budget, utility, as_json, rebuild=rebuild, seed=seed)
+        contrib_command(
+            run_dir,
+            method,
+            budget,
+            utility,
+            as_json,
+            rebuild=rebuild,
+            seed=seed,
+            training_seeds=training_seeds,
+        )
     )
 
 

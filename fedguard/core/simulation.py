@@ -101,6 +101,9 @@ class Simulation:
         self.device = resolve_device(spec.device)
         self.components = components or build_components(spec)
         self.malicious, self.free_riders = _choose_roles(spec)
+        # roles and data follow spec.seed; everything trained follows the training seed
+        seed = spec.seed if spec.training_seed is None else spec.training_seed
+        self.training_seed = seed
         dataset = self.components.dataset.load()
         self.data: FederatedData = build_federated_data(
             dataset,
@@ -116,7 +119,7 @@ class Simulation:
         self.clients = self.data.clients.to(self.device)
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stream_seed(spec.seed, -1, -1, "model_init"))
+            torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             for m in module.modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
@@ -168,11 +171,11 @@ class Simulation:
         started = time.perf_counter()
         c = spec.clients
         ids = sample_clients(
-            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, spec.seed, t
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, self.training_seed, t
         )
         if allowed_clients is not None:
             ids = tuple(i for i in ids if i in allowed_clients)
-        ctx = RoundContext(t, spec.seed, state.params, ids, c.n_clients, self.device)
+        ctx = RoundContext(t, self.training_seed, state.params, ids, c.n_clients, self.device)
         record: dict[str, Any] = {"round": t + 1, "clients": len(ids)}
         events: dict[str, Any] = {"population": [], "clients": {}}
         if not ids:
@@ -209,7 +212,7 @@ class Simulation:
         train_time = time.perf_counter()
         if trained and not replaces_training:
             deltas[rows_trained] = self.trainer(
-                self.model, state.params, self.clients, trained, self.local, spec.seed, t
+                self.model, state.params, self.clients, trained, self.local, self.training_seed, t
             )
         train_seconds = time.perf_counter() - train_time
 
@@ -414,7 +417,7 @@ class Simulation:
             raise ConfigError("FLTrust needs a root dataset: set data.validation_fraction above 0.")
         root = ClientData.pad([val.features], [val.labels]).to(self.device)
         return TRAINERS["vectorized"](
-            self.model, state.params, root, [0], self.local, self.spec.seed + 7919, t
+            self.model, state.params, root, [0], self.local, self.training_seed + 7919, t
         )[0]
 
     def _evaluate(self, params: Tensor, t: int, force: bool) -> dict[str, float]:

@@ -138,9 +138,13 @@ def audit(
     threshold: float = 0.1,
     duplicates: Sequence[tuple[int, int]] = (),
     others: Sequence[Scores] = (),
+    total_gain: float | None = None,
 ) -> AuditReport:
-    """All checks for one valuation (``others``: further estimators for rank agreement)."""
+    """All checks for one valuation (``others``: further estimators for rank agreement;
+    ``total_gain``: the efficiency target when it is not ``game``'s, e.g. a mean over runs)."""
     gap, gain = efficiency_gap(scores, game)
+    if total_gain is not None:
+        gap, gain = float(scores.values.sum()) - total_gain, total_gain
     return AuditReport(
         total_gain=gain,
         efficiency_gap=gap,

@@ -20,9 +20,15 @@ import torch
 from fedguard import registry
 from fedguard.errors import ConfigError, UserError
 from fedguard.storage.run_dir import RunDirectory
-from fedguard.valuation.audit import AuditReport, audit
+from fedguard.valuation.audit import AuditReport, audit, efficiency_gap
 from fedguard.valuation.base import Scores
 from fedguard.valuation.game import Game, RoundGame
+from fedguard.valuation.training_seeds import (
+    MAX_TRAINING_SEEDS,
+    SEEDS_DIR,
+    combine_over_seeds,
+    seed_runs,
+)
 from fedguard.valuation.utilities import (
     BUILDERS,
     LoadedRun,
@@ -153,6 +159,7 @@ def contrib_command(
     rebuild: str = "reconstruct-multi-round",
     seed: int = 0,
     threshold: float = 0.1,
+    training_seeds: int = 1,
 ) -> int:
     """Value every client of a finished run; returns the exit status (0).
 
@@ -169,6 +176,10 @@ def contrib_command(
         raise ConfigError(f"rebuild must be one of {', '.join(BUILDERS)}; got {rebuild!r}.")
     if budget is not None and budget < 1:
         raise ConfigError(f"budget must be a positive number of utility evaluations; got {budget}.")
+    if not 1 <= training_seeds <= MAX_TRAINING_SEEDS:
+        raise ConfigError(
+            f"training-seeds must be an integer in 1..{MAX_TRAINING_SEEDS}; got {training_seeds}."
+        )
     path = Path(run_dir)
     run = load_run(path)
     chosen = method or default_method(run.n_clients, rebuild)
@@ -178,14 +189,19 @@ def contrib_command(
         )
     game = build_game(run, rebuild, utility)
     scores = valuate(game, chosen, budget, seed)
+    gain = None
+    if training_seeds > 1:
+        options = (chosen, budget, rebuild, utility, seed)
+        scores, gain = value_over_seeds(path, run, scores, game, options, training_seeds)
     duplicates = duplicate_pairs(run.rounds)
-    report = audit(scores, game, threshold=threshold, duplicates=duplicates)
+    report = audit(scores, game, threshold=threshold, duplicates=duplicates, total_gain=gain)
     table = rows(scores, report)
     notes = surrogate_notes(run, rebuild)
-    if "interval" in scores.info:
-        notes.append(
-            f"intervals are {scores.info['interval']}: raise --budget for independent blocks"
-        )
+    interval = str(scores.info.get("interval", ""))
+    if interval.startswith("units of one block"):
+        notes.append(f"intervals are from {interval}: raise --budget for independent blocks")
+    elif interval:
+        notes.append(f"values are means and intervals are {interval} (runs in {path / SEEDS_DIR})")
     payload = {
         "run": str(path),
         "complete": RunDirectory(path).complete,
@@ -240,6 +256,38 @@ def contrib_command(
         console.print(f"note: {note}")
     console.print(f"wrote {path / stem}.csv, .json and .png (and contributions.csv)")
     return 0
+
+
+def value_over_seeds(
+    path: Path,
+    run: LoadedRun,
+    first: Scores,
+    game: Game | RoundGame,
+    options: tuple[str, int | None, str, str, int],
+    n_seeds: int,
+) -> tuple[Scores, float]:
+    """The valuation repeated on the run retrained with ``n_seeds − 1`` more training seeds
+    (:mod:`fedguard.valuation.training_seeds`); ``options`` = method, budget, rebuild, utility,
+    estimator seed. Returns the combined scores and the mean total gain ``v(N) − v(∅)`` over the
+    runs (the efficiency target of the mean)."""
+    from rich.console import Console
+
+    method, budget, rebuild, utility, seed = options
+
+    err = Console(stderr=True)
+
+    def progress(k: int, total: int) -> None:
+        err.print(f"training seed {k}/{total}", highlight=False)
+
+    runs = seed_runs(path, run, n_seeds, progress)
+    per_seed, gains = [first], [efficiency_gap(first, game)[1]]
+    for other in runs[1:]:
+        other_game = build_game(other, rebuild, utility)
+        scores = valuate(other_game, method, budget, seed)
+        per_seed.append(scores)
+        gains.append(efficiency_gap(scores, other_game)[1])
+    seeds = [r.simulation.training_seed for r in runs]
+    return combine_over_seeds(per_seed, seeds), sum(gains) / len(gains)
 
 
 def contrib_or_exit(*args: Any, **kwargs: Any) -> int:
