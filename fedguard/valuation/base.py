@@ -222,17 +222,9 @@ def scores_from_units(
 ) -> Scores:
     """Scores of an estimator that averages ``(m, n)`` independent per-unit estimates: the mean,
     with the bootstrap SE and Student-t interval over the ``m`` units; cost from ``tracker``."""
-    replicates = bootstrap_mean(units, n_bootstrap, generator)  # (B, n)
-    return sampled_scores(
-        method,
-        units.mean(dim=0),
-        replicates,
-        n_units=units.shape[0],
-        n_evaluations=tracker.n_distinct,
-        n_queries=tracker.n_queries,
-        target=target,
-        confidence=confidence,
-        info=info,
+    clusters = torch.arange(units.shape[0])  # every unit its own cluster
+    return scores_from_clustered_units(
+        method, units, clusters, tracker, target, confidence, n_bootstrap, generator, info
     )
 
 
@@ -259,17 +251,16 @@ def scores_from_clustered_units(
     generator: torch.Generator,
     info: Mapping[str, Any] | None = None,
 ) -> Scores:
-    """Like :func:`scores_from_units` for ``(m, n)`` units drawn in dependent groups (``clusters``,
-    ``(m,)`` int64 ids ``0..c−1``; the groups themselves independent): the cluster bootstrap
-    resamples whole groups (ratio of resampled sums to resampled counts) and the interval has
-    ``c − 1`` degrees of freedom. With a single group it falls back to the units (approximate:
-    ``info["interval"]`` says so)."""
+    """Scores of ``(m, n)`` unit estimates drawn in dependent groups (``clusters``, ``(m,)`` int64
+    ids ``0..c−1``; the groups themselves independent): the mean, the cluster bootstrap (whole
+    groups resampled; ratio of resampled sums to resampled counts) and a Student-t interval with
+    ``c − 1`` degrees of freedom; cost from ``tracker``. With a single group of several units it
+    falls back to the units (approximate: ``info["interval"]`` says so)."""
+    extra = dict(info or {})
     n_clusters = int(clusters.max()) + 1 if clusters.numel() else 0
-    if n_clusters < 2:
-        info = {**(info or {}), "interval": "units of one block (approximate)"}
-        return scores_from_units(
-            method, units, tracker, target, confidence, n_bootstrap, generator, info
-        )
+    if n_clusters < 2 <= units.shape[0]:
+        clusters, n_clusters = torch.arange(units.shape[0]), units.shape[0]
+        extra["interval"] = "units of one block (approximate)"
     sums = torch.zeros(n_clusters, units.shape[1], dtype=torch.float64)
     sums.index_add_(0, clusters, units)  # (c, n)
     counts = torch.bincount(clusters, minlength=n_clusters).to(torch.float64)  # (c,)
@@ -284,7 +275,7 @@ def scores_from_clustered_units(
         n_queries=tracker.n_queries,
         target=target,
         confidence=confidence,
-        info={**(info or {}), "n_clusters": n_clusters},
+        info={**extra, "n_clusters": n_clusters},
     )
 
 

@@ -25,12 +25,7 @@ from fedguard.privacy.audit.sample_canaries import epsilon_upper_bounds
 BROKEN = SampleCanaryConfig(noise_multiplier=1.0, actual_noise_multiplier=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
