@@ -36,6 +36,7 @@ from fedguard.valuation.base import (
     Scores,
     Valuation,
     check_budget,
+    deterministic_scores,
     resolve_budget,
     scores_from_clustered_units,
     shift_scores,
@@ -169,9 +170,10 @@ class PermutationShapley(Valuation):
         tracker = QueryTracker(g)
         raw_empty, raw_grand = tracker.raw_utilities(torch.tensor([0, g.grand_mask])).tolist()
         surrogate = begin_control_variate(tracker) if self.control_variate and n > 1 else None
-        if n == 1:
-            units = torch.tensor([[raw_grand - raw_empty]], dtype=torch.float64)
-        elif self.truncation_tolerance == 0.0:
+        if n == 1:  # one permutation, exact
+            value = torch.tensor([raw_grand - raw_empty], dtype=torch.float64)
+            return deterministic_scores("permutation", value, 2, 2, "shapley", self.confidence)
+        if self.truncation_tolerance == 0.0:
             perms, blocks = permutation_units(tracker, budget, self.antithetic, generator)
             empty, grand = tracker.utilities(torch.tensor([0, g.grand_mask])).tolist()
             marginals = sampled_marginals(tracker, perms.reshape(-1, n), empty, grand)
@@ -184,7 +186,7 @@ class PermutationShapley(Valuation):
         scores = scores_from_clustered_units(
             "permutation",
             units,
-            blocks if n > 1 else torch.zeros(1, dtype=torch.int64),
+            blocks,
             tracker,
             "shapley",
             self.confidence,
