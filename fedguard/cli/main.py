@@ -105,6 +105,10 @@ def contrib(
         int,
         typer.Option(help="Retrain with this many training seeds; interval over them."),
     ] = 1,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(help="Also run this method (repeatable) and report the rank agreement."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Value every client's contribution (Shapley and proxies), flag free-riders."""
@@ -120,6 +124,7 @@ def contrib(
             rebuild=rebuild,
             seed=seed,
             training_seeds=training_seeds,
+            compare=compare or (),
         )
     )
 

@@ -8,6 +8,7 @@ the JSON with ``--json``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -55,13 +56,7 @@ def valuate(
     """Resolve ``method`` in the registry and fit it with a seeded generator."""
     kwargs = dict(params or {})
     if budget is not None:
-        cls = registry.get("valuation", method)
-        import dataclasses
-
-        fields = (
-            {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-        )
-        if "budget" not in fields:
+        if not _takes_budget(method):
             raise ConfigError(
                 f"method {method!r} does not take a budget; drop --budget or use a sampling "
                 "method (permutation, stratified, kernel_shap, banzhaf, beta_shapley, gtg_shapley)."
@@ -70,6 +65,11 @@ def valuate(
     estimator = registry.create("valuation", method, **kwargs)
     generator = torch.Generator().manual_seed(seed)
     return estimator.fit(game, generator)  # type: ignore[no-any-return]
+
+
+def _takes_budget(method: str) -> bool:
+    cls = registry.get("valuation", method)
+    return dataclasses.is_dataclass(cls) and "budget" in {f.name for f in dataclasses.fields(cls)}
 
 
 def rows(scores: Scores, report: AuditReport) -> list[dict[str, Any]]:
@@ -160,6 +160,7 @@ def contrib_command(
     seed: int = 0,
     threshold: float = 0.1,
     training_seeds: int = 1,
+    compare: Sequence[str] = (),
 ) -> int:
     """Value every client of a finished run; returns the exit status (0).
 
@@ -183,18 +184,25 @@ def contrib_command(
     path = Path(run_dir)
     run = load_run(path)
     chosen = method or default_method(run.n_clients, rebuild)
-    if chosen not in registry.names("valuation"):
-        raise ConfigError(
-            f"unknown method {chosen!r}; valid methods: {', '.join(registry.names('valuation'))}."
-        )
+    for name in (chosen, *compare):
+        if name not in registry.names("valuation"):
+            raise ConfigError(
+                f"unknown method {name!r}; valid methods: {', '.join(registry.names('valuation'))}."
+            )
     game = build_game(run, rebuild, utility)
     scores = valuate(game, chosen, budget, seed)
     gain = None
     if training_seeds > 1:
         options = (chosen, budget, rebuild, utility, seed)
         scores, gain = value_over_seeds(path, run, scores, game, options, training_seeds)
+    # other methods on the same game (its cache is shared) for the rank agreement
+    others = [
+        valuate(game, name, budget if _takes_budget(name) else None, seed) for name in compare
+    ]
     duplicates = duplicate_pairs(run.rounds)
-    report = audit(scores, game, threshold=threshold, duplicates=duplicates, total_gain=gain)
+    report = audit(
+        scores, game, threshold=threshold, duplicates=duplicates, others=others, total_gain=gain
+    )
     table = rows(scores, report)
     notes = surrogate_notes(run, rebuild)
     interval = str(scores.info.get("interval", ""))
@@ -250,6 +258,11 @@ def contrib_command(
         console.print(f"duplicate clients {i} and {j}: |Δvalue| = {gap:.4f}, {verdict}")
     for i, value, ok in report.null_players:
         console.print(f"null player {i}: value {value:.4f} ({'ok' if ok else 'VIOLATED'})")
+    for a in report.agreements:
+        console.print(
+            f"rank agreement {a.method_a} vs {a.method_b}: Spearman ρ = {a.spearman:.3f}, "
+            f"Kendall τ = {a.kendall:.3f}"
+        )
     if not payload["complete"]:
         console.print("note: the run is interrupted; values cover its completed rounds only")
     for note in notes:

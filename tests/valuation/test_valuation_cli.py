@@ -138,3 +138,18 @@ def test_surrogate_notes_name_what_reconstruction_approximates() -> None:
     assert surrogate_notes(run, "retrain") == []  # type: ignore[arg-type]
     plain = SimpleNamespace(spec=_spec(True))
     assert surrogate_notes(plain, "reconstruct-one-round") == []  # type: ignore[arg-type]
+
+
+def test_contrib_compare_reports_rank_agreement(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert contrib_command(run_dir, "exact", None, "loss", True, compare=["permutation"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (agreement,) = payload["audit"]["agreements"]
+    assert (agreement["method_a"], agreement["method_b"]) == ("exact", "permutation")
+    # 4 clients, permutation at 32n sees every coalition: the same ranking
+    assert agreement["spearman"] == pytest.approx(1.0) and agreement["kendall"] == pytest.approx(
+        1.0
+    )
+    with pytest.raises(ConfigError, match="unknown method 'nosuch'"):
+        contrib_command(run_dir, "exact", None, "loss", True, compare=["nosuch"])
