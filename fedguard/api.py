@@ -9,6 +9,7 @@ Plugins import only this module, :mod:`fedguard.types`, :mod:`fedguard.errors` a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,13 @@ def require(condition: bool, field_name: str, allowed: str) -> None:
     """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{field_name} must be {allowed}.")
+
+
+def require_positive(component: object, *field_names: str) -> None:
+    """:func:`require` each named field of ``component`` to be a finite number > 0."""
+    for name in field_names:
+        value = getattr(component, name)
+        require(math.isfinite(value) and value > 0, name, "a finite number > 0")
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,13 @@ from defenses.dp.kernels import (
     gaussian_noise,
     noise_generator,
 )
-from fedguard.api import ServerTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ServerTransform,
+    TransformContext,
+    TransformOutput,
+    require,
+    require_positive,
+)
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.events import Gaussian
 
@@ -72,14 +77,7 @@ class CentralGaussian(ServerTransform):
     estimator: str = "fixed_denominator"
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
-        )
+        require_positive(self, "noise_multiplier", "clip_norm")
         require(self.estimator in ESTIMATORS, "estimator", "'fixed_denominator' or 'cohort_mean'")
 
     def check_compatible(self, spec: Any, components: Any) -> None:

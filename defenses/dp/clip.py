@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from defenses.dp.kernels import clip_rows
-from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ClientTransform,
+    TransformContext,
+    TransformOutput,
+    require_positive,
+)
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,7 @@ class Clip(ClientTransform):
     clip_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0,
-            "clip_norm",
-            "a finite number > 0",
-        )
+        require_positive(self, "clip_norm")
 
     def __call__(self, updates: Tensor, ctx: TransformContext) -> TransformOutput:
         clipped, norms = clip_rows(updates, self.clip_norm)  # (n, d), (n,)

@@ -17,7 +17,12 @@ from defenses.dp.kernels import (
     gaussian_noise,
     noise_generator,
 )
-from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ClientTransform,
+    TransformContext,
+    TransformOutput,
+    require_positive,
+)
 from fedguard.errors import IncompatibleError
 
 
@@ -71,14 +76,7 @@ class DistributedGaussian(ClientTransform):
     clip_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
-        )
+        require_positive(self, "noise_multiplier", "clip_norm")
 
     def check_compatible(self, spec: Any, components: Any) -> None:
         bind_run_options(self, spec)

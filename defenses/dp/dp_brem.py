@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,13 @@ from defenses.dp.kernels import (
     gaussian_noise,
     noise_generator,
 )
-from fedguard.api import ServerTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ServerTransform,
+    TransformContext,
+    TransformOutput,
+    require,
+    require_positive,
+)
 from fedguard.errors import IncompatibleError
 
 FORMS = ("exponential", "heavy_ball")
@@ -83,14 +88,7 @@ class DPBREM(ServerTransform):
     form: str = "exponential"
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
-        )
+        require_positive(self, "noise_multiplier", "clip_norm")
         require(0 <= self.beta < 1, "beta", "in [0, 1)")
         require(self.form in FORMS, "form", "'exponential' or 'heavy_ball'")
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from defenses.dp.kernels import bind_run_options, client_transform_names
-from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ClientTransform,
+    TransformContext,
+    TransformOutput,
+    require_positive,
+)
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import ClientEvent, Composed, Gaussian, PrivacyEvent, Sampled
 
@@ -62,14 +66,7 @@ class DPSGD(ClientTransform):
     replaces_local_training: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
-        )
+        require_positive(self, "noise_multiplier", "clip_norm")
 
     def check_compatible(self, spec: Any, components: Any) -> None:
         bind_run_options(self, spec)

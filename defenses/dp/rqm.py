@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from defenses.dp.kernels import bind_run_options
-from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.api import (
+    ClientTransform,
+    TransformContext,
+    TransformOutput,
+    require,
+    require_positive,
+)
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import ClientEvent, RandomizedQuantization
 
@@ -92,8 +98,7 @@ class RQM(ClientTransform):
     keep_probability: float = 0.5
 
     def __post_init__(self) -> None:
-        require(math.isfinite(self.clip) and self.clip > 0, "clip", "a finite number > 0")
-        require(math.isfinite(self.padding) and self.padding > 0, "padding", "a finite number > 0")
+        require_positive(self, "clip", "padding")
         require(self.levels >= 2, "levels", "an integer >= 2")
         require(0 < self.keep_probability <= 1, "keep_probability", "in (0, 1]")
 

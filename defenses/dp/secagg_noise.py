@@ -58,7 +58,7 @@ from torch import Tensor
 from defenses.dp.central_gaussian import check_clipped_by
 from defenses.dp.kernels import check_sum_based_aggregation, clip_rows
 from defenses.secure_aggregation.errors import ProtocolViolation
-from fedguard.api import TransportOutput, require
+from fedguard.api import TransportOutput, require, require_positive
 from fedguard.core.sampling import sampling_description
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import PrivacyEvent
@@ -187,14 +187,7 @@ class DistributedNoiseMixin:
     scale: float
 
     def _validate_noise(self) -> None:
-        require(
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            math.isfinite(self.clip_norm) and self.clip_norm > 0, "clip_norm", "a finite number > 0"
-        )
+        require_positive(self, "noise_multiplier", "clip_norm")
         require(isinstance(self.rotation, bool), "rotation", "true or false")
         require(
             self.rotation or self.clip_range >= self.clip_norm,

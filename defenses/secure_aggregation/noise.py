@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from fedguard.api import require
+from fedguard.api import require_positive
 
 
 @runtime_checkable
@@ -59,7 +59,7 @@ class SkellamNoise:
     mu: float
 
     def __post_init__(self) -> None:
-        require(math.isfinite(self.mu) and self.mu > 0, "mu", "a positive finite number")
+        require_positive(self, "mu")
 
     @property
     def variance(self) -> float:
@@ -97,7 +97,7 @@ class DiscreteGaussianNoise:
     sigma: float
 
     def __post_init__(self) -> None:
-        require(math.isfinite(self.sigma) and self.sigma > 0, "sigma", "a positive finite number")
+        require_positive(self, "sigma")
 
     @property
     def variance(self) -> float:

@@ -38,7 +38,7 @@ from defenses.secure_aggregation.fixed_point import choose_encoding, decode, enc
 from defenses.secure_aggregation.graph import Graph, complete_graph, default_degree, harary_graph
 from defenses.secure_aggregation.noise import ClientNoise
 from defenses.secure_aggregation.protocol import DropPoint, ProtocolConfig, run_protocol
-from fedguard.api import Transport, TransportOutput, require
+from fedguard.api import Transport, TransportOutput, require, require_positive
 from fedguard.errors import ConfigError
 from fedguard.types import RoundContext
 
@@ -91,12 +91,7 @@ class SecAggTransport(Transport):
     _stream: ClassVar[str] = "secagg"
 
     def __post_init__(self) -> None:
-        require(
-            math.isfinite(self.clip_range) and self.clip_range > 0,
-            "clip_range",
-            "a positive finite number",
-        )
-        require(math.isfinite(self.scale) and self.scale > 0, "scale", "a positive finite number")
+        require_positive(self, "clip_range", "scale")
         require(
             self.bits is None or (isinstance(self.bits, int) and 2 <= self.bits <= 64),
             "bits",
