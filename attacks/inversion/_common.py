@@ -475,11 +475,19 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
 class TargetedInversion(PrivacyAttack):
     """``observe`` shared by the attacks that invert each selected update of one round.
 
-    Holds the target-selection fields every such attack has first (``target_client``,
-    ``max_clients``, ``at_round``; subclasses call ``super().__post_init__()`` to validate them).
-    Subclasses name their output with ``attack_name`` and supply :meth:`reconstructor`: given the
-    round's view, the task and the parameter layout, it returns the function that inverts one
-    :class:`AttackTarget`.
+    Holds the target-selection fields every such attack has first (subclasses call
+    ``super().__post_init__()`` to validate them). Subclasses name their output with
+    ``attack_name`` and supply :meth:`reconstructor`: given the round's view, the task and the
+    parameter layout, it returns the function that inverts one :class:`AttackTarget`.
+
+    Parameters
+    ----------
+    target_client
+        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
+    max_clients
+        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
+    at_round
+        The round whose view is attacked (0-based); ``None`` attacks every round.
     """
 
     attack_name: ClassVar[str]

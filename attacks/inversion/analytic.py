@@ -131,12 +131,8 @@ class AnalyticInversion(InversionAttack):
 
     Parameters
     ----------
-    target_client
-        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
-    max_clients
-        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
-    at_round
-        The round whose view is attacked (0-based); ``None`` attacks every round.
+    target_client, max_clients, at_round
+        Which clients and rounds are attacked (see :class:`TargetedInversion`).
     relative_tol
         Rows whose ``|∂L/∂b_i|`` is below this fraction of the largest are ignored.
 

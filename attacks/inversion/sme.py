@@ -104,12 +104,8 @@ class SME(InversionAttack):
 
     Parameters
     ----------
-    target_client
-        Client id to attack; ``None`` attacks the first ``max_clients`` clients of the view.
-    max_clients
-        How many clients to attack per round when ``target_client`` is ``None`` (``None``: all).
-    at_round
-        The round whose view is attacked (0-based); ``None`` attacks every round.
+    target_client, max_clients, at_round
+        Which clients and rounds are attacked (see :class:`TargetedInversion`).
     iterations
         Optimisation steps per restart.
     step_size

@@ -326,6 +326,21 @@ class MembershipAttack(PrivacyAttack):
     drawn from the stream ``"<attack_name>/candidates"``), resolves the target and wraps what
     :meth:`score_candidates` returns in a :class:`MembershipOutput`; metrics are
     :func:`score_membership`. Subclasses are frozen dataclasses with the fields below.
+
+    Parameters
+    ----------
+    target, target_client
+        ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``;
+        ``None``: the view's first client).
+    at_round
+        Round whose view is attacked; ``None``: the last round of the run.
+    n_candidates
+        Points scored when candidates come from a simulation (half members, half test points).
+    shadow_steps
+        SGD steps of each reference model for a global target built from a simulation
+        (default: rounds × local epochs × ⌈mean client size / batch⌉).
+    seed
+        Seed of the attack's random stream.
     """
 
     attack_name: ClassVar[str]

@@ -111,18 +111,9 @@ class LiRA(MembershipAttack):
     fixed_variance
         One pooled variance instead of per-example variances. The default (True) suits the
         default 16 shadows; the paper's per-example variance needs many more (≥ 64).
-    target, target_client
-        ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``;
-        ``None``: the view's first client).
-    at_round
-        Round whose view is attacked; ``None``: the last round of the run.
-    n_candidates
-        Points scored when candidates come from a simulation (half members, half test points).
-    shadow_steps
-        SGD steps of each reference model for a global target built from a simulation
-        (default: rounds × local epochs × ⌈mean client size / batch⌉).
-    seed
-        Seed of the attack's random stream (shadow subsets, batches, initialisation).
+    target, target_client, at_round, n_candidates, shadow_steps, seed
+        As in :class:`~attacks.membership._common.MembershipAttack` (the seed drives shadow
+        subsets, batches and initialisation).
 
     References
     ----------

@@ -116,18 +116,8 @@ class RMIA(MembershipAttack):
         Threshold γ ≥ 1 on the pairwise likelihood ratio (the paper's default is 1 for offline).
     n_pseudo_targets
         References used as pseudo-targets when fitting ``a``.
-    target, target_client
-        ``"global"`` (final model) or ``"client"`` (``θ_global + Δ`` of ``target_client``;
-        ``None``: the view's first client).
-    at_round
-        Round whose view is attacked; ``None``: the last round of the run.
-    n_candidates
-        Points scored when candidates come from a simulation (half members, half test points).
-    shadow_steps
-        SGD steps of each reference model for a global target built from a simulation
-        (default: rounds × local epochs × ⌈mean client size / batch⌉).
-    seed
-        Seed of the attack's random stream.
+    target, target_client, at_round, n_candidates, shadow_steps, seed
+        As in :class:`~attacks.membership._common.MembershipAttack`.
 
     References
     ----------

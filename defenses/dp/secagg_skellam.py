@@ -25,16 +25,8 @@ class SecAggSkellam(DistributedNoiseMixin, SecAggTransport):
     beyond the ``n_byzantine`` tolerance. Lattice sensitivity C·scale + √d, d the encoded
     dimension (see :mod:`defenses.dp.secagg_noise`).
 
-    ``conditional_rounding_beta`` (optional): re-draw each client's stochastic rounding until its
-    lattice norm is within the Kairouz et al. bound, which then replaces C·scale + √d as the
-    sensitivity (needs a power-of-two ``scale``).
-
-    ``rotation`` (default true): every client first applies the randomized Walsh–Hadamard
-    rotation x ↦ H·D·[x; 0]/√d' (d' the next power of two ≥ d, D random signs shared by the
-    round's clients) and the server inverts it on the decoded sum (Kairouz et al. 2021, Sec. 4).
-    The lattice, the bit width, the wrap-around bound, the sensitivity's rounding term and the
-    event's ``dimension`` then all use d'; ``clip_range`` may be below ``clip_norm`` (the
-    probability of a clipped coordinate is reported). False encodes x as it is.
+    ``conditional_rounding_beta`` and ``rotation``: see
+    :class:`~defenses.dp.secagg_noise.DistributedNoiseMixin`.
 
     References
     ----------
