@@ -28,3 +28,7 @@ class RoundAborted(UserError):
     The round loop records the reason, leaves the model unchanged and goes on with the next round,
     as a real deployment would retry.
     """
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; the message says how to resume (the CLI exits with status 130)."""

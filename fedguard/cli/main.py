@@ -13,11 +13,11 @@ from fedguard.errors import UserError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    no_args_is_help=False,  # no command is a one-line usage error (exit 2), not a help page
     pretty_exceptions_enable=False,
     help="fedguard: privacy-and-robustness evaluation suite for federated learning.",
 )
-list_app = typer.Typer(no_args_is_help=True, help="List things fedguard knows about.")
+list_app = typer.Typer(no_args_is_help=False, help="List things fedguard knows about.")
 app.add_typer(list_app, name="list")
 err = Console(stderr=True)
 out = Console()
@@ -248,28 +248,39 @@ def list_components() -> None:
     out.print(components_table())
 
 
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted.")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted; completed rounds are saved — continue with --resume.")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0 on success, 1 on a failed outcome, 2 on a usage error
+    or bad input (one sentence, no traceback), 130 on Ctrl-C."""
+    sys.exit(run_cli(argv))
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (``main`` without ``sys.exit``, for tests)."""
+    from fedguard.cli.exit_codes import INTERRUPTED, USAGE, click_usage_message, one_line
+    from fedguard.errors import Interrupted
+
+    try:
+        status = app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {one_line(str(exc))}", highlight=False, soft_wrap=True)
+        return USAGE
+    except Interrupted as exc:
+        err.print(f"interrupted — {one_line(str(exc))}", highlight=False, soft_wrap=True)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        err.print("interrupted.", highlight=False)
+        return INTERRUPTED
+    except Exception as exc:
+        # usage errors of whichever click is installed (typer vendors its own copy)
+        usage = click_usage_message(exc)
+        if usage is None:
+            raise
+        message, code = usage
+        err.print(f"[bold red]error:[/] {one_line(message)}", highlight=False, soft_wrap=True)
+        return code
+    if status == INTERRUPTED:  # typer turns a KeyboardInterrupt into a return value of 130
+        err.print("interrupted.", highlight=False)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedguard.errors import UserError
+from fedguard.errors import Interrupted, UserError
 from fedguard.matrix.runner import plan_matrix, run_matrix
 from fedguard.matrix.show import show_matrix
 
@@ -45,7 +45,13 @@ def matrix_command(
         def on_result(cell, result) -> None:
             bar.update(task, advance=1, last=f"{cell.defense} × {cell.attack}: {result['status']}")
 
-        summary = run_matrix(plan, out, workers, executor, address, on_result)
+        try:
+            summary = run_matrix(plan, out, workers, executor, address, on_result)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"finished cells are stored in {out}/results.sqlite; resume with: "
+                f"fedguard matrix {config} --out {out}"
+            ) from None
     console.print(f"ran {summary['ran']} cells, {summary['skipped']} already finished")
     show_matrix(out, console, metric)
     console.print(

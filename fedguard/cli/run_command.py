@@ -11,7 +11,7 @@ from fedguard.cli.tables import summary_table
 from fedguard.config import load_spec
 from fedguard.core.runner import default_run_dir, execute
 from fedguard.core.simulation import Simulation
-from fedguard.errors import UserError
+from fedguard.errors import Interrupted, UserError
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -67,7 +67,10 @@ def run_command(
             acc = record.get("test_accuracy")
             bar.update(task, completed=done, status=f"acc {acc:.3f}" if acc is not None else "")
 
-        result = execute(spec, out, progress, resume=resume is not None, simulation=sim)
+        try:
+            result = execute(spec, out, progress, resume=resume is not None, simulation=sim)
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_hint(out)) from None
     console.print(summary_table(result.summary))
     console.print(f"run directory: [bold]{out}[/]")
     if spec.save_updates:
@@ -76,3 +79,10 @@ def run_command(
             f"{out}/updates (owner-only). They are exactly what DP and secure aggregation "
             "protect: do not share them."
         )
+
+
+def _resume_hint(out: Path) -> str:
+    """What Ctrl-C left behind and how to continue it."""
+    if RunDirectory(out).exists():
+        return f"completed rounds are saved; resume with: fedguard run --resume {out}"
+    return "no round had completed and nothing was written; start the run again."
