@@ -173,6 +173,11 @@ class RunSpec(_Strict):
     def _safe_name(cls, v: str) -> str:
         if not v or any(c in v for c in "/\\\0"):
             raise ValueError("name must be a non-empty string without slashes")
+        if not v.isprintable():
+            # escape codes in a name would be interpreted by the terminal of whoever runs `show`
+            raise ValueError(
+                f"name must consist of printable characters (no control or escape codes); got {v!r}"
+            )
         return v
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedguard.cli.safe_text import one_line
+from fedguard.safe_text import one_line
 
 SUCCESS = 0
 FAILED = 1

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from fedguard import registry
+from fedguard.safe_text import markup_safe
 
 
 def components_table() -> Table:
@@ -19,11 +20,13 @@ def components_table() -> Table:
 
 
 def _fmt(value: Any) -> str:
+    """A cell value as inert text: a run folder may come from someone else, so markup and
+    terminal escape codes in its strings are shown, not interpreted."""
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.4f}"
-    return str(value)
+    return markup_safe(str(value))
 
 
 def rounds_table(records: list[dict[str, Any]], limit: int = 12) -> Table:
@@ -47,7 +50,7 @@ def summary_table(summary: dict[str, Any], title: str = "Run summary") -> Table:
     for k, v in summary.items():
         if isinstance(v, dict):
             continue
-        table.add_row(k.replace("_", " "), _fmt(v) if not isinstance(v, list) else str(v))
+        table.add_row(_fmt(str(k).replace("_", " ")), _fmt(v))
     return table
 
 
@@ -60,5 +63,5 @@ def partition_table(partition: list[dict[str, Any]]) -> Table:
     for k in range(n_classes):
         table.add_column(str(k), justify="right", style="dim")
     for row in partition:
-        table.add_row(str(row["client"]), str(row["samples"]), *map(str, row["labels"]))
+        table.add_row(_fmt(row["client"]), _fmt(row["samples"]), *map(_fmt, row["labels"]))
     return table

@@ -10,16 +10,19 @@ from rich.table import Table
 
 from fedguard.matrix.store import ResultStore
 from fedguard.matrix.summary import HELD_THRESHOLD, pivot, status_cells, tidy_frame, verdicts
+from fedguard.safe_text import markup_safe
 
 
 def matrix_table(tidy, metric: str, title: str) -> Table:
     mean, std = pivot(tidy, metric)
-    table = Table(title=f"{title} — {metric.replace('_', ' ')} (mean ± std over seeds)")
+    table = Table(
+        title=markup_safe(f"{title} — {metric.replace('_', ' ')} (mean ± std over seeds)")
+    )
     table.add_column("defense \\ attack", style="bold", overflow="fold")
     statuses = status_cells(tidy)
     attacks = list(mean.columns) if not mean.empty else sorted(set(tidy.attack))
     for attack in attacks:
-        table.add_column(attack, justify="right", overflow="fold", min_width=11)
+        table.add_column(markup_safe(attack), justify="right", overflow="fold", min_width=11)
     rows = list(mean.index) if not mean.empty else sorted(set(tidy.defense))
     for row in rows:
         cells = []
@@ -29,8 +32,8 @@ def matrix_table(tidy, metric: str, title: str) -> Table:
             if np.isfinite(v):
                 cells.append(f"{v:.3f}" + (f"±{s:.3f}" if np.isfinite(s) else ""))
             else:
-                cells.append(f"[dim]{statuses.get((row, attack), '—')}[/]")
-        table.add_row(row, *cells)
+                cells.append(f"[dim]{markup_safe(statuses.get((row, attack), '—'))}[/]")
+        table.add_row(markup_safe(row), *cells)
     return table
 
 
@@ -49,10 +52,14 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
         (r["defense"], r["attack"]): r["error"] for r in rows if r["status"] == "incompatible"
     }
     for (d, a), why in sorted(incompatible.items()):
-        console.print(f"[yellow]incompatible[/] {d} × {a}: {why}")
+        console.print(f"[yellow]incompatible[/] {markup_safe(f'{d} × {a}: {why}')}")
     for r in failed:
         console.print(
-            f"[red]failed[/] {r['defense']} × {r['attack']} (seed {r['seed']}): {(r['error'] or '').splitlines()[0]}"
+            "[red]failed[/] "
+            + markup_safe(
+                f"{r['defense']} × {r['attack']} (seed {r['seed']}): "
+                + ((r["error"] or "").splitlines() or [""])[0]
+            )
         )
     vs = verdicts(tidy)
     if vs:
@@ -63,7 +70,7 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
         )
         for v in vs:
             mark = "[green]held[/]" if v.held else "[red]fell[/]"
-            console.print(f"  {mark}  {v.sentence()}")
+            console.print(f"  {mark}  {markup_safe(v.sentence())}")
     console.print(
         f"\ncells: {len(rows)} ({sum(r['status'] == 'done' for r in rows)} done, {len(failed)} failed, {len(incompatible)} incompatible pairs)"
     )

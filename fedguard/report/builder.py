@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 
 from fedguard import __version__
 from fedguard.errors import UserError
@@ -55,7 +55,9 @@ def build_report(path: Path) -> str:
         kind = "federated run"
     else:
         raise UserError(f"{path} is neither a run directory nor a matrix directory.")
-    env = Environment(loader=PackageLoader("fedguard", "report"), autoescape=select_autoescape())
+    # autoescape for every template: select_autoescape() does not treat ``.html.j2`` as HTML,
+    # and the title is the run name, chosen by whoever made the folder
+    env = Environment(loader=PackageLoader("fedguard", "report"), autoescape=True)
     template = env.get_template("template.html.j2")
     return template.render(
         title=title,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from fedguard.matrix.store import ResultStore
 from fedguard.matrix.summary import HELD_THRESHOLD, pivot, tidy_frame, verdicts
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
+from fedguard.report.paths import inside
 from fedguard.storage.run_dir import environment
 
 
@@ -70,10 +72,10 @@ def matrix_report(path: Path) -> tuple[str, list[Any]]:
             ]
             for idx in mean.index
         ]
-        results += f"<h3>{metric.replace('_', ' ')}</h3>" + table(
+        results += f"<h3>{escape(metric.replace('_', ' '))}</h3>" + table(
             ["defense \\ attack", *mean.columns], body
         )
-        heat = path / f"heatmap_{metric}.png"
+        heat = inside(path, f"heatmap_{metric}.png", "heatmap")
         if heat.is_file():
             results += image(figures.file_data_uri(heat), f"heatmap of {metric.replace('_', ' ')}")
     incompatible = sorted(

@@ -8,6 +8,7 @@ from typing import Any
 
 from fedguard.report import figures
 from fedguard.report.html import image, key_values, paragraph, table
+from fedguard.report.paths import inside
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -52,7 +53,7 @@ def privacy_section(run: RunDirectory) -> tuple[str, str]:
         html += paragraph(st["verdict"], "good" if st.get("within_budget") else "bad")
     for note in st.get("notes", []):
         html += paragraph(note, "warn")
-    audit_file = run.path / "audit.json"
+    audit_file = inside(run.path, "audit.json", "file")
     if audit_file.is_file():
         audit = json.loads(audit_file.read_text())
         html += "<h3>Empirical audit</h3>" + table(

@@ -11,6 +11,7 @@ import numpy as np
 from fedguard.metrics.detection import run_detection
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
+from fedguard.report.paths import inside
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -77,7 +78,7 @@ def setup_section(run: RunDirectory) -> str:
         ("seed", spec["seed"]),
     ]
     html = key_values(pairs)
-    part_file = run.path / "partition.json"
+    part_file = inside(run.path, "partition.json", "file")
     if part_file.is_file():
         sizes = np.array([p["samples"] for p in json.loads(part_file.read_text())])
         html += paragraph(
@@ -147,7 +148,7 @@ def robustness_section(
         html += "<h3>Privacy attacks</h3>" + table(["attack", "metric", "value"], rows)
     rocs: dict[str, tuple[list[float], list[float]]] = {}
     for caption, rel in sorted((summary.get("artifacts") or {}).items()):
-        path = run.path / rel
+        path = inside(run.path, rel)
         if not path.is_file():
             continue
         if path.suffix == ".png":
@@ -161,7 +162,7 @@ def robustness_section(
 
 
 def contribution_section(run: RunDirectory) -> str | None:
-    csv = run.path / "contributions.csv"
+    csv = inside(run.path, "contributions.csv", "file")
     if not csv.is_file():
         return None
     import pandas as pd
@@ -184,7 +185,7 @@ def contribution_section(run: RunDirectory) -> str | None:
 
 
 def environment_section(path: Path) -> str:
-    env = path / "env.json"
+    env = inside(path, "env.json", "file")
     data = json.loads(env.read_text()) if env.is_file() else {}
     return key_values(sorted(data.items()))
 

@@ -1,0 +1,1 @@
+"""Fault-injection sections of ``benchmarks/bench_faults.py`` and the case lists its tests share."""
