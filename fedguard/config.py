@@ -18,9 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedguard.errors import ConfigError
 
+#: Seeds feed numpy/sklearn generators, which take [0, 2³²).
+SEED_LIMIT = 2**32
+#: Sizes beyond these cannot run on any machine (a batch of 2²⁰ padded samples per client
+#: already needs gigabytes); refusing them at validation beats an allocation failure mid-run.
+MAX_BATCH_SIZE = 2**20
+MAX_LOCAL_EPOCHS = 10_000
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/NaN never make a working config (lr: .inf diverges in the first step)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ComponentSpec(_Strict):
@@ -75,8 +83,8 @@ class ClientsConfig(_Strict):
 
 class TrainingConfig(_Strict):
     algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(16, ge=1)
+    local_epochs: int = Field(1, ge=1, le=MAX_LOCAL_EPOCHS)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH_SIZE)
     learning_rate: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     prox_mu: float = Field(0.0, ge=0)
@@ -150,11 +158,11 @@ class RunSpec(_Strict):
     """Frozen description of one run; its canonical hash names the run."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     #: Seed of the training randomness only (model init, client sampling, batches, component
     #: noise); ``None`` = ``seed``. Data split, partition and client roles follow ``seed``, so runs
     #: that differ only here train the same clients on the same data (``contrib --training-seeds``).
-    training_seed: int | None = Field(None, ge=0)
+    training_seed: int | None = Field(None, ge=0, lt=SEED_LIMIT)
     rounds: int = Field(20, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
     eval_every: int = Field(1, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,17 +84,39 @@ def split(
     """Stratified train / validation / test split, deterministic in ``seed``."""
     index = np.arange(len(data))
     labels = data.labels.numpy()
+    _check_split_size("data.test_fraction", test_fraction, labels)
     train_val, test = train_test_split(
         index, test_size=test_fraction, random_state=seed, stratify=_stratify(labels)
     )
     if validation_fraction > 0:
         rel = validation_fraction / (1.0 - test_fraction)
+        _check_split_size("data.validation_fraction", rel, labels[train_val], validation_fraction)
         train, val = train_test_split(
             train_val, test_size=rel, random_state=seed + 1, stratify=_stratify(labels[train_val])
         )
     else:
         train, val = train_val, train_val[:0]
     return data.subset(train), data.subset(val), data.subset(test)
+
+
+def _check_split_size(
+    field: str, fraction: float, labels: np.ndarray, shown: float | None = None
+) -> None:
+    """Both sides of a stratified split need at least one sample per class: a fraction that
+    leaves fewer (``validation_fraction: 1e-9``) is a config error, raised before anything runs."""
+    n = len(labels)
+    held_out = math.ceil(fraction * n)
+    need = len(np.unique(labels)) if _stratify(labels) is not None else 1
+    if held_out < need or n - held_out < need:
+        raise ConfigError(
+            f"{field} ({shown if shown is not None else fraction:g}) splits {n} samples into "
+            f"{held_out} and {n - held_out}; each side needs at least {need} (one per class)"
+            + (
+                ", or use 0 for no validation split."
+                if field.endswith("validation_fraction")
+                else "."
+            )
+        )
 
 
 def _stratify(labels: np.ndarray) -> np.ndarray | None:

@@ -7,14 +7,15 @@ The no-attack and no-defense (plain mean) baselines are always included.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedguard import registry
-from fedguard.config import RunSpec, describe_validation_error, load_yaml, parse_spec
+from fedguard.config import SEED_LIMIT, RunSpec, describe_validation_error, load_yaml, parse_spec
 from fedguard.errors import ConfigError
 
 ATTACK_KINDS = ("model_attack", "data_attack", "free_rider", "privacy_attack")
@@ -33,7 +34,7 @@ class MatrixConfig(BaseModel):
     )
     attacks: list[Any] = Field(default_factory=list)
     defenses: list[Any] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(default_factory=lambda: [0])
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     metric: str = "test_accuracy"
     max_cells: int = Field(200, ge=1)
@@ -268,6 +269,36 @@ def _cell(
     except ConfigError as exc:
         raise ConfigError(f"cell ({a_label} × {d_label}, seed {seed}): {exc}") from None
     return Cell(a_label, d_label, seed, setting, spec)
+
+
+def count_cells(cfg: MatrixConfig) -> int:
+    """How many cells ``cfg`` expands to at most (identical specs later merge), computed from
+    the axes alone: a 409,600-cell matrix is refused before a single cell is built."""
+    counts = cfg.n_malicious if isinstance(cfg.n_malicious, list) else [cfg.n_malicious]
+    if not counts or min(counts) < 1:
+        raise ConfigError("n_malicious must be a positive integer or a list of them.")
+    attacks = 1 + sum(
+        math.prod(len(v) for k, v in _mapping(e).items() if isinstance(v, list) and k != "hidden")
+        for e in cfg.attacks
+        if e != NO_ATTACK
+    )
+    defenses = len(expand_defenses(cfg.defenses))
+    axes = math.prod(len(v) for v in cfg.axes.values())
+    return len(counts) * attacks * defenses * len(cfg.seeds) * axes
+
+
+def _mapping(entry: Any) -> dict[str, Any]:
+    return dict(entry) if isinstance(entry, dict) else {}
+
+
+def check_cells_limit(cfg: MatrixConfig, confirmed: bool) -> None:
+    """``max_cells`` from the axes, before expansion (which validates every cell's spec)."""
+    upper = count_cells(cfg)
+    if upper > cfg.max_cells and not confirmed:
+        raise ConfigError(
+            f"the matrix expands to {upper:,} cells, more than max_cells "
+            f"({cfg.max_cells}); raise max_cells or pass --yes to run them all."
+        )
 
 
 def validate_cells_count(cells: list[Cell], limit: int, confirmed: bool) -> None:

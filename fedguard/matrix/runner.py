@@ -13,6 +13,7 @@ from fedguard.errors import IncompatibleError
 from fedguard.matrix.config import (
     Cell,
     MatrixConfig,
+    check_cells_limit,
     expand_cells,
     load_matrix,
     validate_cells_count,
@@ -32,6 +33,7 @@ class MatrixPlan:
 def plan_matrix(config_path: Path, confirmed: bool = False) -> MatrixPlan:
     """Expand and validate; unknown components fail here, before any training."""
     cfg, base = load_matrix(config_path)
+    check_cells_limit(cfg, confirmed)
     cells = expand_cells(cfg, base)
     validate_cells_count(cells, cfg.max_cells, confirmed)
     incompatible: dict[str, str] = {}
