@@ -40,7 +40,7 @@ def run(
     """Train one federated run and write its run directory."""
     from fedguard.cli.run_command import run_command
 
-    run_command(config, out_dir, rounds, seed, device, save_updates, resume)
+    raise typer.Exit(run_command(config, out_dir, rounds, seed, device, save_updates, resume))
 
 
 @app.command()

@@ -7,11 +7,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedguard.cli.exit_codes import FAILED
 from fedguard.cli.tables import summary_table
 from fedguard.config import load_spec
 from fedguard.core.runner import default_run_dir, execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import Interrupted, UserError
+from fedguard.safe_text import markup_safe
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -23,7 +25,8 @@ def run_command(
     device: str | None,
     save_updates: bool,
     resume: Path | None,
-) -> None:
+) -> int:
+    """Train (or resume) a run; returns the exit status (1 when the run diverged)."""
     console = Console()
     if resume is not None:
         run_dir = RunDirectory(resume)
@@ -44,7 +47,7 @@ def run_command(
         # the default directory is named by the spec's hash: this exact run is already done
         console.print(f"{out} already holds this run (same spec hash); its summary:")
         console.print(summary_table(existing.summary()))
-        return
+        return 0
     if resume is None and existing.exists():
         raise UserError(
             f"{out} already holds a completed run; choose another --out."
@@ -73,12 +76,18 @@ def run_command(
             raise Interrupted(_resume_hint(out)) from None
     console.print(summary_table(result.summary))
     console.print(f"run directory: [bold]{out}[/]")
+    if result.summary.get("diverged"):
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {markup_safe(result.summary['diverged'])}", soft_wrap=True
+        )
+        return FAILED
     if spec.save_updates:
         console.print(
             "[yellow]note:[/] per-round client updates were saved under "
             f"{out}/updates (owner-only). They are exactly what DP and secure aggregation "
             "protect: do not share them."
         )
+    return 0
 
 
 def _resume_hint(out: Path) -> str:

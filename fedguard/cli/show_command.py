@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -33,4 +32,4 @@ def show_command(path: Path, metric: str | None = None, partition: bool = False)
     if partition:
         from fedguard.cli.tables import partition_table
 
-        console.print(partition_table(json.loads((path / "partition.json").read_text())))
+        console.print(partition_table(run_dir.partition()))

@@ -73,12 +73,16 @@ def execute(
             run_dir.checkpoint(records, ledger, state.to_dict())
         if progress is not None:
             progress(state.round, spec.rounds, output.record)
+        if "diverged" in output.record:
+            break  # a non-finite model: nothing later can be trusted (the record says why)
         stop = spec.privacy.stop_at_epsilon
         if stop is not None and _spent(ledger, spec) >= stop:
             records[-1]["stopped"] = "privacy budget spent"
             break
 
     summary = summarize(spec, records, sim, time.perf_counter() - started)
+    if records and "diverged" in records[-1]:
+        summary["diverged"] = records[-1]["diverged"]
     if sim.privacy_outputs:
         metrics, artifacts = privacy_attack_results(sim, out)
         summary["privacy_attacks"] = metrics

@@ -267,8 +267,8 @@ class Simulation:
         finite = torch.isfinite(deltas).all(dim=1)
         faulty = [ids[k] for k in range(len(ids)) if not bool(finite[k])]
         keep = [k for k in range(len(ids)) if bool(finite[k])]
-        if not keep:
-            raise RuntimeError(f"round {t + 1}: every client sent a non-finite update")
+        if not keep:  # nothing finite to aggregate: local training diverged everywhere
+            return self._diverged(state, record, events, started, "every update is non-finite")
         kept_ids = tuple(ids[k] for k in keep)
         deltas, weights = deltas[keep], weights[keep]
         kept_counts = tuple(counts[k] for k in keep)
@@ -327,6 +327,11 @@ class Simulation:
         params, server_state, new_st_states = self._server_update(
             state, ctx, kept_ids, result.aggregate, events
         )
+        if not (torch.isfinite(result.aggregate).all() and torch.isfinite(params).all()):
+            # finite updates can still overflow the aggregate or the model; going on would drop
+            # every honest client as "faulty" next round
+            what = "aggregate" if not torch.isfinite(result.aggregate).all() else "model"
+            return self._diverged(state, record, events, started, f"the {what} is inf/NaN")
 
         flagged = sorted({kept_ids[r] for r in result.flagged} | set(faulty))
         record.update(
@@ -344,6 +349,10 @@ class Simulation:
         )
         record["compute_seconds"] = time.perf_counter() - started  # excludes evaluation
         record.update(self._evaluate(params, t, force=t + 1 == spec.rounds))
+        if not math.isfinite(record.get("test_loss", 0.0)):  # finite weights, overflowing logits
+            return self._diverged(
+                state, record, events, started, "the model's test loss is inf/NaN"
+            )
         record["seconds"] = time.perf_counter() - started
         new_state = SimulationState(
             round=t + 1,
@@ -370,6 +379,25 @@ class Simulation:
         return new_state, RoundOutput(record, events, view, saved)
 
     # ------------------------------------------------------------------ helpers
+
+    def _diverged(
+        self,
+        state: SimulationState,
+        record: dict[str, Any],
+        events: dict[str, Any],
+        started: float,
+        why: str,
+    ) -> tuple[SimulationState, RoundOutput]:
+        """End the round as ``diverged``: the last finite model is kept and the run stops. The
+        round's privacy events stay accounted (the noised updates were released)."""
+        t = state.round
+        record["diverged"] = (
+            f"training diverged in round {t + 1}: {why} (updates too large for float32: lower "
+            "the learning rates, clip updates or use a robust aggregator)."
+        )
+        record.update(self._evaluate(state.params, t, force=True))
+        record["seconds"] = time.perf_counter() - started
+        return replace(state, round=t + 1), RoundOutput(record, events, None, None)
 
     def _server_update(
         self,

@@ -20,7 +20,8 @@ def init_worker() -> None:
 
 
 def run_cell(spec_data: dict[str, Any]) -> dict[str, Any]:
-    """Never raises: returns ``{"status": done|failed|incompatible, ...}``."""
+    """Never raises: returns ``{"status": done|diverged|failed|incompatible, ...}``; a diverged
+    cell keeps its metrics (of the last finite model) and says why in ``error``."""
     from fedguard.core.runner import execute
 
     started = time.perf_counter()
@@ -31,8 +32,10 @@ def run_cell(spec_data: dict[str, Any]) -> dict[str, Any]:
             warnings.simplefilter("ignore", UserWarning)
             result = execute(spec)
         metrics = cell_metrics(spec, result)
+        diverged = result.summary.get("diverged")
         return {
-            "status": "done",
+            "status": "diverged" if diverged else "done",
+            "error": diverged,
             "metrics": metrics,
             "records": result.records,
             "seconds": time.perf_counter() - started,

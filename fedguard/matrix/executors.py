@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
 
@@ -16,17 +20,81 @@ Job = tuple[str, dict[str, Any]]  # (cell key, spec data)
 
 
 def run_local(jobs: list[Job], workers: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (key, result) as cells finish. One worker runs cells in this process."""
+    """Yield (key, result) as cells finish. One worker runs cells in this process.
+
+    On Ctrl-C (a ``KeyboardInterrupt`` here, or thrown in at a ``yield`` by the consumer) the
+    cells that already finished are still yielded, then the workers are stopped and the
+    interrupt goes on. Workers ignore SIGINT (the parent decides) and exit on their own when
+    the parent dies, SIGKILL included.
+    """
     if workers <= 1:
         for key, spec in jobs:
             yield key, run_cell(spec)
         return
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=init_local_worker,
+        initargs=(os.getpid(),),
+    )
+    futures: dict[Future[dict[str, Any]], str] = {}
+    delivered: set[Future[dict[str, Any]]] = set()
+    finished = False
+    try:
         futures = {pool.submit(run_cell, spec): key for key, spec in jobs}
         for fut in as_completed(futures):
+            delivered.add(fut)
             yield futures[fut], fut.result()
+        finished = True
+    except KeyboardInterrupt:
+        for fut in futures:  # finished in flight: hand them over before stopping
+            if fut not in delivered and fut.done() and not fut.cancelled():
+                delivered.add(fut)
+                if fut.exception() is None:
+                    yield futures[fut], fut.result()
+        raise
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop(pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued cells and end the workers now (running cells are re-run on resume)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def init_local_worker(parent_pid: int) -> None:
+    """A local worker: one torch thread, Ctrl-C left to the parent, and death with the parent."""
+    init_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
+    """End this process when ``parent_pid`` dies: PR_SET_PDEATHSIG on Linux, and a polling
+    thread everywhere (it also covers a parent that died before this ran)."""
+    with contextlib.suppress(Exception):  # Linux only; the poll below covers the rest
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def check_ray_address(address: str, timeout: float = 3.0) -> None:

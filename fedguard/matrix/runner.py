@@ -3,7 +3,10 @@ rest on the chosen executor, write each result as it arrives (one writer), then 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,10 @@ from fedguard.matrix.config import (
     validate_cells_count,
 )
 from fedguard.matrix.executors import run_local, run_ray
+from fedguard.matrix.lock import matrix_lock
 from fedguard.matrix.store import ResultStore, cell_key
 from fedguard.matrix.summary import tidy_frame, write_heatmaps
+from fedguard.storage import atomic
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,23 @@ def run_matrix(
     address: str | None = None,
     on_result: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Run the plan's missing cells into ``out`` (locked against a second matrix there).
+
+    Ctrl-C stores every cell that had finished, stops the workers and re-raises
+    ``KeyboardInterrupt``; running it again finishes only the missing cells.
+    """
+    with matrix_lock(out):
+        return _run_locked(plan, out, workers, executor, address, on_result)
+
+
+def _run_locked(
+    plan: MatrixPlan,
+    out: Path,
+    workers: int,
+    executor: str,
+    address: str | None,
+    on_result: Callable[[Cell, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     store = ResultStore(out / "results.sqlite")
     try:
         keys = {cell_key(c.key): c for c in plan.cells}
@@ -78,22 +99,61 @@ def run_matrix(
         todo = [(k, c.spec.model_dump(mode="json")) for k, c in keys.items() if k not in done]
         skipped = len(keys) - len(todo)
         stream = run_ray(todo, address, workers) if executor == "ray" else run_local(todo, workers)
-        for key, result in stream:
-            store.put(
-                key,
-                _cell_info(keys[key]),
-                result["status"],
-                metrics=result.get("metrics"),
-                records=result.get("records"),
-                error=result.get("error"),
-                seconds=result.get("seconds"),
-            )
+
+        def record(key: str, result: dict[str, Any]) -> None:
+            with deferred_interrupt():  # a cell is stored whole or not at all
+                store.put(
+                    key,
+                    _cell_info(keys[key]),
+                    result["status"],
+                    metrics=result.get("metrics"),
+                    records=result.get("records"),
+                    error=result.get("error"),
+                    seconds=result.get("seconds"),
+                )
             if on_result is not None:
                 on_result(keys[key], result)
+
+        drain(stream, record)
         rows = store.rows(set(keys))
     finally:
         store.close()
     tidy = tidy_frame(rows)
-    tidy.to_csv(out / "matrix.csv", index=False)
+    atomic.write_text(out / "matrix.csv", tidy.to_csv(index=False))
     heatmaps = write_heatmaps(tidy, out)
     return {"cells": len(keys), "ran": len(todo), "skipped": skipped, "heatmaps": heatmaps}
+
+
+def drain(
+    stream: Iterator[tuple[str, dict[str, Any]]],
+    record: Callable[[str, dict[str, Any]], None],
+) -> None:
+    """Record every result of ``stream``. On Ctrl-C — raised in the executor or here — the
+    executor is told (the interrupt is thrown in at its ``yield``), the finished cells it still
+    holds are recorded, then the interrupt goes on."""
+    try:
+        for key, result in stream:
+            record(key, result)
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt, StopIteration):
+            item = stream.throw(KeyboardInterrupt())  # type: ignore[attr-defined]
+            while True:
+                record(*item)
+                item = next(stream)
+        raise
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt

@@ -38,7 +38,7 @@ def matrix_table(tidy, metric: str, title: str) -> Table:
 
 
 def show_matrix(path: Path, console: Console, metric: str | None = None) -> None:
-    store = ResultStore(path / "results.sqlite")
+    store = ResultStore(path / "results.sqlite", read_only=True)
     try:
         meta = store.meta()
         rows = store.rows(set(meta.get("keys", [])) or None)
@@ -47,7 +47,7 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
     tidy = tidy_frame(rows)
     metric = metric or meta.get("metric", "test_accuracy")
     console.print(matrix_table(tidy, metric, meta.get("name", path.name)))
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r["status"] in ("failed", "diverged")]
     incompatible = {
         (r["defense"], r["attack"]): r["error"] for r in rows if r["status"] == "incompatible"
     }
@@ -55,7 +55,7 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
         console.print(f"[yellow]incompatible[/] {markup_safe(f'{d} × {a}: {why}')}")
     for r in failed:
         console.print(
-            "[red]failed[/] "
+            f"[red]{r['status']}[/] "
             + markup_safe(
                 f"{r['defense']} × {r['attack']} (seed {r['seed']}): "
                 + ((r["error"] or "").splitlines() or [""])[0]
@@ -72,5 +72,8 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
             mark = "[green]held[/]" if v.held else "[red]fell[/]"
             console.print(f"  {mark}  {markup_safe(v.sentence())}")
     console.print(
-        f"\ncells: {len(rows)} ({sum(r['status'] == 'done' for r in rows)} done, {len(failed)} failed, {len(incompatible)} incompatible pairs)"
+        f"\ncells: {len(rows)} ({sum(r['status'] == 'done' for r in rows)} done, "
+        f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
+        f"{sum(r['status'] == 'failed' for r in rows)} failed, "
+        f"{len(incompatible)} incompatible pairs)"
     )

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS cells (
     defense TEXT NOT NULL,
     seed INTEGER NOT NULL,
     axes TEXT NOT NULL,
-    status TEXT NOT NULL,          -- done | failed | incompatible
+    status TEXT NOT NULL,          -- done | failed | incompatible | diverged
     metrics TEXT,                  -- JSON
     records TEXT,                  -- JSON per-round records
     error TEXT,
@@ -55,28 +55,57 @@ def cell_key(spec_hash: str) -> str:
 
 
 class ResultStore:
-    def __init__(self, path: Path) -> None:
+    """The matrix's results. ``read_only`` (``show``, ``report``) opens an existing database
+    without ever writing to it: a missing, empty or foreign file is an error, not a new database.
+    """
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        existed = path.exists()
+        self.read_only = read_only
+        existed = path.is_file()
+        if read_only and not existed:
+            raise UserError(f"{path.parent} holds no results.sqlite; it is not a matrix directory.")
+        if existed and path.stat().st_size == 0:
+            # sqlite would take an empty file as a new database and write a schema into it
+            raise UserError(
+                f"{path} is empty (0 bytes), not a results database; move it away or choose "
+                "another --out (it is never overwritten)."
+            )
         try:
-            self.conn = sqlite3.connect(path, timeout=30)
+            if read_only:
+                self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, timeout=30)
             if existed:
                 ok = self.conn.execute("PRAGMA quick_check").fetchone()
                 if not ok or ok[0] != "ok":
                     raise sqlite3.DatabaseError(str(ok))
-            self.conn.executescript(SCHEMA)
+                tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+                if not {"cells", "meta"} <= tables:
+                    raise sqlite3.DatabaseError("no cells/meta tables: not fedguard's")
+            if not read_only:
+                self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise UserError(
-                f"{path} is not a readable results database ({exc}); move it away or choose "
-                "another --out (it is never overwritten)."
-            ) from None
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: Exception) -> UserError:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return UserError(
+            f"{self.path} is not a readable results database ({reason}); move it away or choose "
+            "another --out (it is never overwritten)."
+        )
 
     def close(self) -> None:
         self.conn.close()
 
     def finished_keys(self) -> set[str]:
-        rows = self.conn.execute("SELECT key FROM cells WHERE status IN ('done', 'incompatible')")
+        try:
+            rows = self.conn.execute(
+                "SELECT key FROM cells WHERE status IN ('done', 'incompatible', 'diverged')"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
         return {r[0] for r in rows}
 
     def put(
@@ -115,29 +144,63 @@ class ResultStore:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        try:
+            pairs = self.conn.execute("SELECT key, value FROM meta").fetchall()
+            return {str(k): json.loads(v) for k, v in pairs}
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise self._unreadable(exc) from None
 
     def rows(self, keys: set[str] | None = None) -> list[dict[str, Any]]:
-        cur = self.conn.execute(
-            "SELECT key, attack, defense, seed, axes, status, metrics, records, error, seconds "
-            "FROM cells"
-        )
+        try:
+            fetched = self.conn.execute(
+                "SELECT key, attack, defense, seed, axes, status, metrics, records, error, seconds "
+                "FROM cells"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
         out = []
-        for key, attack, defense, seed, axes, status, metrics, records, error, seconds in cur:
-            if keys is not None and key not in keys:
+        for row in fetched:
+            if keys is not None and row[0] not in keys:
                 continue
-            out.append(
-                {
-                    "key": key,
-                    "attack": attack,
-                    "defense": defense,
-                    "seed": seed,
-                    "axes": json.loads(axes),
-                    "status": status,
-                    "metrics": json.loads(metrics) if metrics else {},
-                    "records": json.loads(records) if records else [],
-                    "error": error,
-                    "seconds": seconds,
-                }
-            )
+            out.append(self._decode(row))
         return out
+
+    def _decode(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """One row, with every field checked: a bad row is named, not a traceback."""
+        key, attack, defense, seed, axes, status, metrics, records, error, seconds = row
+        try:
+            decoded = {
+                "key": _text(key),
+                "attack": _text(attack),
+                "defense": _text(defense),
+                "seed": int(seed),
+                "axes": json.loads(axes),
+                "status": _text(status),
+                "metrics": json.loads(metrics) if metrics else {},
+                "records": json.loads(records) if records else [],
+                "error": None if error is None else _text(error),
+                "seconds": None if seconds is None else float(seconds),
+            }
+            if decoded["status"] not in STATUSES:
+                raise ValueError(f"unknown status {decoded['status']!r}")
+            if not isinstance(decoded["metrics"], dict) or not isinstance(decoded["axes"], list):
+                raise ValueError("metrics must be a JSON object and axes a list")
+            if not all(isinstance(a, list) and len(a) == 2 for a in decoded["axes"]):
+                raise ValueError("axes must be [name, value] pairs")
+        except (ValueError, TypeError) as exc:
+            raise UserError(
+                f"{self.path}: the row of cell {str(key)[:40]!r} is corrupt ({exc}); delete that "
+                "row or move the database away to run the cell again."
+            ) from None
+        return decoded
+
+
+#: What a cell's ``status`` column may hold; ``diverged`` cells finished with a non-finite model
+#: and are excluded from verdicts.
+STATUSES = ("done", "failed", "incompatible", "diverged")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value

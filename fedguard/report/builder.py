@@ -28,7 +28,8 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
     records = run.rounds()
     summary = run.summary()
     privacy_html, privacy_line = privacy_section(run)
-    sections = [
+    sections = [] if run.complete else [_interrupted(path, len(records), spec.rounds)]
+    sections += [
         Section("setup", "Setup", run_sections.setup_section(run)),
         Section("training", "Accuracy", run_sections.training_section(records)),
         Section("privacy", "Privacy", privacy_html),
@@ -44,6 +45,18 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
         Section("findings", "Findings", run_sections.findings(records, summary, privacy_line))
     )
     return spec.name, sections
+
+
+def _interrupted(path: Path, done: int, rounds: int) -> Section:
+    """An unfinished run says so first: its figures are of the rounds done, not of the run."""
+    from fedguard.report.html import paragraph
+
+    text = (
+        f"This run is interrupted: {done} of {rounds} rounds completed and it has no completion "
+        f"marker. Every figure below covers those rounds only; resume it with "
+        f"fedguard run --resume {path}."
+    )
+    return Section("status", "Status", paragraph(text, "statement warn"))
 
 
 def build_report(path: Path) -> str:

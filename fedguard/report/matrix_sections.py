@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -9,23 +10,33 @@ from typing import Any
 import numpy as np
 
 from fedguard.matrix.store import ResultStore
-from fedguard.matrix.summary import HELD_THRESHOLD, pivot, tidy_frame, verdicts
+from fedguard.matrix.summary import HELD_THRESHOLD, pivot, tidy_frame, verdicts, write_heatmaps
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
-from fedguard.report.paths import inside
 from fedguard.storage.run_dir import environment
+
+
+def _heatmaps(tidy: Any) -> dict[str, str]:
+    """Heatmaps drawn again from the results, as data URIs: the PNG files in the folder are
+    outputs for people, and a damaged or swapped one must not reach the report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return {
+            p.stem.removeprefix("heatmap_"): figures.file_data_uri(p)
+            for p in write_heatmaps(tidy, Path(tmp))
+        }
 
 
 def matrix_report(path: Path) -> tuple[str, list[Any]]:
     from fedguard.report.builder import Section
 
-    store = ResultStore(path / "results.sqlite")
+    store = ResultStore(path / "results.sqlite", read_only=True)
     try:
         meta = store.meta()
         rows = store.rows(set(meta.get("keys", [])) or None)
     finally:
         store.close()
     tidy = tidy_frame(rows)
+    heatmaps = _heatmaps(tidy)
     name = meta.get("name", path.name)
     done = [r for r in rows if r["status"] == "done"]
     setup = key_values(
@@ -75,9 +86,8 @@ def matrix_report(path: Path) -> tuple[str, list[Any]]:
         results += f"<h3>{escape(metric.replace('_', ' '))}</h3>" + table(
             ["defense \\ attack", *mean.columns], body
         )
-        heat = inside(path, f"heatmap_{metric}.png", "heatmap")
-        if heat.is_file():
-            results += image(figures.file_data_uri(heat), f"heatmap of {metric.replace('_', ' ')}")
+        if metric in heatmaps:
+            results += image(heatmaps[metric], f"heatmap of {metric.replace('_', ' ')}")
     incompatible = sorted(
         {(r["defense"], r["attack"], r["error"]) for r in rows if r["status"] == "incompatible"}
     )

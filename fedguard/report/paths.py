@@ -39,3 +39,38 @@ def inside(root: Path, relative: str | Path, what: str = "artifact") -> Path:
     if not resolved.is_relative_to(root.resolve()):
         raise UserError(f"{what} {str(relative)!r} resolves outside {root}; it is refused.")
     return current
+
+
+def checked_png(path: Path) -> Path:
+    """An artifact image that decodes in full (a truncated or replaced file is refused rather
+    than embedded as a broken picture)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise UserError(f"artifact {path} listed in complete.json is missing.")
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise ValueError(f"a {img.format} file, not PNG")
+            img.load()
+    except Exception as exc:  # PIL raises many types for damaged files
+        raise UserError(f"artifact {path} is not a readable PNG image ({exc}).") from None
+    return path
+
+
+def checked_roc(path: Path) -> tuple[list[float], list[float]]:
+    """An ROC curve artifact: two equally long lists of rates in [0, 1]."""
+    import json
+    import math
+
+    if not path.is_file():
+        raise UserError(f"artifact {path} listed in complete.json is missing.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fpr, tpr = [float(v) for v in data["fpr"]], [float(v) for v in data["tpr"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"artifact {path} is not an ROC curve ({type(exc).__name__}).") from None
+    ok = len(fpr) == len(tpr) > 0 and all(math.isfinite(v) and 0 <= v <= 1 for v in (*fpr, *tpr))
+    if not ok:
+        raise UserError(f"artifact {path} is not an ROC curve (rates must lie in [0, 1]).")
+    return fpr, tpr

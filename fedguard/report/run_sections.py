@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 from fedguard.metrics.detection import run_detection
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
-from fedguard.report.paths import inside
+from fedguard.report.paths import checked_png, checked_roc, inside
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -78,9 +77,9 @@ def setup_section(run: RunDirectory) -> str:
         ("seed", spec["seed"]),
     ]
     html = key_values(pairs)
-    part_file = inside(run.path, "partition.json", "file")
-    if part_file.is_file():
-        sizes = np.array([p["samples"] for p in json.loads(part_file.read_text())])
+    inside(run.path, "partition.json", "file")
+    sizes = np.array([p["samples"] for p in run.partition()])
+    if len(sizes):
         html += paragraph(
             f"Partition: {len(sizes)} clients, samples per client min {sizes.min()}, "
             f"median {int(np.median(sizes))}, max {sizes.max()}."
@@ -149,25 +148,20 @@ def robustness_section(
     rocs: dict[str, tuple[list[float], list[float]]] = {}
     for caption, rel in sorted((summary.get("artifacts") or {}).items()):
         path = inside(run.path, rel)
-        if not path.is_file():
-            continue
         if path.suffix == ".png":
-            html += image(figures.file_data_uri(path), caption)
+            html += image(figures.file_data_uri(checked_png(path)), caption)
         elif path.name.endswith("_roc.json"):
-            data = json.loads(path.read_text())
-            rocs[caption.split(":")[0]] = (data["fpr"], data["tpr"])
+            rocs[caption.split(":")[0]] = checked_roc(path)
     if rocs:
         html += image(figures.roc_loglog(rocs), "membership inference ROC (log-log axes)")
     return html
 
 
 def contribution_section(run: RunDirectory) -> str | None:
-    csv = inside(run.path, "contributions.csv", "file")
-    if not csv.is_file():
+    inside(run.path, "contributions.csv", "file")
+    frame = run.contributions()
+    if frame is None:
         return None
-    import pandas as pd
-
-    frame = pd.read_csv(csv)
     cols = [c for c in ("client", "value", "lower", "upper", "rank", "flag") if c in frame.columns]
     html = table(cols, frame[cols].itertuples(index=False))
     if {"value", "lower", "upper"} <= set(frame.columns):
@@ -185,8 +179,8 @@ def contribution_section(run: RunDirectory) -> str | None:
 
 
 def environment_section(path: Path) -> str:
-    env = inside(path, "env.json", "file")
-    data = json.loads(env.read_text()) if env.is_file() else {}
+    inside(path, "env.json", "file")
+    data = RunDirectory(path).environment_info()
     return key_values(sorted(data.items()))
 
 

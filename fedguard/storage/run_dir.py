@@ -9,6 +9,8 @@ completed round), ``ledger.json`` (privacy events), ``state.pt`` (everything a r
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import platform
@@ -31,6 +33,12 @@ OWNER_ONLY_DIR = 0o700
 OWNER_ONLY_FILE = 0o600
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, short (for a one-sentence error)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text[:120].rstrip(".") or type(exc).__name__
+
+
 def environment() -> dict[str, Any]:
     return {
         "fedguard": __version__,
@@ -47,6 +55,8 @@ class RunDirectory:
     path: Path
 
     # ------------------------------------------------------------- reading
+    # Every read names the file and what is wrong with it in one sentence (a UserError): a run
+    # folder may be truncated by a full disk, damaged in transfer or edited by hand.
     @property
     def complete(self) -> bool:
         return (self.path / COMPLETE).is_file()
@@ -58,37 +68,202 @@ class RunDirectory:
         f = self.path / "spec.yaml"
         if not f.is_file():
             raise UserError(f"{self.path} is not a fedguard run directory (no spec.yaml).")
-        return parse_spec(yaml.safe_load(f.read_text()))
+        data = self._yaml(f)
+        try:
+            spec = parse_spec(data)
+        except UserError as exc:
+            raise UserError(f"{f} is not a valid run spec: {exc}") from None
+        if self.complete:
+            self._check_spec_hash(data)
+        elif spec.canonical() != data:
+            raise UserError(
+                f"{f} is incomplete or edited: it is not the canonical spec fedguard wrote "
+                "(keys missing or added)."
+            )
+        return spec
+
+    def _check_spec_hash(self, data: Any) -> None:
+        """A finished run records its spec's hash: the spec.yaml beside it must hash the same,
+        with the fedguard version that wrote it (so a newer fedguard still reads old runs)."""
+        from fedguard.config import canonical_json
+
+        recorded = self.summary().get("spec_hash")
+        version = self.environment_info().get("fedguard")
+        payload = canonical_json({"spec": data, "version": version})
+        actual = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        if recorded != actual:
+            raise UserError(
+                f"{self.path / 'spec.yaml'} does not match the run (hash {actual}, "
+                f"{COMPLETE} records {recorded}); it was edited or damaged."
+            )
 
     def rounds(self) -> list[dict[str, Any]]:
+        """Per-round records, checked: one JSON object per line, rounds numbered 1, 2, …, and
+        in a finished run as many as it completed."""
         f = self.path / "rounds.jsonl"
         if not f.is_file():
+            if self.complete:
+                raise UserError(f"{f} is missing; the run's per-round records are gone.")
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(self._text(f).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise UserError(f"{f} line {number} is not a JSON record (truncated?).") from None
+            if not isinstance(record, dict) or record.get("round") != len(records) + 1:
+                raise UserError(f"{f} line {number} is not the record of round {len(records) + 1}.")
+            records.append(record)
+        if self.complete:
+            expected = self.summary().get("rounds_completed")
+            if expected != len(records):
+                raise UserError(
+                    f"{f} holds {len(records)} rounds but {COMPLETE} says {expected} completed; "
+                    "the records were truncated or edited."
+                )
+        return records
 
     def summary(self) -> dict[str, Any]:
         f = self.path / COMPLETE
-        return json.loads(f.read_text()) if f.is_file() else {}
+        if not f.is_file():
+            return {}
+        data = self._json(f)
+        if not isinstance(data, dict):
+            raise UserError(f"{f} is not a JSON object.")
+        return data
 
     def ledger(self) -> dict[str, Any]:
         from fedguard.privacy.ledger import read_run_ledger
 
         f = self.path / "ledger.json"
-        return read_run_ledger(f) if f.is_file() else {"rounds": []}
+        if f.is_file():
+            return read_run_ledger(f)
+        if self.complete or (self.path / "rounds.jsonl").is_file():
+            # every checkpoint writes the ledger, DP or not: its absence is damage, and reading
+            # it as "no mechanism ran" would understate the privacy spent
+            raise UserError(
+                f"{f} is missing although rounds completed; the privacy spent cannot be known."
+            )
+        return {"rounds": []}
+
+    def partition(self) -> list[dict[str, Any]]:
+        """Samples and label histogram per client (written when the run starts)."""
+        f = self.path / "partition.json"
+        if not f.is_file():
+            raise UserError(f"{f} is missing; it is written when a run starts.")
+        data = self._json(f)
+        ok = isinstance(data, list) and all(
+            isinstance(p, dict)
+            and isinstance(p.get("samples"), int)
+            and isinstance(p.get("labels"), list)
+            for p in data
+        )
+        if not ok:
+            raise UserError(f"{f} is not a list of clients with samples and labels.")
+        return data  # type: ignore[no-any-return]
+
+    def environment_info(self) -> dict[str, Any]:
+        """The environment the run started in (``env.json``)."""
+        f = self.path / "env.json"
+        if not f.is_file():
+            raise UserError(f"{f} is missing; it is written when a run starts.")
+        data = self._json(f)
+        if not isinstance(data, dict):
+            raise UserError(f"{f} is not a JSON object.")
+        return data
 
     def load_state(self) -> dict[str, Any]:
-        return torch.load(self.path / "state.pt", weights_only=True)
+        return self._torch(self.path / "state.pt")
 
     def load_model(self) -> dict[str, Any]:
         """``{"params": flat tensor, "names": [...], "shapes": [...]}`` — no pickle execution."""
-        return torch.load(self.path / "model.pt", weights_only=True)
+        return self._torch(self.path / "model.pt")
 
     def update_files(self) -> list[Path]:
+        """The saved per-round updates, one per round that aggregated updates (an empty Poisson
+        cohort or an aborted round saves none): a missing round is refused, since valuing clients
+        on the rounds that happen to remain gives silently different values."""
         d = self.path / "updates"
-        return sorted(d.glob("round_*.pt")) if d.is_dir() else []
+        files = sorted(d.glob("round_*.pt")) if d.is_dir() else []
+        if not files:
+            return []
+        saved = [r["round"] for r in self.rounds() if r.get("clients") and "aborted" not in r]
+        missing = [f"round_{k:05d}.pt" for k in saved if d / f"round_{k:05d}.pt" not in files]
+        if missing:
+            raise UserError(
+                f"{d} lacks {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} of the "
+                f"{len(saved)} rounds that saved updates; the saved updates are incomplete."
+            )
+        return files
 
     def load_updates(self, round_file: Path) -> dict[str, torch.Tensor]:
-        return torch.load(round_file, weights_only=True)
+        data = self._torch(round_file)
+        if not isinstance(data, dict):
+            raise UserError(f"{round_file} does not hold a round's updates.")
+        return data
+
+    def contributions(self) -> Any:
+        """The latest ``fedguard contrib`` result (``contributions.csv``) as a DataFrame, or None
+        when contrib never ran; one client per row, every client once."""
+        import pandas as pd
+
+        f = self.path / "contributions.csv"
+        if not f.is_file():
+            return None
+        try:
+            frame = pd.read_csv(io.StringIO(self._text(f)))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise UserError(f"{f} is not a readable CSV ({_reason(exc)}).") from None
+        n = self.spec().clients.n_clients
+        numeric = [c for c in ("value", "lower", "upper") if c in frame.columns]
+        ok = (
+            "client" in frame.columns
+            and sorted(frame["client"].tolist()) == list(range(n))
+            and all(pd.api.types.is_numeric_dtype(frame[c]) for c in numeric)
+        )
+        if ok and {"value", "lower", "upper"} <= set(frame.columns):
+            ok = bool(((frame.lower <= frame.value) & (frame.value <= frame.upper)).all())
+        if not ok:
+            raise UserError(
+                f"{f} does not hold one row per client (0..{n - 1}) with lower ≤ value ≤ upper; "
+                "run fedguard contrib again."
+            )
+        return frame
+
+    # ------------------------------------------------------------- decoding helpers
+    def _text(self, f: Path) -> str:
+        try:
+            return f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{f} is not UTF-8 text (damaged or not fedguard's).") from None
+        except OSError as exc:
+            raise UserError(f"{f} cannot be read ({_reason(exc)}).") from None
+
+    def _json(self, f: Path) -> Any:
+        try:
+            return json.loads(self._text(f))
+        except ValueError as exc:
+            raise UserError(f"{f} is not valid JSON ({_reason(exc)}).") from None
+
+    def _yaml(self, f: Path) -> Any:
+        try:
+            return yaml.safe_load(self._text(f))
+        except yaml.YAMLError as exc:
+            raise UserError(f"{f} is not valid YAML ({_reason(exc)}).") from None
+
+    def _torch(self, f: Path) -> Any:
+        if not f.is_file():
+            raise UserError(f"{f} is missing.")
+        try:
+            # weights_only: a run folder from someone else never executes code
+            return torch.load(f, weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged archives
+            raise UserError(
+                f"{f} is not a readable tensor file ({_reason(exc)}); it is truncated, damaged "
+                "or not fedguard's."
+            ) from None
 
     # ------------------------------------------------------------- writing
     def start(self, spec: RunSpec, partition: list[dict]) -> None:
