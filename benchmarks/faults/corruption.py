@@ -336,17 +336,29 @@ def run_grid(
     return [(case, run_case(case, folders, base)) for case in cases]
 
 
-def sample(cases: list[Case], per_command: int = 6, seed: int = 0) -> list[Case]:
-    """A deterministic sample covering every (command, corruption) pair of each folder."""
+def sample(cases: list[Case], per_group: int = 2, seed: int = 0) -> list[Case]:
+    """A deterministic sample: ``per_group`` cases for each (folder, command), each with another
+    corruption and a file drawn at random (the CI share of the grid)."""
     rng = random.Random(seed)
-    groups: dict[tuple[str, str, str], list[Case]] = {}
+    groups: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
-        groups.setdefault((case.folder, case.command, case.corruption), []).append(case)
+        groups.setdefault((case.folder, case.command), []).append(case)
     picked = []
-    for key in sorted(groups):
-        group = groups[key]
-        picked += rng.sample(group, min(len(group), max(1, per_command // len(CORRUPTIONS))))
+    for k, key in enumerate(sorted(groups)):
+        for j in range(per_group):
+            how = CORRUPTIONS[(k + j) % len(CORRUPTIONS)]
+            options = [c for c in groups[key] if c.corruption == how and c not in picked]
+            picked.append(rng.choice(options))
     return picked
+
+
+#: Cases that need the crash-consistent resume of issue 14 item 1 (records checked against the
+#: committed state on resume), built separately: until it lands, `run --resume` rebuilds the
+#: lost records of a damaged rounds.jsonl from nothing and the answer differs.
+PENDING_RESUME_CHECK = frozenset(
+    f"run --resume on interrupted/rounds.jsonl ({how})"
+    for how in ("truncate", "zero bytes", "delete")
+)
 
 
 def section(root: Path) -> dict[str, Any]:
@@ -354,4 +366,13 @@ def section(root: Path) -> dict[str, Any]:
     results = run_grid(root)
     kinds = Counter(outcome.kind for _, outcome in results)
     bad = [(c.label, o.kind, o.detail) for c, o in results if not o.ok]
-    return {"cases": len(results), "outcomes": dict(kinds), "failures": bad}
+    return {
+        "cases": len(results),
+        "clean errors": kinds["clean"],
+        "correct answers": kinds["same"],
+        "tracebacks": kinds["traceback"],
+        "silently wrong": kinds["wrong"],
+        "wrote": kinds["wrote"],
+        "unclean exits": kinds["unclean"],
+        "failures": bad,
+    }
