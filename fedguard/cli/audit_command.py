@@ -73,7 +73,7 @@ def calculator_event(
     sampling: str,
     population: int | None,
 ) -> Any:
-    from fedguard.privacy.events import sampled_gaussian
+    from fedguard.privacy.events import clipped_sum_gaussian
 
     if sampling not in ("poisson", "fixed"):
         raise UserError(f"--sampling must be 'poisson' or 'fixed' (got {sampling!r}).")
@@ -91,7 +91,16 @@ def calculator_event(
         if population < 1:
             raise UserError(f"--population must be an integer >= 1 (got {population!r}).")
     scheme = "poisson" if sampling == "poisson" else "without_replacement"
-    return sampled_gaussian(sampling_rate, noise_multiplier, steps, scheme, population)
+    # --noise-multiplier means what it means in run configs: noise std ÷ clip norm C.
+    return clipped_sum_gaussian(sampling_rate, noise_multiplier, steps, scheme, population)
+
+
+def neighbouring_note(scheme: str) -> dict[str, str]:
+    """The neighbouring relation a sampling scheme is accounted under and the clipped sum's
+    sensitivity there, as printed beside every ε."""
+    if scheme in ("fixed", "without_replacement"):
+        return {"relation": "replace-one", "sensitivity": "2C"}
+    return {"relation": "add/remove-one", "sensitivity": "C"}
 
 
 def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
@@ -140,6 +149,9 @@ def standalone_report(
         "steps": steps,
         "sampling": "poisson" if sampling == "poisson" else "without_replacement",
         "population": population,
+        "noise_multiplier_convention": "noise std / clip norm (as in run configs)",
+        "neighbouring_relation": neighbouring_note(sampling)["relation"],
+        "sensitivity": neighbouring_note(sampling)["sensitivity"],
         "accountants": per,
     }
 
@@ -380,8 +392,10 @@ def audit_command(
             return
         console.print(
             f"ε = {_number(report['epsilon'])} at δ = {report['delta']:g} "
-            f"({report['accountant']}; q = {sampling_rate:g}, z = {noise_multiplier:g}, "
-            f"T = {steps}, {report['sampling']} sampling)"
+            f"({report['accountant']}; q = {sampling_rate:g}, z = {noise_multiplier:g} "
+            f"= noise std ÷ clip norm C, T = {steps}, {report['sampling']} sampling; "
+            f"{report['neighbouring_relation']} neighbours, sensitivity {report['sensitivity']})",
+            highlight=False,
         )
         for name, entry in report["accountants"].items():
             if "unsupported" in entry:
