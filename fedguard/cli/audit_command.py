@@ -192,8 +192,11 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
         warnings.append("no privacy mechanism ran: the run has no formal DP guarantee (ε = ∞).")
     summary = run_dir.summary() if run_dir.complete else {}
     stopped = summary.get("rounds_completed", spec.rounds) < spec.rounds
+    relation = (ledger.get("sampling") or {}).get("neighbouring_relation")
     report.update(
         {
+            "neighbouring_relation": relation,
+            "sensitivities": gaussian_sensitivities(ledger),
             "communication": quantization_bits(ledger),
             "run": str(run),
             "rounds_recorded": len(ledger.get("rounds", [])),
@@ -209,6 +212,25 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if by_round:
         report["plot"] = str(_plot(run / "privacy_epsilon.png", by_round, report, target))
     return report
+
+
+def gaussian_sensitivities(ledger: dict[str, Any]) -> list[float]:
+    """The distinct L2 sensitivities of the Gaussian events in the ledger (each event's noise std
+    is its multiplier times this), so an ε is never printed without what it was relative to."""
+    found: set[float] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "gaussian" and "sensitivity" in node:
+                found.add(float(node["sensitivity"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(ledger.get("rounds", []))
+    return sorted(found)
 
 
 def quantization_bits(ledger: dict[str, Any]) -> dict[str, Any] | None:
@@ -264,8 +286,21 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
         f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "
-        f"noise {report['noise_source']})"
+        f"noise {report['noise_source']})",
+        highlight=False,
     )
+    relation = report.get("neighbouring_relation")
+    if relation:
+        words = {"add_remove": "add/remove-one", "replace_one": "replace-one"}.get(
+            relation, relation
+        )
+        sens = ", ".join(f"{v:g}" for v in report.get("sensitivities") or [])
+        rule = "the clip norm C" if relation == "add_remove" else "2 × the clip norm C"
+        console.print(
+            f"neighbouring relation: {words}; a clipped sum's L2 sensitivity is {rule}"
+            + (f" (here {sens}; noise std = ledger multiplier × sensitivity)" if sens else ""),
+            highlight=False,
+        )
     for level, entry in report["levels"].items():
         table = Table(title=f"{level}-level: {entry['unit']['description']}")
         table.add_column("accountant")

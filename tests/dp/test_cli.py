@@ -230,8 +230,12 @@ def test_calculator_equals_the_runs_audited_epsilon(
     the run's audited ε (on old main a fixed cohort audited 20.41 against the calculator's 6.69)."""
     run = tmp_path / "run"
     execute(parse_spec(_dp_fedavg(sampling, rounds=5)), run)
-    audited = run_report(run, 1e-5, "rdp")["epsilon"]
+    report = run_report(run, 1e-5, "rdp")
+    audited = report["epsilon"]
     scheme, population = calculator
+    fixed = scheme == "fixed"
+    assert report["neighbouring_relation"] == ("replace_one" if fixed else "add_remove")
+    assert report["sensitivities"] == [1.0 if fixed else 0.5]  # 2C vs C, C = 0.5
     calc = standalone_report(0.25, 1.0, 5, 1e-5, "rdp", scheme, population)
     assert calc["epsilon"] == pytest.approx(audited, rel=1e-9)
     if scheme == "fixed":
