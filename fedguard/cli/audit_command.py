@@ -3,7 +3,7 @@
 Three forms:
 
 * ``fedguard audit RUN [--delta δ] [--accountant rdp|prv|pld|all] [--json]`` — ε per client and
-  overall, recomputed from ``RUN/ledger.json`` (checksum verified) by
+  overall, recomputed from ``RUN/ledger.jsonl`` (hash chain verified) by
   :func:`fedguard.privacy.budget.ledger_report`; ε after every round (table, and a plot
   ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
   each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
@@ -168,9 +168,12 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if not run_dir.exists() or not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
     spec = run_dir.spec()
-    if not (run / "ledger.json").is_file():
-        raise UserError(f"{run} has no ledger.json; the run did not complete a round.")
-    ledger = run_dir.ledger()  # verifies the checksum: a tampered file is a LedgerError
+    if not run_dir.has_ledger():
+        raise UserError(
+            f"{run} has no privacy ledger (ledger.jsonl): its privacy spending is unknown, so no "
+            "ε can be stated."
+        )
+    ledger = run_dir.ledger()  # verifies the chain: a tampered or torn file is a LedgerError
     delta = spec.privacy.delta if delta is None else delta
     names = accountant_names(accountant)
     report = ledger_report(ledger, delta, names)
