@@ -90,7 +90,11 @@ def sigkills(trials: int, seed: int = 1) -> dict[str, int]:
         for trial in range(trials):
             directory = Path(tmp) / f"k{trial}"
             child = subprocess.Popen(
-                [sys.executable, "-c", _CHILD.format(tests=str(ROOT / "tests/core"), out=str(directory))],
+                [
+                    sys.executable,
+                    "-c",
+                    _CHILD.format(tests=str(ROOT / "tests/core"), out=str(directory)),
+                ],
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
             time.sleep(rng.uniform(0.3, 1.0) * span)
