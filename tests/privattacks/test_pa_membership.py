@@ -33,7 +33,7 @@ from attacks.membership.rmia import RMIA, marginal_probability, rmia_scores
 from fedguard import registry
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import dp_consistency
-from fedguard.types import ServerView, Truth
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 X, Y = digits()
 RECIPE = TrainingRecipe(steps=100, batch_size=50, lr=0.2, momentum=0.9)
@@ -211,6 +211,8 @@ def test_membership_against_one_clients_update() -> None:
         update_sum=delta,
         num_samples=(40, 40),
         training={"lr": 0.5, "local_steps": 60, "batch_size": 40},
+        # 60 full-batch steps: 60 epochs of one batch of all 40 samples
+        recipe=LocalTrainingRecipe("fedavg", learning_rate=0.5, local_epochs=60, batch_size=40),
     )
     task = MembershipTask(
         model=model,
@@ -227,7 +229,7 @@ def test_membership_against_one_clients_update() -> None:
     assert m["n_members"] == 40 and m["auc"] >= 0.6
     with pytest.raises(ConfigError, match="target_client must be one of"):
         LiRA(target="client", target_client=3).observe(view, task)
-    secagg = ServerView(2, w0, (7, 9), None, delta, (40, 40), view.training)
+    secagg = ServerView(2, w0, (7, 9), None, delta, (40, 40), view.training, view.recipe)
     assert LossThreshold(target="client").observe(secagg, task).from_aggregate
 
 
