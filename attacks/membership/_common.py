@@ -308,7 +308,14 @@ def membership_labels(output: MembershipOutput, truth: Truth) -> Tensor:
 
 
 def membership_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
-    """AUC, TPR at 1% and 0.1% FPR with 95% Clopper-Pearson intervals and reliability flags."""
+    """AUC, TPR at 1% and 0.1% FPR with 95% Clopper-Pearson intervals and reliability flags.
+
+    TPR at a target FPR follows the LiRA reference (the last ROC point with FPR strictly below
+    the target, :func:`~fedguard.metrics.privacy_attack_metrics.tpr_at_fpr`). Per target:
+    ``_reliable`` (0 when fewer than 1/target non-members or a tie at the threshold),
+    ``_tied`` (1 when members and non-members share the score at the threshold) and
+    ``_if_ties_broken`` (the TPR if that tie were broken in the members' favour).
+    """
     out = {"auc": auc(scores, is_member)}
     roc = roc_curve(scores, is_member)
     out["n_members"] = float(roc.n_members)
@@ -321,19 +328,36 @@ def membership_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
         out[f"tpr_at_{tag}_fpr_lower"] = r.tpr_interval[0]
         out[f"tpr_at_{tag}_fpr_upper"] = r.tpr_interval[1]
         out[f"tpr_at_{tag}_fpr_reliable"] = float(r.reliable)
+        out[f"tpr_at_{tag}_fpr_tied"] = float(r.tied_at_threshold)
+        out[f"tpr_at_{tag}_fpr_if_ties_broken"] = r.tpr_if_ties_broken
     return out
+
+
+def reliability_warnings(result: Mapping[str, float]) -> list[str]:
+    """One sentence per reason a TPR-at-FPR figure of :func:`membership_metrics` is unreliable."""
+    notes = []
+    n_non = result["n_nonmembers"]
+    short = [f"{fpr:.1%}" for fpr in (0.01, 0.001) if n_non * fpr < 1.0]
+    if short:
+        notes.append(
+            f"only {int(n_non)} non-members: TPR at {' and '.join(short)} FPR is not meaningful "
+            "below 1/(number of non-members)."
+        )
+    for fpr, tag in ((0.01, "1pct"), (0.001, "0.1pct")):
+        if result[f"tpr_at_{tag}_fpr_tied"]:
+            notes.append(
+                f"TPR at {fpr:.1%} FPR depends on tie-breaking: members and non-members share "
+                f"the score at the threshold (TPR {result[f'tpr_at_{tag}_fpr']:.3f}, "
+                f"{result[f'tpr_at_{tag}_fpr_if_ties_broken']:.3f} if broken for the members)."
+            )
+    return notes
 
 
 def score_membership(output: MembershipOutput, truth: Truth) -> dict[str, float]:
     is_member = membership_labels(output, truth)
     result = membership_metrics(output.scores, is_member)
-    if result["tpr_at_0.1pct_fpr_reliable"] < 1 or result["tpr_at_1pct_fpr_reliable"] < 1:
-        warnings.warn(
-            f"only {int(result['n_nonmembers'])} non-members: TPR at low FPR is not meaningful "
-            "below 1/(number of non-members).",
-            UserWarning,
-            stacklevel=2,
-        )
+    for note in reliability_warnings(result):
+        warnings.warn(note, UserWarning, stacklevel=2)
     result["from_aggregate"] = float(output.from_aggregate)
     return result
 
@@ -360,6 +384,7 @@ __all__ = [
     "membership_labels",
     "membership_metrics",
     "reference_models",
+    "reliability_warnings",
     "resolve_target",
     "score_membership",
     "true_class_logprob",
