@@ -2,7 +2,8 @@
 
 Pure functions on tensors / arrays. Reconstruction metrics (MSE, PSNR, SSIM, per-feature error,
 exact-match rate, label accuracy) are computed after matching reconstructions to the ground truth
-with the Hungarian algorithm. Membership metrics (AUC, ROC, TPR at a fixed FPR) come with exact
+with the Hungarian algorithm, next to trivial baselines (the dataset-mean image, class-mean images
+given the true labels) that any reconstruction must beat to count as *recovered*. Membership metrics (AUC, ROC, TPR at a fixed FPR) come with exact
 Clopper-Pearson intervals, and :func:`dp_consistency` checks a measured ROC against an
 (ε, δ)-DP guarantee.
 
@@ -48,6 +49,40 @@ def psnr_per_sample(reconstructed: Tensor, original: Tensor, data_range: float =
     """
     mse = mse_per_sample(reconstructed, original)  # (B,)
     return 10.0 * torch.log10(torch.as_tensor(data_range**2, dtype=torch.float64) / mse)
+
+
+def mean_image_psnr(original: Tensor, reference: Tensor, data_range: float = 1.0) -> Tensor:
+    """Trivial baseline: PSNR of guessing every sample as the mean of ``reference`` (the dataset
+    mean image). ``(B, ...) × (M, ...) → (B,)`` dB."""
+    guess = reference.double().mean(dim=0, keepdim=True).expand_as(original.double())
+    return psnr_per_sample(guess, original, data_range)
+
+
+def class_mean_psnr(
+    original: Tensor,
+    labels: Tensor,
+    reference: Tensor,
+    reference_labels: Tensor,
+    data_range: float = 1.0,
+) -> Tensor:
+    """Trivial baseline given the true labels: PSNR of guessing each sample as the mean of the
+    ``reference`` samples of its class (the dataset mean for a class absent from ``reference``).
+    ``(B, ...), (B,), (M, ...), (M,) → (B,)`` dB."""
+    ref = reference.double().reshape(reference.shape[0], -1)  # (M, F)
+    overall = ref.mean(dim=0)
+    guesses = []
+    for label in labels.long().tolist():
+        members = ref[reference_labels.long() == label]
+        guesses.append(members.mean(dim=0) if members.shape[0] else overall)
+    guess = torch.stack(guesses).reshape(original.shape)
+    return psnr_per_sample(guess, original, data_range)
+
+
+def recovered(psnr: Tensor, *baselines: Tensor, margin_db: float = 3.0) -> Tensor:
+    """``(B,)`` bool: a reconstruction counts as *recovered* when its PSNR beats every trivial
+    baseline of the same sample by at least ``margin_db`` (3 dB: half the baseline's MSE)."""
+    best = torch.stack(baselines).max(dim=0).values  # (B,)
+    return psnr >= best + margin_db
 
 
 def _gaussian_window(size: int, sigma: float) -> Tensor:
@@ -352,6 +387,7 @@ __all__ = [
     "RocData",
     "TprAtFpr",
     "auc",
+    "class_mean_psnr",
     "clopper_pearson",
     "dp_consistency",
     "exact_match_rate",
@@ -359,8 +395,10 @@ __all__ = [
     "hungarian_match",
     "label_accuracy",
     "label_multiset_accuracy",
+    "mean_image_psnr",
     "mse_per_sample",
     "psnr_per_sample",
+    "recovered",
     "roc_curve",
     "ssim_per_sample",
     "tpr_at_fpr",

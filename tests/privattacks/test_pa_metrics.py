@@ -15,14 +15,17 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 
 from fedguard.metrics.privacy_attack_metrics import (
     auc,
+    class_mean_psnr,
     clopper_pearson,
     dp_consistency,
     exact_match_rate,
     feature_abs_error,
     hungarian_match,
     label_multiset_accuracy,
+    mean_image_psnr,
     mse_per_sample,
     psnr_per_sample,
+    recovered,
     roc_curve,
     ssim_per_sample,
     tpr_at_fpr,
@@ -191,3 +194,24 @@ def test_dp_consistency_reference_epsilon_lower_bound() -> None:
     # a chance-level attack is consistent with ε = 0
     gen = np.random.default_rng(2)
     assert dp_consistency(gen.random(2000), gen.random(2000) < 0.5, 0.0, 0.0).consistent
+
+
+def test_trivial_inversion_baselines_closed_form() -> None:
+    ref = torch.tensor([[0.0, 0.0], [1.0, 0.5], [0.2, 0.2], [0.6, 0.6]])
+    ref_y = torch.tensor([0, 0, 1, 1])
+    orig = torch.tensor([[0.5, 0.5], [0.4, 0.4]])
+    # dataset mean (0.45, 0.325): MSEs ((0.05² + 0.175²)/2, (0.05² + 0.075²)/2)
+    mse = torch.tensor([(0.05**2 + 0.175**2) / 2, (0.05**2 + 0.075**2) / 2], dtype=torch.float64)
+    assert torch.allclose(mean_image_psnr(orig, ref), 10 * torch.log10(1 / mse))
+    # class means: class 0 (0.5, 0.25), class 1 (0.4, 0.4) — the second sample is exact
+    base = class_mean_psnr(orig, torch.tensor([0, 1]), ref, ref_y)
+    assert base[0].item() == pytest.approx(10 * math.log10(1 / (0.25**2 / 2)))
+    assert base[1].item() > 100  # exact up to float32 rounding
+    # a class absent from the reference falls back to the dataset mean
+    absent = class_mean_psnr(orig, torch.tensor([7, 7]), ref, ref_y)
+    assert torch.allclose(absent, mean_image_psnr(orig, ref))
+    psnr = torch.tensor([20.0, 20.0, 13.0, 30.0], dtype=torch.float64)
+    got = recovered(
+        psnr, torch.tensor([17.0, 10.0, 10.0, 1.0]), torch.tensor([12.0, 17.1, 9.0, 27.0])
+    )
+    assert got.tolist() == [True, False, True, True]
