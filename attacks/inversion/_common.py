@@ -17,6 +17,7 @@ The loss of a batch is the *mean* softmax cross-entropy over the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from fedguard.metrics.privacy_attack_metrics import (
     ssim_per_sample,
 )
 from fedguard.rng import torch_generator
-from fedguard.types import ServerView, Truth
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 AGGREGATE_ID = -1  # client id of a reconstruction made from a secure-aggregation sum
 
@@ -175,13 +176,18 @@ class AttackTarget:
     n_clients_in_aggregate: int
 
 
-def training_hparams(training: Mapping[str, Any]) -> tuple[float, int | None, int | None, int]:
-    """``(lr, local_steps, batch_size, local_epochs)`` from ``ServerView.training``.
+def training_hparams(
+    training: Mapping[str, Any] | LocalTrainingRecipe,
+) -> tuple[float, int | None, int | None, int]:
+    """``(lr, local_steps, batch_size, local_epochs)`` from the view's typed
+    :class:`~fedguard.types.LocalTrainingRecipe` or its ``training`` mapping.
 
-    Accepts fedguard's keys (``learning_rate``, ``local_epochs``, ``batch_size``, ``algorithm``)
-    and the short ones (``lr``, ``local_steps``). ``local_steps`` is ``None`` when it depends on
-    each client's data size (FedAvg: ``local_epochs·⌈n / batch_size⌉``).
+    A mapping may use fedguard's keys (``learning_rate``, ``local_epochs``, ``batch_size``,
+    ``algorithm``) or the short ones (``lr``, ``local_steps``). ``local_steps`` is ``None`` when
+    it depends on each client's data size (FedAvg: ``local_epochs·⌈n / batch_size⌉``).
     """
+    if isinstance(training, LocalTrainingRecipe):
+        training = dataclasses.asdict(training)
     lr = float(training.get("lr", training.get("learning_rate", 1.0)))
     require(lr > 0, "training.lr", "a positive learning rate")
     batch = training.get("batch_size")
@@ -223,7 +229,9 @@ def select_targets(
     A client that takes one local step on a batch of ``b < n`` samples has ``b`` samples
     reconstructed; otherwise all its ``n`` samples are.
     """
-    lr, steps, batch, epochs = training_hparams(view.training)
+    lr, steps, batch, epochs = training_hparams(
+        view.recipe if view.recipe is not None else view.training
+    )
 
     def count(n_data: int) -> int:
         if n_samples is not None:

@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 
+from attacks.inversion._common import select_targets, training_hparams
 from attacks.membership._common import (
     MembershipOutput,
     as_membership_task,
@@ -204,3 +205,16 @@ def test_corrected_recipe_gain_holds_over_all_clients_and_seeds() -> None:
         assert corrected > old, (seed, corrected, old)
         gains.append(corrected - old)
     assert sum(gains) / len(gains) >= 0.05, gains
+
+
+@pytest.mark.parametrize("training", [FEDSGD, FEDAVG], ids=["fedsgd", "fedavg-momentum-prox"])
+def test_inversion_reads_the_same_recipe(training: dict) -> None:
+    """Inversion attacks take lr / steps / batch from the typed recipe, as from the mapping."""
+    _, view = _last_view({"training": training})
+    assert view.recipe is not None
+    assert training_hparams(view.recipe) == training_hparams(view.training)
+    untyped = dataclasses.replace(view, recipe=None)
+    typed, plain = select_targets(view, None, None, 2), select_targets(untyped, None, None, 2)
+    for a, b in zip(typed, plain, strict=True):
+        assert torch.equal(a.delta, b.delta)
+        assert dataclasses.replace(a, delta=b.delta) == b
