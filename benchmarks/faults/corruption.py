@@ -212,7 +212,9 @@ def _resume_answer(folder: Path) -> str:
     model = torch.load(folder / "model.pt", weights_only=True)
     records = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     kept = [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
-    ledger = json.loads((folder / "ledger.json").read_text()).get("rounds")
+    from fedguard.storage.run_dir import RunDirectory
+
+    ledger = RunDirectory(folder).ledger().get("rounds")
     digest = hashlib.sha256(model["params"].numpy().tobytes()).hexdigest()
     return json.dumps({"model": digest, "records": kept, "ledger": ledger}, sort_keys=True)
 

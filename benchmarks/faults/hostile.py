@@ -9,15 +9,14 @@ from typing import Any
 
 from benchmarks.faults.corruption import invoke
 from benchmarks.faults.folders import make_run
-from benchmarks.faults.hostile_cases import CASES, HostileCase, inert_html, inert_terminal, planted
-
-SPEC = {
-    "name": "hostile",
-    "rounds": 1,
-    "model": "logreg",
-    "clients": {"n_clients": 4},
-    "training": {"batch_size": 64},
-}
+from benchmarks.faults.hostile_cases import (
+    CASES,
+    HOSTILE_SPEC,
+    HostileCase,
+    inert_html,
+    inert_terminal,
+    planted,
+)
 
 
 def check(source: Path, case: HostileCase, workdir: Path) -> tuple[bool, str]:
@@ -39,7 +38,7 @@ def check(source: Path, case: HostileCase, workdir: Path) -> tuple[bool, str]:
 
 
 def section(root: Path) -> dict[str, Any]:
-    source = make_run(root / "hostile-source", SPEC)
+    source = make_run(root / "hostile-source", HOSTILE_SPEC)
     results = [(case.name, *check(source, case, root / "hostile")) for case in CASES]
     return {
         "cases": len(results),

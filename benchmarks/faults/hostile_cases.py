@@ -27,6 +27,16 @@ ONE_PIXEL_PNG = base64.b64decode(
 )
 
 
+#: The run the cases are planted in: named with a script, as anyone may name a run.
+HOSTILE_SPEC = {
+    "name": SCRIPT_NAME,
+    "rounds": 1,
+    "model": "logreg",
+    "clients": {"n_clients": 4},
+    "training": {"batch_size": 64},
+}
+
+
 @dataclass(frozen=True)
 class HostileCase:
     name: str
@@ -47,8 +57,9 @@ def _spec_name(run: Path, name: str) -> None:
 
 
 def _script_in_name(run: Path, outside: Path) -> None:
-    _spec_name(run, SCRIPT_NAME)
-    _edit_json(run / "complete.json", name=SCRIPT_NAME)
+    # a printable name is valid: the source run is made under it (HOSTILE_SPEC), so its spec
+    # hash is genuine; here it is only checked to be there
+    assert json.loads((run / "complete.json").read_text())["name"] == SCRIPT_NAME
 
 
 def _ansi_in_summary(run: Path, outside: Path) -> None:

@@ -1,10 +1,13 @@
 """A run on disk.
 
 ``spec.yaml`` (canonical spec), ``env.json``, ``partition.json``, ``rounds.jsonl`` (one record per
-completed round), ``ledger.json`` (privacy events), ``state.pt`` (everything a resume needs),
+committed round, append-only), ``ledger.jsonl`` (privacy events, one hash-chained line per round,
+append-only; see :mod:`fedguard.privacy.ledger_journal`), ``state.pt`` (everything a resume needs,
+and the committed sizes of the two journals: replacing it is a round's single commit point),
 ``model.pt`` (final flat parameters + layout, loaded with ``weights_only=True``), optional
-``updates/`` (owner-only: the per-client updates DP and secure aggregation exist to protect) and
-``complete.json``, written last: a run without it is interrupted and can be resumed.
+``updates/`` (owner-only: the per-client updates DP and secure aggregation exist to protect),
+``artifacts/`` and ``complete.json``, written last: a run without it is interrupted and can be
+resumed. Runs written by fedguard before the journal (``ledger.json``, sealed whole) stay readable.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import yaml
 from fedguard import __version__
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import UserError
-from fedguard.privacy.ledger import write_run_ledger
+from fedguard.privacy.ledger_journal import JOURNAL_NAME
 from fedguard.storage import atomic
 
 COMPLETE = "complete.json"
+RECORDS = "rounds.jsonl"
+STATE = "state.pt"
+LEGACY_LEDGER = "ledger.json"
 OWNER_ONLY_DIR = 0o700
 OWNER_ONLY_FILE = 0o600
 
@@ -97,16 +103,36 @@ class RunDirectory:
                 f"{COMPLETE} records {recorded}); it was edited or damaged."
             )
 
+    def committed(self) -> dict[str, Any] | None:
+        """The journal sizes committed by the last ``state.pt`` of an interrupted run (bytes of
+        ``rounds.jsonl`` and ``ledger.jsonl`` that belong to committed rounds), or ``None`` for a
+        complete run, a run with no committed round, or a ``state.pt`` that cannot be read."""
+        if self.complete or not (self.path / STATE).is_file():
+            return None
+        try:
+            journal = self.load_state().get("journal")
+        except Exception:  # a damaged state.pt: readers fall back to whole files
+            return None
+        return journal if isinstance(journal, dict) else None
+
     def rounds(self) -> list[dict[str, Any]]:
-        """Per-round records, checked: one JSON object per line, rounds numbered 1, 2, …, and
-        in a finished run as many as it completed."""
-        f = self.path / "rounds.jsonl"
+        """Per-round records, checked: one JSON object per line, rounds numbered 1, 2, …, of an
+        interrupted run the committed ones only, and in a finished run as many as it completed."""
+        f = self.path / RECORDS
         if not f.is_file():
             if self.complete:
                 raise UserError(f"{f} is missing; the run's per-round records are gone.")
             return []
+        committed = self.committed()
+        data = self._bytes(f)
+        if committed is not None:
+            data = data[: int(committed["rounds_bytes"])]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{f} is not UTF-8 text (damaged or not fedguard's).") from None
         records: list[dict[str, Any]] = []
-        for number, line in enumerate(self._text(f).splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -134,17 +160,28 @@ class RunDirectory:
             raise UserError(f"{f} is not a JSON object.")
         return data
 
-    def ledger(self) -> dict[str, Any]:
-        from fedguard.privacy.ledger import read_run_ledger
+    def has_ledger(self) -> bool:
+        return (self.path / JOURNAL_NAME).is_file() or (self.path / LEGACY_LEDGER).is_file()
 
-        f = self.path / "ledger.json"
-        if f.is_file():
-            return read_run_ledger(f)
-        if self.complete or (self.path / "rounds.jsonl").is_file():
-            # every checkpoint writes the ledger, DP or not: its absence is damage, and reading
-            # it as "no mechanism ran" would understate the privacy spent
+    def ledger(self) -> dict[str, Any]:
+        """The run's ledger dict (``sampling``, ``delta``, ``rounds``), every chain link or the
+        legacy checksum verified; of an interrupted run, its committed rounds only."""
+        from fedguard.privacy.ledger import read_run_ledger
+        from fedguard.privacy.ledger_journal import read_journal
+
+        journal = self.path / JOURNAL_NAME
+        if journal.is_file():
+            committed = self.committed()
+            size = None if committed is None else int(committed["ledger_bytes"])
+            return read_journal(journal, size)
+        legacy = self.path / LEGACY_LEDGER
+        if legacy.is_file():
+            return read_run_ledger(legacy)
+        if self.complete or (self.path / RECORDS).is_file():
+            # every run writes its ledger, DP or not: its absence is damage, and reading it as
+            # "no mechanism ran" would understate the privacy spent
             raise UserError(
-                f"{f} is missing although rounds completed; the privacy spent cannot be known."
+                f"{journal} is missing although the run started; the privacy spent cannot be known."
             )
         return {"rounds": []}
 
@@ -175,7 +212,7 @@ class RunDirectory:
         return data
 
     def load_state(self) -> dict[str, Any]:
-        return self._torch(self.path / "state.pt")
+        return self._torch(self.path / STATE)
 
     def load_model(self) -> dict[str, Any]:
         """``{"params": flat tensor, "names": [...], "shapes": [...]}`` — no pickle execution."""
@@ -241,6 +278,12 @@ class RunDirectory:
         except OSError as exc:
             raise UserError(f"{f} cannot be read ({_reason(exc)}).") from None
 
+    def _bytes(self, f: Path) -> bytes:
+        try:
+            return f.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{f} cannot be read ({_reason(exc)}).") from None
+
     def _json(self, f: Path) -> Any:
         try:
             return json.loads(self._text(f))
@@ -266,20 +309,18 @@ class RunDirectory:
             ) from None
 
     # ------------------------------------------------------------- writing
-    def start(self, spec: RunSpec, partition: list[dict]) -> None:
+    def start(self, spec: RunSpec, partition: list[dict], sampling: dict[str, Any]) -> str:
+        """Create the run's files (empty journals); returns the ledger chain's head."""
+        from fedguard.privacy.ledger_journal import header_line
+
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.path / "spec.yaml", yaml.safe_dump(spec.canonical(), sort_keys=True))
         atomic.write_json(self.path / "env.json", environment())
         atomic.write_json(self.path / "partition.json", partition)
-
-    def checkpoint(self, records: list[dict], ledger: dict, state: dict[str, Any]) -> None:
-        """Persist a completed round: state first, then the records that refer to it."""
-        atomic.write_torch(self.path / "state.pt", state)
-        write_run_ledger(self.path / "ledger.json", ledger)
-        atomic.write_text(
-            self.path / "rounds.jsonl",
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
-        )
+        atomic.write_bytes(self.path / RECORDS, b"")
+        header, head = header_line(sampling, spec.privacy.delta, spec.spec_hash())
+        atomic.write_bytes(self.path / JOURNAL_NAME, header)
+        return head
 
     def save_updates(self, round_number: int, payload: dict[str, torch.Tensor]) -> None:
         d = self.path / "updates"

@@ -41,7 +41,7 @@ def test_grid_covers_every_file_of_every_folder(grid) -> None:
         assert {c.file for c in cases if c.folder == kind} == on_disk
     # the folders hold what the commands read: updates, a ledger, artifacts, contributions
     run_files = {c.file for c in cases if c.folder == "run"}
-    assert {"ledger.json", "contributions.csv", "updates/round_00002.pt"} <= run_files
+    assert {"ledger.jsonl", "contributions.csv", "updates/round_00002.pt"} <= run_files
     assert any(f.startswith("artifacts/") for f in run_files)
     assert {c.corruption for c in cases} == set(CORRUPTIONS)
 
@@ -62,7 +62,7 @@ def test_sample_of_the_grid(grid) -> None:
     [
         ("results.sqlite", "show"),  # 0 bytes: not taken as a new, empty database
         ("updates/round_00002.pt", "contrib"),  # missing: refused, values not silently changed
-        ("ledger.json", "report"),  # missing: not "no DP mechanism ran"
+        ("ledger.jsonl", "report"),  # missing: not "no DP mechanism ran"
     ],
 )
 def test_issue_cases(grid, file: str, command: str) -> None:

@@ -10,6 +10,7 @@ from benchmarks.faults.folders import make_run
 from benchmarks.faults.hostile_cases import (
     ANSI_SPEC_NAME,
     CASES,
+    HOSTILE_SPEC,
     SCRIPT_NAME,
     inert_html,
     inert_terminal,
@@ -19,18 +20,10 @@ from fedguard.cli.main import run_cli
 from fedguard.config import parse_spec
 from fedguard.errors import ConfigError
 
-SPEC = {
-    "name": "hostile",
-    "rounds": 1,
-    "model": "logreg",
-    "clients": {"n_clients": 4},
-    "training": {"batch_size": 64},
-}
-
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("hostile") / "run", SPEC)
+    return make_run(tmp_path_factory.mktemp("hostile") / "run", HOSTILE_SPEC)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
