@@ -1,9 +1,9 @@
 """Faults: how fedguard's evidence holds up under damage and hostile input (issue 14).
 
-    python benchmarks/bench_faults.py [--only corruption,hostile]
+    python benchmarks/bench_faults.py [--only kills,corruption,hostile]
 
 A thin driver: each section is a module under ``benchmarks/faults/`` with
-``section(workdir) -> dict`` and is listed in SECTIONS (add yours there). Every section prints
+``section(workdir) -> dict`` (or ``run() -> dict``) and is listed in SECTIONS (add yours there). Every section prints
 what it tried and how many cases were handled as required.
 """
 
@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: (name, module): each module has ``section(workdir: Path) -> dict``.
+#: (name, module): each module has ``section(workdir: Path) -> dict`` (or ``run() -> dict``).
 SECTIONS = [
+    ("kills", "benchmarks.faults.kills"),
     ("corruption", "benchmarks.faults.corruption"),
     ("hostile", "benchmarks.faults.hostile"),
 ]
@@ -39,8 +40,9 @@ def main() -> None:
         if wanted and name not in wanted:
             continue
         started = time.perf_counter()
+        loaded = importlib.import_module(module)
         with tempfile.TemporaryDirectory() as tmp:
-            result = importlib.import_module(module).section(Path(tmp))
+            result = loaded.section(Path(tmp)) if hasattr(loaded, "section") else loaded.run()
         print(f"== {name} ({time.perf_counter() - started:.0f} s)")
         for key, value in result.items():
             if key == "failures":

@@ -354,15 +354,6 @@ def sample(cases: list[Case], per_group: int = 2, seed: int = 0) -> list[Case]:
     return picked
 
 
-#: Cases that need the crash-consistent resume of issue 14 item 1 (records checked against the
-#: committed state on resume), built separately: until it lands, `run --resume` rebuilds the
-#: lost records of a damaged rounds.jsonl from nothing and the answer differs.
-PENDING_RESUME_CHECK = frozenset(
-    f"run --resume on interrupted/rounds.jsonl ({how})"
-    for how in ("truncate", "zero bytes", "delete")
-)
-
-
 def section(root: Path) -> dict[str, Any]:
     """Benchmark section: the whole grid."""
     results = run_grid(root)

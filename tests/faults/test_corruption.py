@@ -15,7 +15,6 @@ import pytest
 
 from benchmarks.faults.corruption import (
     CORRUPTIONS,
-    PENDING_RESUME_CHECK,
     all_cases,
     baselines,
     build_folders,
@@ -48,7 +47,7 @@ def test_grid_covers_every_file_of_every_folder(grid) -> None:
 
 def test_sample_of_the_grid(grid) -> None:
     folders, base = grid
-    cases = [c for c in sample(all_cases(folders)) if c.label not in PENDING_RESUME_CHECK]
+    cases = sample(all_cases(folders))
     failures = [
         (case.label, outcome.kind, outcome.detail)
         for case in cases
@@ -78,7 +77,5 @@ def test_issue_cases(grid, file: str, command: str) -> None:
 @pytest.mark.slow
 def test_full_grid(tmp_path: Path) -> None:
     results = run_grid(tmp_path)
-    failing = {case.label for case, outcome in results if not outcome.ok}
-    # everything passes but the resume cases that wait for issue 14 item 1; when that lands,
-    # this fails until PENDING_RESUME_CHECK is emptied
-    assert failing == PENDING_RESUME_CHECK, sorted(failing ^ PENDING_RESUME_CHECK)
+    failing = sorted((case.label, o.kind, o.detail) for case, o in results if not o.ok)
+    assert failing == []
