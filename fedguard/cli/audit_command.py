@@ -159,6 +159,10 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if not (run / "ledger.json").is_file():
         raise UserError(f"{run} has no ledger.json; the run did not complete a round.")
     ledger = run_dir.ledger()  # verifies the checksum: a tampered file is a LedgerError
+    from fedguard.audit.evidence import gather_evidence
+
+    # seal, cross-checks against spec.yaml/rounds.jsonl, signature: a contradiction is exit 2
+    evidence = gather_evidence(run_dir)
     delta = spec.privacy.delta if delta is None else delta
     names = accountant_names(accountant)
     report = ledger_report(ledger, delta, names)
@@ -182,6 +186,7 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     stopped = summary.get("rounds_completed", spec.rounds) < spec.rounds
     report.update(
         {
+            "evidence": evidence.to_dict(),
             "communication": quantization_bits(ledger),
             "run": str(run),
             "rounds_recorded": len(ledger.get("rounds", [])),
@@ -249,6 +254,8 @@ def _plot(
 
 
 def print_run_report(report: dict[str, Any], console: Console) -> None:
+    if report.get("evidence"):  # first line: which checks of the run's evidence passed
+        console.print(report["evidence"]["line"], highlight=False, soft_wrap=True)
     console.print(
         f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
         f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "

@@ -29,6 +29,8 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
     summary = run.summary()
     privacy_html, privacy_line = privacy_section(run)
     sections = [
+        # first: which checks of the evidence passed (seal, cross-checks, signature, verify)
+        Section("evidence", "Evidence", run_sections.evidence_section(run)),
         Section("setup", "Setup", run_sections.setup_section(run)),
         Section("training", "Accuracy", run_sections.training_section(records)),
         Section("privacy", "Privacy", privacy_html),
