@@ -241,22 +241,13 @@ def _check_rounds(
             failure = f"ledger.json holds {n} rounds but spec.yaml's rounds is {spec.rounds}."
         elif summary is not None:
             done = summary.get("rounds_completed")
-            stopped = bool(records) and bool(records[-1].get("stopped"))
             if done != n:
                 failure = (
                     f"ledger.json holds {n} rounds but complete.json's rounds_completed is "
                     f"{done!r}."
                 )
-            elif n < spec.rounds and not stopped:
-                failure = (
-                    f"ledger.json holds {n} rounds but spec.yaml's rounds is {spec.rounds} and "
-                    "no record says the run stopped early."
-                )
-            elif stopped and spec.privacy.stop_at_epsilon is None:
-                failure = (
-                    f"rounds.jsonl round {n} says the run stopped on its privacy budget, but "
-                    "spec.yaml's privacy.stop_at_epsilon is null."
-                )
+            elif n < spec.rounds:
+                failure = _early_stop_failure(spec, ledger, n)
     checker.result(
         "rounds",
         failure,
@@ -264,6 +255,30 @@ def _check_rounds(
         + (" and complete.json" if summary is not None else "")
         + f" (spec.yaml: {spec.rounds})",
     )
+
+
+def _early_stop_failure(spec: RunSpec, ledger: Mapping[str, Any], n: int) -> str | None:
+    """A complete run of fewer rounds than its spec stopped itself on ``stop_at_epsilon``: ε
+    (RDP, as the round loop computes it) reached the budget after round n and not before."""
+    from fedguard.privacy.budget import epsilon_of_ledger
+
+    stop = spec.privacy.stop_at_epsilon
+    short = f"ledger.json holds {n} rounds but spec.yaml's rounds is {spec.rounds}"
+    if stop is None:
+        return f"{short} and its privacy.stop_at_epsilon is null (no reason to stop early)."
+    spent = epsilon_of_ledger(ledger, spec.privacy.delta)
+    if spent < stop:
+        return (
+            f"{short}, yet the ledger's ε {spent:.4g} is below spec.yaml's "
+            f"privacy.stop_at_epsilon {stop:g} (no reason to stop early)."
+        )
+    before = {**ledger, "rounds": list(ledger.get("rounds") or [])[: n - 1]}
+    if n > 1 and epsilon_of_ledger(before, spec.privacy.delta) >= stop:
+        return (
+            f"{short}: the ledger's ε had already reached spec.yaml's privacy.stop_at_epsilon "
+            f"{stop:g} after round {n - 1}, so the run would have stopped there."
+        )
+    return None
 
 
 def _check_header(
@@ -671,6 +686,14 @@ def _adaptive_clipping(
     ]
 
 
+def _local_lattice_stddev(slot: _Slot, sampling: Mapping[str, Any]) -> float:
+    """One client's lattice noise std z·C·scale/√(qW) (qW: expected_clients or the run's)."""
+    p = slot.params
+    expected = p.get("expected_clients") or sampling["expected_cohort"]
+    z, clip, scale = (float(p.get(k, math.nan)) for k in ("noise_multiplier", "clip_norm", "scale"))
+    return z * clip * scale / math.sqrt(float(expected))
+
+
 def _secagg_discrete_gaussian(
     slot: _Slot,
     event: PrivacyEvent,
@@ -681,7 +704,14 @@ def _secagg_discrete_gaussian(
 ) -> list[Finding]:
     if not isinstance(event, DiscreteGaussian):
         return [_type_finding(slot, t, event, "a DiscreteGaussian")]
-    return [_survivors(slot, t, event.n_clients, record, spec)]
+    sigma = _local_lattice_stddev(slot, sampling)
+    note = " (z·C·scale/√qW, lattice units)"
+    return [
+        _survivors(slot, t, event.n_clients, record, spec),
+        _compare(
+            slot, t, "local_noise_stddev", event.local_noise_stddev, sigma, "noise_multiplier", note
+        ),
+    ]
 
 
 def _secagg_skellam(
@@ -694,12 +724,27 @@ def _secagg_skellam(
 ) -> list[Finding]:
     if not isinstance(event, Skellam):
         return [_type_finding(slot, t, event, "a Skellam")]
-    return [(f"{slot.path}.event", None)]
+    survivors = record.get("transport_survivors")
+    finding = _survivors(slot, t, None, record, spec)
+    if finding[1] is not None or not isinstance(survivors, int):
+        return [finding]
+    honest = survivors - spec.n_byzantine
+    variance = honest * _local_lattice_stddev(slot, sampling) ** 2
+    note = (
+        f" for {honest} honest survivors (rounds.jsonl round {t}: transport_survivors {survivors}, "
+        f"n_byzantine {spec.n_byzantine}; (z·C·scale)²/qW each, lattice units)"
+    )
+    return [
+        finding,
+        _compare(slot, t, "variance", event.variance, variance, "noise_multiplier", note),
+    ]
 
 
 def _survivors(
-    slot: _Slot, t: int, n_clients: int, record: Mapping[str, Any], spec: RunSpec
+    slot: _Slot, t: int, n_clients: int | None, record: Mapping[str, Any], spec: RunSpec
 ) -> Finding:
+    """The noise's honest clients are the round's survivors beyond n_byzantine (``n_clients``
+    None: only that the record states its survivors)."""
     key = f"{slot.path} survivors"
     survivors = record.get("transport_survivors")
     if not isinstance(survivors, int):
@@ -708,7 +753,7 @@ def _survivors(
             f"{slot.path} ({slot.name}) reports every round."
         )
     honest = survivors - spec.n_byzantine
-    if n_clients == honest:
+    if n_clients is None or n_clients == honest:
         return key, None
     return key, (
         f"ledger round {t}: n_clients {n_clients} does not match rounds.jsonl's "
