@@ -256,7 +256,9 @@ def verify(
     (exit 0 matched, 1 differed, 2 unusable)."""
     from fedguard.cli.verify_command import verify_command
 
-    raise typer.Exit(verify_command(run, rounds, seed, as_json))
+    status = verify_command(run, rounds, seed, as_json)
+    if status:  # SystemExit, not typer.Exit: main() runs click with standalone_mode=False,
+        sys.exit(status)  # which returns an Exit's code instead of exiting with it
 
 
 @app.command()

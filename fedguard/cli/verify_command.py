@@ -41,12 +41,17 @@ def verify_command(run: Path, rounds: int | None, seed: int, as_json: bool) -> i
             f"rounds drawn (seed {seed}): {', '.join(map(str, drawn))}; the run keeps no "
             f"per-round states, so rounds 1–{result.rounds_replayed} were replayed and compared.",
             highlight=False,
+            soft_wrap=True,
         )
     for c in result.comparisons:
         mark = "not compared" if not c.compared else ("matched" if c.matched else "DIFFERED")
         console.print(f"  {c.what}: {mark} — {c.detail}", highlight=False, soft_wrap=True)
     for check in evidence.cross_checks.failures:
-        console.print(f"  cross-check {check.name}: FAILED — {check.detail}", highlight=False)
+        console.print(
+            f"  cross-check {check.name}: FAILED — {check.detail}", highlight=False, soft_wrap=True
+        )
     if evidence.signature.state == "invalid":
-        console.print(f"  signature: INVALID — {evidence.signature.detail}", highlight=False)
+        console.print(
+            f"  signature: INVALID — {evidence.signature.detail}", highlight=False, soft_wrap=True
+        )
     return 0 if result.matched else DIFFERED
