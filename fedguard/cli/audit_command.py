@@ -315,6 +315,12 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
 
     if not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
+    from fedguard.audit.evidence import gather_evidence
+    from fedguard.storage.run_dir import RunDirectory
+
+    evidence = gather_evidence(RunDirectory(run))  # a contradicted ledger is refused first
+    if not as_json:
+        console.print(evidence.line(), highlight=False, soft_wrap=True)
     result = empirical_audit(run, canaries, confidence, out=run / "audit")
     summary = {
         "method": result.get("method"),
@@ -325,7 +331,11 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
     }
     write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
     if as_json:
-        print(json.dumps(jsonable({**summary, "result": result}), default=str))
+        print(
+            json.dumps(
+                jsonable({**summary, "evidence": evidence.to_dict(), "result": result}), default=str
+            )
+        )
     else:
         console.print(describe_empirical_audit(result), highlight=False)
 

@@ -326,3 +326,22 @@ def test_a_reseal_with_hashlib_alone_passes_the_seal(run_copy: Path) -> None:
     reseal(run_copy / "ledger.json", doc)
     assert RunDirectory(run_copy).ledger()["delta"] == 0.5
     assert not cross_check(RunDirectory(run_copy)).passed
+
+
+def test_the_report_opens_with_the_evidence(honest_run: Path, monkeypatch) -> None:
+    import re
+
+    from fedguard.report import builder, run_sections
+
+    # the other sections are not under test here (and take seconds to draw)
+    monkeypatch.setattr(builder, "privacy_section", lambda run: ("", ""))
+    for name in ("training_section", "robustness_section", "findings"):
+        monkeypatch.setattr(run_sections, name, lambda *args: "")
+    html = builder.build_report(honest_run)
+    sections = re.findall(r'data-section="([^"]+)"', html)
+    assert sections[0] == "evidence"
+    first = html.split('data-section="evidence"', 1)[1]
+    statement = re.search(r"<p class=\"statement\" data-evidence>([^<]*)</p>", first)
+    assert statement is not None
+    assert statement.group(1).startswith("evidence: seal ok")
+    assert "cross-checks passed (9 of 9)" in statement.group(1)
