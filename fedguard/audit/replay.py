@@ -43,7 +43,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    rounds_total: int  # rounds the run's spec asks for
+    rounds_total: int  # the spec's rounds (an interrupted run: the rounds it recorded)
     rounds_replayed: int  # the prefix replayed
     rounds_drawn: tuple[int, ...]  # the rounds drawn at random (all of them without --rounds)
     comparisons: tuple[Comparison, ...]
@@ -97,7 +97,12 @@ def replay(
             "spec.yaml's privacy.secure_rng is true: its noise came from the OS CSPRNG, so the run "
             "cannot be replayed (only seeded runs can be verified)."
         )
-    drawn = draw_rounds(spec.rounds, rounds, seed)
+    # an interrupted run is verified as far as it went; a complete one against its spec's rounds
+    # (a complete run with fewer records must have stopped on its budget, which the replay redoes)
+    available = spec.rounds if run.complete else len(run.rounds())
+    if available == 0:
+        raise UserError(f"{run.path} has no completed round to verify.")
+    drawn = draw_rounds(available, rounds, seed)
     last = max(drawn)
     spec = spec.model_copy(update={"device": "cpu"})
     sim = Simulation(spec)
@@ -116,13 +121,13 @@ def replay(
             records[-1]["stopped"] = "privacy budget spent"
             stopped = True
             break
-    whole = state.round == spec.rounds or stopped
+    whole = state.round == available or stopped
     comparisons = [
         compare_records(run.rounds(), _json(records), whole),
         compare_ledger(run.ledger(), _json(ledger), whole),
         compare_model(run, state.params, whole),
     ]
-    return VerifyResult(spec.rounds, state.round, drawn, tuple(comparisons))
+    return VerifyResult(available, state.round, drawn, tuple(comparisons))
 
 
 def _json(value: Any) -> Any:

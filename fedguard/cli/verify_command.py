@@ -44,8 +44,9 @@ def verify_command(run: Path, rounds: int | None, seed: int, as_json: bool) -> i
             soft_wrap=True,
         )
     for c in result.comparisons:
-        mark = "not compared" if not c.compared else ("matched" if c.matched else "DIFFERED")
-        console.print(f"  {c.what}: {mark} — {c.detail}", highlight=False, soft_wrap=True)
+        line = c.detail if not c.compared else ("matched — " if c.matched else "DIFFERED — ")
+        line += c.detail if c.compared else ""
+        console.print(f"  {c.what}: {line}", highlight=False, soft_wrap=True)
     for check in evidence.cross_checks.failures:
         console.print(
             f"  cross-check {check.name}: FAILED — {check.detail}", highlight=False, soft_wrap=True
