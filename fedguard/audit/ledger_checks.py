@@ -19,8 +19,8 @@ spec and of what its records say happened:
   event's noise multiplier, sensitivity, surviving clients, … are those the mechanism computes
   from its parameters, the sampling's neighbouring relation and the round's record.
 
-Mechanisms are recognised by their registry names (the event each one emits is documented in
-``defenses/dp``); a component this module does not know that looks like a noise mechanism (a
+Mechanisms are recognised by their registry names; the event each one must have filed is
+derived in :mod:`fedguard.audit.mechanism_events` (as ``defenses/dp`` documents it); a component this module does not know that looks like a noise mechanism (a
 parameter named ``*noise*``) makes the per-mechanism checks ``not_checked``, stated in the
 result, never silently passed. Runs are read only through
 :class:`~fedguard.storage.run_dir.RunDirectory` and events only through
@@ -35,23 +35,24 @@ Mironov, Talwar, Zhang. "Rényi Differential Privacy of the Sampled Gaussian Mec
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedguard.audit.mechanism_events import (
+    POPULATION_RULES,
+    RoundEvents,
+    Slot,
+    client_rule,
+    close,
+    num,
+)
 from fedguard.config import ComponentSpec, RunSpec
 from fedguard.core.sampling import sampling_description
 from fedguard.errors import UserError
 from fedguard.privacy.events import (
-    Composed,
-    DiscreteGaussian,
-    Gaussian,
     PrivacyEvent,
-    RandomizedQuantization,
     Sampled,
-    Skellam,
-    effective_gaussian_multiplier,
     event_from_dict,
     iter_events,
 )
@@ -72,7 +73,6 @@ POPULATION_MECHANISMS: dict[str, str] = {
 #: mechanisms that file one event per participating client
 CLIENT_MECHANISMS = ("dp_sgd", "rqm")
 _STAGE_ORDER = ("client", "transport", "aggregator", "server")
-_REL_TOL = 1e-9
 
 
 class LedgerMismatchError(UserError):
@@ -179,26 +179,9 @@ class _Checker:
         self.checks.append(Check(name, "not_checked", why))
 
 
-def _num(value: Any) -> str:
-    return (
-        f"{value:g}"
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else repr(value)
-    )
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=1e-12)
-
-
 def _spec_sampling(spec: RunSpec) -> dict[str, Any]:
     c = spec.clients
     return sampling_description(c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0)
-
-
-def _relation_factor(sampling: Mapping[str, Any]) -> int:
-    """Sensitivity of a clipped sum in units of the clip: 1 (add/remove) or 2 (replace-one)."""
-    return 2 if sampling["neighbouring_relation"] == "replace_one" else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,13 +268,13 @@ def _check_header(
     checker: _Checker, spec: RunSpec, ledger: Mapping[str, Any], sampling: Mapping[str, Any]
 ) -> None:
     delta = ledger.get("delta")
-    ok = isinstance(delta, int | float) and _close(float(delta), spec.privacy.delta)
+    ok = isinstance(delta, int | float) and close(float(delta), spec.privacy.delta)
     checker.result(
         "delta",
         None
         if ok
-        else f"ledger delta {_num(delta)} does not match spec.yaml's privacy.delta "
-        f"{_num(spec.privacy.delta)}.",
+        else f"ledger delta {num(delta)} does not match spec.yaml's privacy.delta "
+        f"{num(spec.privacy.delta)}.",
         f"δ = {spec.privacy.delta:g}",
     )
     recorded = ledger.get("sampling")
@@ -302,13 +285,13 @@ def _check_header(
         for key, expected in sampling.items():
             actual = recorded.get(key)
             same = (
-                _close(float(actual), float(expected))
+                close(float(actual), float(expected))
                 if isinstance(expected, float) and isinstance(actual, int | float)
                 else actual == expected
             )
             if not same:
                 failure = (
-                    f"ledger sampling {key} {_num(actual)} does not match {_num(expected)} implied "
+                    f"ledger sampling {key} {num(actual)} does not match {num(expected)} implied "
                     f"by spec.yaml's clients (sampling {spec.clients.sampling!r})."
                 )
                 break
@@ -319,13 +302,6 @@ def _check_header(
     )
 
 
-@dataclass(frozen=True)
-class _Round:
-    number: int
-    population: tuple[PrivacyEvent, ...]
-    clients: dict[int, tuple[tuple[PrivacyEvent, str], ...]]  # id → (event, level)
-
-
 def _event(data: Any) -> tuple[PrivacyEvent, str]:
     if not isinstance(data, Mapping):
         raise ValueError(f"an event must be a JSON object (got {data!r})")
@@ -333,8 +309,8 @@ def _event(data: Any) -> tuple[PrivacyEvent, str]:
     return event_from_dict({k: v for k, v in data.items() if k not in ("client", "level")}), level
 
 
-def _parse_rounds(checker: _Checker, ledger: Mapping[str, Any]) -> list[_Round] | None:
-    out: list[_Round] = []
+def _parse_rounds(checker: _Checker, ledger: Mapping[str, Any]) -> list[RoundEvents] | None:
+    out: list[RoundEvents] = []
     entries = ledger.get("rounds")
     if not isinstance(entries, list):
         checker.skip("events", "ledger.json has no list of rounds.")
@@ -349,7 +325,7 @@ def _parse_rounds(checker: _Checker, ledger: Mapping[str, Any]) -> list[_Round] 
         except (UserError, ValueError, TypeError, AttributeError) as err:
             checker.result("events", f"ledger round {i + 1} holds an invalid event: {err}", "")
             return None
-        out.append(_Round(i + 1, pop, clients))
+        out.append(RoundEvents(i + 1, pop, clients))
     checker.result("events", None, f"{sum(len(r.population) for r in out)} population events parse")
     return out
 
@@ -359,7 +335,7 @@ def _parse_rounds(checker: _Checker, ledger: Mapping[str, Any]) -> list[_Round] 
 
 
 def _check_sampled(
-    checker: _Checker, rounds: Sequence[_Round], sampling: Mapping[str, Any]
+    checker: _Checker, rounds: Sequence[RoundEvents], sampling: Mapping[str, Any]
 ) -> None:
     failure: str | None = None
     seen = 0
@@ -374,7 +350,7 @@ def _check_sampled(
                         f"ledger round {r.number}: a sampled event (rate {node.rate:g}) but "
                         "spec.yaml's clients.sampling is 'all' (no sampling amplification)."
                     )
-                elif not _close(node.rate, float(sampling["rate"])):
+                elif not close(node.rate, float(sampling["rate"])):
                     failure = (
                         f"ledger round {r.number}: sampling rate {node.rate:g} does not match "
                         f"{float(sampling['rate']):g} implied by spec.yaml's clients."
@@ -430,14 +406,6 @@ def _check_participants(
 # Mechanisms
 
 
-@dataclass(frozen=True)
-class _Slot:
-    path: str  # "defense.server_transforms[0]"
-    name: str
-    params: Mapping[str, Any]
-    stage: str
-
-
 def _components(spec: RunSpec) -> list[tuple[str, ComponentSpec]]:
     d = spec.defense
     out = [(f"defense.client_transforms[{i}]", c) for i, c in enumerate(d.client_transforms)]
@@ -448,17 +416,17 @@ def _components(spec: RunSpec) -> list[tuple[str, ComponentSpec]]:
     return out
 
 
-def _slots(spec: RunSpec) -> tuple[list[_Slot], list[_Slot], list[str]]:
+def _slots(spec: RunSpec) -> tuple[list[Slot], list[Slot], list[str]]:
     """Population mechanisms in the order their events are filed, client mechanisms, and the
     paths of unrecognised components that look like noise mechanisms."""
-    population: list[_Slot] = []
-    per_client: list[_Slot] = []
+    population: list[Slot] = []
+    per_client: list[Slot] = []
     unknown: list[str] = []
     for path, comp in _components(spec):
         if comp.name in POPULATION_MECHANISMS:
-            population.append(_Slot(path, comp.name, comp.params, POPULATION_MECHANISMS[comp.name]))
+            population.append(Slot(path, comp.name, comp.params, POPULATION_MECHANISMS[comp.name]))
         elif comp.name in CLIENT_MECHANISMS:
-            per_client.append(_Slot(path, comp.name, comp.params, "client"))
+            per_client.append(Slot(path, comp.name, comp.params, "client"))
         elif any("noise" in key for key in comp.params):
             unknown.append(f"{path} ({comp.name})")
     population.sort(key=lambda s: _STAGE_ORDER.index(s.stage))
@@ -481,7 +449,7 @@ def _stages_run(record: Mapping[str, Any] | None) -> set[str]:
 def _check_mechanisms(
     checker: _Checker,
     spec: RunSpec,
-    rounds: Sequence[_Round],
+    rounds: Sequence[RoundEvents],
     by_round: Mapping[int, Mapping[str, Any]],
     sampling: Mapping[str, Any],
 ) -> None:
@@ -517,325 +485,16 @@ def _check_mechanisms(
         record = by_round.get(r.number, {})
         expected = [s for s in population if s.stage in _stages_run(record)]
         for slot, event in zip(expected, r.population, strict=True):
-            rule = _POPULATION_RULES[slot.name]
+            rule = POPULATION_RULES[slot.name]
             for key, failure_text in rule(slot, event, r.number, record, spec, sampling):
                 if results.get(key) is None:
                     results[key] = failure_text
         for slot in per_client:
-            for key, failure_text in _client_rule(slot, r, record, spec):
+            for key, failure_text in client_rule(slot, r, record, spec):
                 if results.get(key) is None:
                     results[key] = failure_text
     for key, failure_text in results.items():
         checker.result(key, failure_text, f"{key} matches every ledger round")
-
-
-Finding = tuple[str, str | None]  # (check name, failure sentence or None)
-PopulationRule = Callable[
-    [_Slot, PrivacyEvent, int, Mapping[str, Any], RunSpec, Mapping[str, Any]], list[Finding]
-]
-
-
-def _unsampled(event: PrivacyEvent) -> PrivacyEvent:
-    return event.event if isinstance(event, Sampled) else event
-
-
-def _compare(
-    slot: _Slot,
-    t: int,
-    field_name: str,
-    actual: float,
-    expected: float,
-    source: str,
-    note: str = "",
-) -> Finding:
-    """``(check name, failure or None)`` for one number the ledger must hold."""
-    key = f"{slot.path}.{source}"
-    if _close(actual, expected):
-        return key, None
-    spec_value = slot.params.get(source)
-    if _close(expected, float(spec_value)) if isinstance(spec_value, int | float) else False:
-        return key, (
-            f"ledger round {t}: {field_name} {actual:g} does not match spec.yaml's "
-            f"{slot.path}.{source} {expected:g}."
-        )
-    return key, (
-        f"ledger round {t}: {field_name} {actual:g} does not match {expected:g}, implied by "
-        f"spec.yaml's {slot.path}.{source} {_num(spec_value)}{note}."
-    )
-
-
-def _type_finding(slot: _Slot, t: int, event: PrivacyEvent, wanted: str) -> Finding:
-    return f"{slot.path}.event", (
-        f"ledger round {t}: the event filed for spec.yaml's {slot.path} ({slot.name}) is "
-        f"{type(event).__name__}, not {wanted}."
-    )
-
-
-def _relation_note(sampling: Mapping[str, Any]) -> str:
-    return (
-        " under the replace-one relation of a fixed cohort"
-        if _relation_factor(sampling) == 2
-        else ""
-    )
-
-
-def _gaussian_rule(clip_param: str | None, exact_sensitivity: bool) -> PopulationRule:
-    """A Gaussian on a sum of vectors clipped to ``params[clip_param]``, sampled as the run:
-    multiplier z/k and sensitivity k·C (k = 2 under replace-one)."""
-
-    def rule(
-        slot: _Slot,
-        event: PrivacyEvent,
-        t: int,
-        record: Mapping[str, Any],
-        spec: RunSpec,
-        sampling: Mapping[str, Any],
-    ) -> list[Finding]:
-        inner = _unsampled(event)
-        if not isinstance(inner, Gaussian):
-            return [_type_finding(slot, t, inner, "a Gaussian")]
-        k = _relation_factor(sampling)
-        z = float(slot.params.get("noise_multiplier", math.nan))
-        note = _relation_note(sampling)
-        found = [
-            _compare(
-                slot, t, "noise_multiplier", inner.noise_multiplier, z / k, "noise_multiplier", note
-            )
-        ]
-        if exact_sensitivity and clip_param is not None:
-            clip = float(slot.params.get(clip_param, math.nan))
-            found.append(
-                _compare(slot, t, "sensitivity", inner.sensitivity, k * clip, clip_param, note)
-            )
-        return found
-
-    return rule
-
-
-def _central_gaussian(
-    slot: _Slot,
-    event: PrivacyEvent,
-    t: int,
-    record: Mapping[str, Any],
-    spec: RunSpec,
-    sampling: Mapping[str, Any],
-) -> list[Finding]:
-    mean_path = spec.defense.aggregator.name == "mean" and not spec.defense.preaggregators
-    if mean_path:
-        return _gaussian_rule("clip_norm", True)(slot, event, t, record, spec, sampling)
-    # an aggregator's own sensitivity bound (fixed cohort): the multiplier is z itself
-    inner = _unsampled(event)
-    if not isinstance(inner, Gaussian):
-        return [_type_finding(slot, t, inner, "a Gaussian")]
-    z = float(slot.params.get("noise_multiplier", math.nan))
-    return [_compare(slot, t, "noise_multiplier", inner.noise_multiplier, z, "noise_multiplier")]
-
-
-def _distributed_gaussian(
-    slot: _Slot,
-    event: PrivacyEvent,
-    t: int,
-    record: Mapping[str, Any],
-    spec: RunSpec,
-    sampling: Mapping[str, Any],
-) -> list[Finding]:
-    inner = _unsampled(event)
-    if not isinstance(inner, Gaussian):
-        return [_type_finding(slot, t, inner, "a Gaussian")]
-    k = _relation_factor(sampling)
-    z = float(slot.params.get("noise_multiplier", math.nan))
-    clip = float(slot.params.get("clip_norm", math.nan))
-    senders = int(record.get("clients", 0)) - len(record.get("free_riders") or [])
-    honest = max(senders - spec.n_byzantine, 0)
-    std = z * clip * math.sqrt(honest / float(sampling["expected_cohort"]))
-    note = (
-        f" with {honest} guaranteed-honest senders (rounds.jsonl round {t}: {senders} senders, "
-        f"n_byzantine {spec.n_byzantine}){_relation_note(sampling)}"
-    )
-    return [
-        _compare(slot, t, "sensitivity", inner.sensitivity, k * clip, "clip_norm"),
-        _compare(
-            slot,
-            t,
-            "noise_multiplier",
-            inner.noise_multiplier,
-            std / (k * clip),
-            "noise_multiplier",
-            note,
-        ),
-    ]
-
-
-def _adaptive_clipping(
-    slot: _Slot,
-    event: PrivacyEvent,
-    t: int,
-    record: Mapping[str, Any],
-    spec: RunSpec,
-    sampling: Mapping[str, Any],
-) -> list[Finding]:
-    inner = _unsampled(event)
-    effective = effective_gaussian_multiplier(inner)
-    if not isinstance(inner, Composed) or effective is None:
-        return [_type_finding(slot, t, inner, "a composition of Gaussians")]
-    z = float(slot.params.get("noise_multiplier", math.nan))
-    k = _relation_factor(sampling)
-    note = " (the clip-count and update queries composed)" + _relation_note(sampling)
-    return [
-        _compare(slot, t, "effective noise_multiplier", effective, z / k, "noise_multiplier", note)
-    ]
-
-
-def _local_lattice_stddev(slot: _Slot, sampling: Mapping[str, Any]) -> float:
-    """One client's lattice noise std z·C·scale/√(qW) (qW: expected_clients or the run's)."""
-    p = slot.params
-    expected = p.get("expected_clients") or sampling["expected_cohort"]
-    z, clip, scale = (float(p.get(k, math.nan)) for k in ("noise_multiplier", "clip_norm", "scale"))
-    return z * clip * scale / math.sqrt(float(expected))
-
-
-def _secagg_discrete_gaussian(
-    slot: _Slot,
-    event: PrivacyEvent,
-    t: int,
-    record: Mapping[str, Any],
-    spec: RunSpec,
-    sampling: Mapping[str, Any],
-) -> list[Finding]:
-    if not isinstance(event, DiscreteGaussian):
-        return [_type_finding(slot, t, event, "a DiscreteGaussian")]
-    sigma = _local_lattice_stddev(slot, sampling)
-    note = " (z·C·scale/√qW, lattice units)"
-    return [
-        _survivors(slot, t, event.n_clients, record, spec),
-        _compare(
-            slot, t, "local_noise_stddev", event.local_noise_stddev, sigma, "noise_multiplier", note
-        ),
-    ]
-
-
-def _secagg_skellam(
-    slot: _Slot,
-    event: PrivacyEvent,
-    t: int,
-    record: Mapping[str, Any],
-    spec: RunSpec,
-    sampling: Mapping[str, Any],
-) -> list[Finding]:
-    if not isinstance(event, Skellam):
-        return [_type_finding(slot, t, event, "a Skellam")]
-    survivors = record.get("transport_survivors")
-    finding = _survivors(slot, t, None, record, spec)
-    if finding[1] is not None or not isinstance(survivors, int):
-        return [finding]
-    honest = survivors - spec.n_byzantine
-    variance = honest * _local_lattice_stddev(slot, sampling) ** 2
-    note = (
-        f" for {honest} honest survivors (rounds.jsonl round {t}: transport_survivors {survivors}, "
-        f"n_byzantine {spec.n_byzantine}; (z·C·scale)²/qW each, lattice units)"
-    )
-    return [
-        finding,
-        _compare(slot, t, "variance", event.variance, variance, "noise_multiplier", note),
-    ]
-
-
-def _survivors(
-    slot: _Slot, t: int, n_clients: int | None, record: Mapping[str, Any], spec: RunSpec
-) -> Finding:
-    """The noise's honest clients are the round's survivors beyond n_byzantine (``n_clients``
-    None: only that the record states its survivors)."""
-    key = f"{slot.path} survivors"
-    survivors = record.get("transport_survivors")
-    if not isinstance(survivors, int):
-        return key, (
-            f"rounds.jsonl round {t} does not record transport_survivors, which spec.yaml's "
-            f"{slot.path} ({slot.name}) reports every round."
-        )
-    honest = survivors - spec.n_byzantine
-    if n_clients is None or n_clients == honest:
-        return key, None
-    return key, (
-        f"ledger round {t}: n_clients {n_clients} does not match rounds.jsonl's "
-        f"transport_survivors {survivors} minus spec.yaml's n_byzantine {spec.n_byzantine}."
-    )
-
-
-_POPULATION_RULES: dict[str, PopulationRule] = {
-    "central_gaussian": _central_gaussian,
-    "dp_brem_cc": _gaussian_rule("clip_radius", True),
-    "dp_brem": _gaussian_rule(None, False),  # sensitivity S_t grows with the round (momentum)
-    "distributed_gaussian": _distributed_gaussian,
-    "adaptive_clipping": _adaptive_clipping,
-    "secagg_discrete_gaussian": _secagg_discrete_gaussian,
-    "secagg_skellam": _secagg_skellam,
-}
-
-
-def _client_rule(slot: _Slot, r: _Round, record: Mapping[str, Any], spec: RunSpec) -> list[Finding]:
-    """dp_sgd: one record-level event per client that trained, multiplier z; rqm: one
-    RandomizedQuantization per client with the spec's parameters."""
-    t = r.number
-    free = set(record.get("free_riders") or [])
-    trained = int(record.get("clients", 0)) - len(free)
-    if record.get("clients") == 0:
-        trained = 0
-    mine: dict[int, list[PrivacyEvent]] = {}
-    for cid, events in r.clients.items():
-        for event, level in events:
-            if slot.name == "dp_sgd" and level == "record":
-                mine.setdefault(cid, []).append(event)
-            elif slot.name == "rqm" and isinstance(event, RandomizedQuantization):
-                mine.setdefault(cid, []).append(event)
-    count_key = f"{slot.path} participants"
-    found: list[Finding] = []
-    bad_ids = sorted(c for c in mine if c in free or not 0 <= c < spec.clients.n_clients)
-    if bad_ids:
-        found.append((count_key, (
-            f"ledger round {t}: client {bad_ids[0]} has {slot.name} events but is not a client "
-            f"that trained in rounds.jsonl round {t}."
-        )))  # fmt: skip
-    elif len(mine) != trained:
-        found.append((count_key, (
-            f"ledger round {t}: {len(mine)} clients have {slot.name} events but rounds.jsonl "
-            f"round {t} has {trained} clients that trained."
-        )))  # fmt: skip
-    else:
-        found.append((count_key, None))
-    for cid, own in sorted(mine.items()):
-        for event in own:
-            if slot.name == "dp_sgd":
-                leaves = [e for e in iter_events(event) if isinstance(e, Gaussian)]
-                if not leaves:
-                    found.append(_type_finding(slot, t, event, "a sampled Gaussian"))
-                    continue
-                z = float(slot.params.get("noise_multiplier", math.nan))
-                for leaf in leaves:
-                    found.append(
-                        _compare(
-                            slot,
-                            t,
-                            f"client {cid} noise_multiplier",
-                            leaf.noise_multiplier,
-                            z,
-                            "noise_multiplier",
-                        )
-                    )
-            else:
-                assert isinstance(event, RandomizedQuantization)
-                for name in ("clip", "padding", "levels", "keep_probability"):
-                    actual = float(getattr(event, name))
-                    found.append(
-                        _compare(
-                            slot,
-                            t,
-                            f"client {cid} {name}",
-                            actual,
-                            float(slot.params.get(name, math.nan)),
-                            name,
-                        )
-                    )
-    return found
 
 
 __all__ = [
