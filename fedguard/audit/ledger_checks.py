@@ -150,11 +150,21 @@ def cross_check_data(
     """The checks on data already read; ``summary`` is ``complete.json`` (None: interrupted)."""
     checker = _Checker()
     sampling = _spec_sampling(spec)
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, Mapping)), None)
+    broken = [
+        f"rounds.jsonl line {bad + 1}" if bad is not None else "",
+        "" if isinstance(ledger, Mapping) else "ledger.json",
+        "" if summary is None or isinstance(summary, Mapping) else "complete.json",
+    ]
+    if any(broken):
+        where = next(b for b in broken if b)
+        checker.result("records", f"{where} is not a JSON object.", "")
+        return CrossCheckResult(tuple(checker.checks))
     _check_rounds(checker, spec, records, ledger, summary)
     _check_header(checker, spec, ledger, sampling)
     rounds = _parse_rounds(checker, ledger)
     if rounds is not None:
-        by_round = {int(r.get("round", -1)): r for r in records}
+        by_round = {r["round"]: r for r in records if isinstance(r.get("round"), int)}
         _check_sampled(checker, rounds, sampling)
         _check_participants(checker, spec, records)
         _check_mechanisms(checker, spec, rounds, by_round, sampling)

@@ -61,6 +61,18 @@ def relation_factor(sampling: Mapping[str, Any]) -> int:
     return 2 if sampling["neighbouring_relation"] == "replace_one" else 1
 
 
+def cohort(record: Mapping[str, Any]) -> int:
+    """The record's number of sampled clients (0 if it holds no integer: the participants
+    check reports that record)."""
+    n = record.get("clients")
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
+def free_riders(record: Mapping[str, Any]) -> set[int]:
+    ids = record.get("free_riders")
+    return {i for i in ids if isinstance(i, int)} if isinstance(ids, list) else set()
+
+
 @dataclass(frozen=True)
 class RoundEvents:
     """One ledger round, parsed: its population events and each client's (event, level)."""
@@ -196,7 +208,7 @@ def _distributed_gaussian(
     k = relation_factor(sampling)
     z = float(slot.params.get("noise_multiplier", math.nan))
     clip = float(slot.params.get("clip_norm", math.nan))
-    senders = int(record.get("clients", 0)) - len(record.get("free_riders") or [])
+    senders = cohort(record) - len(free_riders(record))
     honest = max(senders - spec.n_byzantine, 0)
     std = z * clip * math.sqrt(honest / float(sampling["expected_cohort"]))
     note = (
@@ -329,8 +341,8 @@ def client_rule(
     """dp_sgd: one record-level event per client that trained, multiplier z; rqm: one
     RandomizedQuantization per client with the spec's parameters."""
     t = r.number
-    free = set(record.get("free_riders") or [])
-    trained = int(record.get("clients", 0)) - len(free)
+    free = free_riders(record)
+    trained = cohort(record) - len(free)
     if record.get("clients") == 0:
         trained = 0
     mine: dict[int, list[PrivacyEvent]] = {}
@@ -398,6 +410,8 @@ __all__ = [
     "Slot",
     "client_rule",
     "close",
+    "cohort",
+    "free_riders",
     "num",
     "relation_factor",
 ]

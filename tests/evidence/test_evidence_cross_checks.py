@@ -345,3 +345,19 @@ def test_the_report_opens_with_the_evidence(honest_run: Path, monkeypatch) -> No
     assert statement is not None
     assert statement.group(1).startswith("evidence: seal ok")
     assert "cross-checks passed (9 of 9)" in statement.group(1)
+
+
+def test_malformed_records_are_a_failed_check_not_a_traceback(honest_run: Path) -> None:
+    spec, records, ledger, summary = _read(honest_run)
+    edited = copy.deepcopy(records)
+    edited[2] = 5  # a line that is valid JSON but not a record
+    failed = cross_check_data(spec, edited, ledger, summary).failures[0]
+    assert failed.detail == "rounds.jsonl line 3 is not a JSON object."
+    edited = copy.deepcopy(records)
+    edited[1]["clients"] = "many"
+    edited[1]["round"] = "two"
+    failures = cross_check_data(spec, edited, ledger, summary).failures
+    assert failures[0].detail.startswith("rounds.jsonl line 2 is numbered round 'two'")
+    edited[1]["round"] = 2
+    failures = cross_check_data(spec, edited, ledger, summary).failures
+    assert failures[0].detail.startswith("rounds.jsonl round 2: clients 'many' is not a cohort")
