@@ -126,6 +126,7 @@ def replay(
         compare_records(run.rounds(), _json(records), whole),
         compare_ledger(run.ledger(), _json(ledger), whole),
         compare_model(run, state.params, whole),
+        compare_summary(run, sim, records, whole),
     ]
     return VerifyResult(available, state.round, drawn, tuple(comparisons))
 
@@ -200,6 +201,43 @@ def compare_ledger(
         if diff:
             return Comparison("ledger", False, f"ledger round {i + 1}: {diff}.")
     return Comparison("ledger", True, f"{len(mine)} ledger rounds identical")
+
+
+#: summary fields a replay cannot reproduce: wall-clock times, and the spec hash, which also
+#: hashes fedguard's version (a replay by a newer release is still a replay of the same run)
+_SUMMARY_EXCLUDED = ("spec_hash", "artifacts")
+
+
+def compare_summary(
+    run: RunDirectory, sim: Any, records: list[dict[str, Any]], whole: bool
+) -> Comparison:
+    """``complete.json`` against the replay's summary: final metrics, roles, privacy-attack
+    results (averaged over the rounds each attack observed)."""
+    from fedguard.core.runner import privacy_attack_results, summarize
+
+    if not whole or not run.complete:
+        return Comparison(
+            "summary",
+            True,
+            "not compared: the replay does not cover a complete run",
+            compared=False,
+        )
+    replayed = summarize(run.spec(), records, sim, 0.0)
+    if sim.privacy_outputs:
+        replayed["privacy_attacks"], _ = privacy_attack_results(sim, None)
+    stored = run.summary()
+
+    def kept(summary: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            k: v for k, v in summary.items() if not _wall_clock(k) and k not in _SUMMARY_EXCLUDED
+        }
+
+    diff = _first_difference(kept(stored), _json(kept(replayed)), "")
+    if diff:
+        return Comparison("summary", False, f"complete.json: {diff}.")
+    return Comparison(
+        "summary", True, "complete.json identical (wall-clock fields and spec hash excluded)"
+    )
 
 
 def compare_model(run: RunDirectory, params: torch.Tensor, whole: bool) -> Comparison:

@@ -23,6 +23,16 @@ def test_honest_run_verifies_bit_for_bit(honest_run: Path, cli) -> None:
     assert "records: matched — 6 records identical" in out
     assert "ledger: matched — 6 ledger rounds identical" in out
     assert "model: matched — " in out and "identical bit for bit" in out
+    assert "summary: matched — complete.json identical" in out
+
+
+def test_an_edited_summary_differs_from_the_replay(run_copy: Path, cli) -> None:
+    summary = json.loads((run_copy / "complete.json").read_text())
+    summary["final_test_accuracy"] = 0.99
+    (run_copy / "complete.json").write_text(json.dumps(summary))
+    code, out, _ = cli("verify", str(run_copy))
+    assert code == 1
+    assert "summary: DIFFERED — complete.json: final_test_accuracy is 0.99 in the run" in out
 
 
 def test_raised_noise_multiplier_differs_from_the_replay(run_copy: Path, cli) -> None:
