@@ -136,8 +136,13 @@ class CrossCheckResult:
 
 def cross_check(run: RunDirectory) -> CrossCheckResult:
     """Cross-check ``run``'s ledger against its spec and records (reads nothing else)."""
+    records = run.rounds()
+    if records and not (run.path / "ledger.json").is_file():
+        # a missing ledger is not an empty one: whether a mechanism ran is unknown
+        missing = f"ledger.json is missing but rounds.jsonl holds {len(records)} rounds."
+        return CrossCheckResult((Check("rounds", "failed", missing),))
     return cross_check_data(
-        run.spec(), run.rounds(), run.ledger(), run.summary() if run.complete else None
+        run.spec(), records, run.ledger(), run.summary() if run.complete else None
     )
 
 

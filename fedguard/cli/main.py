@@ -257,8 +257,8 @@ def verify(
     seed: Annotated[int, typer.Option(help="Seed of the draw of --rounds (pick your own).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Replay a run from its spec on CPU and compare records, ledger and model bit for bit
-    (exit 0 matched, 1 differed, 2 unusable)."""
+    """Replay a run from its spec on CPU and compare records, ledger, model and summary bit for
+    bit (exit 0 matched, 1 differed, 2 unusable)."""
     from fedguard.cli.verify_command import verify_command
 
     status = verify_command(run, rounds, seed, as_json)

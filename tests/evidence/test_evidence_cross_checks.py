@@ -361,3 +361,10 @@ def test_malformed_records_are_a_failed_check_not_a_traceback(honest_run: Path) 
     edited[1]["round"] = 2
     failures = cross_check_data(spec, edited, ledger, summary).failures
     assert failures[0].detail.startswith("rounds.jsonl round 2: clients 'many' is not a cohort")
+
+
+def test_a_missing_ledger_is_not_an_empty_one(run_copy: Path, cli) -> None:
+    (run_copy / "ledger.json").unlink()  # the old code reported "no DP mechanism ran"
+    code, _, err = cli("show", str(run_copy))
+    assert code == 2
+    assert "ledger.json is missing but rounds.jsonl holds 6 rounds." in err
