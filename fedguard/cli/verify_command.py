@@ -29,7 +29,11 @@ def verify_command(run: Path, rounds: int | None, seed: int, as_json: bool) -> i
     # cross-checks and signature are reported, not enforced: the replay decides
     evidence = gather_evidence(run_dir, strict=False)
     console = Console(stderr=as_json)
-    result = replay(run_dir, rounds, seed)
+    try:
+        result = replay(run_dir, rounds, seed)
+    except KeyboardInterrupt:  # the replay writes nothing: there is nothing to resume
+        Console(stderr=True).print("verify interrupted; nothing was written.")
+        raise SystemExit(130) from None
     evidence = type(evidence)(evidence.seal, evidence.cross_checks, evidence.signature, result)
     if as_json:
         print(json.dumps(evidence.to_dict(), default=str))
