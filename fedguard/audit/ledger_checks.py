@@ -20,9 +20,10 @@ spec and of what its records say happened:
   from its parameters, the sampling's neighbouring relation and the round's record.
 
 Mechanisms are recognised by their registry names; the event each one must have filed is
-derived in :mod:`fedguard.audit.mechanism_events` (as ``defenses/dp`` documents it); a component this module does not know that looks like a noise mechanism (a
-parameter named ``*noise*``) makes the per-mechanism checks ``not_checked``, stated in the
-result, never silently passed. Runs are read only through
+derived in :mod:`fedguard.audit.mechanism_events` (as ``defenses/dp`` documents it). A
+component these checks do not know that looks like a noise mechanism (a parameter named
+``*noise*``) makes the per-mechanism checks ``not_checked``, stated in the result, never
+silently passed. Runs are read only through
 :class:`~fedguard.storage.run_dir.RunDirectory` and events only through
 :func:`fedguard.privacy.events.event_from_dict`.
 
