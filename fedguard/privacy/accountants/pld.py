@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from fedguard.errors import ConfigError
 from fedguard.privacy.accountants.base import Accountant
+from fedguard.privacy.accountants.pld_grid import compose_gaussian_pld
 from fedguard.privacy.events import (
     Gaussian,
     PrivacyEvent,
@@ -61,16 +62,26 @@ def gaussian_steps(
 
 @dataclass(frozen=True)
 class PldAccountant(Accountant):
-    """ε(δ) and δ(ε) from dp-accounting's PLD accountant (pessimistic discretisation)."""
+    """ε(δ) and δ(ε) from dp-accounting's PLD accountant (pessimistic discretisation).
+
+    ``max_grid_points``: a PLD whose discretisation grid would exceed this many points
+    (:data:`~fedguard.privacy.accountants.pld_grid.BYTES_PER_POINT` bytes each at the peak) is
+    refused with the reason, before anything is allocated — the same guard as the PRV accountant's.
+    """
 
     name: ClassVar[str] = "pld"
     value_discretization_interval: float = 1e-4
+    max_grid_points: int = 20_000_000
 
     def __post_init__(self) -> None:
         v = self.value_discretization_interval
         if not (isinstance(v, int | float) and 0 < v < 1):
             raise ConfigError(
                 f"value_discretization_interval must be a number in (0, 1) (got {v!r})."
+            )
+        if not (isinstance(self.max_grid_points, int) and self.max_grid_points >= 1000):
+            raise ConfigError(
+                f"max_grid_points must be an integer >= 1000 (got {self.max_grid_points!r})."
             )
 
     def settings(self) -> dict[str, Any]:
@@ -80,30 +91,19 @@ class PldAccountant(Accountant):
             "version": metadata.version("dp-accounting"),
             "value_discretization_interval": self.value_discretization_interval,
             "pessimistic_estimate": True,
+            "max_grid_points": self.max_grid_points,
         }
 
     def supports(self, event: PrivacyEvent) -> tuple[bool, str]:
         steps, reason = gaussian_steps(event, "the PLD accountant")
         return (True, "") if steps else (False, reason)
 
-    def _accountant(self, event: PrivacyEvent) -> Any:
-        import dp_accounting
-        from dp_accounting.pld import pld_privacy_accountant
-
+    def _pld(self, event: PrivacyEvent) -> Any:
         steps, _ = gaussian_steps(event, "the PLD accountant")
-        parts: list[Any] = []
-        for rate, sigma, count in steps:
-            gaussian = dp_accounting.GaussianDpEvent(sigma)
-            inner = gaussian if rate == 1 else dp_accounting.PoissonSampledDpEvent(rate, gaussian)
-            parts.append(dp_accounting.SelfComposedDpEvent(inner, count))
-        acc = pld_privacy_accountant.PLDAccountant(
-            value_discretization_interval=self.value_discretization_interval
-        )
-        acc.compose(dp_accounting.ComposedDpEvent(parts))
-        return acc
+        return compose_gaussian_pld(steps, self.value_discretization_interval, self.max_grid_points)
 
     def _epsilon(self, event: PrivacyEvent, delta: float) -> float:
-        return float(self._accountant(event).get_epsilon(delta))
+        return float(self._pld(event).get_epsilon_for_delta(delta))
 
     def _delta(self, event: PrivacyEvent, epsilon: float) -> float:
-        return float(self._accountant(event).get_delta(epsilon))
+        return float(self._pld(event).get_delta_for_epsilon(epsilon))
