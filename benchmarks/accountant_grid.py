@@ -127,7 +127,13 @@ def bench_grid(quick: bool = False) -> None:
                 worst = (deviation, f"q={q:g} z={z:g} T={t}: {eps:.6g} vs {ref_eps:.6g}")
         med, top = statistics.median(seconds), max(seconds)
         ratio = f"{sum(ref_seconds) / sum(seconds):.1f}×" if ref_seconds else "n/a"
-        dev = f"{worst[0]:.2e} ({worst[1]})" if ref_seconds else "n/a (no precision setting)"
+        dev = (
+            f"{worst[0]:.2e} ({worst[1]})"
+            if ref_seconds
+            else "skipped (--quick)"
+            if quick
+            else "n/a (no precision setting)"
+        )
         rows.append(
             (
                 name,

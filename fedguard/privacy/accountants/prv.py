@@ -13,7 +13,8 @@ accuracy:
   from above; unsampled steps inside a mixed event are merged into that one Gaussian;
 * the additive error is relative: ``max(0.01, relative_precision × ε̂)`` with ε̂ the RDP
   accountant's ε (an upper bound, instant) — Opacus' grid has ∝ 1 / eps_error points, so at
-  ε ≈ 200 (q = 0.1, z = 0.8, T = 10⁴) it is 20× smaller for a change of ε of about 0.1 %.
+  ε ≈ 200 (q = 0.1, z = 0.8, T = 10⁴) it is 20× smaller for a change of ε of about 0.1 %;
+* the grid is widened to a size the FFT factors quickly (a wider domain is still safe).
 
 References
 ----------
@@ -37,6 +38,20 @@ from fedguard.privacy.accountants.base import Accountant, UnsupportedEventError
 from fedguard.privacy.accountants.pld import gaussian_steps, merge_unsampled
 from fedguard.privacy.accountants.rdp import RdpAccountant
 from fedguard.privacy.events import PrivacyEvent
+
+
+def _fast_half_width(half_width: float, mesh: float) -> float:
+    """The half-width, grown to the next grid whose size (2K + 2 points, as Opacus aligns it)
+    scipy's FFT factors quickly (5-smooth): a wider domain is still safe, and an awkward size
+    (large prime factors) makes the composition's FFT 2–7× slower."""
+    from scipy import fft
+
+    size = 2 * math.ceil(half_width / mesh) + 2
+    fast = fft.next_fast_len(size, real=True)
+    while fast % 2:
+        fast = fft.next_fast_len(fast + 1, real=True)
+    return (fast // 2 - 1) * mesh
+
 
 #: Opacus' default additive error of ε (``PRVAccountant.get_epsilon(eps_error=0.01)``).
 LIBRARY_EPS_ERROR = 0.01
@@ -138,6 +153,8 @@ class PrvAccountant(Accountant):
                     f"{points * 8 * 6 / 1e9:.1f} GB) for {setting} at eps_error {eps_error:g}; "
                     "raise eps_error or use the pld accountant."
                 )
+            if self.eps_error is None:
+                half_width = _fast_half_width(half_width, mesh)
             domain = Domain.create_aligned(-half_width, half_width, mesh)
             tprvs = [
                 TruncatedPrivacyRandomVariable(prv, domain.t_min, domain.t_max) for prv in prvs
