@@ -104,10 +104,18 @@ def neighbouring_note(scheme: str) -> dict[str, str]:
 
 
 def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
-    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"}}`` for each accountant."""
-    from fedguard.errors import IncompatibleError
+    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"[, "refused"]}}`` for each
+    accountant.
+
+    One accountant's refusal never loses the others' answers: an event type it cannot handle is
+    ``unsupported``; a setting it refuses (its memory guard) or that runs out of memory anyway is
+    ``unsupported`` with ``"refused": True`` and the reason.
+    """
+    from functools import partial
+
     from fedguard.privacy.accountants import get_accountant
     from fedguard.privacy.accountants.base import check_delta
+    from fedguard.privacy.budget import epsilon_or_refusal
 
     delta = check_delta(delta)
     out: dict[str, Any] = {}
@@ -117,10 +125,11 @@ def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> 
         if not ok:
             out[name] = {"unsupported": reason, "settings": acc.settings()}
             continue
-        try:
-            out[name] = {"epsilon": acc.epsilon(event, delta), "settings": acc.settings()}
-        except IncompatibleError as exc:  # e.g. PRV would need gigabytes
-            out[name] = {"unsupported": str(exc), "settings": acc.settings()}
+        epsilon, refusal = epsilon_or_refusal(partial(acc.epsilon, event, delta), acc.name)
+        if refusal is None:
+            out[name] = {"epsilon": epsilon, "settings": acc.settings()}
+        else:
+            out[name] = {"unsupported": refusal, "refused": True, "settings": acc.settings()}
     return out
 
 
@@ -185,7 +194,8 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     for level, entry in report["levels"].items():
         for name, acc in entry["accountants"].items():
             if "unsupported" in acc:
-                warnings.append(f"{name} accountant ({level} level): {acc['unsupported']}")
+                what = "refused" if acc.get("refused") else "unsupported"
+                warnings.append(f"{name} accountant ({level} level) {what}: {acc['unsupported']}")
     by_round: list[tuple[int, float]] = []
     if report["accountant"] is not None:
         by_round = epsilon_by_round(ledger, delta, report["accountant"])
@@ -320,7 +330,7 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
         table.add_column("worst client", justify="right")
         for name, acc in entry["accountants"].items():
             if "unsupported" in acc:
-                table.add_row(name, "unsupported", "", "", "")
+                table.add_row(name, "refused" if acc.get("refused") else "unsupported", "", "", "")
                 continue
             per = acc.get("per_client") or {}
             worst = max(per.items(), key=lambda kv: kv[1]) if per else None
@@ -454,7 +464,8 @@ def audit_command(
         )
         for name, entry in report["accountants"].items():
             if "unsupported" in entry:
-                console.print(f"[yellow]warning:[/] {name}: {entry['unsupported']}")
+                what = "refused" if entry.get("refused") else "unsupported"
+                console.print(f"[yellow]warning:[/] {name} {what}: {entry['unsupported']}")
             elif name != report["accountant"]:
                 console.print(f"  {name}: ε = {_number(entry['epsilon'])}")
         return
