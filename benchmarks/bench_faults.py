@@ -27,6 +27,7 @@ SECTIONS = [
     ("kills", "benchmarks.faults.kills"),
     ("corruption", "benchmarks.faults.corruption"),
     ("hostile", "benchmarks.faults.hostile"),
+    ("forgery", "benchmarks.faults.forgery"),
 ]
 
 

@@ -14,6 +14,7 @@ from fedguard.config import parse_spec
 USAGE_ERRORS = {
     "no arguments": [],
     "no subcommand": ["list"],
+    "no keys subcommand": ["keys"],
     "not an integer": ["run", "--rounds", "abc"],
     "unknown option": ["run", "--bogus"],
     "unknown command": ["frobnicate"],
