@@ -124,6 +124,18 @@ def forge_spec_too(run: Path, factor: float = 10.0) -> None:
         if "noise_multiplier" in transform["params"]:
             transform["params"]["noise_multiplier"] *= factor
     (run / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=True))
+    reseal_spec_hash(run)
+
+
+def reseal_spec_hash(run: Path) -> None:
+    """Recompute the spec hash complete.json records, as a forger can (it catches accidents)."""
+    from fedguard.storage.run_dir import spec_file_hash
+
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    version = json.loads((run / "env.json").read_text())["fedguard"]
+    summary = json.loads((run / "complete.json").read_text())
+    summary["spec_hash"] = spec_file_hash(spec, version)
+    (run / "complete.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 def _both(run: Path) -> None:

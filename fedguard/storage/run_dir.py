@@ -45,6 +45,15 @@ def _reason(exc: BaseException) -> str:
     return text[:120].rstrip(".") or type(exc).__name__
 
 
+def spec_file_hash(data: Any, version: Any) -> str:
+    """``RunSpec.spec_hash`` of a loaded ``spec.yaml`` under the fedguard ``version`` that wrote
+    it. It catches damage and accidental edits only: anyone can recompute it."""
+    from fedguard.config import canonical_json
+
+    payload = canonical_json({"spec": data, "version": version})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def environment() -> dict[str, Any]:
     return {
         "fedguard": __version__,
@@ -91,12 +100,8 @@ class RunDirectory:
     def _check_spec_hash(self, data: Any) -> None:
         """A finished run records its spec's hash: the spec.yaml beside it must hash the same,
         with the fedguard version that wrote it (so a newer fedguard still reads old runs)."""
-        from fedguard.config import canonical_json
-
         recorded = self.summary().get("spec_hash")
-        version = self.environment_info().get("fedguard")
-        payload = canonical_json({"spec": data, "version": version})
-        actual = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        actual = spec_file_hash(data, self.environment_info().get("fedguard"))
         if recorded != actual:
             raise UserError(
                 f"{self.path / 'spec.yaml'} does not match the run (hash {actual}, "

@@ -101,6 +101,9 @@ def test_usage_errors_are_exit_2(honest_run: Path, run_copy: Path, cli) -> None:
     spec = yaml.safe_load((run_copy / "spec.yaml").read_text())
     spec["privacy"]["secure_rng"] = True
     (run_copy / "spec.yaml").write_text(yaml.safe_dump(spec))
+    from benchmarks.faults.forgery import reseal_spec_hash
+
+    reseal_spec_hash(run_copy)  # past the damage check, to reach verify's own refusal
     code, _, err = cli("verify", str(run_copy))
     assert code == 2 and "cannot be replayed" in err
 
