@@ -244,8 +244,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 #: state (not the pristine answer) is correct. Deleting complete.json = interrupted after its
 #: last checkpoint (the marker is written last); `show` must then say it is interrupted.
 LEGITIMATE: dict[tuple[str, str, str], Callable[[str], bool]] = {
+    # (audit --json states the rounds its ε covers: of an interrupted run, the recorded ones)
     ("run", "complete.json", "delete"): lambda got: (
-        "interrupted" in got or '"complete": false' in got
+        "interrupted" in got or '"complete": false' in got or '"rounds_recorded": 3' in got
     ),
     # contrib never ran: the report has no contributions section, which is what that folder holds
     ("run", "contributions.csv", "delete"): lambda got: "Contributions" not in got,
@@ -338,7 +339,7 @@ def run_grid(
     return [(case, run_case(case, folders, base)) for case in cases]
 
 
-def sample(cases: list[Case], per_group: int = 2, seed: int = 0) -> list[Case]:
+def sample(cases: list[Case], per_group: int = 4, seed: int = 0) -> list[Case]:
     """A deterministic sample: ``per_group`` cases for each (folder, command), each with another
     corruption and a file drawn at random (the CI share of the grid)."""
     rng = random.Random(seed)

@@ -3,8 +3,8 @@ silently wrong answer, and read-only commands never write (issue 14 item 5).
 
 The grid — {truncate, zero bytes, random bytes, delete} × every file of a run, an interrupted
 run and a matrix folder × every command that reads it — lives in
-``benchmarks/faults/corruption.py``; CI runs a sample (two cases per folder and command), the
-slow test and ``benchmarks/bench_faults.py`` run all of it.
+``benchmarks/faults/corruption.py``; CI runs a sample (four cases per folder and command, one
+per corruption), the slow test and ``benchmarks/bench_faults.py`` run all of it.
 """
 
 from __future__ import annotations
