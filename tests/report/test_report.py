@@ -18,6 +18,7 @@ from fedguard.report.builder import build_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = {"setup", "training", "privacy", "attacks", "environment", "findings"}
+MATRIX_SECTIONS = {"summary", *SECTIONS}
 
 
 class SectionParser(HTMLParser):
@@ -96,9 +97,11 @@ def test_matrix_report_states_the_decision_rule(tmp_path: Path) -> None:
     run_matrix(plan_matrix(path), out)
     html = build_report(out)
     p = parse(html)
-    assert SECTIONS <= p.sections
-    assert "Decision rule" in html and "sign_flip[2]" in html
-    assert re.search(r"(held against|did not hold against) sign_flip", html)
+    assert MATRIX_SECTIONS <= p.sections
+    assert "Rule: a defense held" in html and "sign_flip[2]" in html
+    assert re.search(
+        r"median × sign_flip\[2\]: (held|fell|fails without attack|at chance|diverged) — ", html
+    )
     assert any(src.startswith("data:image/png;base64,") for src in p.images)
 
 
