@@ -302,19 +302,29 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
 
 
 def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
+    from fedguard.cli.status import step
     from fedguard.privacy.audit.empirical import empirical_audit
     from fedguard.privacy.audit.summary import describe_empirical_audit
     from fedguard.storage.atomic import write_text
 
     if not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
-    result = empirical_audit(run, canaries, confidence, out=run / "audit")
+    with step(
+        f"canary audit of {run}: training its canary variant with {canaries} canaries, then "
+        "the one-run test",
+    ):
+        result = empirical_audit(run, canaries, confidence, out=run / "audit")
     summary = {
         "method": result.get("method"),
         "confidence": result.get("confidence"),
         "epsilon_lower_bound": result.get("epsilon_lower"),
         "epsilon_upper_bound": result.get("epsilon_upper"),
         "ratio": result.get("ratio"),
+        # what the bound can mean: canaries, δ, and the largest ε this design can certify
+        "n_canaries": result.get("n_canaries"),
+        "delta": result.get("delta"),
+        "ceiling": result.get("ceiling"),
+        "ceiling_all_guesses": result.get("ceiling_all_guesses"),
     }
     write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
     if as_json:

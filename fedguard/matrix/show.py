@@ -61,7 +61,9 @@ def _table(
 
 
 def _fits(console: Console, table: Table) -> bool:
-    return Measurement.get(console, console.options, table).maximum <= console.width
+    """Whether the table's natural width (measured without the console's clamp) fits."""
+    unclamped = console.options.update_width(10_000)
+    return Measurement.get(console, unclamped, table).maximum <= console.width
 
 
 def fitted_tables(
@@ -108,7 +110,9 @@ def fitted_tables(
     return [*out, *legend]
 
 
-def metric_cells(tidy: pd.DataFrame, metric: str) -> tuple[list[str], list[str], list[list[str]]]:
+def metric_cells(
+    tidy: pd.DataFrame, metric: str, digits: int = 3
+) -> tuple[list[str], list[str], list[list[str]]]:
     """(rows, columns, "mean±std" strings) of one metric, with the status of cells without one."""
     mean, std = pivot(tidy, metric)
     statuses = status_cells(tidy)
@@ -121,7 +125,7 @@ def metric_cells(tidy: pd.DataFrame, metric: str) -> tuple[list[str], list[str],
             v = mean.at[row, attack] if not mean.empty and attack in mean.columns else np.nan
             s = std.at[row, attack] if not std.empty and attack in std.columns else np.nan
             if np.isfinite(v):
-                line.append(f"{v:.3f}" + (f"±{s:.3f}" if np.isfinite(s) else ""))
+                line.append(f"{v:.{digits}f}" + (f"±{s:.{digits}f}" if np.isfinite(s) else ""))
             else:
                 line.append(f"[dim]{statuses.get((row, attack), '—')}[/]")
         cells.append(line)
@@ -151,9 +155,13 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
     if vs:
         console.print(f"[dim]{rule_text(tidy)}[/]", highlight=False)
     metric = metric or meta.get("metric", "test_accuracy")
-    row_names, columns, values = metric_cells(tidy, metric)
-    title = f"{metric.replace('_', ' ')} (mean±std over seeds)"
-    for part in fitted_tables(console, title, "defense \\ attack", row_names, columns, values):
+    for digits in (3, 2):  # fewer digits before splitting the table (full precision: matrix.csv)
+        row_names, columns, values = metric_cells(tidy, metric, digits)
+        title = f"{metric.replace('_', ' ')} (mean±std over seeds, {digits} decimals)"
+        parts = fitted_tables(console, title, "defense \\ attack", row_names, columns, values)
+        if sum(isinstance(p, Table) for p in parts) == 1:
+            break
+    for part in parts:
         console.print(part, highlight=False)
     if metric == "detection_auroc":
         console.print(

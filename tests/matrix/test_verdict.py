@@ -118,7 +118,9 @@ def test_verdicts_agree_with_the_numbers_they_print() -> None:
     for v in verdicts(tidy):
         if v.outcome in (HELD, FELL):
             drops = tidy[
-                (tidy.defense == v.defense) & (tidy.attack == v.attack) & (tidy.metric == "accuracy_drop")
+                (tidy.defense == v.defense)
+                & (tidy.attack == v.attack)
+                & (tidy.metric == "accuracy_drop")
             ]["value"].to_numpy()
             assert v.upper == pytest.approx(upper_bound(drops))
             assert (v.outcome == HELD) == (v.upper <= 0.05)
