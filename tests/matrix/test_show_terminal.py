@@ -20,7 +20,12 @@ ATTACKS = [
     "alie[4]",
     "label_flip[4]",
 ]
-ACCURACY = {"mean": 0.5, "momentum+centered_clipping": 0.83, "nnm+trimmed_mean": 0.91, "median": 0.9}
+ACCURACY = {
+    "mean": 0.5,
+    "momentum+centered_clipping": 0.83,
+    "nnm+trimmed_mean": 0.91,
+    "median": 0.9,
+}
 
 
 @pytest.fixture()
