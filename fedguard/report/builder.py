@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from fedguard import __version__
 from fedguard.errors import UserError
-from fedguard.report import matrix_sections, run_sections
+from fedguard.report import matrix_sections, run_sections, run_summary
 from fedguard.report.privacy_section import privacy_section
 from fedguard.storage.run_dir import RunDirectory
 
@@ -29,6 +29,9 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
     summary = run.summary()
     privacy_html, privacy_line = privacy_section(run)
     sections = [
+        Section(
+            "summary", "Summary", run_summary.summary_html(run, records, summary, privacy_line)
+        ),
         Section("setup", "Setup", run_sections.setup_section(run)),
         Section("training", "Accuracy", run_sections.training_section(records)),
         Section("privacy", "Privacy", privacy_html),

@@ -78,6 +78,8 @@ def bars_with_errors(
     ax.bar(range(len(values)), values, yerr=err, capsize=3, color="#4c72b0")
     ax.axhline(0, color="k", linewidth=0.7)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("client")
+    ax.set_ylabel("contribution value")
     ax.set_title(title, fontsize=10)
     return to_data_uri(fig)
 

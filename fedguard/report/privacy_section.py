@@ -49,7 +49,7 @@ def privacy_section(run: RunDirectory) -> tuple[str, str]:
                 f"ε over rounds, every accountant, from zero (δ = {st['delta']:g})",
                 from_zero=True,
             ),
-            "privacy loss over rounds, per accountant",
+            "ε over rounds for every accountant, from zero",
         )
     if st.get("verdict"):
         html += paragraph(st["verdict"], "good" if st.get("within_budget") else "bad")

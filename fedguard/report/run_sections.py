@@ -75,6 +75,9 @@ def setup_section(run: RunDirectory) -> str:
         ),
         ("privacy attacks", ", ".join(map(_component, a["privacy_attacks"])) or "—"),
         ("seed", spec["seed"]),
+        ("spec hash", run.spec().spec_hash()),
+        ("fedguard version", _env(run.path).get("fedguard", "not recorded")),
+        # slot: the ledger checks' status row (run-integrity work) goes here
     ]
     html = key_values(pairs)
     part_file = run.path / "partition.json"
@@ -183,10 +186,14 @@ def contribution_section(run: RunDirectory) -> str | None:
     return html
 
 
-def environment_section(path: Path) -> str:
+def _env(path: Path) -> dict[str, Any]:
     env = path / "env.json"
-    data = json.loads(env.read_text()) if env.is_file() else {}
-    return key_values(sorted(data.items()))
+    data: dict[str, Any] = json.loads(env.read_text()) if env.is_file() else {}
+    return data
+
+
+def environment_section(path: Path) -> str:
+    return key_values(sorted(_env(path).items()))
 
 
 def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_line: str) -> str:
