@@ -26,7 +26,7 @@ out = Console()
 @app.callback()
 def options(
     threads: Annotated[
-        int | None,
+        str | None,  # validated by configure_threads: one sentence naming the field
         typer.Option(
             "--threads",
             envvar="FEDGUARD_THREADS",
