@@ -96,7 +96,7 @@ def write_heatmaps(tidy: pd.DataFrame, out_dir: Path) -> list[Path]:
     titles = {
         "test_accuracy": ("Test accuracy (mean ± std over seeds)", "viridis", False),
         "accuracy_drop": (
-            "Accuracy drop vs the same defense without attack (points; 0 = no effect)",
+            "Accuracy drop vs the same defense without attack (accuracy units; 0 = no effect)",
             "RdBu_r",
             True,
         ),

@@ -241,18 +241,26 @@ def _verdict(tidy: pd.DataFrame, p: Pair, group: pd.DataFrame, chance: float) ->
 def rule_text(tidy: pd.DataFrame) -> str:
     """The rule in one paragraph, naming only the thresholds that apply to this matrix's metrics."""
     metrics = set(tidy["metric"])
+    privacy_judged = {
+        a
+        for a, m in zip(tidy["attack"], tidy["metric"], strict=True)
+        if m.endswith((".psnr_db", ".auc"))
+    }
+    accuracy_judged = set(tidy["attack"]) - privacy_judged - {NO_ATTACK}
     bounds = []
-    if "accuracy_drop" in metrics:
+    if "accuracy_drop" in metrics and accuracy_judged:
         bounds.append(
             f"the accuracy drop it suffered (its accuracy without the attack minus with it, paired "
             f"by seed) is at most {DROP_THRESHOLD * 100:.0f} points"
         )
     if "backdoor_success" in metrics:
-        bounds.append(f"the backdoor success rate at most {BACKDOOR_THRESHOLD:.0%}")
+        bounds.append(f"the backdoor success rate is at most {BACKDOOR_THRESHOLD:.0%}")
     if any(m.endswith(".psnr_db") for m in metrics):
-        bounds.append(f"the reconstruction PSNR at most {PSNR_THRESHOLD:g} dB (gradient inversion)")
+        bounds.append(
+            f"the reconstruction PSNR is at most {PSNR_THRESHOLD:g} dB (gradient inversion)"
+        )
     if any(m.endswith(".auc") for m in metrics):
-        bounds.append(f"the membership-inference AUC at most {AUC_THRESHOLD:g}")
+        bounds.append(f"the membership-inference AUC is at most {AUC_THRESHOLD:g}")
     return (
         "Rule: a defense held when the one-sided 95% upper confidence bound over seeds "
         f"(Student t) of {'; '.join(bounds) or 'the attack metric'}. "

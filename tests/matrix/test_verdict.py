@@ -168,7 +168,8 @@ def test_rule_names_only_the_thresholds_that_apply() -> None:
             extra={("mean", "lira", 0): {"lira.auc": 0.42}},
         )
     )
-    assert "AUC at most 0.55" in rule_text(privacy) and "PSNR" not in rule_text(privacy)
+    assert "AUC is at most 0.55" in rule_text(privacy) and "PSNR" not in rule_text(privacy)
+    assert "accuracy drop" not in rule_text(privacy)  # no attack here is judged by it
     (v,) = verdicts(privacy)
     assert v.outcome == NOT_VULNERABLE and "below 0.5" in v.reason
 
