@@ -97,3 +97,17 @@ def test_run_report_leads_with_a_summary(dp_run: Path) -> None:
     assert "Setup: digits data, iid partition, logreg model, 10 clients" in summary
     setup = html[html.index('id="setup"') : html.index('id="training"')]
     assert "spec hash" in setup and "fedguard version" in setup
+
+
+def test_show_of_a_dp_run_orders_the_summary_by_meaning_and_states_epsilon(
+    dp_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedguard.cli.show_command import show_command
+
+    show_command(dp_run)
+    text = capsys.readouterr().out
+    summary = text[text.index("Run summary") :]
+    keys = ["name", "spec hash", "final test accuracy", "privacy epsilon", "wall seconds"]
+    positions = [summary.index(k) for k in keys]
+    assert positions == sorted(positions), positions
+    assert re.search(r"ε = \d+(\.\d+)? at δ = 1e-05 \(rdp accountant\)", summary)
