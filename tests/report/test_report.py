@@ -128,6 +128,9 @@ def test_report_renders_in_headless_chromium_and_prints_pdf(run_dir: Path, tmp_p
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    # status lines for the slow steps (on stderr: stdout stays clean)
+    assert "reading results, drawing figures: done in" in proc.stderr
+    assert "printing with headless Chromium: done in" in proc.stderr
     pdf = tmp_path / "r.pdf"
     assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
     png = tmp_path / "r.png"
