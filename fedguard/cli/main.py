@@ -30,6 +30,7 @@ def options(
         typer.Option(
             "--threads",
             envvar="FEDGUARD_THREADS",
+            metavar="N",
             help="Torch threads per process (default 1; recorded in env.json).",
         ),
     ] = None,

@@ -59,6 +59,6 @@ def matrix_command(
     console.print(f"ran {summary['ran']} cells, {summary['skipped']} already finished")
     show_matrix(out, console, metric)
     console.print(
-        f"\nresults: {out}/results.sqlite, {out}/matrix.csv, heatmaps: "
+        f"\nresults: {out}/results.sqlite, {out}/matrix.csv, {out}/verdicts.csv, heatmaps: "
         + ", ".join(p.name for p in summary["heatmaps"])
     )
