@@ -18,4 +18,6 @@ def step(what: str) -> Iterator[None]:
     started = time.perf_counter()
     with console.status(f"{what} …"):
         yield
-    console.print(f"{what}: done in {time.perf_counter() - started:.1f} s", highlight=False)
+    console.print(
+        f"{what}: done in {time.perf_counter() - started:.1f} s", highlight=False, soft_wrap=True
+    )

@@ -58,8 +58,21 @@ def privacy_section(run: RunDirectory) -> tuple[str, str]:
     audit = read_audit(run)
     if audit is not None:
         html += audit_html(audit)
-    line = (
-        f"Privacy: ({st['epsilon']:.3g}, {st['delta']:g})-DP at the {st['unit']} level "
-        f"({st['neighbouring_relation']}, {st['trust_model']} trust, {st['accountant']} accountant)."
+    return html, privacy_finding(st)
+
+
+def _split(text: str) -> tuple[str, str]:
+    """ "client (one client's data, added or removed)" → ("client", "one client's data, ...")."""
+    head, _, rest = str(text).partition(" (")
+    return head, rest.removesuffix(")")
+
+
+def privacy_finding(st: dict[str, Any]) -> str:
+    """One plain sentence: ε at δ with its accountant, the unit, the relation, the trust model."""
+    level, unit = _split(st["unit"])
+    trust, how = _split(st["trust_model"])
+    return (
+        f"Privacy: ε = {st['epsilon']:.3g} at δ = {st['delta']:g} ({st['accountant']} accountant), "
+        f"{level}-level: {unit or level}, {st['neighbouring_relation']} neighbours. "
+        f"Trust model: {trust}{f' — {how}' if how else ''}."
     )
-    return html, line

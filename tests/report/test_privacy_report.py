@@ -93,7 +93,8 @@ def test_run_report_leads_with_a_summary(dp_run: Path) -> None:
     html = build_report(dp_run)
     assert html.index('id="summary"') < html.index('id="setup"') < html.index('id="privacy"')
     summary = html[html.index('id="summary"') : html.index('id="setup"')]
-    assert "Final test accuracy" in summary and "-DP" in summary
+    assert "Final test accuracy" in summary and "Trust model: central" in summary
+    assert re.search(r"Privacy: ε = [\d.]+ at δ = 1e-05 \(rdp accountant\), client-level", summary)
     assert "Setup: digits data, iid partition, logreg model, 10 clients" in summary
     setup = html[html.index('id="setup"') : html.index('id="training"')]
     assert "spec hash" in setup and "fedguard version" in setup
@@ -111,3 +112,23 @@ def test_show_of_a_dp_run_orders_the_summary_by_meaning_and_states_epsilon(
     positions = [summary.index(k) for k in keys]
     assert positions == sorted(positions), positions
     assert re.search(r"ε = \d+(\.\d+)? at δ = 1e-05 \(rdp accountant\)", summary)
+
+
+def test_the_privacy_finding_reads_as_one_plain_sentence() -> None:
+    from fedguard.report.privacy_section import privacy_finding
+
+    line = privacy_finding(
+        {
+            "epsilon": 7.52,
+            "delta": 1e-5,
+            "accountant": "rdp",
+            "unit": "client (one client's entire dataset, added or removed)",
+            "neighbouring_relation": "add/remove one",
+            "trust_model": "central (a trusted server adds the noise to the aggregate)",
+        }
+    )
+    assert line == (
+        "Privacy: ε = 7.52 at δ = 1e-05 (rdp accountant), client-level: one client's entire "
+        "dataset, added or removed, add/remove one neighbours. Trust model: central — a trusted "
+        "server adds the noise to the aggregate."
+    )
