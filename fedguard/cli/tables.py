@@ -33,6 +33,9 @@ def rounds_table(records: list[dict[str, Any]], limit: int = 12) -> Table:
     for c in cols + extra:
         table.add_column(c.replace("_", " "), justify="right")
     shown = records if len(records) <= limit else records[: limit // 2] + records[-limit // 2 :]
+    if len(shown) < len(records):  # say what is not shown and where it is
+        first, last = records[limit // 2].get("round"), records[-limit // 2 - 1].get("round")
+        table.caption = f"rounds {first}–{last} not shown: every round is in rounds.jsonl"
     for r in shown:
         row = [r.get(c) for c in cols + extra]
         row[4] = len(r.get("flagged") or [])

@@ -79,3 +79,14 @@ def test_the_answer_comes_first(matrix_dir: Path) -> None:
     # every defense starts at 0.92 without attack, so all are judged; momentum+centered_clipping
     # loses ≥ 9 points to every attack: it fell to each
     assert "momentum+centered_clipping fell to" in " ".join(lines).replace("\n", " ")
+
+
+def test_a_long_run_says_which_rounds_the_table_leaves_out() -> None:
+    from fedguard.cli.tables import rounds_table
+
+    buf = io.StringIO()
+    records = [{"round": i + 1, "clients": 5, "test_accuracy": 0.5} for i in range(20)]
+    Console(file=buf, width=80, color_system=None).print(rounds_table(records))
+    text = buf.getvalue()
+    assert "rounds 7–14 not shown: every round is in rounds.jsonl" in text
+    assert "│     6 │" in text and "│    15 │" in text and "│     7 │" not in text
