@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedguard.matrix.config import NO_ATTACK
+from fedguard.matrix.config import NO_ATTACK, NO_DEFENSE
 
 
 def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -73,7 +73,9 @@ def pivot(tidy: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     std = grouped.std(ddof=1).unstack("attack")
     cols = [NO_ATTACK, *sorted(c for c in mean.columns if c != NO_ATTACK)]
     cols = [c for c in cols if c in mean.columns]
-    return mean[cols], std.reindex(columns=cols)
+    # the undefended baseline first, then the defenses in name order
+    rows = sorted(mean.index, key=lambda r: (r.split(" [")[0] != NO_DEFENSE, r))
+    return mean.loc[rows, cols], std.reindex(index=rows, columns=cols)
 
 
 def status_cells(tidy: pd.DataFrame) -> dict[tuple[str, str], str]:

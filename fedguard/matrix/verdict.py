@@ -287,9 +287,7 @@ def verdict_grid(vs: Iterable[Verdict]) -> pd.DataFrame:
         ]
     )
     grid = frame.pivot(index="row", columns="attack", values="outcome")
-    rows = sorted(
-        grid.index, key=lambda r: (not r.startswith(NO_DEFENSE + " ") and r != NO_DEFENSE, r)
-    )
+    rows = sorted(grid.index, key=lambda r: (r.split(" [")[0] != NO_DEFENSE, r))
     return grid.loc[rows].fillna("—")
 
 
