@@ -55,12 +55,14 @@ def layer_of(module: str) -> int | None:
     return None if best is None else best[0]
 
 
-def imported(source: str) -> Iterable[str]:
+def imported(source: str) -> Iterable[list[str]]:
+    """Per import statement, the modules it may import (``from a import b``: ``a`` and ``a.b``,
+    since ``from fedguard import registry`` imports the module ``fedguard.registry``)."""
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from ([alias.name] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
+            yield [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
 
 
 def violations(modules: dict[str, str]) -> list[str]:
@@ -70,13 +72,15 @@ def violations(modules: dict[str, str]) -> list[str]:
         mine = layer_of(module)
         if mine is None:
             continue
-        for target in imported(source):
-            theirs = layer_of(target)
-            if theirs is None or theirs >= mine:
-                continue
-            if LAYERS[mine][0] == "core" and target.startswith(CORE_MAY_IMPORT):
-                continue
-            found.append(f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]})")
+        for statement in imported(source):
+            for target in statement:
+                theirs = layer_of(target)
+                if theirs is None or theirs >= mine:
+                    continue
+                if LAYERS[mine][0] == "core" and target.startswith(CORE_MAY_IMPORT):
+                    continue
+                found.append(f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]})")
+                break  # one finding per statement
     return found
 
 
@@ -99,6 +103,7 @@ def test_the_checker_catches_planted_upward_imports() -> None:
         "fedguard.core.simulation": "from defenses.robust.krum import Krum\n",  # core → plugin
         "fedguard.privacy.ledger": "def f():\n    from fedguard.storage.run_dir import X\n",
         "attacks.poisoning.alie": "import fedguard.registry\n",  # plugin → registry
+        "defenses.robust.krum": "from fedguard import registry\n",  # the from-form too
         "fedguard.report.html": "from fedguard.cli.main import app\n",  # orchestration → cli
     }
     for module, source in planted.items():
