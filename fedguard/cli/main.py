@@ -25,6 +25,24 @@ err = Console(stderr=True)
 out = Console()
 
 
+@app.callback()
+def options(
+    threads: Annotated[
+        str | None,  # validated by configure_threads: one sentence naming the field
+        typer.Option(
+            "--threads",
+            envvar="FEDGUARD_THREADS",
+            metavar="N",
+            help="Torch threads per process (default 1; recorded in env.json).",
+        ),
+    ] = None,
+) -> None:
+    """Options for every command."""
+    from fedguard.threads import configure_threads
+
+    configure_threads(threads)
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML run config.")] = None,
@@ -63,7 +81,10 @@ def show(
 def matrix(
     config: Annotated[Path, typer.Argument(help="YAML matrix config.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Matrix directory.")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel cells (local processes).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Parallel cells (local processes; default: the usable cores)."),
+    ] = None,
     executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (or auto).")] = None,
     metric: Annotated[str | None, typer.Option(help="Metric shown in the table.")] = None,

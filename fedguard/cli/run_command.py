@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedguard.cli.tables import summary_table
+from fedguard.cli.tables import run_epsilon, summary_table
 from fedguard.config import load_spec
 from fedguard.core.runner import default_run_dir, execute
 from fedguard.core.simulation import Simulation
@@ -43,7 +43,9 @@ def run_command(
     if resume is None and out_dir is None and existing.complete:
         # the default directory is named by the spec's hash: this exact run is already done
         console.print(f"{out} already holds this run (same spec hash); its summary:")
-        console.print(summary_table(existing.summary()))
+        console.print(
+            summary_table(existing.summary(), epsilon=run_epsilon(spec, existing.ledger()))
+        )
         return
     if resume is None and existing.exists():
         raise UserError(
@@ -68,7 +70,7 @@ def run_command(
             bar.update(task, completed=done, status=f"acc {acc:.3f}" if acc is not None else "")
 
         result = execute(spec, out, progress, resume=resume is not None, simulation=sim)
-    console.print(summary_table(result.summary))
+    console.print(summary_table(result.summary, epsilon=run_epsilon(spec, result.ledger)))
     console.print(f"run directory: [bold]{out}[/]")
     if spec.save_updates:
         console.print(

@@ -20,6 +20,7 @@ from fedguard.matrix.config import (
 from fedguard.matrix.executors import run_local, run_ray
 from fedguard.matrix.store import ResultStore, cell_key
 from fedguard.matrix.summary import tidy_frame, write_heatmaps
+from fedguard.matrix.verdict import verdict_frame, verdicts
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ def run_matrix(
     executor: str = "local",
     address: str | None = None,
     on_result: Callable[[Cell, dict[str, Any]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """Run the plan's unfinished cells; ``on_start(to_run, already_finished)`` is called once
+    before the first cell runs (a progress bar's known total), ``on_result`` after each.
+    Local workers are capped at the number of cells to run."""
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.sqlite")
     try:
@@ -75,7 +80,13 @@ def run_matrix(
         done |= set(plan.incompatible)
         todo = [(k, c.spec.model_dump(mode="json")) for k, c in keys.items() if k not in done]
         skipped = len(keys) - len(todo)
-        stream = run_ray(todo, address, workers) if executor == "ray" else run_local(todo, workers)
+        if on_start is not None:
+            on_start(len(todo), skipped)
+        stream = (
+            run_ray(todo, address, workers)
+            if executor == "ray"
+            else run_local(todo, min(workers, max(len(todo), 1)))
+        )
         for key, result in stream:
             store.put(
                 key,
@@ -93,5 +104,6 @@ def run_matrix(
         store.close()
     tidy = tidy_frame(rows)
     tidy.to_csv(out / "matrix.csv", index=False)
+    verdict_frame(verdicts(tidy)).to_csv(out / "verdicts.csv", index=False)
     heatmaps = write_heatmaps(tidy, out)
     return {"cells": len(keys), "ran": len(todo), "skipped": skipped, "heatmaps": heatmaps}

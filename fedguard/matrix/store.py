@@ -141,3 +141,13 @@ class ResultStore:
                 }
             )
         return out
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Canonical spec of every cell, by key (the report's setup section reads them)."""
+        cur = self.conn.execute("SELECT key, spec FROM cells")
+        return {key: json.loads(spec) for key, spec in cur}
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """(fedguard version, code hash) that produced each cell, by key."""
+        cur = self.conn.execute("SELECT key, version, code_hash FROM cells")
+        return {key: (version, code) for key, version, code in cur}
