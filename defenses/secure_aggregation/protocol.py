@@ -207,12 +207,18 @@ class ProtocolConfig:
         return all(len(nb) == n - 1 for nb in self.graph.values())
 
     def with_public_graph(self, seed: bytes) -> ProtocolConfig:
-        """The same round on the Harary graph of the same degree drawn from ``seed``."""
+        """The same round on the Harary graph of the same degree drawn from ``seed``.
+
+        Memoized per seed: in this one-process simulation every party derives the same graph,
+        and a real client would compute only its own neighbourhood (one permutation, O(n))."""
         if self.is_complete():
             return self
-        degree = len(next(iter(self.graph.values())))
-        graph = public_harary_graph(tuple(sorted(self.graph)), degree, seed)
-        return replace(self, graph=graph)
+        cache: dict[bytes, ProtocolConfig] = self.__dict__.setdefault("_public_cache", {})
+        if seed not in cache:
+            degree = len(next(iter(self.graph.values())))
+            graph = public_harary_graph(tuple(sorted(self.graph)), degree, seed)
+            cache[seed] = replace(self, graph=graph)
+        return cache[seed]
 
     @property
     def prime(self) -> int:
@@ -692,9 +698,13 @@ class Server:
             self.cfg = cfg = cfg.with_public_graph(self.view)
             cohort = ids_payload(sorted(self.u1))
         out = []
+        built: dict[frozenset[int], bytes] = {}  # complete graph: one payload for everyone
         for v in sorted(self.u1):
-            entries = [(w, *self.keys[w]) for w in sorted(cfg.holders(v) & self.u1)]
-            out.append(self._reply(Stage.KEYS, v, keys_payload(entries) + cohort))
+            group = cfg.holders(v) & self.u1
+            if group not in built:
+                entries = [(w, *self.keys[w]) for w in sorted(group)]
+                built[group] = keys_payload(entries) + cohort
+            out.append(self._reply(Stage.KEYS, v, built[group]))
         return out
 
     def shares(self, messages: list[bytes]) -> list[bytes]:
@@ -1112,7 +1122,8 @@ def run_protocol(
         server_cost.bytes_sent += sum(len(m) for m in replies)
         inbox: dict[int, bytes] = {}
         for m in wire(stage, replies):
-            h = peek(m)
+            with _naming(stage):
+                h = peek(m)
             if h.receiver in inbox:
                 raise ProtocolViolation(
                     f"client {h.receiver} received two {h.stage.name} messages (replayed)."
