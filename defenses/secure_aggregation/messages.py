@@ -11,7 +11,9 @@ ADVERTISE   client → server          c_pk (32) ‖ s_pk (32) ‖ signature (64
 KEYS        server → client          count ‖ [id ‖ c_pk ‖ s_pk ‖ sig_len (1) ‖ sig] …
 SHARES      client → server          count ‖ [receiver ‖ length (u16) ‖ AEAD ciphertext] …
 FORWARD     server → client          count ‖ [sender ‖ length (u16) ‖ AEAD ciphertext] …
-MASKED      client → server          word bytes (1) ‖ d (u64) ‖ d little-endian words
+MASKED      client → server          word bytes (1) ‖ d (u64) ‖ 3 zero bytes ‖ d
+                                     little-endian words (at byte 32 of the message:
+                                     aligned, so the server sums them in place)
 SURVIVORS   server → client          count ‖ ids …
 CONSISTENCY client → server          Ed25519 signature of (round, survivors) (64)
 SIGNATURES  server → client          count ‖ [id ‖ signature (64)] …
@@ -209,21 +211,26 @@ def read_ciphertexts(data: bytes, what: str) -> list[tuple[int, bytes]]:
 # ---- MASKED ----------------------------------------------------------------------------------
 
 
+_MASKED_PREFIX = struct.Struct(">BQ3x")  # 12 bytes: the words start at byte 32 of the message
+
+
 def masked_payload(words: np.ndarray) -> bytes:
     dt = words.dtype.newbyteorder("<")
-    return struct.pack(">BQ", words.dtype.itemsize, words.size) + words.astype(dt).tobytes()
+    return _MASKED_PREFIX.pack(words.dtype.itemsize, words.size) + words.astype(dt).tobytes()
 
 
 def masked_bytes(dim: int, dtype: np.dtype) -> int:
     """Length of the masked-vector block of a MASKED payload."""
-    return 9 + dim * dtype.itemsize
+    return _MASKED_PREFIX.size + dim * dtype.itemsize
 
 
 def check_masked(data: bytes | memoryview, dim: int, dtype: np.dtype) -> None:
     """Raise unless ``data`` is exactly one masked vector of ``dim`` words of ``dtype``."""
-    if len(data) < 9:
+    if len(data) < _MASKED_PREFIX.size:
         raise ProtocolViolation("a MASKED message is truncated.")
-    width, d = struct.unpack_from(">BQ", data)
+    width, d = _MASKED_PREFIX.unpack_from(data)
+    if bytes(data[9 : _MASKED_PREFIX.size]) != bytes(3):
+        raise ProtocolViolation("a MASKED message has non-zero padding.")
     if width != dtype.itemsize or d != dim or len(data) != masked_bytes(dim, dtype):
         raise ProtocolViolation(
             f"a masked input has {d} words of {width} bytes; expected {dim} of {dtype.itemsize}."
@@ -233,7 +240,7 @@ def check_masked(data: bytes | memoryview, dim: int, dtype: np.dtype) -> None:
 def read_masked(data: bytes | memoryview, dim: int, dtype: np.dtype) -> np.ndarray:
     """The masked vector as a read-only view of ``data`` (no copy) in little-endian words."""
     check_masked(data, dim, dtype)
-    return np.frombuffer(data, dtype=dtype.newbyteorder("<"), offset=9)
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<"), offset=_MASKED_PREFIX.size)
 
 
 # ---- SURVIVORS -------------------------------------------------------------------------------

@@ -720,10 +720,10 @@ class Server:
                 body = body[:cut]
             rec = read_ciphertext_records(body, ct_bytes, "SHARES")
             peers = rec["peer"].astype(np.int64)
-            allowed = np.asarray(sorted(cfg.graph[u] & self.u1), dtype=np.int64)
-            ok = np.isin(peers, allowed)
-            if not ok.all() or np.unique(peers).size != peers.size:
-                bad = int(peers[~ok][0]) if not ok.all() else int(peers[0])
+            addressed = peers.tolist()
+            allowed_set = cfg.graph[u] & self.u1
+            if len(set(addressed)) != len(addressed) or not allowed_set.issuperset(addressed):
+                bad = next((p for p in addressed if p not in allowed_set), addressed[0])
                 raise ProtocolViolation(
                     f"client {u} addressed a share to client {bad}, which is not one of its "
                     "neighbours with advertised keys (or twice)."
@@ -828,39 +828,30 @@ class Server:
         got = self._collect(messages, Stage.UNMASK, allowed)
         self.u5 = frozenset(got)
         self._require(len(self.u5), "answered the unmasking request")
-        u2 = np.asarray(sorted(self.u2), dtype=np.int64)
-        u3 = np.asarray(sorted(self.u3), dtype=np.int64)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        # Every UNMASK message is a count and fixed-size records: check each one's framing,
+        # then parse all records of all messages in one pass.
+        record = 4 + 1 + cfg.share_bytes + cfg.salt_bytes
+        senders, counts, sections = [], [], []
         for v, body in got.items():
-            owners, kinds, elems, salts = read_unmask_arrays(
-                body, cfg.chunks, cfg.prime, cfg.salt_bytes
-            )
-            holdable = np.asarray(sorted(cfg.holders(v)), dtype=np.int64)
-            ok = np.isin(owners, holdable) & np.isin(owners, u2)
-            if not ok.all() or np.unique(owners).size != owners.size:
-                bad = int(owners[~ok][0]) if not ok.all() else int(owners[0])
-                raise ProtocolViolation(
-                    f"client {v} sent a share of client {bad}, which it cannot hold (or twice)."
-                )
-            expected = np.where(np.isin(owners, u3), int(ShareKind.SEED), int(ShareKind.KEY))
-            wrong = np.flatnonzero(kinds != expected)
-            if wrong.size:
-                i = int(wrong[0])
-                got_kind, want = ShareKind(int(kinds[i])), ShareKind(int(expected[i]))
-                raise ProtocolViolation(
-                    f"client {v} sent a {got_kind.name.lower()} share of client {int(owners[i])}, "
-                    f"but the server needs its {want.name.lower()} share."
-                )
-            points = np.full(owners.size, v + 1, dtype=np.int64)
-            parts.append((owners, kinds, points, elems, salts))
-        all_owners = np.concatenate([p[0] for p in parts])  # (E,)
-        all_kinds = np.concatenate([p[1] for p in parts])  # (E,)
-        all_points = np.concatenate([p[2] for p in parts])  # (E,) share points x = holder + 1
-        all_elems = np.concatenate([p[3] for p in parts])  # (E, chunks)
-        all_salts = np.concatenate([p[4] for p in parts])  # (E, salt bytes)
+            (count,) = struct.unpack(">I", body[:4]) if len(body) >= 4 else (-1,)
+            if count < 0 or len(body) != 4 + count * record:
+                raise ProtocolViolation("an UNMASK message is truncated or has trailing bytes.")
+            senders.append(v)
+            counts.append(count)
+            sections.append(body[4:])
+        joined = struct.pack(">I", sum(counts)) + b"".join(sections)
+        all_owners, all_kinds, all_elems, all_salts = read_unmask_arrays(
+            joined, cfg.chunks, cfg.prime, cfg.salt_bytes
+        )  # (E,), (E,), (E, chunks), (E, salt bytes)
+        holder_ids = np.repeat(np.asarray(senders, dtype=np.int64), counts)  # (E,)
+        all_points = holder_ids + 1  # share points x = holder + 1
+        self._check_unmask_entries(holder_ids, all_owners, all_kinds)
+        order = np.lexsort((all_points, all_owners, all_kinds))  # by kind, owner, share point
+        kinds_sorted = all_kinds[order]
+        split = int(np.searchsorted(kinds_sorted, int(ShareKind.SEED)))
         shares = {
-            kind: _ShareTable(all_owners, all_points, all_elems, all_salts, all_kinds == int(kind))
-            for kind in (ShareKind.KEY, ShareKind.SEED)
+            kind: _ShareTable(all_owners, all_points, all_elems, all_salts, part)
+            for kind, part in ((ShareKind.KEY, order[:split]), (ShareKind.SEED, order[split:]))
         }
         need_seed = set(self.u3)
         need_key = self._needs_key()
@@ -902,6 +893,51 @@ class Server:
                 # y_v carried Δ_vw · PRG(s_vw) with Δ_vw = +1 if v > w: take it out.
                 prg.accumulate(total, pair_key, -1 if v > w else +1, cfg.prg)
         return cfg.reduce(total)
+
+    def _check_unmask_entries(
+        self, holders: np.ndarray, owners: np.ndarray, kinds: np.ndarray
+    ) -> None:
+        """All UNMASK entries at once: each names an owner in U2 that the sender can hold, at
+        most once per sender, with the share kind the server needs (seed for U3, else key)."""
+        ids = np.asarray(sorted(self.ids), dtype=np.int64)  # (n,) dense index of client ids
+        n = ids.size
+        pos = np.minimum(np.searchsorted(ids, owners), n - 1)
+        known = ids[pos] == owners
+        hpos = np.searchsorted(ids, holders)  # holders are senders: known ids
+        in_u2 = np.isin(ids, np.asarray(sorted(self.u2), dtype=np.int64))
+        in_u3 = np.isin(ids, np.asarray(sorted(self.u3), dtype=np.int64))
+        ok = known & in_u2[pos] & self._closed_adjacency(ids)[hpos, pos]
+        pair = hpos * n + pos
+        _, first = np.unique(pair, return_index=True)
+        once = np.zeros(pair.size, dtype=bool)
+        once[first] = True
+        bad = np.flatnonzero(~(ok & once))
+        if bad.size:
+            i = int(bad[0])
+            raise ProtocolViolation(
+                f"client {int(holders[i])} sent a share of client {int(owners[i])}, which it "
+                "cannot hold (or twice)."
+            )
+        expected = np.where(in_u3[pos], int(ShareKind.SEED), int(ShareKind.KEY))
+        wrong = np.flatnonzero(kinds != expected)
+        if wrong.size:
+            i = int(wrong[0])
+            got_kind, want = ShareKind(int(kinds[i])), ShareKind(int(expected[i]))
+            raise ProtocolViolation(
+                f"client {int(holders[i])} sent a {got_kind.name.lower()} share of client "
+                f"{int(owners[i])}, but the server needs its {want.name.lower()} share."
+            )
+
+    def _closed_adjacency(self, ids: np.ndarray) -> np.ndarray:
+        """(n, n) booleans: row holder, column owner, True if the holder may hold its shares."""
+        n = ids.size
+        if self.cfg.is_complete():
+            return np.ones((n, n), dtype=bool)
+        index = {int(u): i for i, u in enumerate(ids)}
+        adj = np.eye(n, dtype=bool)
+        for u, nb in self.cfg.graph.items():
+            adj[index[u], [index[v] for v in nb]] = True
+        return adj
 
     def _opens(self, owner: int, kind: ShareKind, secret: bytes) -> bool:
         """Active variant: does ``secret`` match what ``owner`` committed to?"""
@@ -995,10 +1031,9 @@ class _ShareTable:
         points: np.ndarray,
         elems: np.ndarray,
         salts: np.ndarray,
-        select: np.ndarray,
+        order: np.ndarray,
     ) -> None:
-        owners, points, elems, salts = owners[select], points[select], elems[select], salts[select]
-        order = np.lexsort((points, owners))  # by owner, then share point
+        """``order``: the indices of this kind's entries, sorted by owner, then share point."""
         self.owners, self.points = owners[order], points[order]
         self.elems, self.salts = elems[order], salts[order]
         self.keys, self.starts, self.counts = np.unique(

@@ -115,7 +115,7 @@ def test_active_round_gives_the_exact_sum_and_reports_what_it_checked() -> None:
 
 
 def test_a_flipped_bit_in_a_masked_message_is_rejected_naming_it() -> None:
-    where = HEADER_BYTES + 9 + 4  # low byte of the second word of the masked vector
+    where = HEADER_BYTES + 12 + 4  # low byte of the second word of the masked vector
     _honest_sum_is_wrong(_at(Stage.MASKED, _flip(where)))
     with pytest.raises(ProtocolViolation, match=r"^MASKED message rejected: .*fails its signature"):
         run_protocol(
