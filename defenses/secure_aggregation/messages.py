@@ -357,17 +357,24 @@ def commitments_payload(seed_commitment: bytes, entries: list[tuple[int, bytes, 
     return b"".join(parts)
 
 
-def read_commitments(data: bytes) -> tuple[bytes, dict[int, tuple[bytes, bytes]]]:
-    r = _Reader(data, "SHARES")
-    seed = r.take(DIGEST_BYTES)
-    out: dict[int, tuple[bytes, bytes]] = {}
-    for _ in range(r.u32()):
-        holder = r.u32()
-        if holder in out:
-            raise ProtocolViolation("a SHARES message commits to one holder's shares twice.")
-        out[holder] = (r.take(DIGEST_BYTES), r.take(DIGEST_BYTES))
-    r.done()
-    return seed, out
+_COMMITMENT = np.dtype(
+    [("holder", ">u4"), ("key", f"V{DIGEST_BYTES}"), ("seed", f"V{DIGEST_BYTES}")]
+)
+
+
+def read_commitments(data: bytes) -> tuple[bytes, np.ndarray]:
+    """Seed commitment and the per-holder records (``holder``, ``key``, ``seed`` commitments),
+    parsed as one structured array; a holder named twice is a violation."""
+    if len(data) < DIGEST_BYTES + 4:
+        raise ProtocolViolation("a SHARES message is truncated.")
+    seed = bytes(data[:DIGEST_BYTES])
+    (count,) = _U32.unpack_from(data, DIGEST_BYTES)
+    if len(data) != DIGEST_BYTES + 4 + count * _COMMITMENT.itemsize:
+        raise ProtocolViolation("a SHARES message is truncated or has trailing bytes.")
+    rec = np.frombuffer(data, dtype=_COMMITMENT, count=count, offset=DIGEST_BYTES + 4)
+    if np.unique(rec["holder"]).size != count:
+        raise ProtocolViolation("a SHARES message commits to one holder's shares twice.")
+    return seed, rec
 
 
 def split_ciphertext_block(data: bytes | memoryview, ct_bytes: int, what: str) -> int:

@@ -619,7 +619,7 @@ class Server:
         self.reconstructed: dict[int, ShareKind] = {}
         # active variant: what each client committed to and whom it masked with
         self.seed_commitments: dict[int, bytes] = {}
-        self.share_commitments: dict[int, dict[int, tuple[bytes, bytes]]] = {}
+        self.share_commitments: dict[int, np.ndarray] = {}  # owner -> (holder, key, seed) records
         self.mask_peers: dict[int, frozenset[int]] = {}
         self.excluded: dict[int, tuple[int, ...]] = {}  # owner -> holders whose shares failed
 
@@ -729,7 +729,7 @@ class Server:
                     "neighbours with advertised keys (or twice)."
                 )
             if cfg.active_adversary:
-                if set(commitments) != {int(p) for p in peers} | {u}:
+                if set(commitments["holder"].tolist()) != set(addressed) | {u}:
                     raise ProtocolViolation(
                         f"client {u}'s SHARES message commits to other holders than it shares with."
                     )
@@ -990,7 +990,11 @@ class Server:
         reconstruction); a :class:`ProtocolViolation` names the holders if too few remain."""
         cfg = self.cfg
         points, elems, salts = table.of(w)
-        committed = self.share_commitments.get(w, {})
+        records = self.share_commitments.get(w)
+        committed: dict[int, tuple[bytes, bytes]] = {}
+        if records is not None:
+            for r in records:
+                committed[int(r["holder"])] = (bytes(r["key"]), bytes(r["seed"]))
         good: list[int] = []
         bad: list[int] = []
         for i, x in enumerate(points.tolist()):
