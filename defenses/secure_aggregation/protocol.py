@@ -969,9 +969,22 @@ class Server:
                 )
             groups[tuple(points[:t].tolist())].append((w, elems[:t]))
         out: dict[int, bytes] = {}
-        for xs, items in groups.items():
+        if len(groups) > 1 and cfg.prime == shamir.MERSENNE_31:  # SecAgg+: one batched call
+            items = [item for group in groups.values() for item in group]
+            xs_all = np.asarray([xs for xs, g in groups.items() for _ in g], dtype=np.int64)
             batch = np.stack([s for _, s in items])  # (b, t, chunks)
-            secrets = shamir.combine(batch, np.asarray(xs, dtype=np.int64), cfg.prime)
+            solved = [(items, shamir.combine_many(batch, xs_all, cfg.prime))]
+        else:
+            solved = [
+                (
+                    items,
+                    shamir.combine(
+                        np.stack([s for _, s in items]), np.asarray(xs, np.int64), cfg.prime
+                    ),
+                )
+                for xs, items in groups.items()
+            ]
+        for items, secrets in solved:
             for (w, _), sec in zip(items, secrets, strict=True):
                 try:
                     secret: bytes | None = shamir.field_to_secret(sec, SECRET_BYTES, cfg.prime)
