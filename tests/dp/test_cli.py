@@ -175,12 +175,12 @@ def test_empirical_audit_and_tampered_ledger(tmp_path: Path) -> None:
     assert audit["confidence"] == 0.95 and audit["epsilon_upper_bound"] > 0
     assert (run / "audit" / "audit.json").is_file()
 
-    ledger = run / "ledger.json"
-    ledger.write_text(
-        ledger.read_text().replace('"noise_multiplier": 1.0', '"noise_multiplier": 9.0')
-    )
+    ledger = run / "ledger.jsonl"
+    text = ledger.read_text()
+    assert '"noise_multiplier":1.0' in text
+    ledger.write_text(text.replace('"noise_multiplier":1.0', '"noise_multiplier":9.0'))
     code, out, err = cli("audit", str(run))
-    assert code == 2 and "checksum" in err and "Traceback" not in err
+    assert code == 2 and "chain" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
