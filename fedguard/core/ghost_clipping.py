@@ -21,6 +21,8 @@ ICML 2023 (book-keeping, mixed ghost norm).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -76,7 +78,6 @@ def ghost_clipped_gradient_sum(
     y: Tensor,  # (k, batch)
     mask: Tensor,  # (k, batch) 1 for real samples, 0 for padding
     clip_norm: float,
-    out: Tensor | None = None,
     ghost_conv: bool | None = None,
 ) -> Tensor:
     """``Σ_j clip_C(∇ℓ(θ_c; x_cj, y_cj))`` over each client's masked batch, ``(k, d)``.
@@ -84,16 +85,32 @@ def ghost_clipped_gradient_sum(
     The same quantity as :func:`fedguard.core.local_training.clipped_gradient_sum` (the
     ``vmap`` reference, and Opacus), from one forward and one backward pass.
     """
+    out = [torch.empty_like(b) for b in plan.blocks(params)]
+    blocks = plan.blocks(params)
+    return plan.join(ghost_clipped_blocks(plan, blocks, x, y, mask, clip_norm, out, ghost_conv))
+
+
+def ghost_clipped_blocks(
+    plan: StackedModel,
+    params: Sequence[Tensor],  # blocks (k, *shape)
+    x: Tensor,
+    y: Tensor,
+    mask: Tensor,
+    clip_norm: float,
+    out: list[Tensor],  # contiguous blocks (k, *shape) written in place
+    ghost_conv: bool | None = None,
+) -> list[Tensor]:
+    """:func:`ghost_clipped_gradient_sum` on parameter blocks (what the trainer keeps)."""
     k, batch = x.shape[0], x.shape[1]
     logits, traces = plan.forward(params, x, trace=True)
     losses = F.cross_entropy(logits.reshape(k * batch, -1), y.reshape(-1), reduction="none").view(
         k, batch
     )
     grads = torch.autograd.grad((losses * mask).sum(), [t.outputs for t in traces])
-    norms = per_sample_squared_norms(traces, grads, k, ghost_conv).sqrt()  # (k, batch)
-    factor = torch.clamp(clip_norm / norms.clamp_min(1e-30), max=1.0) * mask
-    target = out if out is not None else params.new_empty(params.shape)
-    return accumulate_gradients(traces, grads, factor, target)
+    with torch.no_grad():
+        norms = per_sample_squared_norms(traces, grads, k, ghost_conv).sqrt()  # (k, batch)
+        factor = torch.clamp(clip_norm / norms.clamp_min(1e-30), max=1.0) * mask
+    return accumulate_gradients(traces, grads, factor, out)
 
 
-__all__ = ["ghost_clipped_gradient_sum", "per_sample_squared_norms"]
+__all__ = ["ghost_clipped_blocks", "ghost_clipped_gradient_sum", "per_sample_squared_norms"]

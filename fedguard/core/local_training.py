@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fedguard.core.ghost_clipping import ghost_clipped_gradient_sum
+from fedguard.core.client_stack import ClientStack, schedule_prefixes
+from fedguard.core.ghost_clipping import ghost_clipped_blocks
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.rng import counter_keys, counter_normals
@@ -118,9 +119,9 @@ def _weighted_loss(flat: Tensor, x: Tensor, y: Tensor, weight: Tensor, model: Fl
     return (F.cross_entropy(logits, y, reduction="none") * weight).sum()
 
 
-#: ``gradient(params (k, d), x (k, batch, *input), y, weight (k, batch), out (k, d))`` →
-#: ``Σ_j weight_cj ∇ℓ(θ_c; x_cj, y_cj)`` per client (written into ``out`` where it can be)
-GradientFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+#: ``gradient(params, x (k, batch, *input), y, weight (k, batch), out)`` →
+#: ``Σ_j weight_cj ∇ℓ(θ_c; x_cj, y_cj)`` per client as blocks (written into ``out`` where it can)
+GradientFn = Callable[[list[Tensor], Tensor, Tensor, Tensor, list[Tensor]], list[Tensor]]
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], StackedModel | None]] = (
     weakref.WeakKeyDictionary()
@@ -154,9 +155,11 @@ def _gradient_fn(model: FlatModel, plan: StackedModel | None) -> GradientFn:
         from torch.func import grad, vmap
 
         per_client = vmap(grad(_weighted_loss), in_dims=(0, 0, 0, 0, None))
-        return lambda params, x, y, weight, out: per_client(params, x, y, weight, model)
+        return lambda params, x, y, weight, out: [per_client(params[0], x, y, weight, model)]
 
-    def stacked(params: Tensor, x: Tensor, y: Tensor, weight: Tensor, out: Tensor) -> Tensor:
+    def stacked(
+        params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor, out: list[Tensor]
+    ) -> list[Tensor]:
         k, batch = x.shape[0], x.shape[1]
         logits, traces = plan.forward(params, x, trace=True)
         losses = F.cross_entropy(logits.reshape(k * batch, -1), y.reshape(-1), reduction="none")
@@ -182,63 +185,36 @@ def train_vectorized(
 
     Clients are ordered by decreasing schedule length, so the clients still training at any step
     are a prefix of the stacked parameters: each step works on views of that prefix (no padding
-    steps, no masked copies) and updates them in place. Gradients come from the stacked plan
-    (:mod:`fedguard.core.stacked_model`) where the model allows, else from ``vmap(grad)``.
+    steps, no masked copies) and updates them in place (:class:`ClientStack`). Gradients come
+    from the stacked plan (:mod:`fedguard.core.stacked_model`) where the model allows, else from
+    ``vmap(grad)`` (``engine``: "auto", "stacked" or "vmap").
     """
     ids = list(client_ids)
     counts = _counts(data, ids)
     index, mask = batch_schedule(counts, ids, cfg, seed, round_index)
-    gradient = _gradient_fn(model, _plan_for(model, data, engine))
-    steps = mask.any(dim=2).sum(dim=1)  # (n,) steps each client takes
-    order, active = _by_schedule_length(steps)
+    plan = _plan_for(model, data, engine)
+    gradient = _gradient_fn(model, plan)
+    order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)
     if order is not None:
         rows, index, mask = rows[order], index[order], mask[order]
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
 
-    params = global_params.expand(len(ids), -1).clone()  # (n, d)
-    grads = torch.empty_like(params)
-    buffer = torch.zeros_like(params) if cfg.momentum else None
+    stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
     for step, k in enumerate(active):
         positions = index[:k, step]  # (k, batch)
         weight = mask[:k, step].to(dtype)
         weight /= weight.sum(dim=1, keepdim=True).clamp_min(1)  # mean over each real batch
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
-        g = gradient(params[:k], x, y, weight, grads[:k])
-        _sgd_update(params[:k], None if buffer is None else buffer[:k], g, global_params, cfg)
-    deltas = params.sub_(global_params)
-    return deltas if order is None else deltas[torch.argsort(order.to(device))]
-
-
-def _by_schedule_length(steps: Tensor) -> tuple[Tensor | None, list[int]]:
-    """Clients by decreasing step count (None when already so) and how many train at each step."""
-    order = torch.argsort(steps, descending=True, stable=True)
-    ordered = steps[order]
-    total = int(ordered[0]) if len(ordered) else 0
-    active = (ordered[None, :] > torch.arange(total)[:, None]).sum(dim=1).tolist()  # (steps,)
-    if bool((order == torch.arange(len(order))).all()):
-        return None, active
-    return order, active
+        params, out = stack.prefix(k)
+        g = gradient(params, x, y, weight, out)
+        stack.sgd_update(k, g, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+    return stack.deltas(order)
 
 
 def _counts(data: ClientData, client_ids: Sequence[int]) -> list[int]:
     return data.counts[torch.as_tensor(list(client_ids), dtype=torch.long)].tolist()
-
-
-def _sgd_update(
-    params: Tensor,  # (k, d) view of the clients still training, updated in place
-    buffer: Tensor | None,  # (k, d) momentum buffers (in place), None without momentum
-    g: Tensor,  # (k, d) gradients (may be overwritten)
-    global_params: Tensor,
-    cfg: LocalTrainingConfig,
-) -> None:
-    """FedProx term, then SGD with PyTorch's momentum convention ``b ← m·b + g; w ← w − η·b``."""
-    if cfg.prox_mu:
-        g = g.add_(params - global_params, alpha=cfg.prox_mu)
-    if buffer is not None:
-        g = buffer.mul_(cfg.momentum).add_(g)
-    params.add_(g, alpha=-cfg.learning_rate)
 
 
 def train_sequential(
@@ -407,7 +383,7 @@ def train_dp_sgd(
     index, mask = poisson_batch_schedule(counts, ids, cfg, seed, round_index)  # (n, steps, width)
     steps = torch.as_tensor([dp_sgd_steps(c, cfg) for c in counts], dtype=torch.long)  # (n,)
     expected = torch.as_tensor([dp_sgd_sampling_rate(c, cfg) * c for c in counts])  # (n,)
-    order, active = _by_schedule_length(steps)
+    order, active = schedule_prefixes(steps)
     rows = torch.as_tensor(ids, dtype=torch.long)
     gens = list(noise) if noise is not None else None
     if order is not None:
@@ -417,34 +393,33 @@ def train_dp_sgd(
     device, dtype = global_params.device, global_params.dtype
     ordered_ids = rows.numpy()
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
-    expected = expected.to(device=device, dtype=dtype)[:, None]
+    expected = expected.to(device=device, dtype=dtype)
 
     std = dp.noise_multiplier * dp.clip_norm
     d = global_params.numel()
-    params = global_params.expand(len(ids), -1).clone()  # (n, d)
-    grads = torch.empty_like(params)
-    buffer = torch.zeros_like(params) if cfg.momentum else None
+    stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
     for step, k in enumerate(active):
         width = max(int(sizes[:k, step].max()), 1)  # no slots beyond the largest real batch
         positions = index[:k, step, :width]  # (k, width)
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
         weight = mask[:k, step, :width].to(dtype)
+        params, out = stack.prefix(k)
         if plan is not None:
-            total = ghost_clipped_gradient_sum(
-                plan, params[:k], x, y, weight, dp.clip_norm, grads[:k]
-            )
+            total = ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
         else:
-            total = clipped_gradient_sum(model, params[:k], x, y, weight, dp.clip_norm)
+            total = [clipped_gradient_sum(model, params[0], x, y, weight, dp.clip_norm)]
         if gens is not None:
             z = torch.stack([_standard_normal(d, gen, dtype) for gen in gens[:k]])
         elif secure_noise:
             z = _secure_normals((k, d), dtype)
         else:
             z = counter_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
-        g = total.add_(z.to(device=device, dtype=dtype), alpha=std).div_(expected[:k])
-        _sgd_update(params[:k], None if buffer is None else buffer[:k], g, global_params, cfg)
-    deltas = params.sub_(global_params)
-    return deltas if order is None else deltas[torch.argsort(order.to(device))]
+        z = z.to(device=device, dtype=dtype)
+        for g, noise_block in zip(total, stack.split(z), strict=True):
+            scale = expected[:k].view(k, *([1] * (g.dim() - 1)))
+            g.add_(noise_block, alpha=std).div_(scale)
+        stack.sgd_update(k, total, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+    return stack.deltas(order)
 
 
 def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:

@@ -22,6 +22,7 @@ gradients of one backward pass).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,11 +48,11 @@ POOLING = (nn.MaxPool2d, nn.AvgPool2d)
 
 @dataclass(frozen=True)
 class StackedLayer:
-    """One layer of the plan: its module and the slices of its parameters in the flat vector."""
+    """One layer of the plan: its module and the indices of its parameter blocks."""
 
     module: nn.Module
-    weight: slice | None = None
-    bias: slice | None = None
+    weight: int | None = None
+    bias: int | None = None
 
 
 @dataclass
@@ -83,11 +84,7 @@ class StackedModel:
         module = model.module
         if type(module) is not nn.Sequential or any(True for _ in module.buffers()):
             return None
-        offsets: dict[str, slice] = {}
-        start = 0
-        for name, size in zip(model.layout.names, model.layout.sizes, strict=True):
-            offsets[name] = slice(start, start + size)
-            start += size
+        offsets = {name: i for i, name in enumerate(model.layout.names)}
         layers = []
         used: set[str] = set()
         for index, child in module.named_children():
@@ -117,9 +114,9 @@ class StackedModel:
         plan = StackedModel(model, tuple(layers), 0)
         try:  # a dry run settles shapes (e.g. a Linear fed an unflattened image is refused)
             with torch.no_grad():
-                params = model.initial_params()[None]
+                params = model.initial_params()
                 x = torch.zeros(1, 1, *input_shape, dtype=params.dtype, device=params.device)
-                logits, _ = plan.forward(params, x)
+                logits, _ = plan.forward(plan.blocks(params[None]), x)
         except _Unsupported:
             return None
         if logits.dim() != 3:
@@ -127,10 +124,28 @@ class StackedModel:
         plan.n_classes = int(logits.shape[-1])
         return plan
 
+    # ------------------------------------------------------------------ parameter blocks
+
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """Views ``(k, *shape)`` of each parameter of the stacked flat vectors ``flat`` (k, d)."""
+        return list(self.model.layout.unflatten(flat).values())
+
+    def stacked_copies(self, flat: Tensor, n: int) -> list[Tensor]:
+        """``n`` contiguous copies of the flat vector ``flat`` (d,), one block per parameter."""
+        return [b.expand(n, *b.shape).clone() for b in self.model.layout.unflatten(flat).values()]
+
+    @staticmethod
+    def join(blocks: Sequence[Tensor]) -> Tensor:
+        """The flat ``(k, d)`` of parameter blocks."""
+        return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)
+
     # ------------------------------------------------------------------ forward
 
-    def forward(self, params: Tensor, x: Tensor, trace: bool = False) -> tuple[Tensor, list[Trace]]:
-        """Logits ``(k, batch, classes)`` of ``params`` (k, d) on ``x`` (k, batch, *input).
+    def forward(
+        self, params: Sequence[Tensor], x: Tensor, trace: bool = False
+    ) -> tuple[Tensor, list[Trace]]:
+        """Logits ``(k, batch, classes)`` of parameter blocks ``params`` (each ``(k, *shape)``)
+        on ``x`` (k, batch, *input).
 
         With ``trace`` the output of the first layer with parameters is made to require grad
         (parameters never do), so one ``autograd.grad`` over the traced outputs yields every
@@ -144,9 +159,10 @@ class StackedModel:
             if isinstance(m, nn.Linear):
                 if h.dim() != 3:
                     raise _Unsupported
-                w = params[:, layer.weight].view(k, m.out_features, m.in_features)
+                assert layer.weight is not None
+                w = params[layer.weight]  # (k, out, in)
                 if layer.bias is not None:
-                    z = torch.baddbmm(params[:, layer.bias].unsqueeze(1), h, w.transpose(1, 2))
+                    z = torch.baddbmm(params[layer.bias].unsqueeze(1), h, w.transpose(1, 2))
                 else:
                     z = torch.bmm(h, w.transpose(1, 2))
                 z = _traced(z, trace, traces)
@@ -157,8 +173,9 @@ class StackedModel:
                 if h.dim() != 5:
                     raise _Unsupported
                 inputs = h.transpose(0, 1).reshape(batch, -1, *h.shape[3:])  # (batch, k·C, H, W)
-                w = params[:, layer.weight].reshape(-1, *m.weight.shape[1:])  # (k·out, C, kh, kw)
-                b = params[:, layer.bias].reshape(-1) if layer.bias is not None else None
+                assert layer.weight is not None
+                w = params[layer.weight].reshape(-1, *m.weight.shape[1:])  # (k·out, C, kh, kw)
+                b = params[layer.bias].reshape(-1) if layer.bias is not None else None
                 z = F.conv2d(inputs, w, b, m.stride, m.padding, m.dilation, groups=k)
                 z = _traced(z, trace, traces)
                 if trace:
@@ -210,33 +227,34 @@ def output_gradients(t: Trace, g: Tensor, k: int) -> Tensor:
 
 @torch.no_grad()
 def accumulate_gradients(
-    traces: list[Trace], grads: tuple[Tensor, ...], factor: Tensor | None, out: Tensor
-) -> Tensor:
-    """Write ``Σ_i factor_i · ∇_θ ℓ_i`` of every client into ``out`` (k, d); ``factor`` (k, batch).
+    traces: list[Trace], grads: tuple[Tensor, ...], factor: Tensor | None, out: list[Tensor]
+) -> list[Tensor]:
+    """Write ``Σ_i factor_i · ∇_θ ℓ_i`` of every client into the blocks ``out`` (each
+    ``(k, *shape)``, contiguous); ``factor`` (k, batch).
 
     ``grads`` are the output gradients of ``Σ_i ℓ_i`` (or of any per-sample weighted loss), so
     ``factor=None`` gives that loss's gradient. Book-keeping (Bu et al. 2023): a Linear layer's
     weight gradient is ``(factor ⊙ G)ᵀ A`` per client, a convolution's the same over patches.
+    Results go straight into ``out``: large temporaries cost page faults on every step.
     """
-    k = out.shape[0]
+    k = out[0].shape[0]
     for t, g in zip(traces, grads, strict=True):
         m, layer = t.layer.module, t.layer
         assert layer.weight is not None
         if isinstance(m, nn.Linear):
             gw = g if factor is None else g * factor[..., None]  # (k, batch, out)
-            weight = out[:, layer.weight].view(k, m.out_features, m.in_features)
-            torch.bmm(gw.transpose(1, 2), t.inputs, out=weight)
+            torch.bmm(gw.transpose(1, 2), t.inputs, out=out[layer.weight])
             if layer.bias is not None:
-                out[:, layer.bias] = gw.sum(dim=1)
+                torch.sum(gw, dim=1, out=out[layer.bias])
         else:
             go = output_gradients(t, g, k)  # (batch, k, out, positions)
             if factor is not None:
                 go = go * factor.t()[..., None, None]
             patches = unfolded_inputs(t, k)  # (batch, k, C·kh·kw, positions)
             weight = torch.einsum("bkop,bkcp->koc", go, patches)
-            out[:, layer.weight] = weight.reshape(k, -1)
+            out[layer.weight].copy_(weight.view(out[layer.weight].shape))
             if layer.bias is not None:
-                out[:, layer.bias] = go.sum(dim=(0, 3))
+                torch.sum(go, dim=(0, 3), out=out[layer.bias])
     return out
 
 
