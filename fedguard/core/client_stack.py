@@ -1,11 +1,12 @@
 """The trainers' per-client state: stacked parameters, gradients and momentum, updated in place.
 
-With a stacked plan (:mod:`fedguard.core.stacked_model`) each parameter of the model is its own
-contiguous block ``(n, *shape)``: gradients are written straight into their blocks and every
-update is an in-place operation on a prefix view (the clients still training, see
-:func:`schedule_prefixes`), so a step allocates nothing of the size of the parameters — fresh
-large tensors cost page faults on every step. Without a plan (the ``vmap`` path) there is one
-block, the flat ``(n, d)``.
+The parameters are one flat ``(n, d)`` tensor, which becomes the returned deltas in place; the
+model sees views of it shaped per parameter (``(n, *shape)`` blocks, :mod:`fedguard.core.stacked_model`).
+Gradients are contiguous blocks written straight by the batched products, and every update is
+an in-place operation on a prefix view (the clients still training, see
+:func:`schedule_prefixes`), so a step allocates nothing of the size of the parameters — a
+fresh large tensor costs its page faults on every step. Without a plan (the ``vmap`` path)
+there is one block, the flat ``(n, d)`` itself.
 """
 
 from __future__ import annotations
@@ -22,23 +23,21 @@ from fedguard.core.stacked_model import StackedModel
 class ClientStack:
     plan: StackedModel | None
     global_params: Tensor  # (d,)
-    params: list[Tensor]  # blocks (n, *shape)
+    params: Tensor  # (n, d)
     grads: list[Tensor]  # blocks (n, *shape), overwritten every step
     buffer: list[Tensor] | None  # momentum blocks, None without momentum
 
     @staticmethod
     def of(plan: StackedModel | None, global_params: Tensor, n: int, momentum: bool) -> ClientStack:
-        if plan is not None:
-            params = plan.stacked_copies(global_params, n)
-        else:
-            params = [global_params.expand(n, -1).clone()]
-        grads = [torch.empty_like(p) for p in params]
-        buffer = [torch.zeros_like(p) for p in params] if momentum else None
+        params = global_params.expand(n, -1).clone()
+        blocks = plan.blocks(params) if plan is not None else [params]
+        grads = [torch.empty(b.shape, dtype=b.dtype, device=b.device) for b in blocks]
+        buffer = [torch.zeros_like(g) for g in grads] if momentum else None
         return ClientStack(plan, global_params, params, grads, buffer)
 
     def prefix(self, k: int) -> tuple[list[Tensor], list[Tensor]]:
-        """Views of the first ``k`` clients' parameters and gradient blocks."""
-        return [p[:k] for p in self.params], [g[:k] for g in self.grads]
+        """Views of the first ``k`` clients' parameter and gradient blocks."""
+        return self.split(self.params[:k]), [g[:k] for g in self.grads]
 
     def split(self, flat: Tensor) -> list[Tensor]:
         """A flat ``(k, d)`` tensor as views shaped like the blocks."""
@@ -51,8 +50,7 @@ class ClientStack:
         convention ``b ← m·b + g; w ← w − η·b`` on the first ``k`` clients, in place
         (``grads`` may be overwritten)."""
         anchors = self.split(self.global_params[None])  # (1, *shape) each
-        for j, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-            p = p[:k]
+        for j, (p, g) in enumerate(zip(self.split(self.params[:k]), grads, strict=True)):
             if prox_mu:
                 g = g.add_(p, alpha=prox_mu).sub_(anchors[j], alpha=prox_mu)
             if self.buffer is not None:
@@ -61,10 +59,8 @@ class ClientStack:
 
     def deltas(self, order: Tensor | None) -> Tensor:
         """``θ_c − θ_global`` of every client ``(n, d)``, back in the callers' client order."""
-        self.grads, self.buffer = [], None  # free them before the flat copy
-        flat = self.params[0] if self.plan is None else self.plan.join(self.params)
-        self.params = []
-        flat.sub_(self.global_params)
+        self.grads, self.buffer = [], None  # free them before a reordering copy
+        flat = self.params.sub_(self.global_params)
         if order is None:
             return flat
         return flat[torch.argsort(order.to(flat.device))]

@@ -104,8 +104,9 @@ def batch_schedule(
     per_epoch = (count + batch - 1) // batch  # (n,)
     total = epochs * per_epoch
     step = torch.arange(int(total.max()))  # (steps,)
-    epoch = torch.minimum(step[None, :] // per_epoch[:, None], torch.tensor(epochs - 1))
-    position = (step[None, :] % per_epoch[:, None])[..., None] * batch + torch.arange(batch)
+    divisor = per_epoch.clamp_min(1)[:, None]  # a client without samples takes no step
+    epoch = torch.minimum(step[None, :] // divisor, torch.tensor(epochs - 1))
+    position = (step[None, :] % divisor)[..., None] * batch + torch.arange(batch)
     mask = (position < count[:, None, None]) & (step[None, :, None] < total[:, None, None])
     rows = torch.arange(len(count))[:, None, None]
     index = order[rows, epoch[..., None], position.clamp(max=width - 1)]

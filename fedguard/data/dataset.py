@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from fedguard.errors import ConfigError
@@ -81,6 +80,8 @@ def split(
     data: Dataset, test_fraction: float, validation_fraction: float, seed: int
 ) -> tuple[Dataset, Dataset, Dataset]:
     """Stratified train / validation / test split, deterministic in ``seed``."""
+    from sklearn.model_selection import train_test_split  # imported here: it costs ~1 s
+
     index = np.arange(len(data))
     labels = data.labels.numpy()
     train_val, test = train_test_split(
