@@ -9,6 +9,7 @@ import numpy as np
 
 from fedguard.api import Component, require
 from fedguard.data.dataset import Dataset, from_arrays
+from fedguard.data.shuffle_split import digits_arrays
 from fedguard.errors import ConfigError
 
 
@@ -22,11 +23,9 @@ class DigitsDataset(DatasetSource):
     """scikit-learn's 8×8 handwritten digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
 
     def load(self) -> Dataset:
-        from sklearn.datasets import load_digits  # heavy imports only where used
-
-        bunch = load_digits()
-        x = bunch.images.astype(np.float32) / 16.0
-        return from_arrays(x[:, None], bunch.target, "digits", (1, 8, 8), (0.0, 1.0))
+        images, target = digits_arrays()  # load_digits' file, without importing scikit-learn
+        x = images.astype(np.float32) / 16.0
+        return from_arrays(x[:, None], target, "digits", (1, 8, 8), (0.0, 1.0))
 
 
 @dataclass(frozen=True)

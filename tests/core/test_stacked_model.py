@@ -121,7 +121,9 @@ def test_default_path_imports_neither_dynamo_nor_sklearn() -> None:
         "from fedguard.models.mlp import MLP\n"
         "m = FlatModel.of(MLP().build((4,), 3))\n"
         "d = ClientData.pad([torch.rand(5, 4)] * 2, [torch.zeros(5, dtype=torch.long)] * 2)\n"
-        "train_vectorized(m, m.initial_params(), d, [0, 1], LocalTrainingConfig(batch_size=2), 0, 0)"
+        "train_vectorized(m, m.initial_params(), d, [0, 1], LocalTrainingConfig(batch_size=2), 0, 0)\n"
+        "from fedguard.data.dataset import split\n"
+        "split(fedguard.data.datasets.DigitsDataset().load(), 0.2, 0.1, 0)"
     )
     assert _imports_after(code) == set()
 
