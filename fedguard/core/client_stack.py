@@ -31,7 +31,7 @@ class ClientStack:
     def of(plan: StackedModel | None, global_params: Tensor, n: int, momentum: bool) -> ClientStack:
         params = global_params.expand(n, -1).clone()
         blocks = plan.blocks(params) if plan is not None else [params]
-        grads = [torch.empty(b.shape, dtype=b.dtype, device=b.device) for b in blocks]
+        grads = _gradient_workspace(blocks)
         buffer = [torch.zeros_like(g) for g in grads] if momentum else None
         return ClientStack(plan, global_params, params, grads, buffer)
 
@@ -64,6 +64,27 @@ class ClientStack:
         if order is None:
             return flat
         return flat[torch.argsort(order.to(flat.device))]
+
+
+#: the gradient blocks of the last round, reused while the shapes fit: a fresh buffer of the size
+#: of the stacked parameters costs its page faults (zero-fill) again every round
+_WORKSPACE: list[Tensor] = []
+
+
+def _gradient_workspace(blocks: list[Tensor]) -> list[Tensor]:
+    """Contiguous gradient blocks shaped like ``blocks`` (prefix views of a kept workspace)."""
+    global _WORKSPACE
+    fits = len(_WORKSPACE) == len(blocks) and all(
+        w.shape[1:] == b.shape[1:]
+        and w.shape[0] >= b.shape[0]
+        and w.dtype == b.dtype
+        and w.device == b.device
+        for w, b in zip(_WORKSPACE, blocks, strict=True)
+    )
+    if not fits:
+        _WORKSPACE = []  # free the old one first
+        _WORKSPACE = [torch.empty(b.shape, dtype=b.dtype, device=b.device) for b in blocks]
+    return [w[: b.shape[0]] for w, b in zip(_WORKSPACE, blocks, strict=True)]
 
 
 def schedule_prefixes(steps: Tensor) -> tuple[Tensor | None, list[int]]:
