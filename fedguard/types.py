@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from fedguard.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,76 @@ class AggregationResult:
 
 
 @dataclass(frozen=True)
+class LocalTrainingRecipe:
+    """How a client trains locally in one round — the server's choice, known to its attacks.
+
+    The core fills it from the run's ``training`` section (one place:
+    :func:`fedguard.core.simulation.local_training_recipe`) and hands it to privacy attacks in
+    :attr:`ServerView.recipe`, so that an attack re-training a client (reference models of
+    membership inference) trains exactly like it. The semantics are those of
+    :mod:`fedguard.core.local_training`:
+
+    * ``fedavg``: every local epoch the client reshuffles its ``n`` samples and takes
+      ``⌈n / batch_size⌉`` steps on consecutive batches (the last one partial), so
+      ``local_epochs·⌈n / batch_size⌉`` steps per round;
+    * ``fedsgd``: one full-batch step (``local_epochs`` and ``batch_size`` unused);
+    * each step: mean cross-entropy of the batch plus the FedProx term ``prox_mu/2·‖w − w₀‖²``
+      (``w₀`` the broadcast model), then SGD with PyTorch's momentum convention
+      ``b ← momentum·b + g; w ← w − learning_rate·b`` (buffer reset every round).
+
+    References
+    ----------
+    McMahan et al., "Communication-efficient learning of deep networks from decentralized data",
+    AISTATS 2017 (FedAvg, FedSGD).
+    Li et al., "Federated optimization in heterogeneous networks", MLSys 2020 (FedProx).
+    """
+
+    algorithm: str  # "fedavg" | "fedsgd"
+    learning_rate: float
+    local_epochs: int = 1
+    batch_size: int = 16
+    momentum: float = 0.0
+    prox_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.algorithm in ("fedavg", "fedsgd"), "algorithm", "'fedavg' or 'fedsgd'"),
+            (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                "learning_rate",
+                "a finite number > 0",
+            ),
+            (self.local_epochs >= 1, "local_epochs", "an integer ≥ 1"),
+            (self.batch_size >= 1, "batch_size", "an integer ≥ 1"),
+            (0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)"),
+            (math.isfinite(self.prox_mu) and self.prox_mu >= 0, "prox_mu", "a finite number ≥ 0"),
+        )
+        for ok, name, allowed in checks:
+            if not ok:
+                raise ConfigError(f"training.{name} must be {allowed}.")
+
+    def local_steps(self, n_samples: int) -> int:
+        """SGD steps a client holding ``n_samples`` samples takes in one round."""
+        if self.algorithm == "fedsgd":
+            return 1
+        return self.local_epochs * math.ceil(n_samples / self.batch_size)
+
+    def step_batch_size(self, n_samples: int) -> int:
+        """Samples in a full batch of a client holding ``n_samples`` (all of them for FedSGD)."""
+        if self.algorithm == "fedsgd":
+            return n_samples
+        return min(self.batch_size, n_samples)
+
+
+@dataclass(frozen=True)
 class ServerView:
     """What an honest-but-curious server sees of one round (the transport's output).
 
     Under plain transport ``updates`` holds every client's delta; under secure aggregation it is
     ``None`` and only ``update_sum`` (and the participants' ids) is visible.
     ``training`` describes the local-training hyper-parameters the server chose (lr, steps,
-    batch size, algorithm), which inversion attacks may use.
+    batch size, algorithm) as a plain mapping; ``recipe`` is the same as one typed
+    :class:`LocalTrainingRecipe` (filled by the core; ``None`` in views built without one).
     """
 
     round: int
@@ -94,6 +160,7 @@ class ServerView:
     update_sum: Tensor  # (d,)
     num_samples: tuple[int, ...]
     training: Mapping[str, Any] = field(default_factory=dict)
+    recipe: LocalTrainingRecipe | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ The loss of a batch is the *mean* softmax cross-entropy over the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,16 +31,19 @@ from torch.func import functional_call
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.metrics.privacy_attack_metrics import (
+    class_mean_psnr,
     exact_match_rate,
     feature_abs_error,
     hungarian_match,
     label_multiset_accuracy,
+    mean_image_psnr,
     mse_per_sample,
     psnr_per_sample,
+    recovered,
     ssim_per_sample,
 )
 from fedguard.rng import torch_generator
-from fedguard.types import ServerView, Truth
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 AGGREGATE_ID = -1  # client id of a reconstruction made from a secure-aggregation sum
 
@@ -172,13 +176,18 @@ class AttackTarget:
     n_clients_in_aggregate: int
 
 
-def training_hparams(training: Mapping[str, Any]) -> tuple[float, int | None, int | None, int]:
-    """``(lr, local_steps, batch_size, local_epochs)`` from ``ServerView.training``.
+def training_hparams(
+    training: Mapping[str, Any] | LocalTrainingRecipe,
+) -> tuple[float, int | None, int | None, int]:
+    """``(lr, local_steps, batch_size, local_epochs)`` from the view's typed
+    :class:`~fedguard.types.LocalTrainingRecipe` or its ``training`` mapping.
 
-    Accepts fedguard's keys (``learning_rate``, ``local_epochs``, ``batch_size``, ``algorithm``)
-    and the short ones (``lr``, ``local_steps``). ``local_steps`` is ``None`` when it depends on
-    each client's data size (FedAvg: ``local_epochs·⌈n / batch_size⌉``).
+    A mapping may use fedguard's keys (``learning_rate``, ``local_epochs``, ``batch_size``,
+    ``algorithm``) or the short ones (``lr``, ``local_steps``). ``local_steps`` is ``None`` when
+    it depends on each client's data size (FedAvg: ``local_epochs·⌈n / batch_size⌉``).
     """
+    if isinstance(training, LocalTrainingRecipe):
+        training = dataclasses.asdict(training)
     lr = float(training.get("lr", training.get("learning_rate", 1.0)))
     require(lr > 0, "training.lr", "a positive learning rate")
     batch = training.get("batch_size")
@@ -220,7 +229,9 @@ def select_targets(
     A client that takes one local step on a batch of ``b < n`` samples has ``b`` samples
     reconstructed; otherwise all its ``n`` samples are.
     """
-    lr, steps, batch, epochs = training_hparams(view.training)
+    lr, steps, batch, epochs = training_hparams(
+        view.recipe if view.recipe is not None else view.training
+    )
 
     def count(n_data: int) -> int:
         if n_samples is not None:
@@ -398,6 +409,10 @@ class InversionOutput:
     n_classes: int
 
 
+#: A reconstruction is *recovered* when its PSNR beats both trivial baselines by this much.
+RECOVERY_MARGIN_DB = 3.0
+
+
 def score_reconstruction(
     rec: Reconstruction,
     true_inputs: Tensor,
@@ -406,11 +421,17 @@ def score_reconstruction(
     image_shape: tuple[int, int, int] | None,
     n_classes: int,
     match_tolerance: float = 0.01,
+    population: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, float]:
-    """Hungarian-match the reconstruction to the truth, then MSE / PSNR / SSIM / label accuracy.
+    """Hungarian-match the reconstruction to the truth, then MSE / PSNR / SSIM / label accuracy,
+    beside the trivial baselines.
 
     PSNR uses the declared range, or the true values' max − min for unbounded (tabular) data;
-    the exact-match rate counts entries within ``match_tolerance`` of that span.
+    the exact-match rate counts entries within ``match_tolerance`` of that span. Baselines
+    (per matched sample, then averaged like ``psnr_db``): ``baseline_mean_psnr_db`` guesses the
+    mean of ``population`` (default: the true batch), ``baseline_class_mean_psnr_db`` the mean
+    of the population's samples of the true label; ``n_recovered`` counts matched samples whose
+    PSNR beats both by :data:`RECOVERY_MARGIN_DB`.
     """
     rows, cols = hungarian_match(rec.inputs, true_inputs)
     x_hat, x = rec.inputs[rows], true_inputs[cols]
@@ -419,10 +440,18 @@ def score_reconstruction(
     else:
         span = data_range[1] - data_range[0]
     psnr = psnr_per_sample(x_hat, x, span).clamp_max(200.0)  # exact → capped at 200 dB
+    pop_x, pop_y = population if population is not None else (true_inputs, true_labels)
+    pop_x = pop_x.reshape(pop_x.shape[0], *true_inputs.shape[1:])
+    base_mean = mean_image_psnr(x, pop_x, span).clamp_max(200.0)  # (B,)
+    base_class = class_mean_psnr(x, true_labels[cols], pop_x, pop_y, span).clamp_max(200.0)
+    hit = recovered(psnr, base_mean, base_class, margin_db=RECOVERY_MARGIN_DB)
     out = {
         "mse": float(mse_per_sample(x_hat, x).mean()),
         "psnr_db": float(psnr.mean()),
         "psnr_db_min": float(psnr.min()),
+        "baseline_mean_psnr_db": float(base_mean.mean()),
+        "baseline_class_mean_psnr_db": float(base_class.mean()),
+        "n_recovered": float(hit.sum()),
         "label_accuracy": label_multiset_accuracy(rec.labels, true_labels, n_classes),
         "n_reconstructed": float(rec.inputs.shape[0]),
         "n_true": float(true_inputs.shape[0]),
@@ -437,15 +466,26 @@ def score_reconstruction(
 
 
 def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
-    """Average the per-client scores; an aggregate reconstruction is scored against all batches."""
+    """Average the per-client scores; an aggregate reconstruction is scored against all batches.
+
+    The baselines' population is every client's training data in ``truth`` (the dataset the
+    mean images are taken from; the target's own samples included, which only strengthens the
+    baselines). ``n_recovered`` is summed over the attacked clients, and ``recovered_fraction``
+    is it over the matched samples.
+    """
+    batches = list(truth.private_batches.values())
+    population = None
+    if batches:
+        population = (
+            torch.cat([b[0].reshape(b[0].shape[0], -1) for b in batches]),
+            torch.cat([b[1] for b in batches]),
+        )
     per_client: list[dict[str, float]] = []
     for rec in output.reconstructions:
         if rec.client_id == AGGREGATE_ID:
-            batches = list(truth.private_batches.values())
-            if not batches:
+            if population is None:
                 continue
-            xs = torch.cat([b[0].reshape(b[0].shape[0], -1) for b in batches])
-            ys = torch.cat([b[1] for b in batches])
+            xs, ys = population
         elif rec.client_id in truth.private_batches:
             xb, ys = truth.private_batches[rec.client_id]
             xs = xb.reshape(xb.shape[0], -1)
@@ -459,6 +499,7 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
                 output.data_range,
                 output.image_shape,
                 output.n_classes,
+                population=population,
             )
         )
     if not per_client:
@@ -466,6 +507,9 @@ def score_output(output: InversionOutput, truth: Truth) -> dict[str, float]:
     keys = per_client[0].keys()
     result = {k: sum(d[k] for d in per_client) / len(per_client) for k in keys}
     result["psnr_db_min"] = min(d["psnr_db_min"] for d in per_client)
+    result["n_recovered"] = sum(d["n_recovered"] for d in per_client)
+    matched = sum(min(d["n_reconstructed"], d["n_true"]) for d in per_client)
+    result["recovered_fraction"] = result["n_recovered"] / max(matched, 1.0)
     result["from_aggregate"] = float(output.from_aggregate)
     result["n_clients_in_aggregate"] = float(output.n_clients_in_aggregate)
     return result

@@ -5,9 +5,12 @@
   recipe the target was trained with.
 * :func:`resolve_target` — the attacked parameters: the final global model, or one client's
   local model ``θ_global + Δ_i`` (the server attacking that client; members = the client's data).
+* :func:`client_recipe` — a client's local round as reference-model training, read from the
+  typed :class:`~fedguard.types.LocalTrainingRecipe` the core puts in the view (steps, batches
+  with the partial last one, momentum, FedSGD's single full-batch step, the proximal term).
 * :func:`reference_models` — shadow / reference models trained on random halves of
   ``candidates ∪ population`` with :mod:`attacks.membership._shadow` (vectorized); a client-level
-  target's references start from ``θ_global`` and repeat the client's local training.
+  target's references start from ``θ_global`` and repeat the client's local training exactly.
 * :func:`score_membership` — AUC and TPR at 1% / 0.1% FPR with Clopper-Pearson intervals;
   members are the candidates found (row-exact) in the target's training data from :class:`Truth`.
 """
@@ -38,9 +41,13 @@ from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
 from fedguard.rng import torch_generator
-from fedguard.types import ServerView, Truth
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 TARGETS = ("global", "client")
+NO_RECIPE = (
+    "a membership attack with reference models needs the clients' local training recipe: "
+    "build the ServerView with recipe=LocalTrainingRecipe(...)."
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class MembershipTask:
 
     ``target_params`` is the final global model; when ``None`` the view's ``global_params`` is
     attacked. ``recipe`` is how the global target was trained (reference models for a client
-    target use the view's ``training`` hyper-parameters instead).
+    target repeat the client's round from the view's :attr:`~fedguard.types.ServerView.recipe`
+    instead).
     """
 
     model: nn.Module
@@ -81,7 +89,8 @@ def as_membership_task(
     points for the global model — and as many random test points (non-members); the attacker's
     population is the validation split (the unused test points when it is empty). Reference
     models for the global model train on ``len(train)`` points for ``shadow_steps`` SGD steps
-    (default: rounds × local epochs × ⌈mean client size / batch⌉) at the local learning rate —
+    at the local learning rate (default: FedAvg — rounds × local epochs × ⌈mean client size /
+    batch⌉ mini-batch steps with the local momentum; FedSGD — one full-batch step per round) —
     an approximation of federated training, stated as such.
     """
     if isinstance(env, MembershipTask):
@@ -92,8 +101,8 @@ def as_membership_task(
         raise ConfigError(
             "a membership attack's environment must be a MembershipTask or a fedguard simulation."
         )
+    local = view_recipe(view)
     train, test, validation = data.train, data.test, data.validation
-    t = spec.training
     if target == "client":
         cid = target_client if target_client is not None else view.client_ids[0]
         xm, ym = data.client_arrays(cid)
@@ -108,17 +117,25 @@ def as_membership_task(
     else:
         rest = order[n_members:]
         population = (test.features[rest], test.labels[rest])
+    train_size = min(len(train), (len(population[0]) + 2 * n_members) // 2)
     mean_size = max(1, round(len(train) / spec.clients.n_clients))
-    steps = shadow_steps or spec.rounds * t.local_epochs * -(-mean_size // t.batch_size)
-    recipe = TrainingRecipe(
-        steps=steps, batch_size=t.batch_size, lr=t.learning_rate, momentum=t.momentum
-    )
+    if local.algorithm == "fedsgd":  # each round one full-batch gradient step over all data
+        steps = shadow_steps or spec.rounds
+        recipe = TrainingRecipe(steps=steps, batch_size=train_size, lr=local.learning_rate)
+    else:
+        steps = shadow_steps or spec.rounds * local.local_steps(mean_size)
+        recipe = TrainingRecipe(
+            steps=steps,
+            batch_size=local.batch_size,
+            lr=local.learning_rate,
+            momentum=local.momentum,
+        )
     return MembershipTask(
         model=env_module(env),
         candidates=(torch.cat([xm, x_non]), torch.cat([ym, y_non])),
         population=population,
         recipe=recipe,
-        train_size=min(len(train), (len(population[0]) + 2 * n_members) // 2),
+        train_size=train_size,
     )
 
 
@@ -136,25 +153,51 @@ class ResolvedTarget:
     params: Tensor  # (d,)
     client_id: int | None  # None for the global model
     start: Tensor | None  # (d,) references start here (client target); None = fresh init
-    recipe: TrainingRecipe
+    recipe: TrainingRecipe | None  # None: the view carried no recipe (no references possible)
     from_aggregate: bool
     train_size: int | None  # references train on random subsets of this size (None: half)
+
+
+def view_recipe(view: ServerView) -> LocalTrainingRecipe:
+    """The clients' local training recipe the core handed over with the view."""
+    if view.recipe is None:
+        raise ConfigError(NO_RECIPE)
+    return view.recipe
+
+
+def client_recipe(local: LocalTrainingRecipe, n_samples: int) -> TrainingRecipe:
+    """Reference-model training that repeats one client's local round on ``n_samples`` points:
+    the same number of steps, batch size (partial last batch kept; FedSGD: one full batch),
+    learning rate, momentum and proximal term (pulling towards the start, ``θ_global``)."""
+    return TrainingRecipe(
+        steps=local.local_steps(n_samples),
+        batch_size=local.step_batch_size(n_samples),
+        lr=local.learning_rate,
+        momentum=local.momentum,
+        prox_mu=local.prox_mu,
+        drop_last=False,
+    )
 
 
 def resolve_target(
     view: ServerView, task: MembershipTask, target: str, target_client: int | None
 ) -> ResolvedTarget:
+    """The attacked parameters and how its reference models train.
+
+    A client target's references start from ``θ_global`` and train with :func:`client_recipe`
+    of the view's :class:`~fedguard.types.LocalTrainingRecipe` on as many points as the client
+    holds; under secure aggregation the mean local model is attacked (a client of mean size).
+    A view without a recipe resolves to ``recipe=None``: enough for attacks without reference
+    models; :func:`reference_models` then refuses.
+    """
     if target == "global":
         params = task.target_params if task.target_params is not None else view.global_params
         return ResolvedTarget(params.detach(), None, None, task.recipe, False, task.train_size)
-    lr = float(view.training.get("lr", task.recipe.lr))
-    steps = int(view.training.get("local_steps", task.recipe.steps))
-    batch = int(view.training.get("batch_size", task.recipe.batch_size))
-    recipe = TrainingRecipe(steps=steps, batch_size=batch, lr=lr)
     if view.updates is None:
         # Secure aggregation: only the mean local model is visible; reported as such.
         mean = view.global_params + view.update_sum / len(view.client_ids)
         size = round(sum(view.num_samples) / len(view.client_ids))
+        recipe = None if view.recipe is None else client_recipe(view.recipe, size)
         return ResolvedTarget(mean.detach(), None, view.global_params.detach(), recipe, True, size)
     if target_client is None and view.client_ids:
         target_client = view.client_ids[0]
@@ -165,13 +208,14 @@ def resolve_target(
         )
     row = view.client_ids.index(target_client)
     params = view.global_params + view.updates[row]
+    size = view.num_samples[row]
     return ResolvedTarget(
         params.detach(),
         target_client,
         view.global_params.detach(),
-        recipe,
+        None if view.recipe is None else client_recipe(view.recipe, size),
         False,
-        view.num_samples[row],
+        size,
     )
 
 
@@ -190,6 +234,8 @@ def reference_models(
     task: MembershipTask, target: ResolvedTarget, n_models: int, generator: torch.Generator
 ) -> ReferenceModels:
     """Train ``n_models`` references on random subsets of the pool (vectorized) and evaluate."""
+    if target.recipe is None:
+        raise ConfigError(NO_RECIPE)
     xc, yc = task.candidates
     xp, yp = task.population
     pool_x = torch.cat([xc, xp])
@@ -201,7 +247,7 @@ def reference_models(
         init = init_stacked(layout, n_models, generator)
     else:
         init = target.start.expand(n_models, -1).clone()
-    params = train_stacked(task.model, init, pool_x, pool_y, batches, target.recipe)
+    params = train_stacked(task.model, init, pool_x, pool_y, batches, target.recipe)  # (K, d)
     ref_logits = stacked_logits(task.model, params, pool_x)
     tgt_logits = stacked_logits(task.model, target.params[None], pool_x)[0]
     return ReferenceModels(tgt_logits, ref_logits, mask, pool_y, xc.shape[0])
@@ -262,7 +308,14 @@ def membership_labels(output: MembershipOutput, truth: Truth) -> Tensor:
 
 
 def membership_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
-    """AUC, TPR at 1% and 0.1% FPR with 95% Clopper-Pearson intervals and reliability flags."""
+    """AUC, TPR at 1% and 0.1% FPR with 95% Clopper-Pearson intervals and reliability flags.
+
+    TPR at a target FPR follows the LiRA reference (the last ROC point with FPR strictly below
+    the target, :func:`~fedguard.metrics.privacy_attack_metrics.tpr_at_fpr`). Per target:
+    ``_reliable`` (0 when fewer than 1/target non-members or a tie at the threshold),
+    ``_tied`` (1 when members and non-members share the score at the threshold) and
+    ``_if_ties_broken`` (the TPR if that tie were broken in the members' favour).
+    """
     out = {"auc": auc(scores, is_member)}
     roc = roc_curve(scores, is_member)
     out["n_members"] = float(roc.n_members)
@@ -275,19 +328,36 @@ def membership_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
         out[f"tpr_at_{tag}_fpr_lower"] = r.tpr_interval[0]
         out[f"tpr_at_{tag}_fpr_upper"] = r.tpr_interval[1]
         out[f"tpr_at_{tag}_fpr_reliable"] = float(r.reliable)
+        out[f"tpr_at_{tag}_fpr_tied"] = float(r.tied_at_threshold)
+        out[f"tpr_at_{tag}_fpr_if_ties_broken"] = r.tpr_if_ties_broken
     return out
+
+
+def reliability_warnings(result: Mapping[str, float]) -> list[str]:
+    """One sentence per reason a TPR-at-FPR figure of :func:`membership_metrics` is unreliable."""
+    notes = []
+    n_non = result["n_nonmembers"]
+    short = [f"{fpr:.1%}" for fpr in (0.01, 0.001) if n_non * fpr < 1.0]
+    if short:
+        notes.append(
+            f"only {int(n_non)} non-members: TPR at {' and '.join(short)} FPR is not meaningful "
+            "below 1/(number of non-members)."
+        )
+    for fpr, tag in ((0.01, "1pct"), (0.001, "0.1pct")):
+        if result[f"tpr_at_{tag}_fpr_tied"]:
+            notes.append(
+                f"TPR at {fpr:.1%} FPR depends on tie-breaking: members and non-members share "
+                f"the score at the threshold (TPR {result[f'tpr_at_{tag}_fpr']:.3f}, "
+                f"{result[f'tpr_at_{tag}_fpr_if_ties_broken']:.3f} if broken for the members)."
+            )
+    return notes
 
 
 def score_membership(output: MembershipOutput, truth: Truth) -> dict[str, float]:
     is_member = membership_labels(output, truth)
     result = membership_metrics(output.scores, is_member)
-    if result["tpr_at_0.1pct_fpr_reliable"] < 1 or result["tpr_at_1pct_fpr_reliable"] < 1:
-        warnings.warn(
-            f"only {int(result['n_nonmembers'])} non-members: TPR at low FPR is not meaningful "
-            "below 1/(number of non-members).",
-            UserWarning,
-            stacklevel=2,
-        )
+    for note in reliability_warnings(result):
+        warnings.warn(note, UserWarning, stacklevel=2)
     result["from_aggregate"] = float(output.from_aggregate)
     return result
 
@@ -310,12 +380,15 @@ __all__ = [
     "attack_generator",
     "attack_this_round",
     "check_target",
+    "client_recipe",
     "membership_labels",
     "membership_metrics",
     "reference_models",
+    "reliability_warnings",
     "resolve_target",
     "score_membership",
     "true_class_logprob",
+    "view_recipe",
 ]
 
 
@@ -338,7 +411,7 @@ class MembershipAttack(PrivacyAttack):
         Points scored when candidates come from a simulation (half members, half test points).
     shadow_steps
         SGD steps of each reference model for a global target built from a simulation
-        (default: rounds × local epochs × ⌈mean client size / batch⌉).
+        (default: FedAvg rounds × local epochs × ⌈mean client size / batch⌉; FedSGD rounds).
     seed
         Seed of the attack's random stream.
     """

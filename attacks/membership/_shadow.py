@@ -22,13 +22,22 @@ from fedguard.api import require
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """Mini-batch SGD (heavy-ball momentum ``buf ← μ·buf + g``; weight decay added to ``g``)."""
+    """Mini-batch SGD of reference models: ``steps`` steps on batches of ``batch_size``.
+
+    Each step: mean cross-entropy of the batch (+ ``weight_decay·θ`` and the FedProx term
+    ``prox_mu·(θ − θ₀)`` added to the gradient, ``θ₀`` the starting point), then heavy-ball
+    momentum ``buf ← μ·buf + g; θ ← θ − lr·buf`` (PyTorch's convention, as fedguard's clients).
+    ``drop_last``: each epoch's last partial batch is dropped (the shadow-model convention);
+    ``False`` keeps it, as fedguard's local training does.
+    """
 
     steps: int
     batch_size: int
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
+    prox_mu: float = 0.0
+    drop_last: bool = True
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", "a positive integer")
@@ -36,6 +45,7 @@ class TrainingRecipe:
         require(self.lr > 0, "lr", "a positive number")
         require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)")
         require(self.weight_decay >= 0, "weight_decay", "a non-negative number")
+        require(self.prox_mu >= 0, "prox_mu", "a non-negative number")
 
 
 def random_subsets(
@@ -59,15 +69,19 @@ def member_indices(mask: Tensor) -> Tensor:
 
 def draw_batches(members: Tensor, recipe: TrainingRecipe, generator: torch.Generator) -> Tensor:
     """Batch indices ``(steps, K, B)``: each model reshuffles its own ``M`` members every epoch
-    and takes consecutive batches of ``B = min(batch_size, M)`` (the last partial batch of an
-    epoch is dropped)."""
+    and takes consecutive batches of ``B = min(batch_size, M)``. With ``recipe.drop_last`` the
+    last partial batch of an epoch is dropped; otherwise it is kept and padded with ``-1``
+    (positions :func:`train_stacked` masks out), as in fedguard's local training."""
     n_models, m = members.shape
     b = min(recipe.batch_size, m)
-    per_epoch = m // b
+    per_epoch = m // b if recipe.drop_last else -(-m // b)
     epochs = math.ceil(recipe.steps / per_epoch)
     keys = torch.rand((epochs, n_models, m), generator=generator)  # (E, K, M)
     perm = torch.argsort(keys, dim=2)
     shuffled = torch.gather(members.expand(epochs, -1, -1), 2, perm)  # (E, K, M)
+    if per_epoch * b > m:  # pad the partial last batch
+        pad = shuffled.new_full((epochs, n_models, per_epoch * b - m), -1)
+        shuffled = torch.cat([shuffled, pad], dim=2)
     batches = shuffled[:, :, : per_epoch * b].reshape(epochs, n_models, per_epoch, b)
     return batches.permute(0, 2, 1, 3).reshape(epochs * per_epoch, n_models, b)[: recipe.steps]
 
@@ -94,6 +108,27 @@ def _loss(model: nn.Module, layout: ParamLayout, flat: Tensor, x: Tensor, y: Ten
     return nn.functional.cross_entropy(logits, y)
 
 
+def _masked_loss(
+    model: nn.Module, layout: ParamLayout, flat: Tensor, x: Tensor, y: Tensor, keep: Tensor
+) -> Tensor:
+    """Mean cross-entropy over the batch positions where ``keep`` (a padded partial batch)."""
+    logits = functional_call(model, layout.unflatten(flat), (x,))
+    per_sample = nn.functional.cross_entropy(logits, y, reduction="none")
+    return (per_sample * keep).sum() / keep.sum().clamp_min(1)
+
+
+def _update(
+    theta: Tensor, buf: Tensor, g: Tensor, start: Tensor, recipe: TrainingRecipe
+) -> tuple[Tensor, Tensor]:
+    """Weight decay and the proximal term, then one SGD step with momentum."""
+    if recipe.weight_decay:
+        g = g + recipe.weight_decay * theta
+    if recipe.prox_mu:
+        g = g + recipe.prox_mu * (theta - start)
+    buf = recipe.momentum * buf + g if recipe.momentum else g
+    return theta - recipe.lr * buf, buf
+
+
 def train_stacked(
     model: nn.Module,
     init: Tensor,
@@ -103,21 +138,29 @@ def train_stacked(
     recipe: TrainingRecipe,
 ) -> Tensor:
     """Train ``K`` models together: ``init (K, d)``, data ``(N, ...)``, ``batches (steps, K, B)``
-    → final parameters ``(K, d)``."""
+    (``-1``: padding of a partial batch) → final parameters ``(K, d)``. The proximal term pulls
+    towards ``init``."""
     layout = ParamLayout.from_module(model)
 
     def loss_fn(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return _loss(model, layout, flat, x, y)
 
+    def masked_loss_fn(flat: Tensor, x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
+        return _masked_loss(model, layout, flat, x, y, keep)
+
     batched_grad = vmap(grad(loss_fn))
-    theta = init.detach().clone()
+    masked_grad = vmap(grad(masked_loss_fn))
+    start = init.detach()
+    theta = start.clone()
     buf = torch.zeros_like(theta)
     for idx in batches:  # idx: (K, B)
-        g = batched_grad(theta, inputs[idx], labels[idx])  # (K, d)
-        if recipe.weight_decay:
-            g = g + recipe.weight_decay * theta
-        buf = recipe.momentum * buf + g if recipe.momentum else g
-        theta = theta - recipe.lr * buf
+        if bool((idx < 0).any()):
+            safe = idx.clamp_min(0)
+            keep = (idx >= 0).to(theta.dtype)
+            g = masked_grad(theta, inputs[safe], labels[safe], keep)  # (K, d)
+        else:
+            g = batched_grad(theta, inputs[idx], labels[idx])  # (K, d)
+        theta, buf = _update(theta, buf, g, start, recipe)
     return theta
 
 
@@ -133,16 +176,14 @@ def train_sequential(
     layout = ParamLayout.from_module(model)
     out = []
     for k in range(init.shape[0]):
-        theta = init[k].detach().clone()
+        start = init[k].detach()
+        theta = start.clone()
         buf = torch.zeros_like(theta)
         for idx in batches[:, k]:  # (B,)
+            idx = idx[idx >= 0]
             theta.requires_grad_(True)
             (g,) = torch.autograd.grad(_loss(model, layout, theta, inputs[idx], labels[idx]), theta)
-            theta = theta.detach()
-            if recipe.weight_decay:
-                g = g + recipe.weight_decay * theta
-            buf = recipe.momentum * buf + g if recipe.momentum else g
-            theta = theta - recipe.lr * buf
+            theta, buf = _update(theta.detach(), buf, g, start, recipe)
         out.append(theta)
     return torch.stack(out)
 

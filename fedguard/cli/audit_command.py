@@ -3,7 +3,7 @@
 Three forms:
 
 * ``fedguard audit RUN [--delta δ] [--accountant rdp|prv|pld|all] [--json]`` — ε per client and
-  overall, recomputed from ``RUN/ledger.json`` (checksum verified) by
+  overall, recomputed from ``RUN/ledger.jsonl`` (hash chain verified) by
   :func:`fedguard.privacy.budget.ledger_report`; ε after every round (table, and a plot
   ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
   each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
@@ -73,7 +73,7 @@ def calculator_event(
     sampling: str,
     population: int | None,
 ) -> Any:
-    from fedguard.privacy.events import sampled_gaussian
+    from fedguard.privacy.events import clipped_sum_gaussian
 
     if sampling not in ("poisson", "fixed"):
         raise UserError(f"--sampling must be 'poisson' or 'fixed' (got {sampling!r}).")
@@ -91,7 +91,16 @@ def calculator_event(
         if population < 1:
             raise UserError(f"--population must be an integer >= 1 (got {population!r}).")
     scheme = "poisson" if sampling == "poisson" else "without_replacement"
-    return sampled_gaussian(sampling_rate, noise_multiplier, steps, scheme, population)
+    # --noise-multiplier means what it means in run configs: noise std ÷ clip norm C.
+    return clipped_sum_gaussian(sampling_rate, noise_multiplier, steps, scheme, population)
+
+
+def neighbouring_note(scheme: str) -> dict[str, str]:
+    """The neighbouring relation a sampling scheme is accounted under and the clipped sum's
+    sensitivity there, as printed beside every ε."""
+    if scheme in ("fixed", "without_replacement"):
+        return {"relation": "replace-one", "sensitivity": "2C"}
+    return {"relation": "add/remove-one", "sensitivity": "C"}
 
 
 def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
@@ -140,6 +149,9 @@ def standalone_report(
         "steps": steps,
         "sampling": "poisson" if sampling == "poisson" else "without_replacement",
         "population": population,
+        "noise_multiplier_convention": "noise std / clip norm (as in run configs)",
+        "neighbouring_relation": neighbouring_note(sampling)["relation"],
+        "sensitivity": neighbouring_note(sampling)["sensitivity"],
         "accountants": per,
     }
 
@@ -156,9 +168,12 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if not run_dir.exists() or not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
     spec = run_dir.spec()
-    if not (run / "ledger.json").is_file():
-        raise UserError(f"{run} has no ledger.json; the run did not complete a round.")
-    ledger = run_dir.ledger()  # verifies the checksum: a tampered file is a LedgerError
+    if not run_dir.has_ledger():
+        raise UserError(
+            f"{run} has no privacy ledger (ledger.jsonl): its privacy spending is unknown, so no "
+            "ε can be stated."
+        )
+    ledger = run_dir.ledger()  # verifies the chain: a tampered or torn file is a LedgerError
     delta = spec.privacy.delta if delta is None else delta
     names = accountant_names(accountant)
     report = ledger_report(ledger, delta, names)
@@ -180,8 +195,11 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
         warnings.append("no privacy mechanism ran: the run has no formal DP guarantee (ε = ∞).")
     summary = run_dir.summary() if run_dir.complete else {}
     stopped = summary.get("rounds_completed", spec.rounds) < spec.rounds
+    relation = (ledger.get("sampling") or {}).get("neighbouring_relation")
     report.update(
         {
+            "neighbouring_relation": relation,
+            "sensitivities": gaussian_sensitivities(ledger),
             "communication": quantization_bits(ledger),
             "run": str(run),
             "rounds_recorded": len(ledger.get("rounds", [])),
@@ -197,6 +215,25 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     if by_round:
         report["plot"] = str(_plot(run / "privacy_epsilon.png", by_round, report, target))
     return report
+
+
+def gaussian_sensitivities(ledger: dict[str, Any]) -> list[float]:
+    """The distinct L2 sensitivities of the Gaussian events in the ledger (each event's noise std
+    is its multiplier times this), so an ε is never printed without what it was relative to."""
+    found: set[float] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "gaussian" and "sensitivity" in node:
+                found.add(float(node["sensitivity"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(ledger.get("rounds", []))
+    return sorted(found)
 
 
 def quantization_bits(ledger: dict[str, Any]) -> dict[str, Any] | None:
@@ -252,8 +289,21 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
         f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "
-        f"noise {report['noise_source']})"
+        f"noise {report['noise_source']})",
+        highlight=False,
     )
+    relation = report.get("neighbouring_relation")
+    if relation:
+        words = {"add_remove": "add/remove-one", "replace_one": "replace-one"}.get(
+            relation, relation
+        )
+        sens = ", ".join(f"{v:g}" for v in report.get("sensitivities") or [])
+        rule = "the clip norm C" if relation == "add_remove" else "2 × the clip norm C"
+        console.print(
+            f"neighbouring relation: {words}; a clipped sum's L2 sensitivity is {rule}"
+            + (f" (here {sens}; noise std = ledger multiplier × sensitivity)" if sens else ""),
+            highlight=False,
+        )
     for level, entry in report["levels"].items():
         table = Table(title=f"{level}-level: {entry['unit']['description']}")
         table.add_column("accountant")
@@ -380,8 +430,10 @@ def audit_command(
             return
         console.print(
             f"ε = {_number(report['epsilon'])} at δ = {report['delta']:g} "
-            f"({report['accountant']}; q = {sampling_rate:g}, z = {noise_multiplier:g}, "
-            f"T = {steps}, {report['sampling']} sampling)"
+            f"({report['accountant']}; q = {sampling_rate:g}, z = {noise_multiplier:g} "
+            f"= noise std ÷ clip norm C, T = {steps}, {report['sampling']} sampling; "
+            f"{report['neighbouring_relation']} neighbours, sensitivity {report['sensitivity']})",
+            highlight=False,
         )
         for name, entry in report["accountants"].items():
             if "unsupported" in entry:

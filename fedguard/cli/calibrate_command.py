@@ -7,7 +7,12 @@ import math
 
 from rich.console import Console
 
-from fedguard.cli.audit_command import accountant_names, calculator_event, epsilon_per_accountant
+from fedguard.cli.audit_command import (
+    accountant_names,
+    calculator_event,
+    epsilon_per_accountant,
+    neighbouring_note,
+)
 from fedguard.errors import UserError
 
 
@@ -21,7 +26,7 @@ def calibrate_command(
     accountant: str,
     as_json: bool,
 ) -> None:
-    from fedguard.privacy.calibrate import calibrate_noise_multiplier
+    from fedguard.privacy.calibrate import calibrate_clipped_sum_noise
 
     if not (math.isfinite(target_epsilon) and target_epsilon > 0):
         raise UserError(f"--target-epsilon must be a finite number > 0 (got {target_epsilon!r}).")
@@ -30,7 +35,7 @@ def calibrate_command(
     (name,) = accountant_names(accountant) if accountant != "all" else ("rdp",)
     calculator_event(sampling_rate, 1.0, steps, sampling, population)  # validates the flags
     scheme = "poisson" if sampling == "poisson" else "without_replacement"
-    z = calibrate_noise_multiplier(
+    z = calibrate_clipped_sum_noise(
         target_epsilon, delta, steps, sampling_rate, scheme, population, accountant=name
     )
     event = calculator_event(sampling_rate, z, steps, sampling, population)
@@ -46,11 +51,18 @@ def calibrate_command(
         "steps": steps,
         "sampling": scheme,
         "population": population,
+        "noise_multiplier_convention": "noise std / clip norm (as in run configs)",
+        "neighbouring_relation": neighbouring_note(scheme)["relation"],
+        "sensitivity": neighbouring_note(scheme)["sensitivity"],
     }
     if as_json:
         print(json.dumps(result))
         return
+    note = neighbouring_note(scheme)
     Console().print(
-        f"noise multiplier z = {z:.4f} gives ε = {achieved:.4g} ≤ {target_epsilon:g} at "
-        f"δ = {delta:g} ({name}; q = {sampling_rate:g}, T = {steps}, {scheme} sampling)"
+        f"noise multiplier z = {z:.4f} (noise std ÷ clip norm, as in run configs) gives "
+        f"ε = {achieved:.4g} ≤ {target_epsilon:g} at δ = {delta:g} ({name}; q = {sampling_rate:g}, "
+        f"T = {steps}, {scheme} sampling; {note['relation']} neighbours, sensitivity "
+        f"{note['sensitivity']})",
+        highlight=False,
     )

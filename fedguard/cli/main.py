@@ -144,7 +144,11 @@ def audit(
     ] = None,
     noise_multiplier: Annotated[
         float | None,
-        typer.Option("--noise-multiplier", help="z > 0 (--dp-sgd-canaries: the claim, default 1)."),
+        typer.Option(
+            "--noise-multiplier",
+            help="z > 0: noise std ÷ clip norm C, as in run configs (a fixed cohort is accounted "
+            "under replace-one, sensitivity 2C). --dp-sgd-canaries: the claim, default 1.",
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Number of sampled Gaussian steps T.")] = None,
     sampling: Annotated[
@@ -232,7 +236,8 @@ def calibrate(
     accountant: Annotated[str, typer.Option(help="rdp, prv or pld.")] = "rdp",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """The smallest noise multiplier meeting a target (ε, δ)."""
+    """The smallest noise multiplier (noise std ÷ clip norm, as in run configs) meeting a target
+    (ε, δ)."""
     from fedguard.cli.calibrate_command import calibrate_command
 
     calibrate_command(

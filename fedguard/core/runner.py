@@ -12,7 +12,8 @@ from typing import Any
 from fedguard.config import RunSpec
 from fedguard.core.simulation import Simulation, SimulationState
 from fedguard.errors import UserError
-from fedguard.storage.run_dir import RunDirectory
+from fedguard.storage.run_dir import STATE, RunDirectory
+from fedguard.storage.run_journal import RunJournal
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -41,46 +42,56 @@ def execute(
     """Train ``spec``; with ``out`` write (or resume) a run directory there.
 
     Everything that can fail on user input (components, data, device) is checked before the
-    directory is created, so a bad config never leaves a half-written run behind.
+    directory is created, so a bad config never leaves a half-written run behind. Each round is
+    committed once (:class:`~fedguard.storage.run_journal.RunJournal`): its record — privacy
+    attacks' metrics included — and its ledger line are appended, then the state is replaced, so
+    a crash at any instant resumes to the same records, ledger and ε.
     """
     sim = simulation or Simulation(spec)
     state: SimulationState = sim.initial_state()
     records: list[dict[str, Any]] = []
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": spec.privacy.delta, "rounds": []}
     run_dir = RunDirectory(out) if out is not None else None
+    journal: RunJournal | None = None
     if run_dir is not None:
-        if resume and run_dir.exists() and (run_dir.path / "state.pt").is_file():
-            saved = run_dir.load_state()
+        if resume and run_dir.exists() and (run_dir.path / STATE).is_file():
+            journal, saved, records, ledger = RunJournal.resume(run_dir, spec)
+            saved.pop("journal", None)
             state = SimulationState.from_dict(saved)
-            records = run_dir.rounds()[: state.round]
-            ledger = run_dir.ledger()
-            ledger["rounds"] = ledger.get("rounds", [])[: state.round]
         elif run_dir.exists() and not resume:
             if run_dir.complete:
                 raise UserError(f"{out} already holds a completed run; choose another --out.")
             raise UserError(f"{out} holds an interrupted run; continue it with --resume {out}.")
         else:
-            run_dir.start(spec, sim.data.report())
+            journal = RunJournal.create(run_dir, spec, sim.data.report(), sim.sampling)
 
+    truth: Any = None
     started = time.perf_counter()
-    while state.round < spec.rounds:
+    stopped = bool(records) and "stopped" in records[-1]
+    while state.round < spec.rounds and not stopped:
+        seen = len(sim.privacy_outputs)
         state, output = sim.run_round(state)
-        records.append(output.record)
-        ledger["rounds"].append({"round": state.round, **output.events})
-        if run_dir is not None:
-            if output.updates is not None:
-                run_dir.save_updates(state.round, output.updates)
-            run_dir.checkpoint(records, ledger, state.to_dict())
-        if progress is not None:
-            progress(state.round, spec.rounds, output.record)
+        record = output.record
+        if len(sim.privacy_outputs) > seen:
+            truth = sim.truth() if truth is None else truth
+            record.update(attack_results(sim.privacy_outputs[seen:], truth, out))
+        ledger_round = {"round": state.round, **output.events}
+        ledger["rounds"].append(ledger_round)
         stop = spec.privacy.stop_at_epsilon
         if stop is not None and _spent(ledger, spec) >= stop:
-            records[-1]["stopped"] = "privacy budget spent"
-            break
+            record["stopped"] = "privacy budget spent"  # part of the committed record
+            stopped = True
+        records.append(record)
+        if run_dir is not None and journal is not None:
+            if output.updates is not None:
+                run_dir.save_updates(state.round, output.updates)
+            journal.commit(record, ledger_round, state.to_dict())
+        if progress is not None:
+            progress(state.round, spec.rounds, record)
 
     summary = summarize(spec, records, sim, time.perf_counter() - started)
-    if sim.privacy_outputs:
-        metrics, artifacts = privacy_attack_results(sim, out)
+    metrics, artifacts = privacy_attack_summary(records)
+    if metrics:
         summary["privacy_attacks"] = metrics
         summary["artifacts"] = artifacts
     if run_dir is not None:
@@ -101,31 +112,57 @@ def _spent(ledger: dict[str, Any], spec: RunSpec) -> float:
     return epsilon_of_ledger(ledger, spec.privacy.delta)
 
 
-def privacy_attack_results(
-    sim: Simulation, directory: Path | None
-) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Each privacy attack's metrics averaged over the rounds it attacked, and the report
-    artifacts (image grids, ROC data) of its last attack, written under ``directory/artifacts``."""
-    truth = sim.truth()
-    rows: dict[str, list[dict[str, float]]] = {}
-    last: dict[str, tuple[Any, Any]] = {}
-    for _, attack, output in sim.privacy_outputs:
+def attack_results(
+    outputs: list[tuple[int, Any, Any]], truth: Any, directory: Path | None
+) -> dict[str, Any]:
+    """The privacy attacks of one round, scored against the ground truth, as part of the round's
+    record (``privacy_attacks``: metrics per attack; ``artifacts``: captions → files written under
+    ``directory/artifacts``), so that they are committed with the round and survive a resume."""
+    metrics: dict[str, dict[str, float]] = {}
+    artifacts: dict[str, str] = {}
+    for _, attack, output in outputs:
         if output is None:
             continue
         name = attack.registry_name or type(attack).__name__
-        rows.setdefault(name, []).append(attack.metrics(output, truth))
-        last[name] = (attack, output)
+        metrics[name] = {
+            k: float(v) if _number(v) else v for k, v in attack.metrics(output, truth).items()
+        }
+        if directory is not None:
+            written = attack.artifacts(output, truth, directory / "artifacts")
+            artifacts.update({caption: f"artifacts/{f}" for caption, f in written.items()})
+    out: dict[str, Any] = {}
+    if metrics:
+        out["privacy_attacks"] = metrics
+    if artifacts:
+        out["artifacts"] = artifacts
+    return out
+
+
+def privacy_attack_summary(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Each privacy attack's metrics averaged over the rounds it attacked (finite values only),
+    and the artifacts of its last attack — from the committed records alone."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    artifacts: dict[str, str] = {}
+    for record in records:
+        for name, values in (record.get("privacy_attacks") or {}).items():
+            rows.setdefault(name, []).append(values)
+        artifacts.update(record.get("artifacts") or {})
     metrics: dict[str, dict[str, float]] = {}
     for name, results in rows.items():
         keys = dict.fromkeys(k for r in results for k in r)
         values = {k: [float(r[k]) for r in results if _finite(r.get(k))] for k in keys}
         metrics[name] = {k: sum(v) / len(v) for k, v in values.items() if v}
-    artifacts: dict[str, str] = {}
-    if directory is not None:
-        for attack, output in last.values():
-            written = attack.artifacts(output, truth, directory / "artifacts")
-            artifacts.update({caption: f"artifacts/{f}" for caption, f in written.items()})
+        for k in keys:  # notes and warnings (text): the last round's
+            last = [r[k] for r in results if k in r and not _number(r[k])]
+            if last and k not in metrics[name]:
+                metrics[name][k] = last[-1]
     return metrics, artifacts
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _finite(value: Any) -> bool:

@@ -35,7 +35,14 @@ from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
 from fedguard.errors import ConfigError, RoundAborted
 from fedguard.models.flat import FlatModel
 from fedguard.rng import numpy_generator, stream_seed
-from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
+from fedguard.types import (
+    AggregationContext,
+    AggregationResult,
+    LocalTrainingRecipe,
+    RoundContext,
+    ServerView,
+    Truth,
+)
 
 HISTORY = 20  # global deltas kept for free-riders that replay or mimic them
 
@@ -84,6 +91,19 @@ def _choose_roles(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     malicious = tuple(sorted(int(i) for i in chosen[: spec.attack.n_malicious]))
     free = tuple(sorted(int(i) for i in chosen[spec.attack.n_malicious :]))
     return malicious, free
+
+
+def local_training_recipe(spec: RunSpec) -> LocalTrainingRecipe:
+    """The clients' local training as privacy attacks receive it (the one place it is filled)."""
+    t = spec.training
+    return LocalTrainingRecipe(
+        algorithm=t.algorithm,
+        learning_rate=t.learning_rate,
+        local_epochs=t.local_epochs,
+        batch_size=t.batch_size,
+        momentum=t.momentum,
+        prox_mu=t.prox_mu,
+    )
 
 
 def resolve_device(requested: str) -> str:
@@ -298,6 +318,7 @@ class Simulation:
             update_sum=transported.update_sum,
             num_samples=kept_counts,
             training={**self.local.__dict__, "batch_size": self.local.batch_size},
+            recipe=local_training_recipe(spec),
         )
         for attack in comps.privacy_attacks:
             self.privacy_outputs.append((t, attack, attack.observe(view, self)))

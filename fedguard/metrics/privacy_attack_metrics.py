@@ -2,7 +2,8 @@
 
 Pure functions on tensors / arrays. Reconstruction metrics (MSE, PSNR, SSIM, per-feature error,
 exact-match rate, label accuracy) are computed after matching reconstructions to the ground truth
-with the Hungarian algorithm. Membership metrics (AUC, ROC, TPR at a fixed FPR) come with exact
+with the Hungarian algorithm, next to trivial baselines (the dataset-mean image, class-mean images
+given the true labels) that any reconstruction must beat to count as *recovered*. Membership metrics (AUC, ROC, TPR at a fixed FPR) come with exact
 Clopper-Pearson intervals, and :func:`dp_consistency` checks a measured ROC against an
 (ε, δ)-DP guarantee.
 
@@ -48,6 +49,40 @@ def psnr_per_sample(reconstructed: Tensor, original: Tensor, data_range: float =
     """
     mse = mse_per_sample(reconstructed, original)  # (B,)
     return 10.0 * torch.log10(torch.as_tensor(data_range**2, dtype=torch.float64) / mse)
+
+
+def mean_image_psnr(original: Tensor, reference: Tensor, data_range: float = 1.0) -> Tensor:
+    """Trivial baseline: PSNR of guessing every sample as the mean of ``reference`` (the dataset
+    mean image). ``(B, ...) × (M, ...) → (B,)`` dB."""
+    guess = reference.double().mean(dim=0, keepdim=True).expand_as(original.double())
+    return psnr_per_sample(guess, original, data_range)
+
+
+def class_mean_psnr(
+    original: Tensor,
+    labels: Tensor,
+    reference: Tensor,
+    reference_labels: Tensor,
+    data_range: float = 1.0,
+) -> Tensor:
+    """Trivial baseline given the true labels: PSNR of guessing each sample as the mean of the
+    ``reference`` samples of its class (the dataset mean for a class absent from ``reference``).
+    ``(B, ...), (B,), (M, ...), (M,) → (B,)`` dB."""
+    ref = reference.double().reshape(reference.shape[0], -1)  # (M, F)
+    overall = ref.mean(dim=0)
+    guesses = []
+    for label in labels.long().tolist():
+        members = ref[reference_labels.long() == label]
+        guesses.append(members.mean(dim=0) if members.shape[0] else overall)
+    guess = torch.stack(guesses).reshape(original.shape)
+    return psnr_per_sample(guess, original, data_range)
+
+
+def recovered(psnr: Tensor, *baselines: Tensor, margin_db: float = 3.0) -> Tensor:
+    """``(B,)`` bool: a reconstruction counts as *recovered* when its PSNR beats every trivial
+    baseline of the same sample by at least ``margin_db`` (3 dB: half the baseline's MSE)."""
+    best = torch.stack(baselines).max(dim=0).values  # (B,)
+    return psnr >= best + margin_db
 
 
 def _gaussian_window(size: int, sigma: float) -> Tensor:
@@ -219,14 +254,23 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
 
 @dataclass(frozen=True)
 class TprAtFpr:
-    """TPR at the largest threshold whose FPR does not exceed the target, with exact intervals."""
+    """TPR at a target FPR (the last ROC point with FPR strictly below it), with exact intervals.
+
+    ``reliable`` is False when either caveat applies: fewer than ``1/target_fpr`` non-members
+    (``enough_nonmembers``), or ``tied_at_threshold`` — the next ROC point is one score shared
+    by members and non-members, so breaking that tie in the members' favour would give
+    ``tpr_if_ties_broken`` instead of ``tpr``.
+    """
 
     target_fpr: float
     tpr: float
     fpr: float
     tpr_interval: tuple[float, float]
     fpr_interval: tuple[float, float]
-    reliable: bool  # False when there are fewer than 1/target_fpr non-members
+    reliable: bool
+    enough_nonmembers: bool = True
+    tied_at_threshold: bool = False
+    tpr_if_ties_broken: float = math.nan
 
 
 def tpr_at_fpr(
@@ -237,28 +281,56 @@ def tpr_at_fpr(
 ) -> TprAtFpr:
     """TPR at a fixed FPR with Clopper-Pearson intervals on both rates.
 
-    With ``N`` non-members an FPR below ``1/N`` cannot be measured (one false positive already
-    exceeds it); the result is then flagged ``reliable=False`` and a :class:`UserWarning` says so.
+    Convention of the LiRA reference code (Carlini et al. 2022): the TPR of the *last* ROC point
+    (distinct thresholds, tied scores one point) whose FPR is *strictly below* the target,
+    ``tpr[np.where(fpr < target)[0][-1]]``, on the full ROC (sklearn's
+    ``drop_intermediate=False``; the reference's default thinning of collinear points can only
+    give a lower figure). A :class:`UserWarning` is raised, and the result flagged
+    ``reliable=False``, when it cannot be trusted:
+
+    * with ``N`` non-members an FPR below ``1/N`` cannot be measured (one false positive already
+      reaches it): fewer than ``1/target_fpr`` non-members;
+    * the next ROC point is a tie of members and non-members: the reported TPR then depends on
+      how ties are broken (between ``tpr`` and ``tpr_if_ties_broken``).
     """
+    if not 0.0 < target_fpr <= 1.0:
+        raise ValueError("target_fpr must be in (0, 1].")
     roc = roc_curve(scores, is_member)
-    reliable = roc.n_nonmembers * target_fpr >= 1.0
-    if not reliable:
+    enough = roc.n_nonmembers * target_fpr >= 1.0
+    if not enough:
         warnings.warn(
             f"TPR at FPR={target_fpr:g} is not meaningful with only {roc.n_nonmembers} "
             f"non-members (need at least {math.ceil(1 / target_fpr)}).",
             UserWarning,
             stacklevel=2,
         )
-    ok = np.nonzero(roc.fpr <= target_fpr + 1e-15)[0]
+    ok = np.nonzero(roc.fpr < target_fpr)[0]  # never empty: the first point has FPR 0
     i = int(ok[-1])  # the thresholds are decreasing, so the last admissible one has the most TP
     tp, fp = int(roc.true_positives[i]), int(roc.false_positives[i])
+    tp_tied = tp
+    if i + 1 < len(roc.thresholds):
+        next_tp, next_fp = int(roc.true_positives[i + 1]), int(roc.false_positives[i + 1])
+        if next_tp > tp and next_fp > fp:  # one score shared by members and non-members
+            tp_tied = next_tp
+    tied = tp_tied > tp
+    if tied:
+        warnings.warn(
+            f"TPR at FPR={target_fpr:g} depends on tie-breaking: {tp_tied - tp} members share "
+            f"one score with non-members at the threshold (TPR {tp / roc.n_members:.3f}, "
+            f"{tp_tied / roc.n_members:.3f} if the tie were broken for the members).",
+            UserWarning,
+            stacklevel=2,
+        )
     return TprAtFpr(
         target_fpr=target_fpr,
         tpr=tp / roc.n_members,
         fpr=fp / roc.n_nonmembers,
         tpr_interval=clopper_pearson(tp, roc.n_members, confidence),
         fpr_interval=clopper_pearson(fp, roc.n_nonmembers, confidence),
-        reliable=reliable,
+        reliable=enough and not tied,
+        enough_nonmembers=enough,
+        tied_at_threshold=tied,
+        tpr_if_ties_broken=tp_tied / roc.n_members,
     )
 
 
@@ -315,6 +387,7 @@ __all__ = [
     "RocData",
     "TprAtFpr",
     "auc",
+    "class_mean_psnr",
     "clopper_pearson",
     "dp_consistency",
     "exact_match_rate",
@@ -322,8 +395,10 @@ __all__ = [
     "hungarian_match",
     "label_accuracy",
     "label_multiset_accuracy",
+    "mean_image_psnr",
     "mse_per_sample",
     "psnr_per_sample",
+    "recovered",
     "roc_curve",
     "ssim_per_sample",
     "tpr_at_fpr",

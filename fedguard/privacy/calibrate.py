@@ -12,7 +12,7 @@ import math
 from fedguard.errors import ConfigError
 from fedguard.privacy.accountants import Accountant, get_accountant
 from fedguard.privacy.accountants.base import check_delta
-from fedguard.privacy.events import sampled_gaussian
+from fedguard.privacy.events import sampled_gaussian, sensitivity_in_clip_norms
 
 _MIN_MULTIPLIER = 1e-3
 _MAX_MULTIPLIER = 1e4
@@ -71,4 +71,27 @@ def calibrate_noise_multiplier(
     return hi
 
 
-__all__ = ["calibrate_noise_multiplier"]
+def calibrate_clipped_sum_noise(
+    target_epsilon: float,
+    delta: float,
+    steps: int,
+    sampling_rate: float = 1.0,
+    scheme: str = "poisson",
+    population: int | None = None,
+    accountant: str | Accountant = "rdp",
+    rtol: float = 1e-3,
+) -> float:
+    """Like :func:`calibrate_noise_multiplier`, but the answer is noise std ÷ clip norm — the
+    ``noise_multiplier`` of a run config — whatever the scheme's neighbouring relation.
+
+    A fixed cohort is accounted under replace-one, where a clipped sum's sensitivity is twice the
+    clip norm; the event-level multiplier is therefore doubled so that a config given this value
+    adds exactly the noise the calibration assumed (not half of it).
+    """
+    z_event = calibrate_noise_multiplier(
+        target_epsilon, delta, steps, sampling_rate, scheme, population, accountant, rtol
+    )
+    return z_event * sensitivity_in_clip_norms(scheme)
+
+
+__all__ = ["calibrate_clipped_sum_noise", "calibrate_noise_multiplier"]

@@ -502,6 +502,40 @@ def sampled_gaussian(
     return inner if steps == 1 else Composed((inner,), count=steps)
 
 
+def clipped_sum_gaussian(
+    sampling_rate: float,
+    noise_multiplier: float,
+    steps: int = 1,
+    scheme: str = "poisson",
+    population: int | None = None,
+) -> PrivacyEvent:
+    """``steps`` rounds of DP-FedAvg / DP-SGD with ``noise_multiplier`` = noise std ÷ clip norm.
+
+    This is the meaning of ``noise_multiplier`` in every run config and on the command line. The
+    event's own :class:`Gaussian` multiplier is relative to the sensitivity under the scheme's
+    neighbouring relation (:func:`gaussian_for_sum`): the clip norm C under add/remove (Poisson),
+    2C under replace-one (a fixed cohort), i.e. ``noise_multiplier / 2`` there. So the calculator
+    given a run's own parameters accounts exactly what the run's ledger accounts.
+    """
+    if scheme not in ("poisson", "without_replacement", "fixed"):
+        _require(False, "scheme", f"'poisson' or 'without_replacement' (got {scheme!r})")
+    canonical = "without_replacement" if scheme == "fixed" else scheme
+    gaussian = gaussian_for_sum(1.0, noise_multiplier, RELATION_OF_SCHEME[canonical])
+    inner: PrivacyEvent = (
+        gaussian
+        if sampling_rate == 1
+        else Sampled(sampling_rate, gaussian, scheme=canonical, population=population)
+    )
+    steps = _positive_int(steps, "steps")
+    return inner if steps == 1 else Composed((inner,), count=steps)
+
+
+def sensitivity_in_clip_norms(scheme: str) -> float:
+    """L2 sensitivity of a clipped sum, in units of the clip norm, under ``scheme``'s relation."""
+    canonical = "without_replacement" if scheme == "fixed" else scheme
+    return 1.0 if RELATION_OF_SCHEME[canonical] == "add_remove" else 2.0
+
+
 def effective_gaussian_multiplier(event: PrivacyEvent) -> float | None:
     """Noise multiplier of the single Gaussian equivalent to ``event``, or ``None`` if ``event``
     is not built only of Gaussians (sequential Gaussian queries on the same data compose into one:
@@ -528,6 +562,7 @@ __all__ = [
     "RandomizedQuantization",
     "Sampled",
     "Skellam",
+    "clipped_sum_gaussian",
     "compose",
     "effective_gaussian_multiplier",
     "event_from_dict",
@@ -535,4 +570,5 @@ __all__ = [
     "iter_events",
     "leaf_counts",
     "sampled_gaussian",
+    "sensitivity_in_clip_norms",
 ]

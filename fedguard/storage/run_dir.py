@@ -1,10 +1,13 @@
 """A run on disk.
 
 ``spec.yaml`` (canonical spec), ``env.json``, ``partition.json``, ``rounds.jsonl`` (one record per
-completed round), ``ledger.json`` (privacy events), ``state.pt`` (everything a resume needs),
+committed round, append-only), ``ledger.jsonl`` (privacy events, one hash-chained line per round,
+append-only; see :mod:`fedguard.privacy.ledger_journal`), ``state.pt`` (everything a resume needs,
+and the committed sizes of the two journals: replacing it is a round's single commit point),
 ``model.pt`` (final flat parameters + layout, loaded with ``weights_only=True``), optional
-``updates/`` (owner-only: the per-client updates DP and secure aggregation exist to protect) and
-``complete.json``, written last: a run without it is interrupted and can be resumed.
+``updates/`` (owner-only: the per-client updates DP and secure aggregation exist to protect),
+``artifacts/`` and ``complete.json``, written last: a run without it is interrupted and can be
+resumed. Runs written by fedguard before the journal (``ledger.json``, sealed whole) stay readable.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import yaml
 from fedguard import __version__
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import UserError
-from fedguard.privacy.ledger import write_run_ledger
+from fedguard.privacy.ledger_journal import JOURNAL_NAME
 from fedguard.storage import atomic
 
 COMPLETE = "complete.json"
+RECORDS = "rounds.jsonl"
+STATE = "state.pt"
+LEGACY_LEDGER = "ledger.json"
 OWNER_ONLY_DIR = 0o700
 OWNER_ONLY_FILE = 0o600
 
@@ -60,24 +66,51 @@ class RunDirectory:
             raise UserError(f"{self.path} is not a fedguard run directory (no spec.yaml).")
         return parse_spec(yaml.safe_load(f.read_text()))
 
+    def committed(self) -> dict[str, Any] | None:
+        """The journal sizes committed by the last ``state.pt`` of an interrupted run (bytes of
+        ``rounds.jsonl`` and ``ledger.jsonl`` that belong to committed rounds), or ``None`` for a
+        complete run, a run with no committed round, or a ``state.pt`` that cannot be read."""
+        if self.complete or not (self.path / STATE).is_file():
+            return None
+        try:
+            journal = self.load_state().get("journal")
+        except Exception:  # a damaged state.pt: readers fall back to whole files
+            return None
+        return journal if isinstance(journal, dict) else None
+
     def rounds(self) -> list[dict[str, Any]]:
-        f = self.path / "rounds.jsonl"
+        f = self.path / RECORDS
         if not f.is_file():
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        committed = self.committed()
+        data = f.read_bytes()
+        if committed is not None:
+            data = data[: int(committed["rounds_bytes"])]
+        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
     def summary(self) -> dict[str, Any]:
         f = self.path / COMPLETE
         return json.loads(f.read_text()) if f.is_file() else {}
 
-    def ledger(self) -> dict[str, Any]:
-        from fedguard.privacy.ledger import read_run_ledger
+    def has_ledger(self) -> bool:
+        return (self.path / JOURNAL_NAME).is_file() or (self.path / LEGACY_LEDGER).is_file()
 
-        f = self.path / "ledger.json"
-        return read_run_ledger(f) if f.is_file() else {"rounds": []}
+    def ledger(self) -> dict[str, Any]:
+        """The run's ledger dict (``sampling``, ``delta``, ``rounds``), every chain link or the
+        legacy checksum verified; of an interrupted run, its committed rounds only."""
+        from fedguard.privacy.ledger import read_run_ledger
+        from fedguard.privacy.ledger_journal import read_journal
+
+        journal = self.path / JOURNAL_NAME
+        if journal.is_file():
+            committed = self.committed()
+            size = None if committed is None else int(committed["ledger_bytes"])
+            return read_journal(journal, size)
+        legacy = self.path / LEGACY_LEDGER
+        return read_run_ledger(legacy) if legacy.is_file() else {"rounds": []}
 
     def load_state(self) -> dict[str, Any]:
-        return torch.load(self.path / "state.pt", weights_only=True)
+        return torch.load(self.path / STATE, weights_only=True)
 
     def load_model(self) -> dict[str, Any]:
         """``{"params": flat tensor, "names": [...], "shapes": [...]}`` — no pickle execution."""
@@ -91,20 +124,18 @@ class RunDirectory:
         return torch.load(round_file, weights_only=True)
 
     # ------------------------------------------------------------- writing
-    def start(self, spec: RunSpec, partition: list[dict]) -> None:
+    def start(self, spec: RunSpec, partition: list[dict], sampling: dict[str, Any]) -> str:
+        """Create the run's files (empty journals); returns the ledger chain's head."""
+        from fedguard.privacy.ledger_journal import header_line
+
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.path / "spec.yaml", yaml.safe_dump(spec.canonical(), sort_keys=True))
         atomic.write_json(self.path / "env.json", environment())
         atomic.write_json(self.path / "partition.json", partition)
-
-    def checkpoint(self, records: list[dict], ledger: dict, state: dict[str, Any]) -> None:
-        """Persist a completed round: state first, then the records that refer to it."""
-        atomic.write_torch(self.path / "state.pt", state)
-        write_run_ledger(self.path / "ledger.json", ledger)
-        atomic.write_text(
-            self.path / "rounds.jsonl",
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
-        )
+        atomic.write_bytes(self.path / RECORDS, b"")
+        header, head = header_line(sampling, spec.privacy.delta, spec.spec_hash())
+        atomic.write_bytes(self.path / JOURNAL_NAME, header)
+        return head
 
     def save_updates(self, round_number: int, payload: dict[str, torch.Tensor]) -> None:
         d = self.path / "updates"

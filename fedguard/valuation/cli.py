@@ -21,7 +21,7 @@ import torch
 from fedguard import registry
 from fedguard.errors import ConfigError, UserError
 from fedguard.storage.run_dir import RunDirectory
-from fedguard.valuation.audit import AuditReport, audit, efficiency_gap
+from fedguard.valuation.audit import AuditReport, audit, efficiency_gap, zero_update_clients
 from fedguard.valuation.base import Scores
 from fedguard.valuation.game import Game, RoundGame
 from fedguard.valuation.training_seeds import (
@@ -201,7 +201,13 @@ def contrib_command(
     ]
     duplicates = duplicate_pairs(run.rounds)
     report = audit(
-        scores, game, threshold=threshold, duplicates=duplicates, others=others, total_gain=gain
+        scores,
+        game,
+        threshold=threshold,
+        duplicates=duplicates,
+        others=others,
+        total_gain=gain,
+        zero_update=zero_update_clients(run.rounds),
     )
     table = rows(scores, report)
     notes = surrogate_notes(run, rebuild)
@@ -253,6 +259,7 @@ def contrib_command(
         f"v(N) − v(∅) = {report.total_gain:.4f}, efficiency gap = {report.efficiency_gap:.2e}"
         + (" (not an efficient target)" if scores.target != "shapley" else "")
     )
+    console.print(report.flag_rule, highlight=False)
     for i, j, gap, ok in report.symmetry:
         verdict = "within one interval width" if ok else "NOT within one interval width"
         console.print(f"duplicate clients {i} and {j}: |Δvalue| = {gap:.4f}, {verdict}")

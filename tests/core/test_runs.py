@@ -56,7 +56,7 @@ def test_run_writes_directory(tmp_path: Path) -> None:
     code, output = run_cli(["run", str(cfg), "--out", str(tmp_path / "run")])
     assert code == 0, output
     run = tmp_path / "run"
-    for f in ("spec.yaml", "rounds.jsonl", "model.pt", "env.json", "ledger.json", "complete.json"):
+    for f in ("spec.yaml", "rounds.jsonl", "model.pt", "env.json", "ledger.jsonl", "complete.json"):
         assert (run / f).is_file(), f
     assert len((run / "rounds.jsonl").read_text().splitlines()) == 3
     model = torch.load(run / "model.pt", weights_only=True)
@@ -77,15 +77,17 @@ def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
         {**SMALL, "rounds": 4, "clients": {"n_clients": 10, "sampling": "fixed", "cohort_size": 5}}
     )
     execute(spec, tmp_path / "full")
-    # interrupt: run 2 rounds, then drop the completion marker as a crash would
-    partial = execute(spec.with_overrides(rounds=2), tmp_path / "part")
-    (tmp_path / "part" / "complete.json").unlink()
-    (tmp_path / "part" / "model.pt").unlink()
-    spec_file = tmp_path / "part" / "spec.yaml"
-    data = yaml.safe_load(spec_file.read_text())
-    data["rounds"] = 4
-    spec_file.write_text(yaml.safe_dump(data))
-    assert partial.records[-1]["round"] == 2
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(done: int, total: int, record: dict) -> None:
+        if done == 2:  # round 2 is committed; the process dies before round 3
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "part", progress=stop_after_two)
+    assert not (tmp_path / "part" / "complete.json").exists()
     code, output = run_cli(["run", "--resume", str(tmp_path / "part")])
     assert code == 0, output
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["params"]

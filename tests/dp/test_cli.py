@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,10 @@ def test_standalone_calculator_matches_reference_values() -> None:
 def test_calculator_fixed_cohort_is_accounted_without_replacement() -> None:
     report = standalone_report(0.01, 1.0, 10_000, 1e-5, "all", "fixed", 1000)  # in-process
     assert report["sampling"] == "without_replacement"
-    assert report["epsilon"] == pytest.approx(13.15, abs=0.02)  # vs 6.71 under Poisson
+    # z = noise std ÷ clip norm (the config's meaning); replace-one sensitivity is 2C, so the
+    # event's multiplier is 0.5. Before the fix the calculator read z against 2C: 13.15.
+    assert report["epsilon"] == pytest.approx(118.7, abs=0.1)  # vs 6.71 under Poisson
+    assert report["neighbouring_relation"] == "replace-one" and report["sensitivity"] == "2C"
     assert "unsupported" in report["accountants"]["pld"]  # PLD: no sampling w/o replacement
     assert "unsupported" in report["accountants"]["prv"]
 
@@ -171,12 +175,12 @@ def test_empirical_audit_and_tampered_ledger(tmp_path: Path) -> None:
     assert audit["confidence"] == 0.95 and audit["epsilon_upper_bound"] > 0
     assert (run / "audit" / "audit.json").is_file()
 
-    ledger = run / "ledger.json"
-    ledger.write_text(
-        ledger.read_text().replace('"noise_multiplier": 1.0', '"noise_multiplier": 9.0')
-    )
+    ledger = run / "ledger.jsonl"
+    text = ledger.read_text()
+    assert '"noise_multiplier":1.0' in text
+    ledger.write_text(text.replace('"noise_multiplier":1.0', '"noise_multiplier":9.0'))
     code, out, err = cli("audit", str(run))
-    assert code == 2 and "checksum" in err and "Traceback" not in err
+    assert code == 2 and "chain" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -195,3 +199,60 @@ def test_calculator_bad_input_in_process(
 ) -> None:
     with pytest.raises(UserError, match=message):
         standalone_report(q, z, steps, 1e-5, "rdp", sampling, population)
+
+
+def _dp_fedavg(sampling: dict[str, Any], rounds: int) -> dict[str, Any]:
+    return {
+        **TINY,
+        "name": "calc_vs_run",
+        "rounds": rounds,
+        "clients": {"n_clients": 40, "weighting": "uniform", **sampling},
+        "defense": {
+            "client_transforms": [{"name": "clip", "clip_norm": 0.5}],
+            "server_transforms": [
+                {"name": "central_gaussian", "noise_multiplier": 1.0, "clip_norm": 0.5}
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("sampling", "calculator"),
+    [
+        ({"sampling": "poisson", "sampling_rate": 0.25}, ("poisson", None)),
+        ({"sampling": "fixed", "cohort_size": 10}, ("fixed", 40)),
+    ],
+)
+def test_calculator_equals_the_runs_audited_epsilon(
+    tmp_path: Path, sampling: dict[str, Any], calculator: tuple[str, int | None]
+) -> None:
+    """One meaning of noise_multiplier: the calculator given a run's own parameters answers
+    the run's audited ε (on old main a fixed cohort audited 20.41 against the calculator's 6.69)."""
+    run = tmp_path / "run"
+    execute(parse_spec(_dp_fedavg(sampling, rounds=5)), run)
+    report = run_report(run, 1e-5, "rdp")
+    audited = report["epsilon"]
+    scheme, population = calculator
+    fixed = scheme == "fixed"
+    assert report["neighbouring_relation"] == ("replace_one" if fixed else "add_remove")
+    assert report["sensitivities"] == [1.0 if fixed else 0.5]  # 2C vs C, C = 0.5
+    calc = standalone_report(0.25, 1.0, 5, 1e-5, "rdp", scheme, population)
+    assert calc["epsilon"] == pytest.approx(audited, rel=1e-9)
+    if scheme == "fixed":
+        assert audited == pytest.approx(20.41, abs=0.01)
+
+
+def test_calibrated_multiplier_in_a_config_meets_the_target(tmp_path: Path) -> None:
+    """calibrate's answer, put into a fixed-cohort config, audits at (just under) the target."""
+    code, out, err = cli(
+        "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.25", "--steps", "3",
+        "--sampling", "fixed", "--population", "40", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["sensitivity"] == "2C"
+    cfg = _dp_fedavg({"sampling": "fixed", "cohort_size": 10}, rounds=3)
+    cfg["defense"]["server_transforms"][0]["noise_multiplier"] = result["noise_multiplier"]
+    execute(parse_spec(cfg), tmp_path / "calibrated")
+    audited = run_report(tmp_path / "calibrated", 1e-5, "rdp")["epsilon"]
+    assert audited <= 8.0 and audited == pytest.approx(8.0, rel=5e-3)

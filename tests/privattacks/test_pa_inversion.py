@@ -10,7 +10,15 @@ import torch
 from pa_util import digits, digits_task, local_sgd, mlp, single_client_view
 from torch import nn
 
-from attacks.inversion._common import AGGREGATE_ID, ParamLayout, batch_gradient, module_params
+from attacks.inversion._common import (
+    AGGREGATE_ID,
+    InversionOutput,
+    ParamLayout,
+    Reconstruction,
+    batch_gradient,
+    module_params,
+    score_output,
+)
 from attacks.inversion.analytic import AnalyticInversion, analytic_single, fc_input_candidates
 from attacks.inversion.dlg import DLG
 from attacks.inversion.inverting_gradients import InvertingGradients
@@ -232,3 +240,26 @@ def test_tabular_data_without_a_range() -> None:
     out = ig.observe(view, task)
     assert out.data_range is None and torch.isfinite(out.reconstructions[0].inputs).all()
     assert math.isfinite(ig.metrics(out, _truth(xt[:1], yt[:1]))["feature_mae"])
+
+
+def test_inversion_scores_sit_beside_trivial_baselines() -> None:
+    """Guessing class-mean images is not a recovery; an exact reconstruction is, per sample."""
+    x, y = X[:6], Y[:6]
+    others = (X[6:300], Y[6:300])
+    truth = Truth(malicious_ids=(), private_batches={3: (x, y), 4: others})
+    pool_x, pool_y = torch.cat([x, others[0]]), torch.cat([y, others[1]])
+    class_means = torch.stack([pool_x[pool_y == c].mean(dim=0) for c in y.tolist()])
+    exact = x.clone()
+    exact[:2] = class_means[:2]  # two samples only as good as the class-mean baseline
+
+    def output(inputs: torch.Tensor) -> InversionOutput:
+        rec = Reconstruction(3, inputs, y, 0.0)
+        return InversionOutput("test", (rec,), False, 1, (0.0, 1.0), (1, 8, 8), 10)
+
+    baseline = score_output(output(class_means), truth)
+    assert baseline["n_recovered"] == 0 and baseline["recovered_fraction"] == 0
+    assert baseline["psnr_db"] == pytest.approx(baseline["baseline_class_mean_psnr_db"])
+    assert baseline["baseline_class_mean_psnr_db"] > baseline["baseline_mean_psnr_db"]
+    partial = score_output(output(exact), truth)
+    assert partial["n_recovered"] == 4 and partial["recovered_fraction"] == pytest.approx(4 / 6)
+    assert partial["baseline_mean_psnr_db"] == pytest.approx(baseline["baseline_mean_psnr_db"])

@@ -16,6 +16,7 @@ from attacks.membership._common import (
     MembershipTask,
     membership_labels,
     membership_metrics,
+    reliability_warnings,
 )
 from attacks.membership._shadow import (
     TrainingRecipe,
@@ -33,7 +34,7 @@ from attacks.membership.rmia import RMIA, marginal_probability, rmia_scores
 from fedguard import registry
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import dp_consistency
-from fedguard.types import ServerView, Truth
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 X, Y = digits()
 RECIPE = TrainingRecipe(steps=100, batch_size=50, lr=0.2, momentum=0.9)
@@ -211,6 +212,8 @@ def test_membership_against_one_clients_update() -> None:
         update_sum=delta,
         num_samples=(40, 40),
         training={"lr": 0.5, "local_steps": 60, "batch_size": 40},
+        # 60 full-batch steps: 60 epochs of one batch of all 40 samples
+        recipe=LocalTrainingRecipe("fedavg", learning_rate=0.5, local_epochs=60, batch_size=40),
     )
     task = MembershipTask(
         model=model,
@@ -227,7 +230,7 @@ def test_membership_against_one_clients_update() -> None:
     assert m["n_members"] == 40 and m["auc"] >= 0.6
     with pytest.raises(ConfigError, match="target_client must be one of"):
         LiRA(target="client", target_client=3).observe(view, task)
-    secagg = ServerView(2, w0, (7, 9), None, delta, (40, 40), view.training)
+    secagg = ServerView(2, w0, (7, 9), None, delta, (40, 40), view.training, view.recipe)
     assert LossThreshold(target="client").observe(secagg, task).from_aggregate
 
 
@@ -328,3 +331,19 @@ def test_stacked_init_follows_pytorch_linear_bounds() -> None:
         bound = fan_in**-0.5
         assert values.abs().max() <= bound and values.abs().max() > 0.95 * bound
         assert abs(float(values.mean())) < 0.05 * bound
+
+
+def test_membership_metrics_carry_tie_and_sample_size_warnings() -> None:
+    """Ties at the 1% threshold and too few non-members for 0.1% are in the metrics dict."""
+    members = torch.cat([torch.ones(100), torch.zeros(100)]).bool()
+    scores = torch.cat([torch.linspace(0.2, 0.9, 100), torch.linspace(0.0, 0.5, 100)])
+    scores[:33] = 1.0
+    scores[100] = 1.0  # a non-member tied with 33 members at the top score
+    m = membership_metrics(scores, members)
+    assert m["tpr_at_1pct_fpr"] == 0.0 and m["tpr_at_1pct_fpr_tied"] == 1.0
+    assert m["tpr_at_1pct_fpr_if_ties_broken"] == pytest.approx(0.33)
+    assert m["tpr_at_1pct_fpr_reliable"] == 0.0 and m["tpr_at_0.1pct_fpr_reliable"] == 0.0
+    notes = reliability_warnings(m)
+    assert len(notes) == 3  # too few non-members for 0.1%; ties at both thresholds
+    assert "only 100 non-members: TPR at 0.1% FPR" in notes[0]
+    assert "1.0% FPR depends on tie-breaking" in notes[1]
