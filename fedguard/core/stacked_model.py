@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.grad import conv2d_weight
 
 from fedguard.models.flat import FlatModel
 
@@ -234,7 +235,8 @@ def accumulate_gradients(
 
     ``grads`` are the output gradients of ``Σ_i ℓ_i`` (or of any per-sample weighted loss), so
     ``factor=None`` gives that loss's gradient. Book-keeping (Bu et al. 2023): a Linear layer's
-    weight gradient is ``(factor ⊙ G)ᵀ A`` per client, a convolution's the same over patches.
+    weight gradient is ``(factor ⊙ G)ᵀ A`` per client; a convolution's comes from the grouped
+    convolution's weight-gradient kernel applied to ``factor ⊙ G`` and the stored input.
     Results go straight into ``out``: large temporaries cost page faults on every step.
     """
     k = out[0].shape[0]
@@ -247,11 +249,20 @@ def accumulate_gradients(
             if layer.bias is not None:
                 torch.sum(gw, dim=1, out=out[layer.bias])
         else:
+            assert isinstance(m, nn.Conv2d)
             go = output_gradients(t, g, k)  # (batch, k, out, positions)
             if factor is not None:
                 go = go * factor.t()[..., None, None]
-            patches = unfolded_inputs(t, k)  # (batch, k, C·kh·kw, positions)
-            weight = torch.einsum("bkop,bkcp->koc", go, patches)
+            # the convolution's own weight-gradient kernel (grouped: one group per client)
+            weight = conv2d_weight(
+                t.inputs,
+                (k * m.out_channels, *m.weight.shape[1:]),
+                go.reshape(g.shape),
+                m.stride,
+                m.padding,  # type: ignore[arg-type]  # string paddings are refused by of()
+                m.dilation,
+                groups=k,
+            )
             out[layer.weight].copy_(weight.view(out[layer.weight].shape))
             if layer.bias is not None:
                 torch.sum(go, dim=(0, 3), out=out[layer.bias])
