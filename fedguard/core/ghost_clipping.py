@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.grad import conv2d_weight
 
 from fedguard.core.stacked_model import (
     StackedModel,
@@ -53,16 +54,28 @@ def per_sample_squared_norms(
             if t.layer.bias is not None:
                 norm = norm + out_sq
         else:
+            assert isinstance(m, nn.Conv2d)
             go = output_gradients(t, g, k)  # (batch, k, out, positions)
-            patches = unfolded_inputs(t, k)  # (batch, k, c, positions)
-            out, c, positions = go.shape[2], patches.shape[2], go.shape[3]
+            out, positions = go.shape[2], go.shape[3]
+            c = m.weight[0].numel()  # C·kh·kw
             use_ghost = positions * (c + out) < out * c if ghost_conv is None else ghost_conv
             if use_ghost:
+                patches = unfolded_inputs(t, k)  # (batch, k, c, positions)
                 gram_in = patches.transpose(-1, -2) @ patches  # (batch, k, P, P)
                 gram_out = go.transpose(-1, -2) @ go
                 norm = (gram_in * gram_out).sum(dim=(-1, -2))
-            else:
-                norm = (go @ patches.transpose(-1, -2)).pow(2).sum(dim=(-1, -2))
+            else:  # per-sample weight gradients of this layer: one group per (sample, client)
+                batch = go.shape[0]
+                per_sample = conv2d_weight(
+                    t.inputs.reshape(1, -1, *t.inputs.shape[2:]),
+                    (batch * k * out, *m.weight.shape[1:]),
+                    g.reshape(1, -1, *g.shape[2:]),
+                    m.stride,
+                    m.padding,  # type: ignore[arg-type]  # string paddings are refused
+                    m.dilation,
+                    groups=batch * k,
+                )
+                norm = per_sample.view(batch, k, -1).pow(2).sum(dim=-1)
             if t.layer.bias is not None:
                 norm = norm + go.sum(dim=-1).pow(2).sum(dim=-1)
             norm = norm.t()  # (k, batch)
