@@ -128,6 +128,7 @@ def test_default_path_imports_neither_dynamo_nor_sklearn() -> None:
     assert _imports_after(code) == set()
 
 
+@pytest.mark.slow  # importing torch._dynamo takes seconds; the check above stays in the fast set
 def test_the_vmap_fallback_is_what_imports_dynamo() -> None:
     """The probe above can see the import it is guarding against."""
     code = "import torch\nfrom torch.func import grad\ngrad(lambda x: (x * x).sum())(torch.ones(2))"
