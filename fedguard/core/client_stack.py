@@ -44,13 +44,19 @@ class ClientStack:
         return self.plan.blocks(flat) if self.plan is not None else [flat]
 
     def sgd_update(
-        self, k: int, grads: list[Tensor], learning_rate: float, momentum: float, prox_mu: float
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        learning_rate: float,
+        momentum: float,
+        prox_mu: float,
     ) -> None:
         """FedProx term ``μ(w − w₀)`` (Li et al. 2020), then SGD with PyTorch's momentum
-        convention ``b ← m·b + g; w ← w − η·b`` on the first ``k`` clients, in place
-        (``grads`` may be overwritten)."""
-        anchors = self.split(self.global_params[None])  # (1, *shape) each
-        for j, (p, g) in enumerate(zip(self.split(self.params[:k]), grads, strict=True)):
+        convention ``b ← m·b + g; w ← w − η·b`` on the prefix views ``params`` (from
+        :meth:`prefix`), in place (``grads`` may be overwritten)."""
+        k = params[0].shape[0]
+        anchors = self.split(self.global_params[None]) if prox_mu else []  # (1, *shape) each
+        for j, (p, g) in enumerate(zip(params, grads, strict=True)):
             if prox_mu:
                 g = g.add_(p, alpha=prox_mu).sub_(anchors[j], alpha=prox_mu)
             if self.buffer is not None:

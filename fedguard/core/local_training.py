@@ -210,7 +210,7 @@ def train_vectorized(
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
         params, out = stack.prefix(k)
         g = gradient(params, x, y, weight, out)
-        stack.sgd_update(k, g, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+        stack.sgd_update(params, g, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
     return stack.deltas(order)
 
 
@@ -419,7 +419,7 @@ def train_dp_sgd(
         for g, noise_block in zip(total, stack.split(z), strict=True):
             scale = expected[:k].view(k, *([1] * (g.dim() - 1)))
             g.add_(noise_block, alpha=std).div_(scale)
-        stack.sgd_update(k, total, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+        stack.sgd_update(params, total, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
     return stack.deltas(order)
 
 

@@ -78,6 +78,8 @@ class StackedModel:
         self.layers = layers
         self.n_classes = n_classes
         self.dim = model.layout.dim
+        self._sizes = list(model.layout.sizes)  # computed once: this runs several times a step
+        self._shapes = model.layout.shapes
 
     @staticmethod
     def of(model: FlatModel, input_shape: tuple[int, ...]) -> StackedModel | None:
@@ -129,7 +131,9 @@ class StackedModel:
 
     def blocks(self, flat: Tensor) -> list[Tensor]:
         """Views ``(k, *shape)`` of each parameter of the stacked flat vectors ``flat`` (k, d)."""
-        return list(self.model.layout.unflatten(flat).values())
+        lead = flat.shape[:-1]
+        chunks = torch.split(flat, self._sizes, dim=-1)
+        return [c.view(*lead, *s) for c, s in zip(chunks, self._shapes, strict=True)]
 
     def stacked_copies(self, flat: Tensor, n: int) -> list[Tensor]:
         """``n`` contiguous copies of the flat vector ``flat`` (d,), one block per parameter."""
