@@ -7,7 +7,7 @@ Three forms:
   :func:`fedguard.privacy.budget.ledger_report`; ε after every round (table, and a plot
   ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
   each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
-  variant and bounds ε from below (:func:`fedguard.privacy.audit.empirical.empirical_audit`),
+  variant and bounds ε from below (:func:`fedguard.audit.empirical.empirical_audit`),
   writing ``RUN/audit.json``.
 * ``fedguard audit --sampling-rate q --noise-multiplier z --steps T --delta δ`` — the standalone
   calculator (like TF Privacy's ``compute_dp_sgd_privacy``); ``--sampling fixed --population N``
@@ -174,6 +174,10 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
             "ε can be stated."
         )
     ledger = run_dir.ledger()  # verifies the chain: a tampered or torn file is a LedgerError
+    from fedguard.audit.evidence import gather_evidence
+
+    # seal, cross-checks against spec.yaml/rounds.jsonl, signature: a contradiction is exit 2
+    evidence = gather_evidence(run_dir)
     delta = spec.privacy.delta if delta is None else delta
     names = accountant_names(accountant)
     report = ledger_report(ledger, delta, names)
@@ -198,6 +202,7 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     relation = (ledger.get("sampling") or {}).get("neighbouring_relation")
     report.update(
         {
+            "evidence": evidence.to_dict(),
             "neighbouring_relation": relation,
             "sensitivities": gaussian_sensitivities(ledger),
             "communication": quantization_bits(ledger),
@@ -286,6 +291,8 @@ def _plot(
 
 
 def print_run_report(report: dict[str, Any], console: Console) -> None:
+    if report.get("evidence"):  # first line: which checks of the run's evidence passed
+        console.print(report["evidence"]["line"], highlight=False, soft_wrap=True)
     console.print(
         f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
         f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "
@@ -352,12 +359,18 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
 
 
 def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
-    from fedguard.privacy.audit.empirical import empirical_audit
+    from fedguard.audit.empirical import empirical_audit
     from fedguard.privacy.audit.summary import describe_empirical_audit
     from fedguard.storage.atomic import write_text
 
     if not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
+    from fedguard.audit.evidence import gather_evidence
+    from fedguard.storage.run_dir import RunDirectory
+
+    evidence = gather_evidence(RunDirectory(run))  # a contradicted ledger is refused first
+    if not as_json:
+        console.print(evidence.line(), highlight=False, soft_wrap=True)
     result = empirical_audit(run, canaries, confidence, out=run / "audit")
     summary = {
         "method": result.get("method"),
@@ -368,7 +381,11 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
     }
     write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
     if as_json:
-        print(json.dumps(jsonable({**summary, "result": result}), default=str))
+        print(
+            json.dumps(
+                jsonable({**summary, "evidence": evidence.to_dict(), "result": result}), default=str
+            )
+        )
     else:
         console.print(describe_empirical_audit(result), highlight=False)
 
