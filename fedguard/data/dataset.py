@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from fedguard.data.shuffle_split import train_test_indices
 from fedguard.errors import ConfigError
 
 
@@ -80,17 +80,14 @@ def from_arrays(
 def split(
     data: Dataset, test_fraction: float, validation_fraction: float, seed: int
 ) -> tuple[Dataset, Dataset, Dataset]:
-    """Stratified train / validation / test split, deterministic in ``seed``."""
+    """Stratified train / validation / test split, deterministic in ``seed`` (scikit-learn's
+    ``train_test_split`` draws, without importing scikit-learn)."""
     index = np.arange(len(data))
     labels = data.labels.numpy()
-    train_val, test = train_test_split(
-        index, test_size=test_fraction, random_state=seed, stratify=_stratify(labels)
-    )
+    train_val, test = train_test_indices(index, test_fraction, seed, _stratify(labels))
     if validation_fraction > 0:
         rel = validation_fraction / (1.0 - test_fraction)
-        train, val = train_test_split(
-            train_val, test_size=rel, random_state=seed + 1, stratify=_stratify(labels[train_val])
-        )
+        train, val = train_test_indices(train_val, rel, seed + 1, _stratify(labels[train_val]))
     else:
         train, val = train_val, train_val[:0]
     return data.subset(train), data.subset(val), data.subset(test)

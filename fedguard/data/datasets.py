@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from sklearn import datasets as skdatasets
 
 from fedguard.api import Component, require
 from fedguard.data.dataset import Dataset, from_arrays
+from fedguard.data.shuffle_split import digits_arrays
 from fedguard.errors import ConfigError
 
 
@@ -24,9 +23,9 @@ class DigitsDataset(DatasetSource):
     """scikit-learn's 8×8 handwritten digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
 
     def load(self) -> Dataset:
-        bunch = skdatasets.load_digits()
-        x = bunch.images.astype(np.float32) / 16.0
-        return from_arrays(x[:, None], bunch.target, "digits", (1, 8, 8), (0.0, 1.0))
+        images, target = digits_arrays()  # load_digits' file, without importing scikit-learn
+        x = images.astype(np.float32) / 16.0
+        return from_arrays(x[:, None], target, "digits", (1, 8, 8), (0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,9 @@ class BreastCancerDataset(DatasetSource):
     """scikit-learn's Wisconsin breast cancer table (569 rows, 30 features, binary), standardized."""
 
     def load(self) -> Dataset:
-        bunch = skdatasets.load_breast_cancer()
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer()
         x = bunch.data
         x = (x - x.mean(0)) / x.std(0)
         return from_arrays(x.astype(np.float32), bunch.target, "breast_cancer")
@@ -67,7 +68,9 @@ class SyntheticDataset(DatasetSource):
         )
 
     def load(self) -> Dataset:
-        x, y = skdatasets.make_classification(
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(
             n_samples=self.n_samples,
             n_features=self.n_features,
             n_informative=self.n_informative,
@@ -91,6 +94,8 @@ class CsvDataset(DatasetSource):
         require(bool(self.path), "dataset.path", "the path of a CSV file")
 
     def load(self) -> Dataset:
+        import pandas as pd
+
         path = _existing(self.path)
         try:
             frame = pd.read_csv(path)
