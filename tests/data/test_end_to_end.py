@@ -187,3 +187,29 @@ def test_cifar_format_with_resnet8_gn(tmp_path: Path, capsys, monkeypatch) -> No
     monkeypatch.setenv("FEDGUARD_DATA", str(tmp_path / "empty"))
     status, out = cli(capsys, "run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run2"))
     assert status == 2 and "fedguard data fetch cifar10" in out, out
+
+
+def test_privacy_statement_says_normalisation_is_not_covered(user_setup, capsys) -> None:
+    tmp_path, _ = user_setup
+    cfg = yaml.safe_load((tmp_path / "own.yaml").read_text())
+    cfg["clients"].update({"sampling": "poisson", "sampling_rate": 0.5, "weighting": "uniform"})
+    cfg["defense"] = {
+        "client_transforms": [{"name": "clip", "clip_norm": 0.5}],
+        "server_transforms": [
+            {"name": "central_gaussian", "noise_multiplier": 1.0, "clip_norm": 0.5}
+        ],
+    }
+    cfg["save_updates"] = False
+    (tmp_path / "dp.yaml").write_text(yaml.safe_dump(cfg))
+    status, out = cli(capsys, "run", str(tmp_path / "dp.yaml"), "--out", str(tmp_path / "dp"))
+    assert status == 0, out
+    status, out = cli(capsys, "report", str(tmp_path / "dp"), "--out", str(tmp_path / "dp.html"))
+    assert status == 0, out
+    html = (tmp_path / "dp.html").read_text()
+    assert "standardised with the mean and standard deviation of the training split" in html
+    cfg["data"]["dataset"]["normalize"] = False
+    (tmp_path / "dp.yaml").write_text(yaml.safe_dump(cfg))
+    status, out = cli(capsys, "run", str(tmp_path / "dp.yaml"), "--out", str(tmp_path / "dp2"))
+    assert status == 0, out
+    status, out = cli(capsys, "report", str(tmp_path / "dp2"), "--out", str(tmp_path / "d2.html"))
+    assert "standardised with the mean" not in (tmp_path / "d2.html").read_text()
