@@ -1,8 +1,8 @@
 """Any PyTorch model: ``model: {name: torch_module, factory: "package.module:make_model"}``.
 
 The factory is imported and called only when a model is built, which only the commands that train
-do (``run``, ``matrix``, ``verify``); constructing this spec (``show``, ``audit``, ``report`` of a
-run folder) never imports user code. The built module is checked once, on a batch, for what the
+do (``run``, ``matrix``, ``contrib``, ``audit --empirical``); constructing this spec (``show``,
+``audit``, ``report`` of a run folder) never imports user code. The built module is checked once, on a batch, for what the
 vectorized trainer needs: logits of one row per sample and one column per class, at least one
 parameter, no layer that mixes samples or keeps running statistics (BatchNorm), buffers that the
 forward pass leaves unchanged (fedguard passes only parameters to ``torch.func.functional_call``;
