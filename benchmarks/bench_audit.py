@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from fedguard.api import ClientTransform, ServerTransform, TransformContext, TransformOutput
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     canary_cosines,
     canary_directions,
     canary_epsilon_estimate,
@@ -153,9 +153,9 @@ def validity_table(n_seeds: int, n_canaries: int, dimension: int) -> None:
 
 
 def cost_table(n_canaries: int) -> None:
+    from fedguard.audit.empirical import empirical_audit
     from fedguard.config import parse_spec
     from fedguard.core.runner import execute
-    from fedguard.privacy.audit.empirical import empirical_audit
 
     print(f"\n3. Cost of empirical_audit (m={n_canaries}) relative to the audited run")
     print(
@@ -228,9 +228,9 @@ class StandInCentralNoise(ServerTransform):
 
 
 def federated_table(n_seeds: int, n_canaries: int) -> None:
+    from fedguard.audit.empirical import empirical_audit
     from fedguard.components import build_components
     from fedguard.config import parse_spec
-    from fedguard.privacy.audit.empirical import empirical_audit
 
     print(
         f"\n4. empirical_audit under a stand-in DP-FedAvg (1 round, 20 clients, MLP[128]), "
@@ -273,7 +273,7 @@ def federated_table(n_seeds: int, n_canaries: int) -> None:
 
 
 def sample_canary_table(n_seeds: int) -> None:
-    from fedguard.privacy.audit import (
+    from fedguard.audit import (
         SampleCanaryConfig,
         gradient_canary_audit,
         sample_canary_audit,

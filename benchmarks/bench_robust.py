@@ -47,7 +47,7 @@ def _agg(name: str, **params: Any) -> Callable[[], Any]:
 
 def _composite(name: str) -> Callable[[], Any]:
     def build() -> Any:
-        from defenses.robust.compose import create_composite
+        from fedguard.registry import build_composite as create_composite
 
         return create_composite(name)
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, require
 from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
 
 
@@ -35,12 +35,6 @@ class Component:
         """Raise :class:`~fedguard.errors.IncompatibleError` if this component cannot be combined
         soundly with the rest of the run (``spec``: the RunSpec, ``components``: all built
         components), e.g. central DP calibrated for a clipped mean next to Krum."""
-
-
-def require(condition: bool, field_name: str, allowed: str) -> None:
-    """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds."""
-    if not condition:
-        raise ConfigError(f"{field_name} must be {allowed}.")
 
 
 def require_positive(component: object, *field_names: str) -> None:

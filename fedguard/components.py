@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import cache
-from typing import Any, get_type_hints
-
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing import Any
 
 from fedguard import registry
 from fedguard.config import ComponentSpec, RunSpec
@@ -15,49 +12,9 @@ from fedguard.errors import ConfigError
 
 
 def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) -> Any:
-    """Create the component ``spec`` of ``kind``; ``where`` names the config field in errors.
-
-    ``inherited`` values (e.g. the defense's ``n_byzantine``) fill matching fields the user left
-    unset.
-    """
-    cls: Any = registry.get(kind, spec.name)
-    params = dict(spec.params)
-    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
-        fields = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            allowed = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(
-                f"unknown parameter {where}.{unknown[0]} for {spec.name!r}; allowed: {allowed}."
-            )
-        params.update({k: v for k, v in inherited.items() if k in fields and k not in params})
-        params = {k: _validate_field(cls, k, v, where) for k, v in params.items()}
-        try:
-            return cls(**params)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where} ({spec.name!r}): {exc}") from None
-    return cls(**params)
-
-
-@cache
-def _field_adapter(cls: type, name: str) -> TypeAdapter | None:
-    try:
-        hint = get_type_hints(cls)[name]
-        return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True, strict=False))
-    except Exception:  # an annotation pydantic cannot express is checked by the class itself
-        return None
-
-
-def _validate_field(cls: type, name: str, value: Any, where: str) -> Any:
-    """Coerce/validate one parameter against its annotated type (lists → tuples, "3" → 3)."""
-    adapter = _field_adapter(cls, name)
-    if adapter is None:
-        return value
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as exc:
-        msg = exc.errors()[0]["msg"]
-        raise ConfigError(f"{where}.{name}: {msg} (got {value!r}).") from None
+    """Create the component ``spec`` of ``kind`` with the one builder (:func:`registry.build`);
+    ``where`` names the config field in errors, ``inherited`` fills unset matching fields."""
+    return registry.build(kind, spec.name, spec.params, where, **inherited)
 
 
 def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,16 @@ class ConfigError(UserError):
     """A configuration value is unknown, of the wrong type or out of range."""
 
 
+def require(condition: bool, field_name: str, allowed: str) -> None:
+    """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds.
+
+    Here, torch-free, so that the accounting leaf (:mod:`fedguard.privacy`) can validate without
+    importing anything above it; :mod:`fedguard.api` re-exports it for plugins.
+    """
+    if not condition:
+        raise ConfigError(f"{field_name} must be {allowed}.")
+
+
 class IncompatibleError(UserError):
     """Two components cannot be combined soundly (e.g. Krum under secure aggregation).
 

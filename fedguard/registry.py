@@ -8,9 +8,10 @@ Entry points are read lazily, so importing fedguard never imports a plugin packa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, get_type_hints
 
 from fedguard.errors import ConfigError
 
@@ -66,25 +67,89 @@ def get(kind: str, name: str) -> Any:
 
 
 def create(kind: str, name: str, **params: Any) -> Any:
-    """Instantiate a component, checking parameter names against its dataclass fields."""
-    cls = get(kind, name)
-    if dataclasses.is_dataclass(cls):
-        allowed = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            allowed_txt = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(
-                f"unknown parameter {unknown[0]!r} for {kind.replace('_', ' ')} {name!r}; "
-                f"allowed: {allowed_txt}."
-            )
+    """Instantiate a component through the one builder (:func:`build`)."""
+    return build(kind, name, params)
+
+
+def build(
+    kind: str,
+    name: str,
+    params: Mapping[str, Any],
+    where: str | None = None,
+    **inherited: Any,
+) -> Any:
+    """The one component builder, used by configs, the CLI, compositions and valuation.
+
+    Checks parameter names against the component's dataclass fields, fills ``inherited`` values
+    (e.g. the defense's ``n_byzantine``) into matching fields the user left unset, coerces and
+    validates each value against its annotated type (lists → tuples, "3" → 3), and lets the
+    class check its own bounds. ``where`` names the config field in error messages.
+    """
+    cls: Any = get(kind, name)
+    given = dict(params)
+    label = f"{kind.replace('_', ' ')} {name!r}"
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return cls(**given)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "none"
+        if where is None:
+            raise ConfigError(f"unknown parameter {unknown[0]!r} for {label}; allowed: {allowed}.")
+        raise ConfigError(
+            f"unknown parameter {where}.{unknown[0]} for {name!r}; allowed: {allowed}."
+        )
+    given.update({k: v for k, v in inherited.items() if k in fields and k not in given})
+    prefix = where if where is not None else label
+    given = {k: _validate_field(cls, k, v, prefix) for k, v in given.items()}
     try:
-        return cls(**params)
+        return cls(**given)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"invalid parameters for {kind.replace('_', ' ')} {name!r}: {exc}"
-        ) from exc
+        if where is None:
+            raise ConfigError(f"invalid parameters for {label}: {exc}") from exc
+        raise ConfigError(f"{where} ({name!r}): {exc}") from None
+
+
+def build_composite(name: str, params: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """Build ``"nnm+trimmed_mean"``-style names with the one builder.
+
+    ``params`` maps each component's registry name to its parameters, e.g.
+    ``{"nnm": {}, "trimmed_mean": {"n_byzantine": 2}}``.
+    """
+    from fedguard.core.compose import compose, split_name
+
+    pre_names, agg_name = split_name(name)
+    given = dict(params or {})
+    pres = [build("preaggregator", p, dict(given.get(p, {}))) for p in pre_names]
+    agg = build("aggregator", agg_name, dict(given.get(agg_name, {})))
+    return compose(pres, agg)
+
+
+@cache
+def _field_adapter(cls: type, name: str) -> Any:
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        hint = get_type_hints(cls)[name]
+        return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True, strict=False))
+    except Exception:  # an annotation pydantic cannot express is checked by the class itself
+        return None
+
+
+def _validate_field(cls: type, name: str, value: Any, where: str) -> Any:
+    """Coerce/validate one parameter against its annotated type (lists → tuples, "3" → 3)."""
+    from pydantic import ValidationError
+
+    adapter = _field_adapter(cls, name)
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(f"{where}.{name}: {msg} (got {value!r}).") from None
 
 
 def parameters(kind: str, name: str) -> dict[str, Any]:

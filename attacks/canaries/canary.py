@@ -1,9 +1,9 @@
 """Canary client as a free-rider plugin: its update is a fixed random unit direction.
 
 Client ``i`` configured as a canary is *inserted* with probability ½ (its own seeded coin,
-:func:`fedguard.privacy.audit.canaries.canary_included`); an inserted canary sends
+:func:`fedguard.core.canaries.canary_included`); an inserted canary sends
 ``clip_norm · c_i`` every round it is sampled, with ``c_i`` its direction
-(:func:`~fedguard.privacy.audit.canaries.canary_direction`, keyed by the canary seed and the
+(:func:`~fedguard.core.canaries.canary_direction`, keyed by the canary seed and the
 client id); a canary that was not inserted sends the zero update. The auditor recomputes both from
 ``(canary_seed, client id)`` — :func:`inclusion_truth` — so the truth never passes through the
 server, an aggregator or an observer.
@@ -15,7 +15,7 @@ Conventions
   counts participants it is not, and the one-run bound audits the replace-by-zero relation.
 * Free-riders skip the client transforms, so this plugin audits *central* mechanisms (noise
   added to the aggregate). For client-side noise use
-  :func:`fedguard.privacy.audit.empirical.empirical_audit`, whose canary clients go through every
+  :func:`fedguard.audit.empirical.empirical_audit`, whose canary clients go through every
   client transform.
 
 References
@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 from fedguard.api import FreeRider, FreeRiderContext, require
+from fedguard.core.canaries import canary_direction, canary_included
 from fedguard.errors import IncompatibleError
-from fedguard.privacy.audit.canaries import canary_direction, canary_included
 
 
 def canary_update(

@@ -7,7 +7,6 @@ from fedguard.core.compose import (
     ComposedAggregator,
     ComposedAggregatorWithReference,
     compose,
-    create_composite,
     split_name,
 )
 
@@ -15,6 +14,5 @@ __all__ = [
     "ComposedAggregator",
     "ComposedAggregatorWithReference",
     "compose",
-    "create_composite",
     "split_name",
 ]

@@ -7,7 +7,7 @@ Three forms:
   :func:`fedguard.privacy.budget.ledger_report`; ε after every round (table, and a plot
   ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
   each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
-  variant and bounds ε from below (:func:`fedguard.privacy.audit.empirical.empirical_audit`),
+  variant and bounds ε from below (:func:`fedguard.audit.empirical.empirical_audit`),
   writing ``RUN/audit.json``.
 * ``fedguard audit --sampling-rate q --noise-multiplier z --steps T --delta δ`` — the standalone
   calculator (like TF Privacy's ``compute_dp_sgd_privacy``); ``--sampling fixed --population N``
@@ -352,7 +352,7 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
 
 
 def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
-    from fedguard.privacy.audit.empirical import empirical_audit
+    from fedguard.audit.empirical import empirical_audit
     from fedguard.privacy.audit.summary import describe_empirical_audit
     from fedguard.storage.atomic import write_text
 

@@ -114,7 +114,7 @@ def contrib(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Value every client's contribution (Shapley and proxies), flag free-riders."""
-    from fedguard.valuation.cli import contrib_command
+    from fedguard.cli.contrib_command import contrib_command
 
     raise typer.Exit(
         contrib_command(

@@ -1,15 +1,15 @@
 """``fedguard audit --dp-sgd-canaries``: a record-level DP-SGD canary audit (no run directory).
 
 Trains the small digits MLP once with DP-SGD and one-run canaries
-(:func:`~fedguard.privacy.audit.sample_canaries.sample_canary_audit` — mislabelled input
+(:func:`~fedguard.audit.sample_canaries.sample_canary_audit` — mislabelled input
 canaries, Opacus or fedguard's own DP-SGD; or
-:func:`~fedguard.privacy.audit.sample_canaries.gradient_canary_audit` — white-box Dirac gradient
+:func:`~fedguard.audit.sample_canaries.gradient_canary_audit` — white-box Dirac gradient
 canaries, Opacus), then prints the one-run ε lower bound next to the accountants' ε upper bound
 for the *claimed* noise multiplier. ``--actual-noise-multiplier`` makes the optimizer add other
 noise than is claimed (0 simulates a broken mechanism whose accounting still claims
 ``--noise-multiplier``), the case an audit must catch.
 
-Conventions are those of :mod:`fedguard.privacy.audit.sample_canaries`: the primary upper bound
+Conventions are those of :mod:`fedguard.audit.sample_canaries`: the primary upper bound
 is Opacus' RDP accountant (``ratio = lower / upper``); fedguard's own ``rdp`` (and with
 ``--accountant prv|pld|all`` those accountants) on the same ``sampled_gaussian`` event is shown
 beside it. With ``--out DIR`` the result (with the per-canary scores and inclusion truth) is
@@ -44,7 +44,7 @@ from rich.table import Table
 from fedguard.errors import UserError
 
 if TYPE_CHECKING:
-    from fedguard.privacy.audit.sample_canaries import SampleCanaryConfig
+    from fedguard.audit.sample_canaries import SampleCanaryConfig
 
 CANARY_KINDS = ("mislabelled", "gradient")
 TRAINERS = ("opacus", "fedguard")
@@ -92,7 +92,7 @@ def build_config(
     delta: float | None,
 ) -> SampleCanaryConfig:
     """Check every option (one sentence naming it) and return the ``SampleCanaryConfig``."""
-    from fedguard.privacy.audit.sample_canaries import SampleCanaryConfig
+    from fedguard.audit.sample_canaries import SampleCanaryConfig
 
     kind = options.canary_kind or "mislabelled"
     if kind not in CANARY_KINDS:
@@ -153,8 +153,8 @@ def run_sample_canary_audit(
     accountant: str,
 ) -> tuple[dict[str, Any], NDArray[np.float64], NDArray[np.bool_]]:
     """Run the audit; return the summary, the per-canary scores and the inclusion truth."""
+    from fedguard.audit.sample_canaries import gradient_canary_audit, sample_canary_audit
     from fedguard.cli.audit_command import accountant_names, epsilon_per_accountant
-    from fedguard.privacy.audit.sample_canaries import gradient_canary_audit, sample_canary_audit
     from fedguard.privacy.events import sampled_gaussian
 
     names = accountant_names(accountant)

@@ -8,9 +8,9 @@ the mixed ``values`` and the ``mixing`` matrix) are mapped back exactly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -166,20 +166,3 @@ def compose(pre: Sequence[PreAggregator], agg: Aggregator) -> Aggregator:
     if agg.needs_reference_update:
         return ComposedAggregatorWithReference(pre=tuple(pre), aggregator=agg)
     return ComposedAggregator(pre=tuple(pre), aggregator=agg)
-
-
-def create_composite(
-    name: str, params: Mapping[str, Mapping[str, Any]] | None = None
-) -> Aggregator:
-    """Build ``"nnm+trimmed_mean"``-style names through the registry.
-
-    ``params`` maps each component's registry name to its parameters, e.g.
-    ``{"nnm": {}, "trimmed_mean": {"n_byzantine": 2}}``.
-    """
-    from fedguard import registry
-
-    pre_names, agg_name = split_name(name)
-    given = dict(params or {})
-    pres = [registry.create("preaggregator", p, **dict(given.get(p, {}))) for p in pre_names]
-    agg = registry.create("aggregator", agg_name, **dict(given.get(agg_name, {})))
-    return compose(pres, agg)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 from fedguard.errors import ConfigError
+from fedguard.errors import require as _require
 
 Scheme = Literal["poisson", "without_replacement"]
 Relation = Literal["add_remove", "replace_one"]
@@ -42,15 +43,6 @@ RELATIONS: tuple[str, ...] = ("add_remove", "replace_one")
 LEVELS: tuple[str, ...] = ("client", "record")
 #: The neighbouring relation each sampling scheme is accounted under.
 RELATION_OF_SCHEME: dict[str, str] = {"poisson": "add_remove", "without_replacement": "replace_one"}
-
-
-def _require(condition: bool, field_name: str, allowed: str) -> None:
-    """Raise a one-sentence :class:`ConfigError` naming ``field_name`` unless ``condition`` holds.
-
-    Same message format as :func:`fedguard.api.require`, without importing torch.
-    """
-    if not condition:
-        raise ConfigError(f"{field_name} must be {allowed}.")
 
 
 def _is_number(value: Any) -> bool:

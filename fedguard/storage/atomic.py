@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -77,13 +75,15 @@ def write_json(path: Path, data: Any, mode: int | None = None) -> None:
 
 
 def write_torch(path: Path, obj: Any, mode: int | None = None) -> None:
+    import torch  # here, so that this module (used by the torch-free ledger) does not need it
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue(), mode)
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
+    if hasattr(obj, "tolist") and hasattr(obj, "dim"):  # a tensor
         return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     clopper_pearson_interval,
     clopper_pearson_lower,
     clopper_pearson_upper,
 )
+from fedguard.errors import ConfigError
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (0, 1000), (517, 1000), (1, 7)])

@@ -10,8 +10,7 @@ import torch
 from scipy import stats
 from sklearn.metrics.pairwise import cosine_similarity
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     canary_cosines,
     canary_direction,
     canary_directions,
@@ -23,6 +22,7 @@ from fedguard.privacy.audit import (
     gaussian_pair_epsilon,
     gdp_epsilon,
 )
+from fedguard.errors import ConfigError
 
 
 def test_directions_are_unit_deterministic_and_seeded() -> None:

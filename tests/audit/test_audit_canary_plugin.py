@@ -9,8 +9,8 @@ import torch
 
 from attacks.canaries.canary import Canary, canary_update, inclusion_truth
 from fedguard.api import FreeRiderContext
+from fedguard.audit import canary_direction, canary_included
 from fedguard.errors import ConfigError, IncompatibleError
-from fedguard.privacy.audit import canary_direction, canary_included
 
 
 @dataclass(frozen=True)

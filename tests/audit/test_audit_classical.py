@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     clopper_pearson_epsilon,
     epsilon_from_rate_bounds,
     threshold_audit,
 )
+from fedguard.errors import ConfigError
 
 
 def test_published_figure_perfect_attack_1000_trials() -> None:

@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from fedguard.api import ClientTransform, ServerTransform, TransformContext, TransformOutput
+from fedguard.audit.canary_clients import canary_trainer, install_canaries
+from fedguard.audit.empirical import empirical_audit
 from fedguard.components import Components, build_components
 from fedguard.config import RunSpec, parse_spec
 from fedguard.core.local_training import train_vectorized
 from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
-from fedguard.privacy.audit.canary_clients import canary_trainer, install_canaries
-from fedguard.privacy.audit.empirical import empirical_audit
 from fedguard.privacy.audit.summary import describe_empirical_audit
 
 DELTA = 1e-5

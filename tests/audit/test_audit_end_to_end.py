@@ -5,7 +5,7 @@ from __future__ import annotations
 import dp_accounting
 import pytest
 
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     canary_cosines,
     canary_directions,
     canary_epsilon_estimate,
@@ -13,7 +13,7 @@ from fedguard.privacy.audit import (
     max_certifiable_epsilon,
     one_run_audit,
 )
-from fedguard.privacy.audit.synthetic import gaussian_sum_release
+from fedguard.audit.synthetic import gaussian_sum_release
 from fedguard.rng import torch_generator
 
 N_CANARIES = 1000

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from fedguard.audit import gaussian_pair_delta, gaussian_pair_epsilon, gdp_epsilon
 from fedguard.errors import ConfigError
-from fedguard.privacy.audit import gaussian_pair_delta, gaussian_pair_epsilon, gdp_epsilon
 
 
 def quadrature_delta(eps: float, mp: float, sp: float, mq: float, sq: float) -> float:

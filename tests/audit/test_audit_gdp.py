@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     clopper_pearson_lower,
     clopper_pearson_upper,
     gdp_audit,
@@ -19,6 +18,7 @@ from fedguard.privacy.audit import (
     gdp_mu_from_rates,
     gdp_threshold_audit,
 )
+from fedguard.errors import ConfigError
 
 
 def test_reference_analytic_gaussian() -> None:

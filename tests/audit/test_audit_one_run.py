@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     default_guess_grid,
     max_certifiable_epsilon,
     one_run_audit,
@@ -19,6 +18,7 @@ from fedguard.privacy.audit import (
     one_run_p_value,
     score_guesses,
 )
+from fedguard.errors import ConfigError
 
 
 def reference_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:

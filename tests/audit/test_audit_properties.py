@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     clopper_pearson_epsilon,
     gaussian_pair_delta,
     one_run_epsilon,

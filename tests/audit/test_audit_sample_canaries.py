@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     SampleCanaryConfig,
     canary_scores,
     dirac_canary_coordinates,
@@ -20,7 +19,8 @@ from fedguard.privacy.audit import (
     one_run_audit,
     sample_canary_audit,
 )
-from fedguard.privacy.audit.sample_canaries import epsilon_upper_bounds
+from fedguard.audit.sample_canaries import epsilon_upper_bounds
+from fedguard.errors import ConfigError
 
 BROKEN = SampleCanaryConfig(noise_multiplier=1.0, actual_noise_multiplier=0.0)
 

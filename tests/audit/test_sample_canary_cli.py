@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedguard.cli.main import app, main
-from fedguard.privacy.audit import (
+from fedguard.audit import (
     SampleCanaryConfig,
     gradient_canary_audit,
     one_run_audit,
     sample_canary_audit,
 )
-from fedguard.privacy.audit.sample_canaries import epsilon_upper_bounds
+from fedguard.audit.sample_canaries import epsilon_upper_bounds
+from fedguard.cli.main import app, main
 
 FAST = ["audit", "--dp-sgd-canaries", "--epochs", "5"]
 FIELDS = {

@@ -43,3 +43,21 @@ def test_bound_checked_on_construction() -> None:
         instantiate(
             "partitioner", ComponentSpec(name="dirichlet", params={"alpha": 0}), "data.partition"
         )
+
+
+def test_one_builder_for_configs_cli_and_compositions() -> None:
+    """`registry.create` (contrib --method, compositions) validates types like configs do:
+    on the old weaker path "2" stayed a string and a wrong type surfaced later or not at all."""
+    import pytest
+
+    from fedguard.errors import ConfigError
+    from fedguard.registry import build_composite, create
+
+    agg = create("aggregator", "trimmed_mean", n_byzantine="2")
+    assert agg.n_byzantine == 2 and isinstance(agg.n_byzantine, int)
+    with pytest.raises(ConfigError, match="n_byzantine"):
+        create("aggregator", "trimmed_mean", n_byzantine="two")
+    with pytest.raises(ConfigError, match="n_byzantine"):
+        build_composite("nnm+krum", {"krum": {"n_byzantine": [1]}})
+    composed = build_composite("nnm+trimmed_mean", {"trimmed_mean": {"n_byzantine": "1"}})
+    assert composed.aggregator.n_byzantine == 1

@@ -241,7 +241,8 @@ def test_fixed_cohort_run_is_accounted_without_replacement(mechanism: str) -> No
     assert isinstance(event, Sampled) and event.scheme == "without_replacement"
     assert event.population == 10 and event.rate == pytest.approx(0.4)
     assert event.event.noise_multiplier == pytest.approx(0.5)  # z / 2 under replace-one
-    expected = standalone_report(0.4, 0.5, 2, 1e-5, "rdp", "fixed", 10)["epsilon"]
+    # the calculator takes the config's z (std ÷ clip norm), not the ledger's z / 2
+    expected = standalone_report(0.4, 1.0, 2, 1e-5, "rdp", "fixed", 10)["epsilon"]
     assert epsilon_of_ledger(ledger, 1e-5) == pytest.approx(expected, rel=1e-9)
 
 

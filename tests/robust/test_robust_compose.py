@@ -9,7 +9,7 @@ from robust_testkit import honest_updates, make_ctx
 from defenses.robust.arc import ARC
 from defenses.robust.bucketing import Bucketing
 from defenses.robust.clipping import Clipping
-from defenses.robust.compose import compose, create_composite, split_name
+from defenses.robust.compose import compose, split_name
 from defenses.robust.fltrust import FLTrust
 from defenses.robust.krum import Krum
 from defenses.robust.multi_krum import MultiKrum
@@ -17,6 +17,7 @@ from defenses.robust.nnm import NNM
 from defenses.robust.trimmed_mean import TrimmedMean
 from fedguard.api import PreAggregator
 from fedguard.errors import ConfigError
+from fedguard.registry import build_composite as create_composite
 
 N, D, F = 10, 8, 2
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedguard.cli.contrib_command import contrib_command, contrib_or_exit, default_method
 from fedguard.config import parse_spec
 from fedguard.core.runner import execute
 from fedguard.errors import ConfigError, UserError
-from fedguard.valuation.cli import contrib_command, contrib_or_exit, default_method
 from fedguard.valuation.reconstruction import MultiRoundReconstruction, RoundUpdates
 from fedguard.valuation.utilities import build_game, duplicate_pairs, load_run
 
@@ -127,7 +127,7 @@ def test_duplicate_pairs_found_from_identical_updates() -> None:
 def test_surrogate_notes_name_what_reconstruction_approximates() -> None:
     from types import SimpleNamespace
 
-    from fedguard.valuation.cli import surrogate_notes
+    from fedguard.cli.contrib_command import surrogate_notes
 
     spec = parse_spec(
         {"defense": {"aggregator": "median"}, "server": {"optimizer": "adam", "learning_rate": 0.1}}

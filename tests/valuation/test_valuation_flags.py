@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from fedguard.cli.contrib_command import contrib_command, valuate
 from fedguard.config import load_spec, parse_spec
 from fedguard.core.runner import execute
 from fedguard.valuation.audit import (
@@ -23,7 +24,6 @@ from fedguard.valuation.audit import (
     zero_update_clients,
 )
 from fedguard.valuation.base import Scores, sampled_scores
-from fedguard.valuation.cli import contrib_command, valuate
 from fedguard.valuation.exact import ExactShapley
 from fedguard.valuation.reconstruction import MultiRoundReconstruction
 from fedguard.valuation.synthetic import make_synthetic_run

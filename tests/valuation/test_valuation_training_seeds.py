@@ -11,12 +11,12 @@ import pytest
 import torch
 from scipy import stats
 
+from fedguard.cli.contrib_command import contrib_command
 from fedguard.config import parse_spec
 from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
 from fedguard.valuation.base import Scores
-from fedguard.valuation.cli import contrib_command
 from fedguard.valuation.training_seeds import SEEDS_DIR, combine_over_seeds
 
 CONFIG = {

@@ -1,4 +1,7 @@
-"""Empirical privacy auditing: ε lower bounds and estimates from canaries.
+"""Empirical privacy auditing, the statistics: ε lower bounds and estimates from canary scores.
+
+Torch-free, like the rest of :mod:`fedguard.privacy`. The audits that *train* canary variants
+(:mod:`fedguard.audit`) live above the core and call these.
 
 Standalone estimators work on score arrays:
 
@@ -21,15 +24,6 @@ from fedguard.privacy.audit.binomial import (
     clopper_pearson_interval,
     clopper_pearson_lower,
     clopper_pearson_upper,
-)
-from fedguard.privacy.audit.canaries import (
-    canary_cosines,
-    canary_direction,
-    canary_directions,
-    canary_included,
-    canary_inclusion,
-    canary_max_round_cosines,
-    canary_round_cosines,
 )
 from fedguard.privacy.audit.canary_estimate import canary_epsilon_estimate
 from fedguard.privacy.audit.classical import (
@@ -55,53 +49,28 @@ from fedguard.privacy.audit.one_run import (
     score_guesses,
 )
 from fedguard.privacy.audit.result import AuditResult
-from fedguard.privacy.audit.sample_canaries import (
-    SampleCanaryAudit,
-    SampleCanaryConfig,
-    canary_scores,
-    dirac_canary_coordinates,
-    gradient_canary_audit,
-    mislabelled_canaries,
-    sample_canary_audit,
-)
-from fedguard.privacy.audit.synthetic import gaussian_sum_release
 
 __all__ = [
     "AuditResult",
-    "SampleCanaryAudit",
-    "SampleCanaryConfig",
-    "canary_cosines",
-    "canary_direction",
-    "canary_directions",
     "canary_epsilon_estimate",
-    "canary_included",
-    "canary_inclusion",
-    "canary_max_round_cosines",
-    "canary_round_cosines",
-    "canary_scores",
     "clopper_pearson_epsilon",
     "clopper_pearson_interval",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "default_guess_grid",
-    "dirac_canary_coordinates",
     "epsilon_from_rate_bounds",
     "gaussian_pair_delta",
     "gaussian_pair_epsilon",
-    "gaussian_sum_release",
     "gdp_audit",
     "gdp_delta",
     "gdp_epsilon",
     "gdp_mu_from_rates",
     "gdp_threshold_audit",
-    "gradient_canary_audit",
     "max_certifiable_epsilon",
-    "mislabelled_canaries",
     "one_run_audit",
     "one_run_epsilon",
     "one_run_guesses",
     "one_run_p_value",
-    "sample_canary_audit",
     "score_guesses",
     "threshold_audit",
 ]

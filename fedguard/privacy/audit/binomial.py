@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from fedguard.api import require
+from fedguard.errors import require
 
 
 def _check_counts(successes: NDArray[np.int64], trials: NDArray[np.int64]) -> None:

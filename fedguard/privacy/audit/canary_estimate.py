@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fedguard.api import require
+from fedguard.errors import require
 from fedguard.privacy.audit.gaussian_pair import gaussian_pair_epsilon
 from fedguard.privacy.audit.result import AuditResult
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fedguard.api import require
+from fedguard.errors import require
 from fedguard.privacy.audit.binomial import clopper_pearson_lower, clopper_pearson_upper
 from fedguard.privacy.audit.result import AuditResult
 

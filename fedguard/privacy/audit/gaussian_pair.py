@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy import optimize, stats
 
-from fedguard.api import require
+from fedguard.errors import require
 
 
 def _log_prob_below(x: float, mean: float, std: float) -> float:

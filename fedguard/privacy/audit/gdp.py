@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
-from fedguard.api import require
+from fedguard.errors import require
 from fedguard.privacy.audit.binomial import clopper_pearson_lower, clopper_pearson_upper
 from fedguard.privacy.audit.classical import threshold_counts
 from fedguard.privacy.audit.result import AuditResult

@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
-from fedguard.api import require
+from fedguard.errors import require
 from fedguard.privacy.audit.result import AuditResult
 
 #: Fractions of ``m`` used for ``k`` in the default guess grid: points ``(k, k)`` and ``(k, 0)``.

@@ -1,4 +1,4 @@
-"""Plain-text summary of an :func:`~fedguard.privacy.audit.empirical.empirical_audit` result.
+"""Plain-text summary of an :func:`~fedguard.audit.empirical.empirical_audit` result.
 
 For the CLI (``fedguard audit RUN --empirical``) and reports: the lower bound with its method and
 confidence, the accountants' upper bound, the ratio, the ceiling, the estimate (marked as not a

@@ -3,7 +3,7 @@
 The canary variant is the run's own config — same data partition, model initialisation, local
 training streams, client transforms (clipping, noise), transport, aggregator, server transforms and
 seed — with ``m`` canary clients added to the population. Canary ``j`` is inserted with probability
-½ (:func:`~fedguard.privacy.audit.canaries.canary_included`); an inserted canary is an ordinary
+½ (:func:`~fedguard.core.canaries.canary_included`); an inserted canary is an ordinary
 client of the population (sampled like the others) whose local training is replaced by the fixed
 update ``canary_norm · c_j``, so it passes through every client transform and the aggregation
 exactly like an honest update. After training, each canary (inserted or not) is scored by the
@@ -50,17 +50,17 @@ import torch
 from torch import Tensor
 
 from fedguard.api import require
+from fedguard.audit.canary_clients import install_canaries
 from fedguard.components import Components
 from fedguard.config import RunSpec, load_spec
-from fedguard.core.simulation import Simulation
-from fedguard.errors import ConfigError
-from fedguard.privacy.audit.canaries import (
+from fedguard.core.canaries import (
     canary_directions,
     canary_inclusion,
     canary_max_round_cosines,
     canary_round_cosines,
 )
-from fedguard.privacy.audit.canary_clients import install_canaries
+from fedguard.core.simulation import Simulation
+from fedguard.errors import ConfigError
 from fedguard.privacy.audit.canary_estimate import canary_epsilon_estimate
 from fedguard.privacy.audit.one_run import one_run_audit
 from fedguard.privacy.budget import epsilon_of_ledger, has_events
