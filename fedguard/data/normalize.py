@@ -3,8 +3,8 @@
 Mean and standard deviation are computed on the training split (the union of the clients' data
 before partitioning) and applied to training, validation and test alike, so no statistic of the
 held-out data leaks into training. The statistics themselves are an aggregate of all clients' data
-that no privacy mechanism of the run covers; the run records them (``normalization`` in
-``partition.json``'s companion ``FederatedData.normalization``) so a privacy statement can say so.
+that no privacy mechanism of the run covers: they are kept in ``FederatedData.normalization``, and
+the privacy statement (:mod:`fedguard.privacy.statement`) says so when a dataset normalises.
 """
 
 from __future__ import annotations

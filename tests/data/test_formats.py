@@ -268,3 +268,26 @@ def test_image_folder_decompression_bomb_limit(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the limit stays on: 400 px > 100
     with pytest.raises(ConfigError, match="decompression-bomb limit"):
         ImageFolderDataset(path=str(tmp_path / "imgs")).load()
+
+
+def test_leaf_sent140_tweet_text(tmp_path: Path) -> None:
+    """Sent140's x is [id, date, query, user, tweet]: the tweet text is the sample."""
+    doc = {
+        "users": ["alice", "bob"],
+        "num_samples": [2, 1],
+        "user_data": {
+            "alice": {
+                "x": [
+                    ["1", "Mon Apr 06", "NO_QUERY", "alice", "good day"],
+                    ["2", "Mon Apr 06", "NO_QUERY", "alice", "bad day"],
+                ],
+                "y": [1, 0],
+            },
+            "bob": {"x": [["3", "Tue Apr 07", "NO_QUERY", "bob", "ok"]], "y": [1]},
+        },
+    }
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    data = LeafDataset(path=str(tmp_path / "s.json"), sequence_length=8).load()
+    assert data.input_shape == (8,) and data.n_classes == 2
+    assert data.features[2].tolist()[:3] == [ALPHABET.index("o") + 1, ALPHABET.index("k") + 1, 0]
+    assert data.groups.tolist() == [0, 0, 1]
