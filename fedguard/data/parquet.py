@@ -36,19 +36,23 @@ class ParquetDataset(DatasetSource):
         require(bool(self.path), "dataset.path", "the path of a Parquet file")
         require(all(s >= 1 for s in self.input_shape), "dataset.input_shape", "positive sizes")
 
-    def load(self) -> Dataset:
+    def read_table(self, path: Path):
+        """The file as a ``pyarrow.Table`` (subclasses read other Arrow-based formats)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(self.path).expanduser()
-        if not path.exists():
-            raise ConfigError(f"dataset.path {self.path!r} does not exist.")
         try:
-            table = pq.read_table(path)
+            return pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise ConfigError(
                 f"dataset.path {self.path!r} is not a readable Parquet file ({exc})."
             ) from None
+
+    def load(self) -> Dataset:
+        path = Path(self.path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"dataset.path {self.path!r} does not exist.")
+        table = self.read_table(path)
         names = table.column_names
         wanted = [self.label_column, *self.feature_columns]
         wanted += [self.client_column] if self.client_column else []

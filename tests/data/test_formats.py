@@ -291,3 +291,34 @@ def test_leaf_sent140_tweet_text(tmp_path: Path) -> None:
     assert data.input_shape == (8,) and data.n_classes == 2
     assert data.features[2].tolist()[:3] == [ALPHABET.index("o") + 1, ALPHABET.index("k") + 1, 0]
     assert data.groups.tolist() == [0, 0, 1]
+
+
+def _save_to_disk(folder: Path, table: pa.Table, shards: int = 2) -> None:
+    """The layout ``datasets.Dataset.save_to_disk`` writes: Arrow stream shards + state.json."""
+    folder.mkdir()
+    names = []
+    for k, chunk in enumerate(np.array_split(np.arange(table.num_rows), shards)):
+        name = f"data-{k:05d}-of-{shards:05d}.arrow"
+        part = table.slice(int(chunk[0]), len(chunk))
+        with pa.OSFile(str(folder / name), "wb") as sink:
+            with pa.ipc.new_stream(sink, part.schema) as writer:
+                writer.write_table(part)
+        names.append({"filename": name})
+    state = {"_data_files": names, "_fingerprint": "x", "_split": "train"}
+    (folder / "state.json").write_text(json.dumps(state))
+    (folder / "dataset_info.json").write_text("{}")
+
+
+def test_huggingface_save_to_disk_folder(tmp_path: Path) -> None:
+    from fedguard.data.hf_disk import HuggingFaceDiskDataset
+
+    frame = _user_table()
+    _save_to_disk(tmp_path / "hf", pa.Table.from_pandas(frame, preserve_index=False))
+    data = HuggingFaceDiskDataset(
+        path=str(tmp_path / "hf"), label_column="y", client_column="user"
+    ).load()
+    np.testing.assert_allclose(data.features.numpy(), frame[["f1", "f2"]].to_numpy(np.float32))
+    assert int(data.groups.max()) == 4
+    (tmp_path / "hf" / "state.json").unlink()
+    with pytest.raises(ConfigError, match="not a folder written by Hugging Face save_to_disk"):
+        HuggingFaceDiskDataset(path=str(tmp_path / "hf"), label_column="y").load()
