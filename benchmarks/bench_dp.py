@@ -255,3 +255,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    __import__("accountant_grid").main([])  # issue 22's accountant grid, calibrate, RQM

@@ -1,4 +1,5 @@
-"""Canary audits that train: the orchestration layer above the core (beside the matrix).
+"""Audits above the core (beside the matrix): canary audits that train, and the evidence about a
+finished run — cross-checks of its ledger, replay (``verify``), signatures.
 
 * :func:`~fedguard.audit.empirical.empirical_audit` — a finished run replayed with canary clients
   (one-run audit, Steinke, Nasr and Jagielski 2023; canary cosine estimate, Andrew et al. 2024);

@@ -68,7 +68,7 @@ from fedguard.storage import atomic
 from fedguard.storage.run_dir import OWNER_ONLY_FILE, RunDirectory
 
 Statistic = Literal["final", "rounds"]
-#: ``(ledger, delta) -> ε`` of a run's privacy ledger (the runner's ``ledger.json`` form).
+#: ``(ledger, delta) -> ε`` of a run's privacy ledger (the runner's ledger dict form).
 UpperBound = Callable[[dict[str, Any], float], float]
 
 

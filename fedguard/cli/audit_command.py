@@ -104,10 +104,18 @@ def neighbouring_note(scheme: str) -> dict[str, str]:
 
 
 def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
-    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"}}`` for each accountant."""
-    from fedguard.errors import IncompatibleError
+    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"[, "refused"]}}`` for each
+    accountant.
+
+    One accountant's refusal never loses the others' answers: an event type it cannot handle is
+    ``unsupported``; a setting it refuses (its memory guard) or that runs out of memory anyway is
+    ``unsupported`` with ``"refused": True`` and the reason.
+    """
+    from functools import partial
+
     from fedguard.privacy.accountants import get_accountant
     from fedguard.privacy.accountants.base import check_delta
+    from fedguard.privacy.budget import epsilon_or_refusal
 
     delta = check_delta(delta)
     out: dict[str, Any] = {}
@@ -117,10 +125,11 @@ def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> 
         if not ok:
             out[name] = {"unsupported": reason, "settings": acc.settings()}
             continue
-        try:
-            out[name] = {"epsilon": acc.epsilon(event, delta), "settings": acc.settings()}
-        except IncompatibleError as exc:  # e.g. PRV would need gigabytes
-            out[name] = {"unsupported": str(exc), "settings": acc.settings()}
+        epsilon, refusal = epsilon_or_refusal(partial(acc.epsilon, event, delta), acc.name)
+        if refusal is None:
+            out[name] = {"epsilon": epsilon, "settings": acc.settings()}
+        else:
+            out[name] = {"unsupported": refusal, "refused": True, "settings": acc.settings()}
     return out
 
 
@@ -174,6 +183,10 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
             "ε can be stated."
         )
     ledger = run_dir.ledger()  # verifies the chain: a tampered or torn file is a LedgerError
+    from fedguard.audit.evidence import gather_evidence
+
+    # seal, cross-checks against spec.yaml/rounds.jsonl, signature: a contradiction is exit 2
+    evidence = gather_evidence(run_dir)
     delta = spec.privacy.delta if delta is None else delta
     names = accountant_names(accountant)
     report = ledger_report(ledger, delta, names)
@@ -181,7 +194,8 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     for level, entry in report["levels"].items():
         for name, acc in entry["accountants"].items():
             if "unsupported" in acc:
-                warnings.append(f"{name} accountant ({level} level): {acc['unsupported']}")
+                what = "refused" if acc.get("refused") else "unsupported"
+                warnings.append(f"{name} accountant ({level} level) {what}: {acc['unsupported']}")
     by_round: list[tuple[int, float]] = []
     if report["accountant"] is not None:
         by_round = epsilon_by_round(ledger, delta, report["accountant"])
@@ -198,6 +212,7 @@ def run_report(run: Path, delta: float | None, accountant: str) -> dict[str, Any
     relation = (ledger.get("sampling") or {}).get("neighbouring_relation")
     report.update(
         {
+            "evidence": evidence.to_dict(),
             "neighbouring_relation": relation,
             "sensitivities": gaussian_sensitivities(ledger),
             "communication": quantization_bits(ledger),
@@ -286,6 +301,8 @@ def _plot(
 
 
 def print_run_report(report: dict[str, Any], console: Console) -> None:
+    if report.get("evidence"):  # first line: which checks of the run's evidence passed
+        console.print(report["evidence"]["line"], highlight=False, soft_wrap=True)
     console.print(
         f"[bold]ε = {_number(report['epsilon'])}[/] at δ = {report['delta']:g} "
         f"({report['accountant'] or 'no accountant'}; {report['rounds_recorded']} rounds; "
@@ -313,7 +330,7 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
         table.add_column("worst client", justify="right")
         for name, acc in entry["accountants"].items():
             if "unsupported" in acc:
-                table.add_row(name, "unsupported", "", "", "")
+                table.add_row(name, "refused" if acc.get("refused") else "unsupported", "", "", "")
                 continue
             per = acc.get("per_client") or {}
             worst = max(per.items(), key=lambda kv: kv[1]) if per else None
@@ -358,6 +375,12 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
 
     if not (run / "spec.yaml").is_file():
         raise UserError(f"{run} is not a fedguard run directory (no spec.yaml).")
+    from fedguard.audit.evidence import gather_evidence
+    from fedguard.storage.run_dir import RunDirectory
+
+    evidence = gather_evidence(RunDirectory(run))  # a contradicted ledger is refused first
+    if not as_json:
+        console.print(evidence.line(), highlight=False, soft_wrap=True)
     result = empirical_audit(run, canaries, confidence, out=run / "audit")
     summary = {
         "method": result.get("method"),
@@ -368,7 +391,11 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
     }
     write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
     if as_json:
-        print(json.dumps(jsonable({**summary, "result": result}), default=str))
+        print(
+            json.dumps(
+                jsonable({**summary, "evidence": evidence.to_dict(), "result": result}), default=str
+            )
+        )
     else:
         console.print(describe_empirical_audit(result), highlight=False)
 
@@ -437,7 +464,8 @@ def audit_command(
         )
         for name, entry in report["accountants"].items():
             if "unsupported" in entry:
-                console.print(f"[yellow]warning:[/] {name}: {entry['unsupported']}")
+                what = "refused" if entry.get("refused") else "unsupported"
+                console.print(f"[yellow]warning:[/] {name} {what}: {entry['unsupported']}")
             elif name != report["accountant"]:
                 console.print(f"  {name}: ε = {_number(entry['epsilon'])}")
         return

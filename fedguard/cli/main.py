@@ -21,6 +21,8 @@ list_app = typer.Typer(no_args_is_help=True, help="List things fedguard knows ab
 app.add_typer(list_app, name="list")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and list datasets in the data cache.")
 app.add_typer(data_app, name="data")
+keys_app = typer.Typer(no_args_is_help=True, help="Your Ed25519 key for signing runs.")
+app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 out = Console()
 
@@ -245,6 +247,43 @@ def calibrate(
     calibrate_command(
         target_epsilon, delta, sampling_rate, steps, sampling, population, accountant, as_json
     )
+
+
+@app.command()
+def verify(
+    run: Annotated[Path, typer.Argument(help="Run directory to replay.")],
+    rounds: Annotated[
+        int | None,
+        typer.Option(help="Check K rounds drawn at random (replays the prefix up to the last)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw of --rounds (pick your own).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Replay a run from its spec on CPU and compare records, ledger, model and summary bit for
+    bit (exit 0 matched, 1 differed, 2 unusable)."""
+    from fedguard.cli.verify_command import verify_command
+
+    status = verify_command(run, rounds, seed, as_json)
+    if status:  # SystemExit, not typer.Exit: main() runs click with standalone_mode=False,
+        sys.exit(status)  # which returns an Exit's code instead of exiting with it
+
+
+@app.command()
+def sign(run: Annotated[Path, typer.Argument(help="Run directory to sign.")]) -> None:
+    """Sign a run's files (SHA-256 manifest) with your Ed25519 key (see keys generate)."""
+    from fedguard.cli.sign_command import sign_command
+
+    sign_command(run)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+) -> None:
+    """Create your signing key in $FEDGUARD_KEY_DIR (default ~/.config/fedguard), owner-only."""
+    from fedguard.cli.sign_command import keys_generate_command
+
+    keys_generate_command(force)
 
 
 @list_app.command("components")

@@ -23,6 +23,10 @@ def show_command(path: Path, metric: str | None = None, partition: bool = False)
     if not run_dir.exists():
         raise UserError(f"{path} is neither a run directory nor a matrix directory.")
     spec = run_dir.spec()
+    from fedguard.audit.evidence import gather_evidence
+
+    # first line: seal, cross-checks, signature (a contradiction is exit 2)
+    console.print(gather_evidence(run_dir).line(), highlight=False, soft_wrap=True)
     records = run_dir.rounds()
     console.print(rounds_table(records))
     summary = run_dir.summary() or {

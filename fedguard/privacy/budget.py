@@ -14,9 +14,11 @@ client's), else the record-level one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
+from fedguard.errors import IncompatibleError
 from fedguard.privacy.accountants import Accountant, get_accountant
 from fedguard.privacy.accountants.base import check_delta
 from fedguard.privacy.events import LEVELS, PrivacyEvent, PrivacyUnit, event_from_dict
@@ -148,7 +150,15 @@ def ledger_report(
             if unsupported:
                 entries[acc.name] = {"unsupported": unsupported[0], "settings": acc.settings()}
                 continue
-            summary = led.epsilon(acc, delta).to_dict()
+            result, refusal = epsilon_or_refusal(partial(led.epsilon, acc, delta), acc.name)
+            if result is None:
+                entries[acc.name] = {
+                    "unsupported": refusal,
+                    "refused": True,
+                    "settings": acc.settings(),
+                }
+                continue
+            summary = result.to_dict()
             entries[acc.name] = summary
             if level == headline and report["accountant"] is None:
                 report["epsilon"], report["accountant"] = summary["epsilon"], acc.name
@@ -156,9 +166,38 @@ def ledger_report(
     return report
 
 
+T = TypeVar("T")
+
+
+def epsilon_or_refusal(compute: Callable[[], T], name: str) -> tuple[T | None, str | None]:
+    """``(compute(), None)``, or ``(None, reason)`` when the accountant ``name`` refuses.
+
+    A refusal is an :class:`~fedguard.errors.IncompatibleError` raised while accounting (a
+    memory guard: the PRV or PLD grid would need gigabytes) or a ``MemoryError`` that escaped
+    every guard; either way the other accountants' answers are kept and this one says why.
+    """
+    try:
+        return compute(), None
+    except IncompatibleError as err:
+        return None, str(err)
+    except MemoryError as err:
+        detail = f" ({err})" if str(err) else ""
+        return None, (
+            f"the {name} accountant ran out of memory on this event{detail}; use the rdp "
+            "accountant or a coarser setting."
+        )
+
+
 def _all_events(ledger: PrivacyLedger) -> list[PrivacyEvent]:
     events = [e for e in [ledger.population_event()] if e is not None]
     return events + list(ledger.client_events().values())
 
 
-__all__ = ["epsilon_by_round", "epsilon_of_ledger", "has_events", "ledger_report", "run_ledgers"]
+__all__ = [
+    "epsilon_by_round",
+    "epsilon_of_ledger",
+    "epsilon_or_refusal",
+    "has_events",
+    "ledger_report",
+    "run_ledgers",
+]

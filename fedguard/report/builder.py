@@ -27,8 +27,12 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
     spec = run.spec()
     records = run.rounds()
     summary = run.summary()
+    # first, and before any figure is computed: which checks of the evidence passed (seal,
+    # cross-checks, signature, verify); a contradicted ledger is refused here
+    evidence_html = run_sections.evidence_section(run)
     privacy_html, privacy_line = privacy_section(run)
     sections = [
+        Section("evidence", "Evidence", evidence_html),
         Section("setup", "Setup", run_sections.setup_section(run)),
         Section("training", "Accuracy", run_sections.training_section(records)),
         Section("privacy", "Privacy", privacy_html),

@@ -211,3 +211,25 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
             "Per-round client updates were saved (owner-only): they are exactly what DP and secure aggregation protect."
         )
     return bullet_list(items)
+
+
+def evidence_section(run: RunDirectory) -> str:
+    """The report's first line: which checks of the run's evidence passed (seal, cross-checks
+    of the ledger against spec.yaml and rounds.jsonl, signature, verify), then each check.
+    A failed cross-check or an invalid signature raises (the report is not written)."""
+    from html import escape
+
+    from fedguard.audit.evidence import gather_evidence
+
+    evidence = gather_evidence(run)
+    rows = [[c.name, c.status.replace("_", " "), c.detail] for c in evidence.cross_checks.checks]
+    return (
+        f'<p class="statement" data-evidence>{escape(evidence.line())}</p>'
+        + table(["cross-check", "status", "detail"], rows)
+        + paragraph(
+            "The SHA-256 seal protects against accidental corruption only: anyone can recompute "
+            "it. The cross-checks compare the ledger with spec.yaml and rounds.jsonl; a signature "
+            "attributes the folder to a key and proves nothing about its honesty; "
+            "'fedguard verify RUN' replays the run on CPU and is the strongest evidence."
+        )
+    )

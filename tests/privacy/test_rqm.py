@@ -122,3 +122,42 @@ def test_rdp_properties_and_composition() -> None:
     # keep_probability = 1 is deterministic rounding: distant inputs have disjoint supports
     assert np.isinf(rqm_coordinate_rdp(1.0, 0.5, 8, 1.0, [2.0])[0])
     assert rqm_bits_per_coordinate(16) == 4.0
+
+
+def test_pruned_search_equals_the_full_pair_search() -> None:
+    # the per-order maximum is searched only over pairs whose D_∞ can still reach it (D_α is
+    # non-decreasing in α); the full search over every pair gives the same numbers, bit for bit
+    from fedguard.privacy.accountants import DEFAULT_ORDERS
+
+    for clip, padding, m, q in [(1.0, 0.7, 24, 0.3), (0.5, 0.2, 9, 0.8), (1.0, 1.0, 3, 0.5)]:
+        grid = rqm_input_grid(clip, padding, m, 33)
+        dists = rqm_distribution(grid, clip, padding, m, q)
+        rows = np.flatnonzero(grid <= 0)
+        orders = [*DEFAULT_ORDERS[::7], 1.5, 1.1]  # unsorted on purpose
+        full = [renyi_divergence_matrix(dists, a, rows).max() for a in orders]
+        np.testing.assert_array_equal(rqm_coordinate_rdp(clip, padding, m, q, orders), full)
+
+
+def test_dimension_change_reuses_the_per_coordinate_divergences(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedguard.privacy import rqm
+    from fedguard.privacy.accountants import rdp as rdp_module
+
+    calls: list[int] = []
+    original = rqm.rqm_coordinate_rdp
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rqm, "rqm_coordinate_rdp", counting)
+    for module in (rqm, rdp_module):
+        for name in dir(module):
+            if hasattr(getattr(module, name), "cache_clear"):
+                getattr(module, name).cache_clear()
+    acc = RdpAccountant(orders=tuple(ORDERS))
+    small = acc.rdp(RandomizedQuantization(1.0, 0.5, 16, 0.4, coordinates=10))
+    large = acc.rdp(RandomizedQuantization(1.0, 0.5, 16, 0.4, coordinates=123_456))
+    assert len(calls) == 1  # a new model size does not recompute the exact divergences
+    np.testing.assert_allclose(large, small / 10 * 123_456, rtol=1e-12)
