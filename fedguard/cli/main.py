@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 list_app = typer.Typer(no_args_is_help=True, help="List things fedguard knows about.")
 app.add_typer(list_app, name="list")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch and list datasets in the data cache.")
+app.add_typer(data_app, name="data")
 keys_app = typer.Typer(no_args_is_help=True, help="Your Ed25519 key for signing runs.")
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
@@ -311,6 +313,31 @@ def list_components() -> None:
     from fedguard.cli.tables import components_table
 
     out.print(components_table())
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="cifar10 or cifar100.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Cache directory (default $FEDGUARD_DATA).")
+    ] = None,
+) -> None:
+    """Download an official archive over HTTPS (resumable), verify its MD5 and extract it."""
+    from fedguard.cli.data_command import fetch_command
+
+    fetch_command(name, directory)
+
+
+@data_app.command("list")
+def data_list(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Cache directory (default $FEDGUARD_DATA).")
+    ] = None,
+) -> None:
+    """Datasets in the cache: ready, partially downloaded or absent."""
+    from fedguard.cli.data_command import list_command
+
+    list_command(directory)
 
 
 def main() -> None:

@@ -151,6 +151,12 @@ class Simulation:
             t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
         )
         self.trainer: Trainer = TRAINERS[t.trainer]
+        if t.trainer == "vectorized":  # chunks of clients that fit training.max_memory
+            from fedguard.core.chunked_training import ChunkedTrainer, parse_memory
+
+            self.trainer = ChunkedTrainer(
+                self.trainer, parse_memory(t.max_memory), self.data.input_shape
+            )
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(

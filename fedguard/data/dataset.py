@@ -22,6 +22,11 @@ class Dataset:
     input_shape: tuple[int, ...]
     name: str
     value_range: tuple[float, float] | None = None  # valid feature range (images), else None
+    #: natural client of each sample (writer, speaker, user id column) as 0..G−1, else None
+    groups: Tensor | None = None
+    #: "channel" (images) or "feature" (tables): standardise with the TRAINING split's mean and
+    #: standard deviation after the split (fedguard.data.normalize), never the whole file's
+    normalize: str | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -35,6 +40,8 @@ class Dataset:
             self.input_shape,
             self.name,
             self.value_range,
+            None if self.groups is None else self.groups[idx],
+            self.normalize,
         )
 
 
@@ -44,10 +51,13 @@ def from_arrays(
     name: str,
     input_shape: tuple[int, ...] | None = None,
     value_range: tuple[float, float] | None = None,
+    groups: np.ndarray | None = None,
+    normalize: str | None = None,
 ) -> Dataset:
     """Validate raw arrays (no NaN/inf, at least 2 classes) and build a :class:`Dataset`.
 
-    Labels of any type are mapped to 0..K−1 in sorted order of their values.
+    Labels of any type are mapped to 0..K−1 in sorted order of their values; so are the optional
+    natural-client ids ``groups`` (one per row: writer, speaker, user).
     """
     x = np.asarray(features)
     if x.ndim < 2 or x.shape[0] == 0:
@@ -74,7 +84,30 @@ def from_arrays(
         shape,
         name,
         value_range,
+        _group_ids(groups, x.shape[0], name),
+        normalize,
     )
+
+
+def _group_ids(groups: np.ndarray | None, rows: int, name: str) -> Tensor | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (rows,):
+        raise ConfigError(f"dataset {name!r} has {rows} rows but {g.shape[0]} client ids.")
+    if _missing(g).any():
+        raise ConfigError(f"dataset {name!r} has missing client ids.")
+    _, ids = np.unique(g, return_inverse=True)
+    return torch.as_tensor(ids.reshape(-1), dtype=torch.long)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Missing entries of an id array of any dtype (None, NaN)."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and v != v) for v in values])
+    return np.zeros(values.shape, dtype=bool)
 
 
 def split(

@@ -89,6 +89,7 @@ class CsvDataset(DatasetSource):
 
     path: str = ""
     label_column: str = "label"
+    client_column: str = ""  # optional: natural client of each row (``partition: natural``)
 
     def __post_init__(self) -> None:
         require(bool(self.path), "dataset.path", "the path of a CSV file")
@@ -110,19 +111,22 @@ class CsvDataset(DatasetSource):
                 f"columns: {cols}."
             )
         labels = frame.pop(self.label_column).to_numpy()
+        groups = _client_column(frame, self.client_column, self.path)
         bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
         if bad:
             raise ConfigError(f"dataset column {bad[0]!r} in {self.path} is not numeric.")
         if pd.isna(labels).any():
             raise ConfigError(f"dataset label column {self.label_column!r} has missing values.")
-        return from_arrays(frame.to_numpy(np.float32), labels, path.stem)
+        return from_arrays(frame.to_numpy(np.float32), labels, path.stem, groups=groups)
 
 
 @dataclass(frozen=True)
 class NpzDataset(DatasetSource):
-    """A user ``.npz`` file with arrays ``X`` (N, ...) and ``y`` (N,)."""
+    """A user ``.npz`` file with arrays ``X`` (N, ...) and ``y`` (N,), optionally a client-id
+    array (N,) named by ``client_array`` (natural clients, ``partition: natural``)."""
 
     path: str = ""
+    client_array: str = ""
 
     def __post_init__(self) -> None:
         require(bool(self.path), "dataset.path", "the path of an .npz file")
@@ -137,11 +141,29 @@ class NpzDataset(DatasetSource):
                         f"dataset.path {self.path!r} must contain arrays 'X' and 'y'; "
                         f"missing {sorted(missing)}."
                     )
+                if self.client_array and self.client_array not in arrays.files:
+                    raise ConfigError(
+                        f"dataset.client_array {self.client_array!r} is not an array of "
+                        f"{self.path}; arrays: {', '.join(arrays.files)}."
+                    )
                 x, y = arrays["X"], arrays["y"]
+                groups = arrays[self.client_array] if self.client_array else None
         except (ValueError, OSError) as exc:
             raise ConfigError(f"dataset.path {self.path!r} is not a readable .npz file.") from exc
         shape = tuple(int(s) for s in x.shape[1:])
-        return from_arrays(x.astype(np.float32), y, path.stem, shape)
+        return from_arrays(x.astype(np.float32), y, path.stem, shape, groups=groups)
+
+
+def _client_column(frame: pd.DataFrame, column: str, path: str) -> np.ndarray | None:
+    """Pop the optional natural-client column out of the feature table."""
+    if not column:
+        return None
+    if column not in frame.columns:
+        cols = ", ".join(map(str, frame.columns))
+        raise ConfigError(
+            f"dataset.client_column {column!r} is not a column of {path}; columns: {cols}."
+        )
+    return frame.pop(column).to_numpy()
 
 
 def _existing(path: str) -> Path:
