@@ -1,88 +1,289 @@
-"""Vectorized vs sequential clients (issue 2's workload), then scaling to 1,000 and 10,000 clients.
+"""Speed of a round (issue 17's "Done when"), each figure against its baseline in this process.
 
-Workload: digits, 80/20 stratified split, 1,437 training samples over 100 IID clients (~14 each),
-MLP 64-32-10, 1 local epoch, batch 8, SGD lr 0.05, all clients every round, 10 rounds.
-Prints the median seconds per round excluding evaluation, the ratio, and final test accuracy.
+1. digits, 100 IID clients (~14 samples each), MLP 64-32-10, 1 local epoch, batch 8, lr 0.05:
+   ms per round of fedguard's vectorized trainer (the trainer alone, and the whole round of
+   :class:`~fedguard.core.simulation.Simulation` without evaluation) against a plain one-thread
+   PyTorch loop (``nn.Module`` + ``torch.optim.SGD``, client after client, then the mean) run
+   interleaved with it; peak memory of each (a fresh subprocess each, RSS growth).
+2. synthetic data (64 features, 10 classes, ~14 samples per client), 1,000 and 10,000 clients
+   per round: s per round (whole round), cost per client and its growth from 1,000 to 10,000,
+   peak memory in copies of the stacked parameters (n·d float32).
+3. ``fedguard run configs/quickstart.yaml``: wall seconds beyond ``python -c "import torch"``
+   (both in fresh subprocesses, interleaved).
 
-    python benchmarks/bench_core.py [--threads 2] [--skip-10k]
+Every figure is the median of interleaved trials with its spread (min–max); the machine may be
+shared, so compare ratios, not absolute times, across runs. One torch thread throughout
+(``OMP_NUM_THREADS=1`` in subprocesses).
+
+    PYTHONPATH=$PWD python benchmarks/bench_core.py [--trials 7] [--skip-10k] [--only digits ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+
+def _median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.4g} (min {min(xs):.4g}, max {max(xs):.4g}, n={len(xs)})"
 
 
-def workload(trainer: str, dataset: dict, n_clients: int, rounds: int = 10) -> dict:
+def spec(dataset: Any, n_clients: int, rounds: int = 1000) -> Any:
+    from fedguard.config import parse_spec
+
+    return parse_spec(
+        {
+            "name": f"bench-{n_clients}",
+            "rounds": rounds,
+            "eval_every": rounds,
+            "data": {
+                "dataset": dataset,
+                "test_fraction": 0.2,
+                "validation_fraction": 0.0,
+                "partition": "iid",
+            },
+            "model": {"name": "mlp", "hidden": [32]},
+            "clients": {"n_clients": n_clients},
+            "training": {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.05},
+        }
+    )
+
+
+def synthetic(n_clients: int) -> dict[str, Any]:
     return {
-        "name": f"bench-{trainer}-{n_clients}",
-        "rounds": rounds,
-        "eval_every": rounds,
-        "data": {
-            "dataset": dataset,
-            "test_fraction": 0.2,
-            "validation_fraction": 0.0,
-            "partition": "iid",
-        },
-        "model": {"name": "mlp", "hidden": [32]},
-        "clients": {"n_clients": n_clients},
-        "training": {
-            "local_epochs": 1,
-            "batch_size": 8,
-            "learning_rate": 0.05,
-            "trainer": trainer,
-        },
+        "name": "synthetic",
+        "n_samples": int(n_clients * 14 / 0.8),
+        "n_features": 64,
+        "n_classes": 10,
+        "n_informative": 16,
     }
 
 
-def measure(cfg: dict) -> tuple[float, float, float]:
-    started = time.perf_counter()
-    result = execute(parse_spec(cfg))
-    wall = time.perf_counter() - started
-    per_round = statistics.median(r["compute_seconds"] for r in result.records)
-    return per_round, result.records[-1]["test_accuracy"], wall
+def plain_loop(sim: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain PyTorch round: each client trains an ``nn.Module`` with ``torch.optim.SGD`` on
+    its own shuffled batches (torch.randperm), then the server takes the mean delta."""
+    module = sim.model.module
+    data, local = sim.clients, sim.local
+    gen = torch.Generator().manual_seed(0)
+
+    def round_(params: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(params)
+        for c in range(len(data.counts)):
+            n = int(data.counts[c])
+            x, y = data.features[c, :n], data.labels[c, :n]
+            torch.nn.utils.vector_to_parameters(params, module.parameters())
+            opt = torch.optim.SGD(module.parameters(), lr=local.learning_rate)
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, local.batch_size):
+                batch = order[start : start + local.batch_size]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(module(x[batch]), y[batch]).backward()
+                opt.step()
+            total += torch.nn.utils.parameters_to_vector(module.parameters()).detach() - params
+        return params + total / len(data.counts)
+
+    return round_
+
+
+def vectorized_trainer(sim: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    from fedguard.core.local_training import train_vectorized
+
+    ids = list(range(len(sim.clients.counts)))
+
+    def round_(params: torch.Tensor) -> torch.Tensor:
+        deltas = train_vectorized(sim.model, params, sim.clients, ids, sim.local, 0, 0)
+        return params + deltas.mean(dim=0)
+
+    return round_
+
+
+def bench_digits(trials: int) -> dict[str, Any]:
+    from fedguard.core.simulation import Simulation
+
+    sim = Simulation(spec("digits", 100))
+    plain, trainer = plain_loop(sim), vectorized_trainer(sim)
+    state = sim.initial_state()
+    p_plain = p_vec = state.params
+    state, _ = sim.run_round(state)  # warm-up
+    p_plain, p_vec = plain(p_plain), trainer(p_vec)
+    times: dict[str, list[float]] = {"plain loop": [], "vectorized trainer": [], "round": []}
+    for _ in range(trials):
+        start = time.perf_counter()
+        p_plain = plain(p_plain)
+        times["plain loop"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        p_vec = trainer(p_vec)
+        times["vectorized trainer"].append(time.perf_counter() - start)
+        state, out = sim.run_round(state)
+        times["round"].append(out.record["compute_seconds"])
+    base = statistics.median(times["plain loop"])
+    print("\ndigits, 100 IID clients, MLP 64-32-10, batch 8, one thread (interleaved trials)")
+    print(f"{'path':<36}{'ms/round: median (min, max, n)':<48}{'x plain loop':>12}")
+    for name, label in (
+        ("plain loop", "plain PyTorch loop (baseline)"),
+        ("vectorized trainer", "fedguard vectorized trainer"),
+        ("round", "fedguard whole round (no eval)"),
+    ):
+        ms = [1e3 * t for t in times[name]]
+        print(f"{label:<36}{_median(ms):<48}{base / statistics.median(times[name]):>12.1f}")
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_scaling(trials: int, sizes: list[int]) -> None:
+    from fedguard.core.simulation import Simulation
+
+    print("\nsynthetic, 64 features, ~14 samples/client, MLP 64-32-10, batch 8, one thread")
+    print(f"{'clients':>8}  {'s/round: median (min, max, n)':<44}{'ms per 1k clients':>18}")
+    per_client = {}
+    sims = {n: Simulation(spec(synthetic(n), n)) for n in sizes}
+    states = {n: sims[n].run_round(sims[n].initial_state())[0] for n in sizes}  # warm-up
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(trials):
+        for n in sizes:
+            states[n], out = sims[n].run_round(states[n])
+            times[n].append(out.record["compute_seconds"])
+    for n in sizes:
+        med = statistics.median(times[n])
+        per_client[n] = med / n
+        print(f"{n:>8}  {_median(times[n]):<44}{1e6 * med / n:>18.3f}")
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        print(f"cost per client, {hi:,} vs {lo:,} clients: {per_client[hi] / per_client[lo]:.2f}x")
+
+
+# ---------------------------------------------------------------------------------- memory
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _probe(kind: str, n_clients: int) -> dict[str, float]:
+    """Run in a fresh process: peak RSS growth (bytes) over one round of ``kind``, after a
+    warm-up round (one-time library set-up is not the round's memory); the peak is reset
+    through ``/proc/self/clear_refs`` (Linux)."""
+    from fedguard.core.simulation import Simulation
+
+    torch.set_num_threads(1)
+    dataset: Any = "digits" if n_clients == 100 else synthetic(n_clients)
+    sim = Simulation(spec(dataset, n_clients))
+    state = sim.initial_state()
+    plain = plain_loop(sim) if kind == "plain" else None
+
+    def one_round() -> None:
+        if plain is not None:
+            plain(state.params)
+        else:
+            sim.run_round(state)
+
+    one_round()
+    from fedguard.core import client_stack
+
+    client_stack._WORKSPACE = []  # the measured round allocates its gradient workspace afresh
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = _status_bytes("VmRSS")
+    one_round()
+    peak = _status_bytes("VmHWM")
+    stacked = n_clients * state.params.numel() * state.params.element_size()
+    return {"growth": float(peak - before), "stacked": float(stacked)}
+
+
+def _probe_in_subprocess(kind: str, n_clients: int) -> dict[str, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import bench_core; "
+        f"print(json.dumps(bench_core._probe({kind!r}, {n_clients})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(sizes: list[int]) -> None:
+    print("\npeak memory of one round (peak RSS growth after a warm-up round; fresh process each)")
+    plain = _probe_in_subprocess("plain", 100)
+    vec = _probe_in_subprocess("vectorized", 100)
+    ratio = (
+        f"{vec['growth'] / plain['growth']:.2f}x the plain loop's"
+        if plain["growth"] > 2**20
+        else "the plain loop's growth is within the allocator's reuse: no ratio"
+    )
+    print(
+        f"digits 100 clients: plain loop {plain['growth'] / 2**10:.0f} KiB, fedguard round "
+        f"{vec['growth'] / 2**10:.0f} KiB ({ratio}); stacked parameters "
+        f"{vec['stacked'] / 2**10:.0f} KiB"
+    )
+    for n in sizes:
+        probe = _probe_in_subprocess("vectorized", n)
+        print(
+            f"synthetic {n:,} clients: {probe['growth'] / 2**20:.0f} MiB = "
+            f"{probe['growth'] / probe['stacked']:.2f} copies of the stacked parameters "
+            f"({probe['stacked'] / 2**20:.0f} MiB)"
+        )
+
+
+# ---------------------------------------------------------------------------------- start-up
+
+
+def bench_startup(trials: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torch_only: list[float] = []
+    quickstart: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in range(trials):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True)
+            torch_only.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            command = ["-m", "fedguard.cli.main", "run", "configs/quickstart.yaml"]
+            subprocess.run(
+                [sys.executable, *command, "--out", f"{tmp}/run{t}"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            quickstart.append(time.perf_counter() - start)
+    beyond = [q - t for q, t in zip(quickstart, torch_only, strict=True)]
+    print("\nfedguard run configs/quickstart.yaml (fresh processes, OMP_NUM_THREADS=1)")
+    print(f"python -c 'import torch' (baseline): {_median(torch_only)} s")
+    print(f"fedguard run quickstart:             {_median(quickstart)} s")
+    print(f"wall beyond import torch:            {_median(beyond)} s")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=7)
     ap.add_argument("--skip-10k", action="store_true")
+    sections = ["digits", "scaling", "memory", "startup"]
+    ap.add_argument("--only", nargs="+", choices=sections, default=sections)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads\n")
-
-    execute(parse_spec(workload("vectorized", "digits", 100, rounds=1)))  # warm-up (torch.func)
-    vec = measure(workload("vectorized", "digits", 100))
-    seq = measure(workload("sequential", "digits", 100))
-    print("digits, 100 clients, 10 rounds (median s/round excluding evaluation)")
-    print(f"{'trainer':<12}{'s/round':>10}{'test acc':>10}{'wall s':>9}")
-    for name, (sec, acc, wall) in (("vectorized", vec), ("sequential", seq)):
-        print(f"{name:<12}{sec:>10.4f}{acc:>10.4f}{wall:>9.2f}")
-    print(
-        f"speed-up vectorized / sequential: {seq[0] / vec[0]:.1f}x; "
-        f"accuracy difference {100 * (vec[1] - seq[1]):+.2f} points\n"
-    )
-
-    print("synthetic data of matching size (~14 samples/client, 64 features, 10 classes)")
-    print(f"{'clients':>8}{'s/round':>10}{'s/round/1k clients':>20}{'test acc':>10}")
-    sizes = [100, 1000] + ([] if args.skip_10k else [10000])
-    for n in sizes:
-        samples = int(n * 14 / 0.8)
-        data = {
-            "name": "synthetic",
-            "n_samples": samples,
-            "n_features": 64,
-            "n_classes": 10,
-            "n_informative": 16,
-        }
-        sec, acc, _ = measure(workload("vectorized", data, n, rounds=5))
-        print(f"{n:>8}{sec:>10.4f}{1000 * sec / n:>20.4f}{acc:>10.4f}")
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs visible")
+    sizes = [1000] + ([] if args.skip_10k else [10000])
+    if "digits" in args.only:
+        bench_digits(args.trials)
+    if "scaling" in args.only:
+        bench_scaling(max(3, args.trials // 2), sizes)
+    if "memory" in args.only:
+        bench_memory(sizes)
+    if "startup" in args.only:
+        bench_startup(max(3, args.trials // 2))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Sections (run all, or some with ``--only NAME ...``):
 
 - ``dp_sgd``: DP-SGD samples/s of Opacus vs fedguard's torch.func per-sample path vs
   non-private training, same model and batch, same process (ratio against non-private).
+- ``dp_trainer``: a DP-SGD round of the vectorized trainer (ghost norms, and the vmap
+  reference) against the non-private vectorized round, 10 and 100 clients (issue 17).
 
 Further sections are functions ``bench_<name>() -> None`` added to ``SECTIONS``.
 
@@ -21,6 +23,7 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -238,10 +241,87 @@ def bench_dp_sgd() -> None:
     )
 
 
+def bench_dp_trainer() -> None:
+    """DP-SGD round of the vectorized trainer vs the non-private vectorized round, interleaved.
+
+    MLP 64-32-10 on 64 features and the bundled CNN (channels 8, 16) on 1×8×8 images; every
+    client 128 samples, batch 64 (2 steps a round, Poisson batches of expected size 64 for
+    DP-SGD), clip 1, noise multiplier 1, one thread; 10 and 100 clients. For the MLP also the
+    vmap per-sample reference path (what DP-SGD used before ghost norms). Medians of 7
+    interleaved trials; ratio = DP round / non-private round of the same model and cohort.
+    """
+    import statistics
+
+    import torch
+
+    from fedguard.core.local_training import (
+        ClientData,
+        DPSGDConfig,
+        LocalTrainingConfig,
+        train_dp_sgd,
+        train_vectorized,
+    )
+    from fedguard.models.cnn import CNN
+    from fedguard.models.flat import FlatModel
+    from fedguard.models.mlp import MLP
+
+    torch.set_num_threads(1)
+    cfg = LocalTrainingConfig(batch_size=64, learning_rate=0.05)
+    dp = DPSGDConfig(noise_multiplier=1.0, clip_norm=1.0)
+    rows = []
+    models = (
+        ("MLP 64-32-10", MLP(hidden=(32,)), (64,), True),
+        ("CNN 8-16, 1x8x8", CNN(channels=(8, 16)), (1, 8, 8), False),
+    )
+    for label, model_spec, shape, with_reference in models:
+        torch.manual_seed(0)
+        model = FlatModel.of(model_spec.build(shape, 10))
+        p0 = model.initial_params()
+        for n in (10, 100):
+            gen = torch.Generator().manual_seed(n)
+            data = ClientData.pad(
+                [torch.randn(128, *shape, generator=gen) for _ in range(n)],
+                [torch.randint(0, 10, (128,), generator=gen) for _ in range(n)],
+            )
+            ids = list(range(n))
+
+            def private(
+                engine: str, m: Any = model, p: Any = p0, d: Any = data, i: list[int] = ids
+            ) -> Any:
+                return lambda: train_dp_sgd(m, p, d, i, cfg, dp, 0, 0, engine=engine)
+
+            def plain(m: Any = model, p: Any = p0, d: Any = data, i: list[int] = ids) -> Any:
+                return lambda: train_vectorized(m, p, d, i, cfg, 0, 0)
+
+            paths = {"non-private vectorized": plain(), "DP-SGD ghost norms": private("auto")}
+            if with_reference:
+                paths["DP-SGD vmap reference"] = private("vmap")
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for fn in paths.values():
+                fn()  # warm-up
+            for _ in range(7):
+                for name, fn in paths.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+            base = statistics.median(times["non-private vectorized"])
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                spread = f"{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}"
+                rows.append((label, str(n), name, f"{1e3 * med:.1f}", spread, f"{med / base:.2f}"))
+    _table(
+        "DP-SGD in the vectorized trainer (batch 64, 2 steps/round, 1 thread; median of 7 "
+        "interleaved trials; ratio vs the non-private round)",
+        ("model", "clients", "path", "ms/round", "min-max ms", "x non-private"),
+        rows,
+    )
+
+
 SECTIONS: dict[str, Callable[[], None]] = {
     "accountants": bench_accountants,
     "rqm": bench_rqm,
     "dp_sgd": bench_dp_sgd,
+    "dp_trainer": bench_dp_trainer,
 }
 
 

@@ -89,6 +89,9 @@ class TrainingConfig(_Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
     prox_mu: float = Field(0.0, ge=0)
     trainer: Literal["vectorized", "sequential"] = "vectorized"
+    #: memory the vectorized trainer may use per round: "auto" (half the free memory), bytes, or
+    #: a size like "4GB"; clients are trained in chunks that fit (exact: results do not change)
+    max_memory: str | int = "auto"
 
 
 class ServerConfig(_Strict):
@@ -233,6 +236,8 @@ class RunSpec(_Strict):
         data = fill_defaults(self.model_dump(mode="json"))
         if data.get("training_seed") is None:
             data.pop("training_seed", None)  # unset: the hash of every earlier spec is unchanged
+        # chunking is exact, so the memory budget never changes a result: not part of the hash
+        data.get("training", {}).pop("max_memory", None)
         return data
 
     def spec_hash(self) -> str:

@@ -36,8 +36,12 @@ class DPSGD(ClientTransform):
     Each local step takes a Poisson batch (every sample with probability q = B/n, B the run's
     ``training.batch_size``), clips every per-sample gradient to ``clip_norm``, sums, adds
     N(0, (z·C)² I) and divides by the expected batch size qn (Opacus' convention); the steps run
-    for all clients at once in :func:`fedguard.core.local_training.train_dp_sgd` (``torch.func``:
-    ``vmap`` over samples inside ``vmap`` over clients). Each client's ledger entry per round is
+    for all clients at once in :func:`fedguard.core.local_training.train_dp_sgd`: per-sample
+    norms from activations and output gradients (ghost norms, Li et al. 2022; Bu et al. 2023)
+    for Linear and Conv2d layers, per-sample gradients by ``vmap`` for other models. The noise
+    of every client comes from its own keyed stream (seed, round, client, ``dp_sgd_noise``) —
+    counter-based, drawn for the whole cohort at once — or from the OS CSPRNG with
+    ``privacy.secure_rng``. Each client's ledger entry per round is
     a :class:`~fedguard.privacy.events.ClientEvent` (``level="record"``) of
     ``local_epochs · ⌈n/B⌉`` sampled Gaussian steps; a client's ε composes the rounds it took
     part in.
@@ -58,6 +62,10 @@ class DPSGD(ClientTransform):
     Abadi et al. "Deep Learning with Differential Privacy." CCS 2016.
     Mironov, Talwar, Zhang. "Rényi Differential Privacy of the Sampled Gaussian Mechanism." 2019.
     Yousefpour et al. "Opacus: User-Friendly Differential Privacy Library in PyTorch." 2021.
+    Li, Tramèr, Liang, Hashimoto. "Large Language Models Can Be Strong Differentially Private
+    Learners." ICLR 2022.
+    Bu, Wang, Zha, Karypis. "Differentially Private Optimization on Large Model at Small Cost."
+    ICML 2023.
     """
 
     noise_multiplier: float = 1.0
@@ -99,10 +107,6 @@ class DPSGD(ClientTransform):
         if not ids:
             return TransformOutput(values=global_params.new_zeros(0, global_params.numel()))
         r = ctx.round
-        gens = [
-            None if getattr(self, "_secure_rng", False) else r.generator("dp_sgd_noise", c)
-            for c in ids
-        ]
         deltas = train_dp_sgd(
             model,
             r.global_params,
@@ -112,7 +116,7 @@ class DPSGD(ClientTransform):
             DPSGDConfig(self.noise_multiplier, self.clip_norm),
             r.seed,
             r.round,
-            noise=gens,
+            secure_noise=bool(getattr(self, "_secure_rng", False)),
         )
         events = []
         for cid in ids:

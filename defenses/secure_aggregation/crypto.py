@@ -6,7 +6,13 @@
 * authenticated encryption of shares: AES-256-GCM or ChaCha20-Poly1305 with a fresh random
   96-bit nonce (prepended to the ciphertext) and associated data = (round, sender, receiver), so a
   ciphertext moved to another round or another pair of parties fails authentication;
-* signatures (consistency round, key advertisement): Ed25519 (RFC 8032).
+* signatures (consistency round, key advertisement; in the active-adversary variant every
+  client → server message): Ed25519 (RFC 8032).
+
+The active-adversary variant derives pairwise keys with :func:`agree_bound`: HKDF with a salt
+naming the session (round and the commitment to the broadcast model) and an info field binding
+both parties' identities and both public keys (in a canonical order, so both ends agree), as
+key-derivation practice asks (Krawczyk 2010, Sec. 3.1 and 7).
 
 References
 ----------
@@ -14,10 +20,13 @@ References
    Learning", ACM CCS 2017 (KA, AE and SIG primitives of the protocol).
 .. [2] H. Krawczyk, P. Eronen, "HMAC-based Extract-and-Expand Key Derivation Function (HKDF)",
    RFC 5869, 2010.
+.. [3] H. Krawczyk, "Cryptographic Extraction and Key Derivation: The HKDF Scheme", CRYPTO
+   2010.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 
@@ -70,6 +79,40 @@ def agree(private: X25519PrivateKey, peer_public: bytes, label: bytes, round_ind
         info=b"fedguard/secagg/" + label + struct.pack(">Q", round_index),
     )
     return hkdf.derive(shared)
+
+
+def session_salt(round_index: int, model_commitment: bytes) -> bytes:
+    """32-byte HKDF salt of one round: SHA-256 of the round and the broadcast-model commitment
+    (empty until the broadcast stage provides one), so keys of different sessions never meet."""
+    h = hashlib.sha256(b"fedguard/secagg/v2/session")
+    h.update(struct.pack(">QI", round_index, len(model_commitment)) + model_commitment)
+    return h.digest()
+
+
+def agree_bound(
+    private: X25519PrivateKey,
+    own: tuple[int, bytes],
+    peer: tuple[int, bytes],
+    label: bytes,
+    round_index: int,
+    salt: bytes,
+) -> bytes:
+    """32-byte key = HKDF-SHA256(X25519(private, peer), salt, info = label ‖ round ‖ both
+    (id, public key) pairs in increasing id order). ``own`` / ``peer`` are (id, public key)."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer[1]))
+    except ValueError as exc:  # malformed or low-order public key
+        raise AuthenticationFailure("invalid X25519 public key") from exc
+    (a_id, a_pk), (b_id, b_pk) = sorted((own, peer))
+    info = (
+        b"fedguard/secagg/v2/"
+        + label
+        + struct.pack(">QI", round_index, a_id)
+        + a_pk
+        + struct.pack(">I", b_id)
+        + b_pk
+    )
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=info).derive(shared)
 
 
 def associated_data(round_index: int, sender: int, receiver: int) -> bytes:

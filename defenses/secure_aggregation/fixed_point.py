@@ -30,6 +30,7 @@ References
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,14 +64,24 @@ class Encoding:
         return np.dtype(np.uint32) if self.bits <= 32 else np.dtype(np.uint64)
 
 
+def client_limit(weight: float, weight_unit: float, scale: float, clip_range: float) -> int:
+    """``L_i = ceil(scale · w̃_i · clip_range)`` as an exact integer: |enc_i| never exceeds it.
+
+    The product is the float64 value :func:`encode` clamps to, so the bound and the encoder agree
+    to the last bit; the per-client limits are then summed as Python integers. (Summing them in
+    float64, as before, could round the bound *down* near 2^54 and let a sum of exactly R/2 wrap:
+    +8.447 decoded as −8.447.)
+    """
+    return math.ceil(scale * (weight / weight_unit) * clip_range)
+
+
 def sum_bound(weights: Tensor, clip_range: float, scale: float) -> tuple[int, float]:
-    """``(B, weight_unit)``: the bound on |Σ enc_i| and the normalizing weight ``max w``."""
-    w = weights.detach().to(torch.float64)
-    unit = float(w.max()) if w.numel() else 1.0
+    """``(B, weight_unit)``: the exact bound on |Σ enc_i| and the normalizing weight ``max w``."""
+    w = [float(v) for v in weights.detach().to(torch.float64).reshape(-1).tolist()]
+    unit = max(w) if w else 1.0
     if unit <= 0.0:
         unit = 1.0
-    per_client = torch.ceil(scale * (w / unit) * clip_range)
-    return int(per_client.sum().item()), unit
+    return sum(client_limit(v, unit, scale, clip_range) for v in w), unit
 
 
 def choose_encoding(
@@ -133,6 +144,13 @@ def encode(
     clipped = x.clamp(-c, c)
     n_clipped = int((clipped != x).sum().item())
     v = clipped * (weight / encoding.weight_unit) * encoding.scale
+    # Clamp to the exact per-client limit that the bit width was chosen for: the product above
+    # associates differently from the limit's and may exceed it by one ulp at large scales.
+    limit = client_limit(weight, encoding.weight_unit, encoding.scale, c)
+    bound = float(limit)
+    if int(bound) > limit:  # float(limit) rounded up: take the float just below
+        bound = math.nextafter(bound, 0.0)
+    v = v.clamp(-bound, bound)  # an integer-valued float: rounding cannot push it past `limit`
     low = torch.floor(v)
     up = torch.rand(v.shape, generator=generator, dtype=torch.float64) < (v - low)
     return (low + up.to(torch.float64)).to(torch.int64), n_clipped

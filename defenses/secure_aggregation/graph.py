@@ -61,3 +61,17 @@ def harary_graph(ids: tuple[int, ...], degree: int, generator: torch.Generator) 
             adj[u].add(v)
             adj[v].add(u)
     return {u: frozenset(vs) for u, vs in adj.items()}
+
+
+def public_harary_graph(ids: tuple[int, ...], degree: int, seed: bytes) -> Graph:
+    """The random Harary graph drawn from public randomness ``seed`` (≥ 8 bytes).
+
+    The active-adversary variant derives ``seed`` from a public beacon read only after every
+    client's keys are committed (Bell et al. 2020, Sec. 3: the graph must not be known before
+    the adversary has chosen whom to corrupt), so that nobody can place corrupt clients around
+    a victim; every party recomputes the same graph.
+    """
+    if len(seed) < 8:
+        raise ValueError("the graph seed must be at least 8 bytes.")
+    gen = torch.Generator().manual_seed(int.from_bytes(seed[:8], "big") & (2**63 - 1))
+    return harary_graph(ids, degree, gen)

@@ -11,13 +11,22 @@ ADVERTISE   client → server          c_pk (32) ‖ s_pk (32) ‖ signature (64
 KEYS        server → client          count ‖ [id ‖ c_pk ‖ s_pk ‖ sig_len (1) ‖ sig] …
 SHARES      client → server          count ‖ [receiver ‖ length (u16) ‖ AEAD ciphertext] …
 FORWARD     server → client          count ‖ [sender ‖ length (u16) ‖ AEAD ciphertext] …
-MASKED      client → server          word bytes (1) ‖ d (u64) ‖ d little-endian words
+MASKED      client → server          word bytes (1) ‖ d (u64) ‖ 3 zero bytes ‖ d
+                                     little-endian words (at byte 32 of the message:
+                                     aligned, so the server sums them in place)
 SURVIVORS   server → client          count ‖ ids …
 CONSISTENCY client → server          Ed25519 signature of (round, survivors) (64)
 SIGNATURES  server → client          count ‖ [id ‖ signature (64)] …
 UNMASK      client → server          count ‖ [owner ‖ kind (0 = key share, 1 = seed share)
                                      ‖ field elements] …
 =========== ======================== ====================================================
+
+Active-adversary variant (``active_adversary=True``): every client → server message ends with an
+Ed25519 signature (64 bytes) over the session, the header (stage, round, sender, receiver) and
+the SHA-256 of the whole message; KEYS is followed by the cohort U1 (``ids``); SHARES by the
+commitments (seed commitment (32) ‖ count ‖ [holder ‖ key-share commitment (32) ‖ seed-share
+commitment (32)] …), and each share plaintext carries a 16-byte salt; MASKED is followed by the
+ids the client masked with; every UNMASK entry carries its share's salt (16).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
 HEADER_BYTES = _HEADER.size
 KEY_BYTES = 32
 SIG_BYTES = 64
+DIGEST_BYTES = 32
+SALT_BYTES = 16
 
 
 class Stage(IntEnum):
@@ -154,7 +165,14 @@ def keys_payload(entries: list[tuple[int, bytes, bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def read_keys(data: bytes) -> list[tuple[int, bytes, bytes, bytes]]:
+def read_keys(data: bytes, with_cohort: bool = False) -> list[tuple[int, bytes, bytes, bytes]]:
+    return read_keys_and_cohort(data, with_cohort)[0]
+
+
+def read_keys_and_cohort(
+    data: bytes, with_cohort: bool
+) -> tuple[list[tuple[int, bytes, bytes, bytes]], list[int]]:
+    """Key entries and, in the active variant, the cohort U1 that follows them."""
     r = _Reader(data, "KEYS")
     out = []
     for _ in range(r.u32()):
@@ -162,8 +180,12 @@ def read_keys(data: bytes) -> list[tuple[int, bytes, bytes, bytes]]:
         c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
         sig = r.take(r.u8())
         out.append((cid, c_pk, s_pk, sig))
+    cohort: list[int] = []
+    if with_cohort:
+        n = r.u32()
+        cohort = [int(v) for v in np.frombuffer(r.take(4 * n), dtype=">u4")]
     r.done()
-    return out
+    return out, cohort
 
 
 # ---- SHARES / FORWARD (same layout: peer id ‖ ciphertext) ------------------------------------
@@ -189,19 +211,36 @@ def read_ciphertexts(data: bytes, what: str) -> list[tuple[int, bytes]]:
 # ---- MASKED ----------------------------------------------------------------------------------
 
 
+_MASKED_PREFIX = struct.Struct(">BQ3x")  # 12 bytes: the words start at byte 32 of the message
+
+
 def masked_payload(words: np.ndarray) -> bytes:
     dt = words.dtype.newbyteorder("<")
-    return struct.pack(">BQ", words.dtype.itemsize, words.size) + words.astype(dt).tobytes()
+    return _MASKED_PREFIX.pack(words.dtype.itemsize, words.size) + words.astype(dt).tobytes()
 
 
-def read_masked(data: bytes, dim: int, dtype: np.dtype) -> np.ndarray:
-    r = _Reader(data[:9], "MASKED")
-    width, d = r.u8(), r.u64()
-    if width != dtype.itemsize or d != dim or len(data) != 9 + d * width:
+def masked_bytes(dim: int, dtype: np.dtype) -> int:
+    """Length of the masked-vector block of a MASKED payload."""
+    return _MASKED_PREFIX.size + dim * dtype.itemsize
+
+
+def check_masked(data: bytes | memoryview, dim: int, dtype: np.dtype) -> None:
+    """Raise unless ``data`` is exactly one masked vector of ``dim`` words of ``dtype``."""
+    if len(data) < _MASKED_PREFIX.size:
+        raise ProtocolViolation("a MASKED message is truncated.")
+    width, d = _MASKED_PREFIX.unpack_from(data)
+    if bytes(data[9 : _MASKED_PREFIX.size]) != bytes(3):
+        raise ProtocolViolation("a MASKED message has non-zero padding.")
+    if width != dtype.itemsize or d != dim or len(data) != masked_bytes(dim, dtype):
         raise ProtocolViolation(
             f"a masked input has {d} words of {width} bytes; expected {dim} of {dtype.itemsize}."
         )
-    return np.frombuffer(data, dtype=dtype.newbyteorder("<"), offset=9).astype(dtype)
+
+
+def read_masked(data: bytes | memoryview, dim: int, dtype: np.dtype) -> np.ndarray:
+    """The masked vector as a read-only view of ``data`` (no copy) in little-endian words."""
+    check_masked(data, dim, dtype)
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<"), offset=_MASKED_PREFIX.size)
 
 
 # ---- SURVIVORS -------------------------------------------------------------------------------
@@ -211,8 +250,8 @@ def ids_payload(ids: list[int]) -> bytes:
     return struct.pack(">I", len(ids)) + np.asarray(ids, dtype=">u4").tobytes()
 
 
-def read_ids(data: bytes) -> list[int]:
-    r = _Reader(data, "SURVIVORS")
+def read_ids(data: bytes, what: str = "SURVIVORS") -> list[int]:
+    r = _Reader(data, what)
     n = r.u32()
     raw = r.take(4 * n)
     r.done()
@@ -259,11 +298,19 @@ def read_unmask(data: bytes, share_bytes: int) -> list[tuple[int, ShareKind, byt
 
 
 def read_unmask_arrays(
-    data: bytes, chunks: int, prime: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorized :func:`read_unmask`: owners ``(k,)``, kinds ``(k,)``, shares ``(k, chunks)``."""
+    data: bytes, chunks: int, prime: int, salt_bytes: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorized :func:`read_unmask`: owners ``(k,)``, kinds ``(k,)``, shares ``(k, chunks)``
+    and salts ``(k, salt_bytes)`` uint8 (the active variant's share openings; else width 0)."""
     width = shamir.element_bytes(prime)
-    rec_dtype = np.dtype([("owner", ">u4"), ("kind", "u1"), ("share", f"V{chunks * width}")])
+    rec_dtype = np.dtype(
+        [
+            ("owner", ">u4"),
+            ("kind", "u1"),
+            ("share", f"V{chunks * width}"),
+            ("salt", "u1", (salt_bytes,)),
+        ]
+    )
     r = _Reader(data[:4], "UNMASK")
     count = r.u32()
     if len(data) != 4 + count * rec_dtype.itemsize:
@@ -276,7 +323,8 @@ def read_unmask_arrays(
         elems = shamir.bytes_to_elements(rec["share"].tobytes(), prime).reshape(count, chunks)
     except ValueError as exc:
         raise ProtocolViolation("an UNMASK message carries a malformed share.") from exc
-    return rec["owner"].astype(np.int64), kinds, elems
+    salts = np.asarray(rec["salt"], dtype=np.uint8).reshape(count, salt_bytes)
+    return rec["owner"].astype(np.int64), kinds, elems, salts
 
 
 def ciphertext_dtype(ct_bytes: int) -> np.dtype:
@@ -298,3 +346,38 @@ def read_ciphertext_records(data: bytes, ct_bytes: int, what: str) -> np.ndarray
 
 def ciphertext_records_payload(rec: np.ndarray) -> bytes:
     return struct.pack(">I", rec.size) + rec.tobytes()
+
+
+# ---- SHARES commitments (active variant) ------------------------------------------------------
+
+
+def commitments_payload(seed_commitment: bytes, entries: list[tuple[int, bytes, bytes]]) -> bytes:
+    parts = [seed_commitment, struct.pack(">I", len(entries))]
+    parts.extend(struct.pack(">I", h) + ck + cs for h, ck, cs in entries)
+    return b"".join(parts)
+
+
+_COMMITMENT = np.dtype(
+    [("holder", ">u4"), ("key", f"V{DIGEST_BYTES}"), ("seed", f"V{DIGEST_BYTES}")]
+)
+
+
+def read_commitments(data: bytes) -> tuple[bytes, np.ndarray]:
+    """Seed commitment and the per-holder records (``holder``, ``key``, ``seed`` commitments),
+    parsed as one structured array; a holder named twice is a violation."""
+    if len(data) < DIGEST_BYTES + 4:
+        raise ProtocolViolation("a SHARES message is truncated.")
+    seed = bytes(data[:DIGEST_BYTES])
+    (count,) = _U32.unpack_from(data, DIGEST_BYTES)
+    if len(data) != DIGEST_BYTES + 4 + count * _COMMITMENT.itemsize:
+        raise ProtocolViolation("a SHARES message is truncated or has trailing bytes.")
+    rec = np.frombuffer(data, dtype=_COMMITMENT, count=count, offset=DIGEST_BYTES + 4)
+    if np.unique(rec["holder"]).size != count:
+        raise ProtocolViolation("a SHARES message commits to one holder's shares twice.")
+    return seed, rec
+
+
+def split_ciphertext_block(data: bytes | memoryview, ct_bytes: int, what: str) -> int:
+    """Length of the leading ciphertext block of a SHARES payload (the commitments follow)."""
+    count = _Reader(bytes(data[:4]), what).u32()
+    return 4 + count * ciphertext_dtype(ct_bytes).itemsize

@@ -189,6 +189,30 @@ def combine(shares: np.ndarray, xs: np.ndarray, prime: int) -> np.ndarray:
     return terms.sum(axis=-2) % prime
 
 
+def combine_many(shares: np.ndarray, xs: np.ndarray, prime: int) -> np.ndarray:
+    """Reconstruct ``b`` secrets at once, each from its own share points: shares ``(b, t, m)``
+    held at ``xs`` ``(b, t)`` (SecAgg+: every owner has different holders). GF(2^31 − 1) only;
+    the Lagrange coefficients of all b point sets are computed together."""
+    if prime != MERSENNE_31:
+        return np.stack([combine(shares[i], xs[i], prime) for i in range(len(xs))])
+    xs_f = _as_field(xs, prime)  # (b, t)
+    for row in xs_f:
+        _check_points(row, prime)
+    b, t = xs_f.shape
+    diff = (xs_f[:, None, :] - xs_f[:, :, None]) % prime  # (b, t, t): x_j − x_i
+    nums = np.broadcast_to(xs_f[:, None, :], (b, t, t)).copy()  # (b, t, t)
+    diag = np.arange(t)
+    diff[:, diag, diag] = 1
+    nums[:, diag, diag] = 1
+    num = _prod_rows_mod(nums.reshape(b * t, t), prime)  # (b·t,)
+    den = _prod_rows_mod(diff.reshape(b * t, t), prime)  # (b·t,)
+    lam = ((num * _inverse_mod(den, prime)) % prime).reshape(b, t)  # (b, t)
+    sh = _as_field(shares, prime)
+    if sh.shape[:2] != (b, t):
+        raise ValueError("shares and share points disagree in length.")
+    return ((sh * lam[:, :, None]) % prime).sum(axis=1) % prime  # (b, m)
+
+
 def secret_to_field(secret: bytes, prime: int) -> np.ndarray:
     """Cut a byte string into field elements of ``chunk_bits(prime)`` bits (little endian)."""
     bits = chunk_bits(prime)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from defenses.secure_aggregation import crypto, prg
-from defenses.secure_aggregation.errors import ProtocolViolation
+from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
 from defenses.secure_aggregation.fixed_point import choose_encoding, decode, encode, to_ring
 from defenses.secure_aggregation.graph import Graph, complete_graph, default_degree, harary_graph
 from defenses.secure_aggregation.noise import ClientNoise
@@ -63,7 +63,20 @@ class SecAggTransport(Transport):
     dropout_rate
         Simulated probability that a client drops out, at a uniformly chosen protocol step.
     consistency_check
-        Run the Ed25519-signed consistency round of the active-adversary variant.
+        Run the Ed25519-signed consistency round (Bonawitz et al., Sec. 6) and sign key
+        advertisements; implied by ``active_adversary``.
+    active_adversary
+        The variant that rejects tampering (see :mod:`defenses.secure_aggregation.authentication`):
+        every client message signed (Ed25519, over the session, stage, round, sender, receiver
+        and body), commitments to the self-mask seed and to every share with robust
+        reconstruction, HKDF with a session salt and both identities and public keys in its
+        info, the SecAgg+ graph drawn from a public beacon after all keys are committed, the
+        consistency round over the survivors, cohort and graph, and a check that the survivors'
+        pairwise masks pair up. Costs about one SHA-256 pass over every upload at the server.
+    min_cohort
+        Fewest clients a round (and its survivor set U3) may have; below it the round aborts
+        (:class:`ProtocolAbort`) instead of revealing a sum over too few clients. At least 2:
+        the sum over one client is its update.
     client_noise
         Optional distributed-DP noise source (see :mod:`defenses.secure_aggregation.noise`).
 
@@ -79,6 +92,8 @@ class SecAggTransport(Transport):
     threshold_fraction: float = 0.5
     dropout_rate: float = 0.0
     consistency_check: bool = False
+    active_adversary: bool = False
+    min_cohort: int = 3
     allow_unsafe_threshold: bool = False
     prg: str = "chacha20"
     aead: str = "aes_gcm"
@@ -109,6 +124,13 @@ class SecAggTransport(Transport):
             "allow_unsafe_threshold is true",
         )
         require(0.0 <= self.dropout_rate < 1.0, "dropout_rate", "in [0, 1)")
+        require(
+            isinstance(self.min_cohort, int)
+            and not isinstance(self.min_cohort, bool)
+            and self.min_cohort >= 2,
+            "min_cohort",
+            "an integer of at least 2 (a sum over one client reveals its update)",
+        )
         require(self.prg in prg.PRG_ALGORITHMS, "prg", f"one of {', '.join(prg.PRG_ALGORITHMS)}")
         require(
             self.aead in crypto.AEAD_ALGORITHMS,
@@ -164,6 +186,11 @@ class SecAggTransport(Transport):
             )
         if len(set(ids)) != n:
             raise ProtocolViolation("the round lists a client twice.")
+        if n < self.min_cohort:
+            raise ProtocolAbort(
+                f"only {n} clients were sampled; secure aggregation needs at least min_cohort = "
+                f"{self.min_cohort}, so the round is aborted."
+            )
         self.check_cohort(n, 0)
         noise = self.client_noise
         encoding = choose_encoding(
@@ -199,6 +226,9 @@ class SecAggTransport(Transport):
             field_bits=self.shamir_field_bits,
             consistency_check=self.consistency_check,
             allow_unsafe_threshold=self.allow_unsafe_threshold,
+            active_adversary=self.active_adversary,
+            min_cohort=self.min_cohort,
+            model_commitment=self.model_commitment(ctx),
         )
         result = run_protocol(config, inputs, drops, client_seconds=seconds)
         t0 = time.perf_counter()
@@ -233,6 +263,8 @@ class SecAggTransport(Transport):
             "server_bytes_received": result.server_cost.bytes_received,
             "reconstructed_mask_keys": sum(1 for k in result.reconstructed.values() if k == 0),
             "reconstructed_seeds": sum(1 for k in result.reconstructed.values() if k == 1),
+            "active_adversary": self.active_adversary,
+            "excluded_shares": sum(len(v) for v in result.excluded.values()),
         }
         if noise is not None:
             info["noise_clients"] = len(survivors)
@@ -244,6 +276,12 @@ class SecAggTransport(Transport):
             weight_sum=weight_sum,
             info=info,
         )
+
+    def model_commitment(self, ctx: RoundContext) -> bytes:
+        """The hash of the broadcast model, once the round context carries one (the broadcast
+        stage); it is bound into key derivation, signatures and the consistency round."""
+        value = getattr(ctx, "model_commitment", None)
+        return bytes(value) if value else b""
 
     def _drop_points(self, ids: tuple[int, ...], ctx: RoundContext) -> dict[int, int]:
         if self.dropout_rate == 0.0:
@@ -264,7 +302,8 @@ class SecAggPlusTransport(SecAggTransport):
     """SecAgg+ (Bell et al. 2020): the same protocol on a random k-regular Harary graph.
 
     ``neighbours`` is k (``None``: 2·⌈log2 n⌉, capped at n − 1); t applies per closed
-    neighbourhood of k + 1 holders. The graph is drawn from the round's generator.
+    neighbourhood of k + 1 holders. The graph is drawn from the round's generator, or, with
+    ``active_adversary``, from a public beacon read after all keys are committed.
 
     References
     ----------

@@ -370,6 +370,7 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
 
 def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
     from fedguard.audit.empirical import empirical_audit
+    from fedguard.cli.status import step
     from fedguard.privacy.audit.summary import describe_empirical_audit
     from fedguard.storage.atomic import write_text
 
@@ -381,13 +382,22 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
     evidence = gather_evidence(RunDirectory(run))  # a contradicted ledger is refused first
     if not as_json:
         console.print(evidence.line(), highlight=False, soft_wrap=True)
-    result = empirical_audit(run, canaries, confidence, out=run / "audit")
+    with step(
+        f"canary audit of {run}: training its canary variant with {canaries} canaries, then "
+        "the one-run test",
+    ):
+        result = empirical_audit(run, canaries, confidence, out=run / "audit")
     summary = {
         "method": result.get("method"),
         "confidence": result.get("confidence"),
         "epsilon_lower_bound": result.get("epsilon_lower"),
         "epsilon_upper_bound": result.get("epsilon_upper"),
         "ratio": result.get("ratio"),
+        # what the bound can mean: canaries, δ, and the largest ε this design can certify
+        "n_canaries": result.get("n_canaries"),
+        "delta": result.get("delta"),
+        "ceiling": result.get("ceiling"),
+        "ceiling_all_guesses": result.get("ceiling_all_guesses"),
     }
     write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
     if as_json:

@@ -19,10 +19,30 @@ app = typer.Typer(
 )
 list_app = typer.Typer(no_args_is_help=False, help="List things fedguard knows about.")
 app.add_typer(list_app, name="list")
+data_app = typer.Typer(no_args_is_help=False, help="Fetch and list datasets in the data cache.")
+app.add_typer(data_app, name="data")
 keys_app = typer.Typer(no_args_is_help=False, help="Your Ed25519 key for signing runs.")
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 out = Console()
+
+
+@app.callback()
+def options(
+    threads: Annotated[
+        str | None,  # validated by configure_threads: one sentence naming the field
+        typer.Option(
+            "--threads",
+            envvar="FEDGUARD_THREADS",
+            metavar="N",
+            help="Torch threads per process (default 1; recorded in env.json).",
+        ),
+    ] = None,
+) -> None:
+    """Options for every command."""
+    from fedguard.threads import configure_threads
+
+    configure_threads(threads)
 
 
 @app.command()
@@ -63,7 +83,10 @@ def show(
 def matrix(
     config: Annotated[Path, typer.Argument(help="YAML matrix config.")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Matrix directory.")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel cells (local processes).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Parallel cells (local processes; default: the usable cores)."),
+    ] = None,
     executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (or auto).")] = None,
     metric: Annotated[str | None, typer.Option(help="Metric shown in the table.")] = None,
@@ -290,6 +313,31 @@ def list_components() -> None:
     from fedguard.cli.tables import components_table
 
     out.print(components_table())
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="cifar10 or cifar100.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Cache directory (default $FEDGUARD_DATA).")
+    ] = None,
+) -> None:
+    """Download an official archive over HTTPS (resumable), verify its MD5 and extract it."""
+    from fedguard.cli.data_command import fetch_command
+
+    fetch_command(name, directory)
+
+
+@data_app.command("list")
+def data_list(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Cache directory (default $FEDGUARD_DATA).")
+    ] = None,
+) -> None:
+    """Datasets in the cache: ready, partially downloaded or absent."""
+    from fedguard.cli.data_command import list_command
+
+    list_command(directory)
 
 
 def main(argv: list[str] | None = None) -> None:

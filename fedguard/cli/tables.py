@@ -36,6 +36,9 @@ def rounds_table(records: list[dict[str, Any]], limit: int = 12) -> Table:
     for c in cols + extra:
         table.add_column(c.replace("_", " "), justify="right")
     shown = records if len(records) <= limit else records[: limit // 2] + records[-limit // 2 :]
+    if len(shown) < len(records):  # say what is not shown and where it is
+        first, last = records[limit // 2].get("round"), records[-limit // 2 - 1].get("round")
+        table.caption = f"rounds {first}–{last} not shown: every round is in rounds.jsonl"
     for r in shown:
         row = [r.get(c) for c in cols + extra]
         row[4] = len(r.get("flagged") or [])
@@ -43,15 +46,57 @@ def rounds_table(records: list[dict[str, Any]], limit: int = 12) -> Table:
     return table
 
 
-def summary_table(summary: dict[str, Any], title: str = "Run summary") -> Table:
+# A run summary in the order a reader asks: what ran, how well it learned, what attacked it,
+# what privacy it had, then cost; anything else after, as stored.
+SUMMARY_ORDER = (
+    "name",
+    "status",
+    "spec_hash",
+    "rounds_completed",
+    "final_test_accuracy",
+    "final_test_loss",
+    "backdoor_success",
+    "malicious_clients",
+    "free_rider_clients",
+    "privacy_epsilon",
+    "dp_noise",
+    "saved_updates",
+    "median_train_seconds",
+    "wall_seconds",
+)
+
+
+def ordered_summary(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    known = [(k, summary[k]) for k in SUMMARY_ORDER if k in summary]
+    rest = [(k, v) for k, v in summary.items() if k not in SUMMARY_ORDER]
+    return known + rest
+
+
+def summary_table(
+    summary: dict[str, Any],
+    title: str = "Run summary",
+    epsilon: tuple[float, float] | None = None,
+) -> Table:
+    """The run summary ordered by meaning; ``epsilon`` = (ε, δ) of a DP run from its ledger."""
     table = Table(title=title, show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for k, v in summary.items():
+    if epsilon is not None:
+        eps, delta = epsilon
+        summary = {**summary, "privacy_epsilon": f"ε = {eps:.4g} at δ = {delta:g} (rdp accountant)"}
+    for k, v in ordered_summary(summary):
         if isinstance(v, dict):
             continue
         table.add_row(_fmt(str(k).replace("_", " ")), _fmt(v))
     return table
+
+
+def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float] | None:
+    """(ε, δ) of a run that ran a DP mechanism, else None."""
+    from fedguard.matrix.cell import privacy_epsilon
+
+    eps = privacy_epsilon(spec, ledger)
+    return None if eps is None else (eps, spec.privacy.delta)
 
 
 def partition_table(partition: list[dict[str, Any]]) -> Table:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fedguard.core.local_training import ClientData
 from fedguard.data.dataset import Dataset, split
+from fedguard.data.normalize import standardize
 from fedguard.data.partition import partition_report
 from fedguard.rng import numpy_generator, torch_generator
 
@@ -24,6 +25,8 @@ class FederatedData:
     n_classes: int
     input_shape: tuple[int, ...]
     value_range: tuple[float, float] | None
+    #: training-split mean/std applied to all splits (None: features used as loaded)
+    normalization: dict | None = None
 
     def client_arrays(self, client: int) -> tuple[Tensor, Tensor]:
         n = int(self.clients.counts[client])
@@ -47,9 +50,13 @@ def build_federated_data(
     """Split, partition, copy duplicated clients' data (``{target: source}``: the target's own
     share is replaced by an exact copy of the source's), then poison malicious clients' data."""
     train, val, test = split(dataset, test_fraction, validation_fraction, seed)
-    parts = partitioner.split(
-        train.labels.numpy(), n_clients, numpy_generator(seed, -1, -1, "partition")
-    )
+    (train, val, test), normalization = standardize(train, val, test)
+    rng = numpy_generator(seed, -1, -1, "partition")
+    if getattr(partitioner, "uses_natural_clients", False):  # one client per writer/user
+        groups = None if train.groups is None else train.groups.numpy()
+        parts = partitioner.split_groups(groups, n_clients, rng)
+    else:
+        parts = partitioner.split(train.labels.numpy(), n_clients, rng)
     for target, source in (duplicates or {}).items():
         parts[target] = parts[source].copy()
     feats = [train.features[p] for p in parts]
@@ -68,5 +75,6 @@ def build_federated_data(
         parts,
         dataset.n_classes,
         dataset.input_shape,
-        dataset.value_range,
+        train.value_range,
+        normalization,
     )

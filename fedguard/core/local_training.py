@@ -27,17 +27,21 @@ Abadi et al., "Deep learning with differential privacy", CCS 2016.
 from __future__ import annotations
 
 import math
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from torch.func import functional_call, grad, vmap
+from torch import Tensor, nn
 
+from fedguard.core.client_stack import ClientStack, schedule_prefixes
+from fedguard.core.ghost_clipping import ghost_clipped_blocks
+from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
-from fedguard.rng import counter_keys
+from fedguard.rng import counter_keys, counter_normals
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,71 @@ def batch_schedule(
     per_epoch = (count + batch - 1) // batch  # (n,)
     total = epochs * per_epoch
     step = torch.arange(int(total.max()))  # (steps,)
-    epoch = torch.minimum(step[None, :] // per_epoch[:, None], torch.tensor(epochs - 1))
-    position = (step[None, :] % per_epoch[:, None])[..., None] * batch + torch.arange(batch)
+    divisor = per_epoch.clamp_min(1)[:, None]  # a client without samples takes no step
+    epoch = torch.minimum(step[None, :] // divisor, torch.tensor(epochs - 1))
+    position = (step[None, :] % divisor)[..., None] * batch + torch.arange(batch)
     mask = (position < count[:, None, None]) & (step[None, :, None] < total[:, None, None])
     rows = torch.arange(len(count))[:, None, None]
     index = order[rows, epoch[..., None], position.clamp(max=width - 1)]
     return torch.where(mask, index, 0), mask
 
 
-def _masked_loss(flat: Tensor, x: Tensor, y: Tensor, mask: Tensor, model: FlatModel) -> Tensor:
+def _weighted_loss(flat: Tensor, x: Tensor, y: Tensor, weight: Tensor, model: FlatModel) -> Tensor:
+    from torch.func import functional_call
+
     logits = functional_call(model.module, model.layout.unflatten(flat), (x,))
-    per_sample = F.cross_entropy(logits, y, reduction="none")
-    return (per_sample * mask).sum() / mask.sum().clamp_min(1)
+    return (F.cross_entropy(logits, y, reduction="none") * weight).sum()
+
+
+#: ``gradient(params, x (k, batch, *input), y, weight (k, batch), out)`` →
+#: ``Σ_j weight_cj ∇ℓ(θ_c; x_cj, y_cj)`` per client as blocks (written into ``out`` where it can)
+GradientFn = Callable[[list[Tensor], Tensor, Tensor, Tensor, list[Tensor]], list[Tensor]]
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], StackedModel | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stacked_plan(model: FlatModel, input_shape: tuple[int, ...]) -> StackedModel | None:
+    """The stacked-parameter plan of ``model`` (cached per module and input shape), or None."""
+    cache = _PLANS.setdefault(model.module, {})
+    key = tuple(int(s) for s in input_shape)
+    if key not in cache:
+        cache[key] = StackedModel.of(model, key)
+    return cache[key]
+
+
+def _plan_for(model: FlatModel, data: ClientData, engine: str) -> StackedModel | None:
+    """The plan the trainers use: ``engine`` "auto" (stacked where supported, else vmap),
+    "stacked" (an error where unsupported) or "vmap" (the torch.func reference path)."""
+    if engine not in ("auto", "stacked", "vmap"):
+        raise ValueError(f"engine must be 'auto', 'stacked' or 'vmap'; got {engine!r}.")
+    if engine == "vmap":
+        return None
+    plan = stacked_plan(model, tuple(data.features.shape[2:]))
+    if plan is None and engine == "stacked":
+        raise ValueError("this model has layers the stacked engine does not support.")
+    return plan
+
+
+def _gradient_fn(model: FlatModel, plan: StackedModel | None) -> GradientFn:
+    if plan is None:
+        from torch.func import grad, vmap
+
+        per_client = vmap(grad(_weighted_loss), in_dims=(0, 0, 0, 0, None))
+        return lambda params, x, y, weight, out: [per_client(params[0], x, y, weight, model)]
+
+    def stacked(
+        params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor, out: list[Tensor]
+    ) -> list[Tensor]:
+        k, batch = x.shape[0], x.shape[1]
+        logits, traces = plan.forward(params, x, trace=True)
+        losses = F.cross_entropy(logits.reshape(k * batch, -1), y.reshape(-1), reduction="none")
+        loss = (losses.view(k, batch) * weight).sum()
+        grads = torch.autograd.grad(loss, [t.outputs for t in traces])
+        return accumulate_gradients(traces, grads, None, out)
+
+    return stacked
 
 
 def train_vectorized(
@@ -122,50 +179,43 @@ def train_vectorized(
     cfg: LocalTrainingConfig,
     seed: int,
     round_index: int,
+    *,
+    engine: str = "auto",
 ) -> Tensor:
-    """Train all ``client_ids`` together; returns their deltas ``(n, d)``."""
-    counts = _counts(data, client_ids)
-    index, mask = batch_schedule(counts, client_ids, cfg, seed, round_index)
-    x, y, weight, mask = _gather(data, client_ids, index, mask, global_params)
+    """Train all ``client_ids`` together; returns their deltas ``(n, d)``.
 
-    grad_fn = vmap(grad(_masked_loss), in_dims=(0, 0, 0, 0, None))
-    params = global_params.expand(len(counts), -1).clone()  # (n, d)
-    buffer = torch.zeros_like(params)
-    for step in range(index.shape[1]):
-        g = grad_fn(params, x[:, step], y[:, step], weight[:, step], model)
-        active = mask[:, step].any(dim=1, keepdim=True)  # (n, 1)
-        params, buffer = _sgd_step(params, buffer, g, active, global_params, cfg)
-    return params - global_params
+    Clients are ordered by decreasing schedule length, so the clients still training at any step
+    are a prefix of the stacked parameters: each step works on views of that prefix (no padding
+    steps, no masked copies) and updates them in place (:class:`ClientStack`). Gradients come
+    from the stacked plan (:mod:`fedguard.core.stacked_model`) where the model allows, else from
+    ``vmap(grad)`` (``engine``: "auto", "stacked" or "vmap").
+    """
+    ids = list(client_ids)
+    counts = _counts(data, ids)
+    index, mask = batch_schedule(counts, ids, cfg, seed, round_index)
+    plan = _plan_for(model, data, engine)
+    gradient = _gradient_fn(model, plan)
+    order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
+    device, dtype = global_params.device, global_params.dtype
+    rows = torch.as_tensor(ids, dtype=torch.long)
+    if order is not None:
+        rows, index, mask = rows[order], index[order], mask[order]
+    rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
+
+    stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
+    for step, k in enumerate(active):
+        positions = index[:k, step]  # (k, batch)
+        weight = mask[:k, step].to(dtype)
+        weight /= weight.sum(dim=1, keepdim=True).clamp_min(1)  # mean over each real batch
+        x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
+        params, out = stack.prefix(k)
+        g = gradient(params, x, y, weight, out)
+        stack.sgd_update(params, g, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+    return stack.deltas(order)
 
 
 def _counts(data: ClientData, client_ids: Sequence[int]) -> list[int]:
     return data.counts[torch.as_tensor(list(client_ids), dtype=torch.long)].tolist()
-
-
-def _gather(
-    data: ClientData, client_ids: Sequence[int], index: Tensor, mask: Tensor, like: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Features ``(n, steps, batch, *input_shape)``, labels and float weights of a schedule."""
-    device = like.device
-    rows = torch.as_tensor(list(client_ids), dtype=torch.long, device=device)[:, None, None]
-    index, mask = index.to(device), mask.to(device)
-    return data.features[rows, index], data.labels[rows, index], mask.to(like.dtype), mask
-
-
-def _sgd_step(
-    params: Tensor,  # (n, d)
-    buffer: Tensor,  # (n, d) momentum buffers
-    g: Tensor,  # (n, d) gradients
-    active: Tensor,  # (n, 1) clients whose schedule still runs
-    global_params: Tensor,
-    cfg: LocalTrainingConfig,
-) -> tuple[Tensor, Tensor]:
-    """FedProx term, then SGD with PyTorch's momentum convention; inactive clients stay put."""
-    if cfg.prox_mu:
-        g = g + cfg.prox_mu * (params - global_params)
-    new_buffer = cfg.momentum * buffer + g if cfg.momentum else g
-    buffer = torch.where(active, new_buffer, buffer)
-    return torch.where(active, params - cfg.learning_rate * new_buffer, params), buffer
 
 
 def train_sequential(
@@ -269,6 +319,8 @@ def poisson_batch_schedule(
 
 
 def _sample_loss(flat: Tensor, x: Tensor, y: Tensor, model: FlatModel) -> Tensor:
+    from torch.func import functional_call
+
     logits = functional_call(model.module, model.layout.unflatten(flat), (x.unsqueeze(0),))
     return F.cross_entropy(logits, y.unsqueeze(0))
 
@@ -278,9 +330,13 @@ def clipped_gradient_sum(
 ) -> Tensor:
     """Σ_j clip_C(∇ℓ(θ_c; x_cj, y_cj)) over each client's masked batch: ``(n, d)``.
 
-    Per-sample gradients by ``vmap`` over samples inside ``vmap`` over clients (torch.func);
-    ``params`` (n, d), ``x`` (n, batch, *input), ``y`` and ``mask`` (n, batch).
+    The reference path for any model: per-sample gradients by ``vmap`` over samples inside
+    ``vmap`` over clients (torch.func); ``params`` (n, d), ``x`` (n, batch, *input), ``y`` and
+    ``mask`` (n, batch). :func:`fedguard.core.ghost_clipping.ghost_clipped_gradient_sum` computes
+    the same without per-sample gradients where the layers allow.
     """
+    from torch.func import grad, vmap
+
     per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
     g = per_sample(params, x, y, model)  # (n, batch, d)
     norms = torch.linalg.vector_norm(g, dim=-1, keepdim=True)  # (n, batch, 1)
@@ -298,48 +354,73 @@ def train_dp_sgd(
     seed: int,
     round_index: int,
     noise: Sequence[torch.Generator | None] | None = None,
+    *,
+    secure_noise: bool = False,
+    engine: str = "auto",
 ) -> Tensor:
     """DP-SGD for all ``client_ids`` together; returns their deltas ``(n, d)``.
 
     Each step of client c: a Poisson batch (rate q_c = B/n_c), per-sample gradients clipped to
     C, summed, plus N(0, (zC)² I), divided by the expected batch size q_c·n_c (Opacus'
     convention for Poisson sampling); then the FedProx term and SGD with momentum as in
-    :func:`train_vectorized` (post-processing). ``noise[c]`` is client c's generator (None: the
-    OS CSPRNG); default: the stream ``(seed, round, client, "dp_sgd_noise")``.
+    :func:`train_vectorized` (post-processing). The clipped sum comes from ghost norms
+    (:mod:`fedguard.core.ghost_clipping`) where the model allows, else from per-sample
+    gradients (``vmap``). Clients run in order of decreasing step count (the ones still
+    training are a prefix) and each step's batches are cut to the largest real batch among them.
+
+    Noise: by default the counter-based stream ``(seed, round, client, "dp_sgd_noise")``
+    (:func:`fedguard.rng.counter_normals`), one draw per step for the whole cohort, the same for
+    a client whoever trains with it; ``secure_noise``: the OS CSPRNG; ``noise[c]``: client c's
+    own ``torch.Generator`` (None: the CSPRNG), drawn client by client (the reference path).
 
     References
     ----------
     Abadi et al., "Deep learning with differential privacy", CCS 2016.
     Yousefpour et al., "Opacus: User-friendly differential privacy library in PyTorch", 2021.
     """
-    from fedguard.rng import torch_generator
+    ids = list(client_ids)
+    counts = _counts(data, ids)
+    plan = _plan_for(model, data, engine)
+    index, mask = poisson_batch_schedule(counts, ids, cfg, seed, round_index)  # (n, steps, width)
+    steps = torch.as_tensor([dp_sgd_steps(c, cfg) for c in counts], dtype=torch.long)  # (n,)
+    expected = torch.as_tensor([dp_sgd_sampling_rate(c, cfg) * c for c in counts])  # (n,)
+    order, active = schedule_prefixes(steps)
+    rows = torch.as_tensor(ids, dtype=torch.long)
+    gens = list(noise) if noise is not None else None
+    if order is not None:
+        rows, index, mask, expected = rows[order], index[order], mask[order], expected[order]
+        gens = [gens[i] for i in order.tolist()] if gens is not None else None
+    sizes = mask.sum(dim=2)  # (n, steps) real samples of each batch
+    device, dtype = global_params.device, global_params.dtype
+    ordered_ids = rows.numpy()
+    rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
+    expected = expected.to(device=device, dtype=dtype)
 
-    device = global_params.device
-    counts = _counts(data, client_ids)
-    index, mask = poisson_batch_schedule(counts, client_ids, cfg, seed, round_index)
-    x, y, weight, mask = _gather(data, client_ids, index, mask, global_params)
-    steps = torch.as_tensor([dp_sgd_steps(c, cfg) for c in counts], device=device)  # (n,)
-    expected = torch.as_tensor(
-        [dp_sgd_sampling_rate(c, cfg) * c for c in counts], dtype=global_params.dtype, device=device
-    )  # (n,) expected batch sizes
-    gens = (
-        list(noise)
-        if noise is not None
-        else [torch_generator(seed, round_index, int(c), "dp_sgd_noise") for c in client_ids]
-    )
     std = dp.noise_multiplier * dp.clip_norm
     d = global_params.numel()
-    params = global_params.expand(len(counts), -1).clone()  # (n, d)
-    buffer = torch.zeros_like(params)
-    for step in range(index.shape[1]):
-        total = clipped_gradient_sum(
-            model, params, x[:, step], y[:, step], weight[:, step], dp.clip_norm
-        )
-        z = torch.stack([_standard_normal(d, gen, global_params.dtype) for gen in gens]).to(device)
-        g = (total + std * z) / expected[:, None]
-        active = (step < steps)[:, None]  # (n, 1)
-        params, buffer = _sgd_step(params, buffer, g, active, global_params, cfg)
-    return params - global_params
+    stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
+    for step, k in enumerate(active):
+        width = max(int(sizes[:k, step].max()), 1)  # no slots beyond the largest real batch
+        positions = index[:k, step, :width]  # (k, width)
+        x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
+        weight = mask[:k, step, :width].to(dtype)
+        params, out = stack.prefix(k)
+        if plan is not None:
+            total = ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
+        else:
+            total = [clipped_gradient_sum(model, params[0], x, y, weight, dp.clip_norm)]
+        if gens is not None:
+            z = torch.stack([_standard_normal(d, gen, dtype) for gen in gens[:k]])
+        elif secure_noise:
+            z = _secure_normals((k, d), dtype)
+        else:
+            z = counter_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
+        z = z.to(device=device, dtype=dtype)
+        for g, noise_block in zip(total, stack.split(z), strict=True):
+            scale = expected[:k].view(k, *([1] * (g.dim() - 1)))
+            g.add_(noise_block, alpha=std).div_(scale)
+        stack.sgd_update(params, total, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
+    return stack.deltas(order)
 
 
 def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
@@ -347,10 +428,14 @@ def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dty
         return torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device).to(
             dtype
         )
-    import os
+    return _secure_normals((d,), dtype)
 
-    raw = np.frombuffer(os.urandom(16 * d), dtype=np.uint64).reshape(2, d)
+
+def _secure_normals(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Standard normals from ``os.urandom`` (Box–Muller on 53-bit uniforms, float64 maths)."""
+    count = math.prod(shape)
+    raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint64).reshape(2, count)
     u1 = ((raw[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
     u2 = (raw[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
     z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)  # Box–Muller
-    return torch.from_numpy(z).to(dtype)
+    return torch.from_numpy(z.reshape(shape)).to(dtype)

@@ -28,6 +28,7 @@ from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
+from fedguard.core.finite_rows import finite_rows
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
 from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
@@ -150,6 +151,12 @@ class Simulation:
             t.algorithm, t.local_epochs, t.batch_size, t.learning_rate, t.momentum, t.prox_mu
         )
         self.trainer: Trainer = TRAINERS[t.trainer]
+        if t.trainer == "vectorized":  # chunks of clients that fit training.max_memory
+            from fedguard.core.chunked_training import ChunkedTrainer, parse_memory
+
+            self.trainer = ChunkedTrainer(
+                self.trainer, parse_memory(t.max_memory), self.data.input_shape
+            )
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(
@@ -226,11 +233,17 @@ class Simulation:
         )
 
         # local training (honest and malicious clients; free-riders do not train)
-        deltas = torch.zeros(len(ids), state.params.numel(), device=self.device)
         rows_trained = [k for k, i in enumerate(ids) if i not in free_set]
         replaces_training = any(tr.replaces_local_training for tr in comps.client_transforms)
         train_time = time.perf_counter()
-        if trained and not replaces_training:
+        if trained and not replaces_training and len(trained) == len(ids):
+            # everyone trained: the trainer's output is the stack (no zero-fill, no copy)
+            deltas = self.trainer(
+                self.model, state.params, self.clients, trained, self.local, self.training_seed, t
+            ).to(torch.get_default_dtype())
+        else:
+            deltas = torch.zeros(len(ids), state.params.numel(), device=self.device)
+        if trained and not replaces_training and len(trained) < len(ids):
             deltas[rows_trained] = self.trainer(
                 self.model, state.params, self.clients, trained, self.local, self.training_seed, t
             )
@@ -284,13 +297,14 @@ class Simulation:
                 deltas[k] = comps.free_rider(fctx)
 
         # faulty rows (NaN/inf) never reach an aggregator
-        finite = torch.isfinite(deltas).all(dim=1)
-        faulty = [ids[k] for k in range(len(ids)) if not bool(finite[k])]
-        keep = [k for k in range(len(ids)) if bool(finite[k])]
+        finite = finite_rows(deltas).tolist()
+        faulty = [i for i, ok in zip(ids, finite, strict=True) if not ok]
+        keep = [k for k, ok in enumerate(finite) if ok]
         if not keep:  # nothing finite to aggregate: local training diverged everywhere
             return self._diverged(state, record, events, started, "every update is non-finite")
         kept_ids = tuple(ids[k] for k in keep)
-        deltas, weights = deltas[keep], weights[keep]
+        if faulty:
+            deltas, weights = deltas[keep], weights[keep]
         kept_counts = tuple(counts[k] for k in keep)
 
         # transport

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from fedguard.data.shuffle_split import train_test_indices
 from fedguard.errors import ConfigError
 
 
@@ -23,6 +23,11 @@ class Dataset:
     input_shape: tuple[int, ...]
     name: str
     value_range: tuple[float, float] | None = None  # valid feature range (images), else None
+    #: natural client of each sample (writer, speaker, user id column) as 0..G−1, else None
+    groups: Tensor | None = None
+    #: "channel" (images) or "feature" (tables): standardise with the TRAINING split's mean and
+    #: standard deviation after the split (fedguard.data.normalize), never the whole file's
+    normalize: str | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -36,6 +41,8 @@ class Dataset:
             self.input_shape,
             self.name,
             self.value_range,
+            None if self.groups is None else self.groups[idx],
+            self.normalize,
         )
 
 
@@ -45,10 +52,13 @@ def from_arrays(
     name: str,
     input_shape: tuple[int, ...] | None = None,
     value_range: tuple[float, float] | None = None,
+    groups: np.ndarray | None = None,
+    normalize: str | None = None,
 ) -> Dataset:
     """Validate raw arrays (no NaN/inf, at least 2 classes) and build a :class:`Dataset`.
 
-    Labels of any type are mapped to 0..K−1 in sorted order of their values.
+    Labels of any type are mapped to 0..K−1 in sorted order of their values; so are the optional
+    natural-client ids ``groups`` (one per row: writer, speaker, user).
     """
     x = np.asarray(features)
     if x.ndim < 2 or x.shape[0] == 0:
@@ -75,25 +85,45 @@ def from_arrays(
         shape,
         name,
         value_range,
+        _group_ids(groups, x.shape[0], name),
+        normalize,
     )
+
+
+def _group_ids(groups: np.ndarray | None, rows: int, name: str) -> Tensor | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (rows,):
+        raise ConfigError(f"dataset {name!r} has {rows} rows but {g.shape[0]} client ids.")
+    if _missing(g).any():
+        raise ConfigError(f"dataset {name!r} has missing client ids.")
+    _, ids = np.unique(g, return_inverse=True)
+    return torch.as_tensor(ids.reshape(-1), dtype=torch.long)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Missing entries of an id array of any dtype (None, NaN)."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and v != v) for v in values])
+    return np.zeros(values.shape, dtype=bool)
 
 
 def split(
     data: Dataset, test_fraction: float, validation_fraction: float, seed: int
 ) -> tuple[Dataset, Dataset, Dataset]:
-    """Stratified train / validation / test split, deterministic in ``seed``."""
+    """Stratified train / validation / test split, deterministic in ``seed`` (scikit-learn's
+    ``train_test_split`` draws, without importing scikit-learn)."""
     index = np.arange(len(data))
     labels = data.labels.numpy()
     _check_split_size("data.test_fraction", test_fraction, labels)
-    train_val, test = train_test_split(
-        index, test_size=test_fraction, random_state=seed, stratify=_stratify(labels)
-    )
+    train_val, test = train_test_indices(index, test_fraction, seed, _stratify(labels))
     if validation_fraction > 0:
         rel = validation_fraction / (1.0 - test_fraction)
         _check_split_size("data.validation_fraction", rel, labels[train_val], validation_fraction)
-        train, val = train_test_split(
-            train_val, test_size=rel, random_state=seed + 1, stratify=_stratify(labels[train_val])
-        )
+        train, val = train_test_indices(train_val, rel, seed + 1, _stratify(labels[train_val]))
     else:
         train, val = train_val, train_val[:0]
     return data.subset(train), data.subset(val), data.subset(test)

@@ -7,16 +7,17 @@ import traceback
 import warnings
 from typing import Any
 
-import torch
-
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
 from fedguard.metrics.detection import run_detection
 
 
 def init_worker() -> None:
-    """One torch thread per worker: N workers on N cores, not N² threads."""
-    torch.set_num_threads(1)
+    """One torch thread per worker by default (N workers on N cores, not N² threads);
+    ``FEDGUARD_THREADS``, inherited from the parent, changes it."""
+    from fedguard.threads import configure_threads
+
+    configure_threads()
 
 
 def run_cell(spec_data: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,8 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),
         "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
+        # chance level (1/classes) of the verdict rule, so matrix.csv alone implies the verdicts
+        "n_classes": result.simulation.data.n_classes,
     }
     if "backdoor_success" in last:
         out["backdoor_success"] = last["backdoor_success"]

@@ -25,6 +25,7 @@ from fedguard.matrix.executors import run_local, run_ray
 from fedguard.matrix.lock import matrix_lock
 from fedguard.matrix.store import ResultStore, cell_key
 from fedguard.matrix.summary import tidy_frame, write_heatmaps
+from fedguard.matrix.verdict import verdict_frame, verdicts
 from fedguard.storage import atomic
 
 
@@ -67,14 +68,15 @@ def run_matrix(
     executor: str = "local",
     address: str | None = None,
     on_result: Callable[[Cell, dict[str, Any]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the plan's missing cells into ``out`` (locked against a second matrix there).
-
-    Ctrl-C stores every cell that had finished, stops the workers and re-raises
-    ``KeyboardInterrupt``; running it again finishes only the missing cells.
-    """
+    """Run the plan's unfinished cells into ``out`` (locked against a second matrix there);
+    ``on_start(to_run, already_finished)`` is called once before the first cell runs (a progress
+    bar's known total), ``on_result`` after each. Local workers are capped at the number of cells
+    to run. Ctrl-C stores every cell that had finished, stops the workers and re-raises
+    ``KeyboardInterrupt``; running it again finishes only the missing cells."""
     with matrix_lock(out):
-        return _run_locked(plan, out, workers, executor, address, on_result)
+        return _run_locked(plan, out, workers, executor, address, on_result, on_start)
 
 
 def _run_locked(
@@ -84,6 +86,7 @@ def _run_locked(
     executor: str,
     address: str | None,
     on_result: Callable[[Cell, dict[str, Any]], None] | None,
+    on_start: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     store = ResultStore(out / "results.sqlite")
     try:
@@ -98,7 +101,13 @@ def _run_locked(
         done |= set(plan.incompatible)
         todo = [(k, c.spec.model_dump(mode="json")) for k, c in keys.items() if k not in done]
         skipped = len(keys) - len(todo)
-        stream = run_ray(todo, address, workers) if executor == "ray" else run_local(todo, workers)
+        if on_start is not None:
+            on_start(len(todo), skipped)
+        stream = (
+            run_ray(todo, address, workers)
+            if executor == "ray"
+            else run_local(todo, min(workers, max(len(todo), 1)))
+        )
 
         def record(key: str, result: dict[str, Any]) -> None:
             with deferred_interrupt():  # a cell is stored whole or not at all
@@ -120,6 +129,7 @@ def _run_locked(
         store.close()
     tidy = tidy_frame(rows)
     atomic.write_text(out / "matrix.csv", tidy.to_csv(index=False))
+    atomic.write_text(out / "verdicts.csv", verdict_frame(verdicts(tidy)).to_csv(index=False))
     heatmaps = write_heatmaps(tidy, out)
     return {"cells": len(keys), "ran": len(todo), "skipped": skipped, "heatmaps": heatmaps}
 

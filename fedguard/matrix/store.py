@@ -194,6 +194,22 @@ class ResultStore:
             ) from None
         return decoded
 
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Canonical spec of every cell, by key (the report's setup section reads them)."""
+        try:
+            cur = self.conn.execute("SELECT key, spec FROM cells").fetchall()
+            return {str(key): json.loads(spec) for key, spec in cur}
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise self._unreadable(exc) from None
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """(fedguard version, code hash) that produced each cell, by key."""
+        try:
+            cur = self.conn.execute("SELECT key, version, code_hash FROM cells").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
+        return {key: (version, code) for key, version, code in cur}
+
 
 #: What a cell's ``status`` column may hold; ``diverged`` cells finished with a non-finite model
 #: and are excluded from verdicts.

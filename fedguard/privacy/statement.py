@@ -30,6 +30,12 @@ from fedguard.privacy.ledger import PrivacyLedger
 CURVE_ACCOUNTANTS = ("rdp", "pld")
 #: PLD/PRV per-round curves cost ~0.3 s a round; above this many rounds only RDP is drawn.
 MAX_ROUNDS_FOR_SLOW_CURVES = 50
+#: the data's normalisation statistics are released to every client outside any DP mechanism
+NORMALIZATION_NOTE = (
+    "The inputs were standardised with the mean and standard deviation of the training split "
+    "(all clients' data pooled), computed outside any DP mechanism: this guarantee does not "
+    "cover those statistics."
+)
 
 
 def _spec_value(spec: Any, *path: str, default: Any = None) -> Any:
@@ -126,6 +132,8 @@ def privacy_statement(ledger: Mapping[str, Any], spec: Any) -> dict[str, Any]:
             "The noise came from a seeded generator: this run is a simulation of the mechanism; "
             "set privacy.secure_rng: true for noise from the OS CSPRNG."
         )
+    if _spec_value(spec, "data", "dataset", "params", "normalize", default=False):
+        notes.append(NORMALIZATION_NOTE)
     levels = {lvl: led.epsilon(rdp, delta).epsilon for lvl, led in ledgers.items()}
     if len(levels) > 1:
         notes.append(

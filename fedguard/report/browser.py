@@ -29,7 +29,7 @@ def chromium() -> str | None:
     return None
 
 
-def _run(args: list[str], html: Path) -> None:
+def _run(args: list[str], html: Path) -> str:
     exe = chromium()
     if exe is None:
         raise UserError("--pdf needs a headless Chromium (Debian: apt-get install chromium).")
@@ -42,6 +42,7 @@ def _run(args: list[str], html: Path) -> None:
         )
     if proc.returncode != 0:
         raise RuntimeError(f"chromium failed: {proc.stderr[-500:]}")
+    return proc.stdout
 
 
 def print_pdf(html: Path, pdf: Path) -> None:
@@ -50,3 +51,8 @@ def print_pdf(html: Path, pdf: Path) -> None:
 
 def screenshot(html: Path, png: Path, width: int = 1200, height: int = 4000) -> None:
     _run([f"--screenshot={png.resolve()}", f"--window-size={width},{height}"], html)
+
+
+def dump_dom(html: Path, width: int = 1280, height: int = 800) -> str:
+    """The DOM after layout and scripts, in a ``width`` × ``height`` window (layout checks)."""
+    return _run([f"--window-size={width},{height}", "--dump-dom"], html)

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader
 
 from fedguard import __version__
 from fedguard.errors import UserError
-from fedguard.report import matrix_sections, run_sections
+from fedguard.report import matrix_sections, run_sections, run_summary
 from fedguard.report.privacy_section import privacy_section
 from fedguard.storage.run_dir import RunDirectory
 
@@ -29,12 +29,16 @@ def run_report(path: Path) -> tuple[str, list[Section]]:
     summary = run.summary()
     # first, and before any figure is computed: which checks of the evidence passed (seal,
     # cross-checks, signature, verify); a contradicted ledger is refused here
-    evidence_html = run_sections.evidence_section(run)
+    evidence_line, evidence_checks = run_sections.evidence_section(run)
     privacy_html, privacy_line = privacy_section(run)
     sections = [] if run.complete else [_interrupted(path, len(records), spec.rounds)]
     sections += [
-        Section("evidence", "Evidence", evidence_html),
+        Section("evidence", "Evidence", evidence_line),
+        Section(
+            "summary", "Summary", run_summary.summary_html(run, records, summary, privacy_line)
+        ),
         Section("setup", "Setup", run_sections.setup_section(run)),
+        Section("checks", "Evidence checks", evidence_checks),
         Section("training", "Accuracy", run_sections.training_section(records)),
         Section("privacy", "Privacy", privacy_html),
         Section(

@@ -26,13 +26,18 @@ def file_data_uri(path: Path) -> str:
 
 
 def curves(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    title: str,
+    from_zero: bool = False,
 ) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for label, (x, y) in series.items():
         ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.3, label=label)
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
+    if from_zero:
+        ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if len(series) > 1:
@@ -73,5 +78,45 @@ def bars_with_errors(
     ax.bar(range(len(values)), values, yerr=err, capsize=3, color="#4c72b0")
     ax.axhline(0, color="k", linewidth=0.7)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("client")
+    ax.set_ylabel("contribution value")
     ax.set_title(title, fontsize=10)
+    return to_data_uri(fig)
+
+
+def small_multiples(
+    panels: Mapping[tuple[str, str], Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    ylabel: str,
+) -> str:
+    """One panel per (row, column) — defense × attack — holding one line per seed, shared axes:
+    every run is drawn, none hidden behind a 12-colour cycle."""
+    rows = sorted({r for r, _ in panels})
+    cols = sorted({c for _, c in panels})
+    seeds = sorted({s for lines in panels.values() for s in lines})
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(seeds)}
+    fig, axes = plt.subplots(
+        len(rows),
+        len(cols),
+        figsize=(1.0 + 1.55 * len(cols), 0.6 + 1.2 * len(rows)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            for seed, (x, y) in panels.get((r, c), {}).items():
+                ax.plot(x, y, linewidth=1.0, color=colours[seed], label=f"seed {seed}")
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(c, fontsize=6.5)
+            if j == 0:
+                ax.set_ylabel(f"{r}\n{ylabel}", fontsize=6.5)
+            if i == len(rows) - 1:
+                ax.set_xlabel("round", fontsize=6.5)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=len(seeds))
+    fig.suptitle(f"{ylabel} per round: every run (rows: defense, columns: attack)", fontsize=9)
     return to_data_uri(fig)

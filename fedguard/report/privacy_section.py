@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from fedguard.report import figures
-from fedguard.report.html import image, key_values, paragraph, table
-from fedguard.report.paths import inside
+from fedguard.report.accountants import accountants_html, audit_html, read_audit
+from fedguard.report.html import image, key_values, paragraph
 from fedguard.storage.run_dir import RunDirectory
 
 
@@ -39,37 +39,40 @@ def privacy_section(run: RunDirectory) -> tuple[str, str]:
         )
         + "</div>"
     )
+    html += accountants_html(ledger, st["delta"], st["accountant"])
     curves = st.get("epsilon_by_round") or {}
     if curves:
         html += image(
             figures.curves(
-                {name: (list(range(1, len(v) + 1)), v) for name, v in curves.items()},
-                "ε",
-                f"ε over rounds at δ = {st['delta']:g}",
+                {name: ([0, *range(1, len(v) + 1)], [0.0, *v]) for name, v in curves.items()},
+                f"ε at δ = {st['delta']:g}",
+                f"ε over rounds, every accountant, from zero (δ = {st['delta']:g})",
+                from_zero=True,
             ),
-            "privacy loss over rounds, per accountant",
+            "ε over rounds for every accountant, from zero",
         )
     if st.get("verdict"):
         html += paragraph(st["verdict"], "good" if st.get("within_budget") else "bad")
     for note in st.get("notes", []):
         html += paragraph(note, "warn")
-    audit_file = inside(run.path, "audit.json", "file")
-    if audit_file.is_file():
-        audit = json.loads(audit_file.read_text())
-        html += "<h3>Empirical audit</h3>" + table(
-            ["method", "confidence", "ε lower bound", "ε upper bound (accountant)", "ratio"],
-            [
-                [
-                    audit.get("method"),
-                    audit.get("confidence"),
-                    audit.get("epsilon_lower_bound"),
-                    audit.get("epsilon_upper_bound"),
-                    audit.get("ratio"),
-                ]
-            ],
-        )
-    line = (
-        f"Privacy: ({st['epsilon']:.3g}, {st['delta']:g})-DP at the {st['unit']} level "
-        f"({st['neighbouring_relation']}, {st['trust_model']} trust, {st['accountant']} accountant)."
+    audit = read_audit(run)
+    if audit is not None:
+        html += audit_html(audit)
+    return html, privacy_finding(st)
+
+
+def _split(text: str) -> tuple[str, str]:
+    """ "client (one client's data, added or removed)" → ("client", "one client's data, ...")."""
+    head, _, rest = str(text).partition(" (")
+    return head, rest.removesuffix(")")
+
+
+def privacy_finding(st: dict[str, Any]) -> str:
+    """One plain sentence: ε at δ with its accountant, the unit, the relation, the trust model."""
+    level, unit = _split(st["unit"])
+    trust, how = _split(st["trust_model"])
+    return (
+        f"Privacy: ε = {st['epsilon']:.3g} at δ = {st['delta']:g} ({st['accountant']} accountant), "
+        f"{level}-level: {unit or level}, {st['neighbouring_relation']} neighbours. "
+        f"Trust model: {trust}{f' — {how}' if how else ''}."
     )
-    return html, line

@@ -75,6 +75,9 @@ def setup_section(run: RunDirectory) -> str:
         ),
         ("privacy attacks", ", ".join(map(_component, a["privacy_attacks"])) or "—"),
         ("seed", spec["seed"]),
+        ("spec hash", run.spec().spec_hash()),
+        ("fedguard version", _env(run.path).get("fedguard", "not recorded")),
+        # slot: the ledger checks' status row (run-integrity work) goes here
     ]
     html = key_values(pairs)
     inside(run.path, "partition.json", "file")
@@ -178,10 +181,13 @@ def contribution_section(run: RunDirectory) -> str | None:
     return html
 
 
-def environment_section(path: Path) -> str:
+def _env(path: Path) -> dict[str, Any]:
     inside(path, "env.json", "file")
-    data = RunDirectory(path).environment_info()
-    return key_values(sorted(data.items()))
+    return RunDirectory(path).environment_info()
+
+
+def environment_section(path: Path) -> str:
+    return key_values(sorted(_env(path).items()))
 
 
 def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_line: str) -> str:
@@ -208,23 +214,21 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
     return bullet_list(items)
 
 
-def evidence_section(run: RunDirectory) -> str:
-    """The report's first line: which checks of the run's evidence passed (seal, cross-checks
-    of the ledger against spec.yaml and rounds.jsonl, signature, verify), then each check.
-    A failed cross-check or an invalid signature raises (the report is not written)."""
+def evidence_section(run: RunDirectory) -> tuple[str, str]:
+    """The report's first line — which checks of the run's evidence passed (seal, cross-checks
+    of the ledger against spec.yaml and rounds.jsonl, signature, verify) — and, for a later
+    section, each check. A failed cross-check or an invalid signature raises (no report)."""
     from html import escape
 
     from fedguard.audit.evidence import gather_evidence
 
     evidence = gather_evidence(run)
     rows = [[c.name, c.status.replace("_", " "), c.detail] for c in evidence.cross_checks.checks]
-    return (
-        f'<p class="statement" data-evidence>{escape(evidence.line())}</p>'
-        + table(["cross-check", "status", "detail"], rows)
-        + paragraph(
-            "The SHA-256 seal protects against accidental corruption only: anyone can recompute "
-            "it. The cross-checks compare the ledger with spec.yaml and rounds.jsonl; a signature "
-            "attributes the folder to a key and proves nothing about its honesty; "
-            "'fedguard verify RUN' replays the run on CPU and is the strongest evidence."
-        )
+    line = f'<p class="statement" data-evidence>{escape(evidence.line())}</p>'
+    details = table(["cross-check", "status", "detail"], rows) + paragraph(
+        "The SHA-256 seal protects against accidental corruption only: anyone can recompute "
+        "it. The cross-checks compare the ledger with spec.yaml and rounds.jsonl; a signature "
+        "attributes the folder to a key and proves nothing about its honesty; "
+        "'fedguard verify RUN' replays the run on CPU and is the strongest evidence."
     )
+    return line, details

@@ -77,3 +77,11 @@ def test_schedule_changes_with_round() -> None:
     a, _ = batch_schedule([50], [0], cfg, seed=1, round_index=0)
     b, _ = batch_schedule([50], [0], cfg, seed=1, round_index=1)
     assert a.tolist() != b.tolist()
+
+
+def test_a_client_without_samples_takes_no_step() -> None:
+    """Regression: the schedule divided by a client's batches per epoch (0 without samples)."""
+    cfg = LocalTrainingConfig(local_epochs=2, batch_size=3)
+    _, mask = batch_schedule([0, 4], [0, 1], cfg, seed=0, round_index=0)
+    assert not mask[0].any()
+    assert int(mask[1].any(-1).sum()) == local_steps(4, cfg)

@@ -106,3 +106,45 @@ def test_noise_widens_bits_until_wrap_probability_below_target() -> None:
     assert enc.sum_bound >= half or narrower >= 1e-9
     with pytest.raises(EncodingOverflow, match="wrap probability"):
         choose_encoding(w, 10_000, 1.0, 2.0**10, enc.bits - 1, noise.tail_bound, 1e-9)
+
+
+def test_the_sum_at_scale_near_2_pow_54_does_not_wrap_to_its_negation() -> None:
+    """The sweep's failure: B summed in float64 rounded down, the encoder's product rounded up
+    by one ulp, the sum hit exactly R/2 and +8.447 decoded as −8.447."""
+    w = torch.tensor([1.0, 0.276, 0.112], dtype=torch.float64)
+    clip, scale = 6.085734870317002, 2.0**57 / 8.447  # scale ≈ 0.94 · 2^54
+    enc = choose_encoding(w, 1, clip, scale, None)
+    ints = [
+        encode(torch.tensor([clip], dtype=torch.float64), float(w[i]), enc, torch.Generator())[0]
+        for i in range(3)
+    ]
+    total = decode(_ring_sum(ints, enc), enc)
+    assert float(total[0]) == pytest.approx(8.447, rel=1e-12)
+    assert sum(int(v[0]) for v in ints) <= enc.sum_bound < 2 ** (enc.bits - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    log_scale=st.floats(0.0, 62.0),
+    clip=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**31),
+)
+def test_encoded_values_never_exceed_the_bound_at_any_scale(
+    n: int, log_scale: float, clip: float, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(n, generator=g, dtype=torch.float64) + 0.01
+    try:
+        enc = choose_encoding(w, 2, clip, 2.0**log_scale, None)
+    except EncodingOverflow:
+        return  # no width holds it: refused, never wrapped
+    x = torch.tensor([clip, -clip], dtype=torch.float64)  # the extremes every client may send
+    ints = [encode(x, float(w[i]), enc, g)[0] for i in range(n)]
+    top = sum(int(v[0]) for v in ints)
+    assert top <= enc.sum_bound < 2 ** (enc.bits - 1)
+    decoded = decode(_ring_sum(ints, enc), enc)
+    exact = float(w.sum()) * clip
+    slack = error_bound(enc, n) + 1e-9 * exact  # one rounding unit per client, float64 aside
+    assert abs(float(decoded[0]) - exact) <= slack  # never wrapped to the other sign
+    assert abs(float(decoded[1]) + exact) <= slack

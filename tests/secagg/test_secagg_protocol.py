@@ -145,7 +145,7 @@ def _masked_vector(x: np.ndarray, bits: int) -> np.ndarray:
         if stage == Stage.MASKED:
             for m in msgs:
                 body = payload(m)
-                captured[peek(m).sender] = np.frombuffer(body[9:], dtype="<u4")
+                captured[peek(m).sender] = np.frombuffer(body[12:], dtype="<u4")
         return msgs
 
     inputs = {0: x, 1: np.zeros_like(x), 2: np.zeros_like(x)}
@@ -374,7 +374,7 @@ def test_server_with_t_minus_one_colluding_clients_learns_nothing_about_an_input
     keys = route(server.advertise([c.advertise() for c in clients.values()]))
     fwd = route(server.shares([clients[u].share_keys(keys[u]) for u in ids]))
     masked = [clients[u].masked_input(fwd[u]) for u in ids]
-    y0 = np.frombuffer(payload(masked[0])[9:], dtype="<u4").astype(np.uint32)
+    y0 = np.frombuffer(payload(masked[0])[12:], dtype="<u4").astype(np.uint32)
     colluders = (1, 2)
     # 1. their shares of client 0's secrets (t − 1 of them) do not give the secrets
     c = cfg.chunks

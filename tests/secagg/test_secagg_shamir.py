@@ -109,3 +109,22 @@ def test_secret_bytes_round_trip_and_bad_inputs() -> None:
         shamir.field_to_secret(np.asarray([1 << 30] * 9), 32, shamir.MERSENNE_31)
     with pytest.raises(ValueError):
         shamir.prime_for_bits(61)
+
+
+def test_combine_many_matches_combine_for_each_point_set() -> None:
+    from defenses.secure_aggregation.shamir import MERSENNE_31, combine, combine_many, split
+
+    rng = np.random.default_rng(4)
+    secrets = rng.integers(0, MERSENNE_31, (5, 3))  # 5 owners, 3 field elements each
+    t = 4
+    batch, points = [], []
+    for i in range(5):
+        xs = np.sort(rng.choice(np.arange(1, 40), 7, replace=False)).astype(np.int64)
+        shares = split(secrets[i], xs, t, MERSENNE_31)  # (7, 3)
+        pick = np.sort(rng.choice(7, t, replace=False))
+        batch.append(shares[pick])
+        points.append(xs[pick])
+    got = combine_many(np.stack(batch), np.stack(points), MERSENNE_31)
+    assert np.array_equal(got.astype(np.int64), secrets)
+    for i in range(5):
+        assert np.array_equal(got[i], combine(batch[i], points[i], MERSENNE_31))

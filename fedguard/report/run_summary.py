@@ -1,0 +1,81 @@
+"""The first screen of a run report: what ran, how well it learned, what attacked it, what
+privacy it had, and the caveats — in one paragraph, before the evidence."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from fedguard.metrics.detection import run_detection
+from fedguard.report.accountants import read_audit
+from fedguard.report.html import bullet_list
+from fedguard.report.run_sections import _component
+from fedguard.storage.run_dir import RunDirectory
+
+
+def setup_line(spec: dict[str, Any]) -> str:
+    a = spec["attack"]
+    attack = _component(a["model_attack"]) if a["model_attack"] else _component(a["data_attack"])
+    attackers = f"{a['n_malicious']} attackers ({attack})" if a["n_malicious"] else "no attackers"
+    return (
+        f"Setup: {_component(spec['data']['dataset'])} data, {_component(spec['data']['partition'])} "
+        f"partition, {_component(spec['model'])} model, {spec['clients']['n_clients']} clients "
+        f"({attackers}), {spec['rounds']} rounds, seed {spec['seed']}."
+    )
+
+
+def answer(
+    run: RunDirectory, records: list[dict[str, Any]], summary: dict[str, Any], privacy_line: str
+) -> str:
+    parts = []
+    acc = summary.get("final_test_accuracy")
+    if acc is not None:
+        parts.append(
+            f"Final test accuracy {acc:.3f} after {summary.get('rounds_completed')} rounds."
+        )
+    elif records:
+        parts.append(f"Interrupted after {len(records)} rounds.")
+    if summary.get("malicious_clients"):
+        det = run_detection(records)
+        if "detection_tpr" in det:
+            parts.append(
+                f"The defense flagged {det['detection_tpr']:.0%} of malicious participations at a "
+                f"{det.get('detection_fpr', 0):.0%} false-positive rate."
+            )
+    if summary.get("backdoor_success") is not None:
+        parts.append(f"Backdoor success {summary['backdoor_success']:.1%}.")
+    for name, metrics in (summary.get("privacy_attacks") or {}).items():
+        shown = [f"{k} {v:.3g}" for k, v in metrics.items() if k in ("psnr_db", "auc")]
+        if shown:
+            parts.append(f"Privacy attack {name}: {', '.join(shown)}.")
+    parts.append(privacy_line)
+    return " ".join(parts)
+
+
+def caveats(run: RunDirectory, summary: dict[str, Any]) -> list[str]:
+    out = ["One run, one seed: figures carry no interval over training randomness."]
+    audit = read_audit(run)
+    if audit is not None:
+        ceiling, upper = (
+            audit.get("ceiling"),
+            audit.get("epsilon_upper", audit.get("epsilon_upper_bound")),
+        )
+        if isinstance(ceiling, int | float) and isinstance(upper, int | float) and ceiling < upper:
+            out.append(
+                f"The canary audit can certify at most ε = {ceiling:.3g} < {upper:.3g}: it could "
+                "not have refuted the claim (see Privacy)."
+            )
+    if summary.get("saved_updates"):
+        out.append("Per-round client updates were saved: they are sensitive (owner-only).")
+    return out
+
+
+def summary_html(
+    run: RunDirectory, records: list[dict[str, Any]], summary: dict[str, Any], privacy_line: str
+) -> str:
+    spec = run.spec().canonical()
+    return (
+        f'<p class="answer">{escape(answer(run, records, summary, privacy_line))}</p>'
+        f'<p class="setup-line">{escape(setup_line(spec))}</p>'
+        '<div class="caveats">' + bullet_list(caveats(run, summary)) + "</div>"
+    )

@@ -1,0 +1,174 @@
+"""Ghost-norm DP-SGD: clipped sums and per-sample norms against Opacus and the vmap reference;
+the DP trainer agrees across engines; cohort noise is keyed per client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+from fedguard.core.ghost_clipping import ghost_clipped_gradient_sum, per_sample_squared_norms
+from fedguard.core.local_training import (
+    ClientData,
+    DPSGDConfig,
+    LocalTrainingConfig,
+    clipped_gradient_sum,
+    stacked_plan,
+    train_dp_sgd,
+)
+from fedguard.models.flat import FlatModel
+from fedguard.rng import counter_normals, torch_generator
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.Linear(7, 3))
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 2, stride=2, bias=False),
+        nn.Sigmoid(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+
+
+SHAPES = {"mlp": (_mlp, (12,)), "cnn": (_cnn, (2, 6, 6))}
+
+
+def _opacus_clipped_sum(module: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    gsm = GradSampleModule(module, loss_reduction="mean")
+    opt = DPOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        expected_batch_size=len(y),
+    )
+    opt.zero_grad()
+    nn.functional.cross_entropy(gsm(x), y).backward()
+    opt.clip_and_accumulate()
+    return torch.cat([p.summed_grad.reshape(-1) for p in gsm.parameters()])
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook")
+@pytest.mark.parametrize("name", sorted(SHAPES))
+@pytest.mark.parametrize("ghost_conv", [None, True, False])
+def test_ghost_clipped_sum_equals_opacus_and_vmap(name: str, ghost_conv: bool | None) -> None:
+    build, shape = SHAPES[name]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(10, *shape, generator=g) * 2.0
+    y = torch.randint(0, 3, (10,), generator=g)
+    clip = 0.3
+    model = FlatModel.of(build())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    params = model.initial_params()
+    mask = torch.ones(1, 10)
+    ours = ghost_clipped_gradient_sum(plan, params[None], x[None], y[None], mask, clip, ghost_conv)
+    torch.testing.assert_close(
+        ours[0], _opacus_clipped_sum(build(), x, y, clip), rtol=1e-5, atol=1e-6
+    )
+
+    # several clients with different parameters and padding: the vmap reference path
+    params3 = params + 0.2 * torch.randn(3, params.numel(), generator=g)
+    x3, y3 = torch.stack([x, x.flip(0), x * 0.5]), torch.stack([y, y.flip(0), y])
+    mask3 = torch.ones(3, 10)
+    mask3[1, 6:] = 0
+    mask3[2, :] = 0  # a client with an empty Poisson batch
+    ghost = ghost_clipped_gradient_sum(plan, params3, x3, y3, mask3, clip, ghost_conv)
+    reference = clipped_gradient_sum(model, params3, x3, y3, mask3, clip)
+    torch.testing.assert_close(ghost, reference, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ghost[2], torch.zeros_like(ghost[2]))
+    # clipping was active: the unclipped sum differs
+    assert not torch.allclose(reference, clipped_gradient_sum(model, params3, x3, y3, mask3, 1e9))
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_per_sample_norms_equal_norms_of_per_sample_gradients(name: str) -> None:
+    from torch.func import grad, vmap
+
+    from fedguard.core.local_training import _sample_loss
+
+    build, shape = SHAPES[name]
+    model = FlatModel.of(build())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    g = torch.Generator().manual_seed(3)
+    params = model.initial_params()[None].repeat(2, 1)
+    x = torch.randn(2, 4, *shape, generator=g)
+    y = torch.randint(0, 3, (2, 4), generator=g)
+    per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
+    expected = per_sample(params, x, y, model).pow(2).sum(-1)  # (2, 4)
+    for ghost_conv in (True, False):
+        logits, traces = plan.forward(plan.blocks(params), x, trace=True)
+        loss = nn.functional.cross_entropy(logits.reshape(8, -1), y.reshape(-1), reduction="sum")
+        grads = torch.autograd.grad(loss, [t.outputs for t in traces])
+        norms = per_sample_squared_norms(traces, grads, 2, ghost_conv)
+        torch.testing.assert_close(norms, expected, rtol=1e-5, atol=1e-7)
+
+
+def _clients(sizes: list[int], shape: tuple[int, ...]) -> ClientData:
+    g = torch.Generator().manual_seed(5)
+    return ClientData.pad(
+        [torch.randn(n, *shape, generator=g) for n in sizes],
+        [torch.randint(0, 3, (n,), generator=g) for n in sizes],
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_dp_trainer_agrees_across_engines_and_cohorts(name: str) -> None:
+    build, shape = SHAPES[name]
+    model = FlatModel.of(build())
+    p0 = model.initial_params()
+    data = _clients([9, 30, 17, 4], shape)
+    cfg = LocalTrainingConfig(local_epochs=2, batch_size=6, learning_rate=0.2, momentum=0.5)
+    dp = DPSGDConfig(noise_multiplier=0.8, clip_norm=0.5)
+    ids = [2, 0, 3, 1]
+    stacked = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    vmapped = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="vmap")
+    torch.testing.assert_close(stacked, vmapped, rtol=1e-4, atol=1e-6)
+    alone = train_dp_sgd(model, p0, data, [0], cfg, dp, 7, 2)
+    torch.testing.assert_close(stacked[1], alone[0], rtol=1e-5, atol=1e-7)
+    # the client-by-client generators (the reference noise path) give the same clean part
+    gens = [torch_generator(7, 2, c, "x") for c in ids]
+    quiet = DPSGDConfig(noise_multiplier=1e-12, clip_norm=0.5)
+    a = train_dp_sgd(model, p0, data, ids, cfg, quiet, 7, 2, noise=gens)
+    b = train_dp_sgd(model, p0, data, ids, cfg, quiet, 7, 2)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_cohort_noise_is_keyed_per_client_and_standard_normal() -> None:
+    clients = np.array([5, 2, 9, 40])
+    z = counter_normals(3, 1, "dp_sgd_noise", clients, 4, 1001)  # odd size
+    assert z.shape == (4, 1001) and z.dtype == torch.float64
+    alone = counter_normals(3, 1, "dp_sgd_noise", clients[2:3], 4, 1001)
+    assert torch.equal(z[2], alone[0])  # bit for bit, whoever trains with it
+    assert not torch.equal(z[2], counter_normals(3, 1, "dp_sgd_noise", clients[2:3], 5, 1001)[0])
+    assert not torch.equal(z[2], counter_normals(3, 2, "dp_sgd_noise", clients[2:3], 4, 1001)[0])
+    assert scipy.stats.kstest(z.numpy().ravel(), "norm").pvalue > 1e-3
+    corr = np.corrcoef(z.numpy())
+    assert np.abs(corr[np.triu_indices(4, 1)]).max() < 0.15
+
+
+def test_secure_noise_differs_between_calls() -> None:
+    model = FlatModel.of(_mlp())
+    p0 = model.initial_params()
+    data = _clients([8], (12,))
+    cfg = LocalTrainingConfig(batch_size=8, learning_rate=1.0)
+    dp = DPSGDConfig(noise_multiplier=1.0, clip_norm=1.0)
+    a = train_dp_sgd(model, p0, data, [0], cfg, dp, 0, 0, secure_noise=True)
+    b = train_dp_sgd(model, p0, data, [0], cfg, dp, 0, 0, secure_noise=True)
+    seeded = train_dp_sgd(model, p0, data, [0], cfg, dp, 0, 0)
+    assert not torch.equal(a, b) and not torch.equal(a, seeded)
+    noise = ((a - b) * 8).double().numpy().ravel() / np.sqrt(2.0)
+    assert scipy.stats.kstest(noise, "norm").pvalue > 1e-3
