@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from fedguard.api import Component, require
 from fedguard.data.dataset import Dataset, from_arrays
 from fedguard.data.shuffle_split import digits_arrays
 from fedguard.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported only where a CSV is read (start-up without it)
+    import pandas as pd
 
 
 class DatasetSource(Component):
