@@ -13,7 +13,7 @@ from fedguard.data.dataset import Dataset, from_arrays
 from fedguard.data.shuffle_split import digits_arrays
 from fedguard.errors import ConfigError
 
-if TYPE_CHECKING:  # annotations only: pandas is imported where a table is read
+if TYPE_CHECKING:  # pandas is imported only where a CSV is read (start-up without it)
     import pandas as pd
 
 

@@ -484,7 +484,12 @@ def sampled_gaussian(
 ) -> PrivacyEvent:
     """``steps`` compositions of a sampled Gaussian (DP-SGD / DP-FedAvg); the CLI calculator's
     event. ``sampling_rate == 1`` gives plain Gaussian steps."""
-    gaussian = Gaussian(noise_multiplier)
+    return _sampled_steps(Gaussian(noise_multiplier), sampling_rate, steps, scheme, population)
+
+
+def _sampled_steps(
+    gaussian: Gaussian, sampling_rate: float, steps: int, scheme: str, population: int | None
+) -> PrivacyEvent:
     inner: PrivacyEvent = (
         gaussian
         if sampling_rate == 1
@@ -513,13 +518,7 @@ def clipped_sum_gaussian(
         _require(False, "scheme", f"'poisson' or 'without_replacement' (got {scheme!r})")
     canonical = "without_replacement" if scheme == "fixed" else scheme
     gaussian = gaussian_for_sum(1.0, noise_multiplier, RELATION_OF_SCHEME[canonical])
-    inner: PrivacyEvent = (
-        gaussian
-        if sampling_rate == 1
-        else Sampled(sampling_rate, gaussian, scheme=canonical, population=population)
-    )
-    steps = _positive_int(steps, "steps")
-    return inner if steps == 1 else Composed((inner,), count=steps)
+    return _sampled_steps(gaussian, sampling_rate, steps, canonical, population)
 
 
 def sensitivity_in_clip_norms(scheme: str) -> float:
