@@ -69,7 +69,7 @@ def _call(fn: Callable[[], float]) -> tuple[float, float | None, str | None]:
     return time.perf_counter() - start, value, refusal
 
 
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))

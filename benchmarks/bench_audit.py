@@ -162,7 +162,7 @@ def cost_table(n_canaries: int) -> None:
         f"{'config':<40} {'run s':>6} {'audit s':>8} {'(train s)':>9} {'ratio':>6} "
         f"{'LB':>5} {'ceiling':>8}"
     )
-    configs = {
+    configs: dict[str, dict[str, Any]] = {
         "digits MLP[32], 20 clients, 10 rounds": {"rounds": 10},
         "digits MLP[128], 20 clients, 5 rounds": {
             "rounds": 5,

@@ -135,7 +135,7 @@ def bench_sme_true_labels() -> None:
             view = single_client_view(model, xb, yb, lr=lr, steps=steps)
             assert view.updates is not None
             layout = ParamLayout.from_module(model)
-            common = {
+            common: dict[str, Any] = {
                 "input_shape": (64,),
                 "data_range": (0.0, 1.0),
                 "image_shape": (1, 8, 8),

@@ -718,7 +718,7 @@ class Server:
                 cut = split_ciphertext_block(body, ct_bytes, "SHARES")
                 seed_c, commitments = read_commitments(bytes(body[cut:]))
                 body = body[:cut]
-            rec = read_ciphertext_records(body, ct_bytes, "SHARES")
+            rec = read_ciphertext_records(bytes(body), ct_bytes, "SHARES")
             peers = rec["peer"].astype(np.int64)
             addressed = peers.tolist()
             allowed_set = cfg.graph[u] & self.u1
@@ -771,8 +771,8 @@ class Server:
         self._require(len(self.u3), "sent masked inputs")
         if cfg.active_adversary:
             self._check_mask_pairs()
-        body = ids_payload(sorted(self.u3))
-        return [self._reply(Stage.SURVIVORS, v, body) for v in sorted(self.u3)]
+        survivors = ids_payload(sorted(self.u3))
+        return [self._reply(Stage.SURVIVORS, v, survivors) for v in sorted(self.u3)]
 
     def _check_mask_pairs(self) -> None:
         """Active variant: pairwise masks cancel only if every pair of survivors masked with
