@@ -71,13 +71,18 @@ class RunJournal:
         path = directory.path
         try:
             state = directory.load_state()
-            journal = state["journal"]
             committed_round = int(state["round"])
         except Exception as err:
             raise ResumeRefused(
                 f"{path / STATE} cannot be read ({type(err).__name__}), so the committed rounds "
                 "are unknown; refusing to resume (start the run again in a new folder)."
             ) from err
+        journal = state.get("journal")
+        if not isinstance(journal, dict):
+            raise ResumeRefused(
+                f"{path} was written by a fedguard without crash-consistent journals, so its "
+                "committed rounds cannot be checked; refusing to resume (start it again)."
+            )
         started_with = journal.get("spec_hash")
         if started_with != spec.spec_hash():
             raise ResumeRefused(

@@ -193,3 +193,15 @@ def resume_or_raise(directory: Path) -> None:
     from fedguard.core.runner import execute
 
     execute(RunDirectory(directory).spec(), directory, resume=True)
+
+
+def test_a_state_without_journal_sizes_is_refused(tmp_path: Path) -> None:
+    """A folder from a fedguard before the journals: its ledger cannot be checked → refused."""
+    import torch
+
+    directory = _interrupted(tmp_path)
+    state = torch.load(directory / "state.pt", weights_only=True)
+    del state["journal"]
+    torch.save(state, directory / "state.pt")
+    with pytest.raises(ResumeRefused, match="without crash-consistent journals"):
+        resume_or_raise(directory)
