@@ -13,12 +13,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
+
+if TYPE_CHECKING:
+    from fedguard.core.knowledge import AttackerKnowledge
 from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
 
 
@@ -228,9 +231,14 @@ class FreeRider(Component):
 
 
 class PrivacyAttack(Component):
-    """An observer of the :class:`ServerView`; scored only afterwards against :class:`Truth`."""
+    """An observer of the :class:`ServerView`; scored only afterwards against :class:`Truth`.
 
-    def observe(self, view: ServerView, env: Any) -> Any:
+    ``env`` is the :class:`~fedguard.core.knowledge.AttackerKnowledge` the core builds from the
+    threat model (architecture, public facts, data description, candidate pool) — never the
+    simulation or the truth. Unit tests may pass an attack's own task object instead.
+    """
+
+    def observe(self, view: ServerView, env: AttackerKnowledge | Any) -> Any:
         raise NotImplementedError  # abstract
 
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:

@@ -38,6 +38,7 @@ from attacks.membership._shadow import (
     train_stacked,
 )
 from fedguard.api import PrivacyAttack, require
+from fedguard.core.knowledge import AttackerKnowledge
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
 from fedguard.rng import torch_generator
@@ -68,11 +69,6 @@ class MembershipTask:
     train_size: int | None = None  # size of the global target's training set (None: half the pool)
 
 
-def _sample(x: Tensor, y: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    idx = torch.randperm(x.shape[0], generator=generator)[:k]
-    return x[idx], y[idx]
-
-
 def as_membership_task(
     env: Any,
     view: ServerView,
@@ -95,35 +91,23 @@ def as_membership_task(
     """
     if isinstance(env, MembershipTask):
         return env
-    data = getattr(env, "data", None)
-    spec = getattr(env, "spec", None)
-    if data is None or spec is None:
+    if not isinstance(env, AttackerKnowledge):
         raise ConfigError(
-            "a membership attack's environment must be a MembershipTask or a fedguard simulation."
+            "a membership attack's environment must be a MembershipTask or the AttackerKnowledge "
+            "the core builds."
         )
     local = view_recipe(view)
-    train, test, validation = data.train, data.test, data.validation
-    if target == "client":
-        cid = target_client if target_client is not None else view.client_ids[0]
-        xm, ym = data.client_arrays(cid)
-    else:
-        xm, ym = _sample(train.features, train.labels, n_candidates // 2, generator)
-    n_members = xm.shape[0]
-    order = torch.randperm(len(test), generator=generator)
-    require(len(test) > n_members, "data.test_fraction", "large enough to supply non-members")
-    x_non, y_non = test.features[order[:n_members]], test.labels[order[:n_members]]
-    if len(validation) > 0:
-        population = (validation.features, validation.labels)
-    else:
-        rest = order[n_members:]
-        population = (test.features[rest], test.labels[rest])
-    train_size = min(len(train), (len(population[0]) + 2 * n_members) // 2)
-    mean_size = max(1, round(len(train) / spec.clients.n_clients))
+    cid = target_client if target_client is not None else view.client_ids[0]
+    pool = env.candidates.membership_candidates(
+        target, cid if target == "client" else None, n_candidates, generator
+    )
+    population, train_size = pool.population, pool.train_size
+    mean_size = max(1, round(env.candidates.train_size / env.n_clients))
     if local.algorithm == "fedsgd":  # each round one full-batch gradient step over all data
-        steps = shadow_steps or spec.rounds
+        steps = shadow_steps or env.rounds
         recipe = TrainingRecipe(steps=steps, batch_size=train_size, lr=local.learning_rate)
     else:
-        steps = shadow_steps or spec.rounds * local.local_steps(mean_size)
+        steps = shadow_steps or env.rounds * local.local_steps(mean_size)
         recipe = TrainingRecipe(
             steps=steps,
             batch_size=local.batch_size,
@@ -132,7 +116,7 @@ def as_membership_task(
         )
     return MembershipTask(
         model=env_module(env),
-        candidates=(torch.cat([xm, x_non]), torch.cat([ym, y_non])),
+        candidates=pool.candidates,
         population=population,
         recipe=recipe,
         train_size=train_size,
@@ -141,11 +125,12 @@ def as_membership_task(
 
 def attack_this_round(env: Any, view: ServerView, at_round: int | None) -> bool:
     """``at_round`` given: only that round; ``None``: the last round of a simulation (read from
-    ``env.spec.rounds``), or every call when the environment does not say."""
+    ``AttackerKnowledge.rounds``), or every call when the environment does not say."""
     if at_round is not None:
         return view.round == at_round
-    spec = getattr(env, "spec", None)
-    return spec is None or view.round == spec.rounds - 1
+    if isinstance(env, AttackerKnowledge):
+        return view.round == env.rounds - 1
+    return True
 
 
 @dataclass(frozen=True)

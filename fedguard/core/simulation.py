@@ -29,6 +29,7 @@ from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.finite_rows import finite_rows
+from fedguard.core.knowledge import AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
 from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
@@ -182,6 +183,14 @@ class Simulation:
             server_transform_states=[{} for _ in self.components.server_transforms],
         )
 
+    @property
+    def knowledge(self) -> AttackerKnowledge:
+        """What privacy attacks are given this round (an independent copy of the model as it is
+        now, public facts, the candidate pool) — not this simulation, not the truth."""
+        return attacker_knowledge(
+            self.model.module, self.data, self.spec.rounds, self.spec.clients.n_clients
+        )
+
     def truth(self) -> Truth:
         private = {i: self.data.client_arrays(i) for i in range(self.spec.clients.n_clients)}
         return Truth(self.malicious, self.free_riders, private)
@@ -327,7 +336,8 @@ class Simulation:
             recipe=local_training_recipe(spec),
         )
         for attack in comps.privacy_attacks:
-            self.privacy_outputs.append((t, attack, attack.observe(view, self)))
+            # the attack gets what its threat model grants, built here — never the simulation
+            self.privacy_outputs.append((t, attack, attack.observe(view, self.knowledge)))
 
         # aggregation
         agg_ctx = AggregationContext(
