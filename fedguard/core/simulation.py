@@ -35,7 +35,7 @@ from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
 from fedguard.errors import ConfigError, RoundAborted
 from fedguard.models.flat import FlatModel
-from fedguard.rng import numpy_generator, stream_seed
+from fedguard.rng import numpy_generator, stream_seed, torch_generator
 from fedguard.types import (
     AggregationContext,
     AggregationResult,
@@ -470,12 +470,11 @@ class Simulation:
 
     def _aggregator_oracle(self, state: SimulationState, t: int) -> Callable[[Tensor], Tensor]:
         def run(updates: Tensor) -> Tensor:
+            # the keyed stream of (training seed, round, "aggregator_oracle"): an attacker's
+            # probes never share draws with another run or with the real aggregation
+            generator = torch_generator(self.training_seed, t, -1, "aggregator_oracle", self.device)
             ctx = AggregationContext(
-                t,
-                self.spec.n_byzantine,
-                torch.Generator().manual_seed(t),
-                state.params,
-                state.aggregator_state,
+                t, self.spec.n_byzantine, generator, state.params, state.aggregator_state
             )
             return self.aggregator(updates, None, ctx).aggregate
 

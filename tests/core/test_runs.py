@@ -184,3 +184,23 @@ def test_attack_count_validation() -> None:
 def test_list_components() -> None:
     code, output = run_cli(["list", "components"])
     assert code == 0 and "aggregator" in output and "mean" in output
+
+
+def test_the_aggregator_oracle_draws_from_the_keyed_streams() -> None:
+    """An attack's aggregator oracle (aggregator-aware attacks) draws from the run's keyed stream;
+    on the old code it used ``torch.Generator().manual_seed(round)``, the same for every seed."""
+    from fedguard.core.simulation import Simulation
+    from fedguard.types import AggregationResult
+
+    draws = []
+    for seed in (0, 1):
+        sim = Simulation(parse_spec({**SMALL, "rounds": 1, "seed": seed}))
+        state = sim.initial_state()
+
+        def recording(updates: torch.Tensor, weights: object, ctx: object) -> AggregationResult:
+            draws.append(torch.rand(4, generator=ctx.generator))  # type: ignore[attr-defined]
+            return AggregationResult(updates.mean(0))
+
+        sim.aggregator = recording  # type: ignore[assignment]
+        sim._aggregator_oracle(state, 0)(torch.zeros(3, 5))
+    assert not torch.equal(draws[0], draws[1])
