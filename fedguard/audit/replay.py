@@ -88,9 +88,8 @@ def replay(
     run: RunDirectory, rounds: int | None = None, seed: int = 0, progress: ProgressFn | None = None
 ) -> VerifyResult:
     """Replay ``run`` (all of it, or the prefix covering ``rounds`` drawn rounds) and compare."""
-    from fedguard.core.runner import attack_results
+    from fedguard.core.runner import RoundPlayer
     from fedguard.core.simulation import Simulation
-    from fedguard.privacy.budget import epsilon_of_ledger
 
     spec = run.spec()
     if spec.privacy.secure_rng:
@@ -110,23 +109,13 @@ def replay(
     state = sim.initial_state()
     records: list[dict[str, Any]] = []
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": spec.privacy.delta, "rounds": []}
+    player = RoundPlayer(sim, None)  # the runner's own round: records compare like for like
     stopped = False
-    truth: Any = None
-    while state.round < last:
-        seen = len(sim.privacy_outputs)
-        state, output = sim.run_round(state)
-        if len(sim.privacy_outputs) > seen:  # scored as the runner scores them, into the record
-            truth = sim.truth() if truth is None else truth
-            output.record.update(attack_results(sim.privacy_outputs[seen:], truth, None))
+    while state.round < last and not stopped:
+        state, output, stopped = player.play(state, ledger)
         records.append(output.record)
-        ledger["rounds"].append({"round": state.round, **output.events})
         if progress is not None:
             progress(state.round, last)
-        stop = spec.privacy.stop_at_epsilon
-        if stop is not None and epsilon_of_ledger(ledger, spec.privacy.delta) >= stop:
-            records[-1]["stopped"] = "privacy budget spent"
-            stopped = True
-            break
     whole = state.round == available or stopped
     comparisons = [
         compare_records(run.rounds(), _json(records), whole),

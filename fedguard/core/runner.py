@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedguard.config import RunSpec
-from fedguard.core.simulation import Simulation, SimulationState
+from fedguard.core.simulation import RoundOutput, Simulation, SimulationState
 from fedguard.errors import UserError
 from fedguard.storage.run_dir import STATE, RunDirectory
 from fedguard.storage.run_journal import RunJournal
@@ -65,29 +65,17 @@ def execute(
         else:
             journal = RunJournal.create(run_dir, spec, sim.data.report(), sim.sampling)
 
-    truth: Any = None
+    player = RoundPlayer(sim, out)
     started = time.perf_counter()
     stopped = bool(records) and ("stopped" in records[-1] or "diverged" in records[-1])
     while state.round < spec.rounds and not stopped:
-        seen = len(sim.privacy_outputs)
-        state, output = sim.run_round(state)
+        state, output, stopped = player.play(state, ledger)
         record = output.record
-        if len(sim.privacy_outputs) > seen:
-            truth = sim.truth() if truth is None else truth
-            record.update(attack_results(sim.privacy_outputs[seen:], truth, out))
-        ledger_round = {"round": state.round, **output.events}
-        ledger["rounds"].append(ledger_round)
-        if "diverged" in record:
-            stopped = True  # a non-finite model: nothing later can be trusted (the record says why)
-        stop = spec.privacy.stop_at_epsilon
-        if stop is not None and _spent(ledger, spec) >= stop:
-            record["stopped"] = "privacy budget spent"  # part of the committed record
-            stopped = True
         records.append(record)
         if run_dir is not None and journal is not None:
             if output.updates is not None:
                 run_dir.save_updates(state.round, output.updates)
-            journal.commit(record, ledger_round, state.to_dict())
+            journal.commit(record, ledger["rounds"][-1], state.to_dict())
         if progress is not None:
             progress(state.round, spec.rounds, record)
 
@@ -108,6 +96,37 @@ def execute(
             summary,
         )
     return RunResult(spec, records, ledger, summary, out, sim)
+
+
+class RoundPlayer:
+    """One round as the runner plays it — used by ``execute`` and by ``verify``'s replay, so a
+    replay can never drift from what a run records: privacy attacks scored into the round's
+    record, the ledger entry appended, and the stop rules (divergence, spent budget) applied."""
+
+    def __init__(self, sim: Simulation, directory: Path | None) -> None:
+        self.sim, self.directory = sim, directory
+        self._truth: Any = None  # built once, on the first round a privacy attack observes
+
+    def play(
+        self, state: SimulationState, ledger: dict[str, Any]
+    ) -> tuple[SimulationState, RoundOutput, bool]:
+        """Run one round; returns the new state, its output (record completed) and whether the
+        run must stop after it."""
+        sim, spec = self.sim, self.sim.spec
+        seen = len(sim.privacy_outputs)
+        state, output = sim.run_round(state)
+        record = output.record
+        if len(sim.privacy_outputs) > seen:
+            self._truth = sim.truth() if self._truth is None else self._truth
+            record.update(attack_results(sim.privacy_outputs[seen:], self._truth, self.directory))
+        ledger["rounds"].append({"round": state.round, **output.events})
+        # a non-finite model: nothing later can be trusted (the record says why)
+        stopped = "diverged" in record
+        stop = spec.privacy.stop_at_epsilon
+        if stop is not None and _spent(ledger, spec) >= stop:
+            record["stopped"] = "privacy budget spent"  # part of the committed record
+            stopped = True
+        return state, output, stopped
 
 
 def _spent(ledger: dict[str, Any], spec: RunSpec) -> float:
