@@ -22,7 +22,14 @@ from fedguard.errors import ConfigError, require
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
-from fedguard.types import AggregationContext, AggregationResult, RoundContext, ServerView, Truth
+from fedguard.types import (
+    AggregationContext,
+    AggregationResult,
+    BroadcastPlan,
+    RoundContext,
+    ServerView,
+    Truth,
+)
 
 
 class Component:
@@ -250,20 +257,96 @@ class PrivacyAttack(Component):
         return {}
 
 
+# --------------------------------------------------------------------------------------------
+# Broadcast, client checks and what clients send (stages of the round, see fedguard.core.round)
+
+
+@dataclass(frozen=True)
+class BroadcastContext:
+    """What a server-side broadcast component is told: the round (its keyed generators and the
+    sampled clients), the layout of the flat parameter vector — ``layout.names``,
+    ``layout.shapes``, ``layout.offsets`` (:class:`fedguard.models.flat.ParamLayout`) — and the
+    task's public shape."""
+
+    round: RoundContext
+    layout: Any  # fedguard.models.flat.ParamLayout
+    input_shape: tuple[int, ...]
+    n_classes: int
+
+
+class ServerBroadcast(Component):
+    """Chooses the model the sampled clients receive (a malicious server modifies it, possibly
+    per client). A privacy attack that also subclasses this is applied at the broadcast stage
+    (at most one per run) and sees what it sent in :attr:`ServerView.broadcast`."""
+
+    def broadcast(self, global_params: Tensor, ctx: BroadcastContext) -> BroadcastPlan:
+        raise NotImplementedError  # abstract
+
+
+@dataclass(frozen=True)
+class ClientCheckOutput:
+    """``alarms``: ``(n,)`` bool, True where a client refuses the round; ``scores``: the
+    statistic each client computed (for detection curves); ``state`` for the next round."""
+
+    alarms: Tensor
+    scores: Tensor | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ClientCheck(Component):
+    """A client-side inspection of the received model, run by every sampled client before it
+    trains; a client that raises an alarm drops out of the round (recorded, not trained)."""
+
+    def check(self, received: Tensor, layout: Any, ctx: TransformContext) -> ClientCheckOutput:
+        """``received``: ``(n, d)`` models the clients of ``ctx.client_ids`` received."""
+        raise NotImplementedError  # abstract
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What the clients send: ``values`` ``(n, d)`` is zero outside ``mask`` (``(n, d)`` bool,
+    the coordinates each client sends; ``None`` = all of them). The server aggregates each
+    coordinate over the clients that sent it."""
+
+    values: Tensor
+    mask: Tensor | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PayloadPolicy(Component):
+    """What a client trains from and what it sends back (FedRand keeps part of each adapter
+    private across rounds). ``ctx.state`` is the policy's state from the previous round."""
+
+    def receive(self, received: Tensor, ctx: TransformContext) -> Tensor:
+        """``(n, d)`` starting points from the ``(n, d)`` received models (default: as is)."""
+        return received
+
+    def send(self, deltas: Tensor, starts: Tensor, ctx: TransformContext) -> Payload:
+        """The :class:`Payload` of the ``(n, d)`` trained ``deltas`` (from ``starts``)."""
+        return Payload(deltas)
+
+
 __all__ = [
     "AggregationContext",
     "AggregationResult",
     "Aggregator",
     "AttackContext",
+    "BroadcastContext",
+    "BroadcastPlan",
+    "ClientCheck",
+    "ClientCheckOutput",
     "ClientTransform",
     "Component",
     "DataAttack",
     "FreeRider",
     "FreeRiderContext",
     "ModelAttack",
+    "Payload",
+    "PayloadPolicy",
     "PreAggregator",
     "PrivacyAttack",
     "RoundContext",
+    "ServerBroadcast",
     "ServerTransform",
     "ServerView",
     "TransformContext",

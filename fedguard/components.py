@@ -28,11 +28,13 @@ def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
         ("model_attack", ("attack", "model_attack")),
         ("data_attack", ("attack", "data_attack")),
     ]
+    slots.append(("payload", ("defense", "payload")))
     lists = [
         ("preaggregator", ("defense", "preaggregators")),
         ("client_transform", ("defense", "client_transforms")),
         ("server_transform", ("defense", "server_transforms")),
         ("privacy_attack", ("attack", "privacy_attacks")),
+        ("client_check", ("defense", "client_checks")),
     ]
 
     def node(path: tuple[str, ...]) -> Any:
@@ -74,6 +76,8 @@ class Components:
     data_attack: Any | None
     free_rider: Any | None
     privacy_attacks: tuple[Any, ...]
+    client_checks: tuple[Any, ...] = ()
+    payload: Any | None = None
 
 
 def build_components(spec: RunSpec) -> Components:
@@ -122,6 +126,11 @@ def build_components(spec: RunSpec) -> Components:
             instantiate("privacy_attack", p, f"attack.privacy_attacks[{i}]")
             for i, p in enumerate(a.privacy_attacks)
         ),
+        client_checks=tuple(
+            instantiate("client_check", c, f"defense.client_checks[{i}]")
+            for i, c in enumerate(d.client_checks)
+        ),
+        payload=instantiate("payload", d.payload, "defense.payload") if d.payload else None,
     )
     if (a.model_attack or a.data_attack) and a.n_malicious == 0:
         raise ConfigError("attack.n_malicious must be at least 1 when an attack is configured.")
@@ -145,6 +154,8 @@ def build_components(spec: RunSpec) -> Components:
         comps.data_attack,
         comps.free_rider,
         *comps.privacy_attacks,
+        *comps.client_checks,
+        comps.payload,
     ):
         if comp is not None and hasattr(comp, "check_compatible"):
             comp.check_compatible(spec, comps)

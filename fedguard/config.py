@@ -109,6 +109,10 @@ class DefenseConfig(_Strict):
     client_transforms: tuple[ComponentSpec, ...] = ()
     server_transforms: tuple[ComponentSpec, ...] = ()
     transport: ComponentSpec = ComponentSpec(name="plain")
+    #: client-side inspections of the received model (a client that alarms refuses the round)
+    client_checks: tuple[ComponentSpec, ...] = ()
+    #: what clients train from and send back (FedRand, partial sharing); None = the whole update
+    payload: ComponentSpec | None = None
     n_byzantine: int | None = Field(
         None, ge=0, description="tolerance f told to robust rules; defaults to attack.n_malicious"
     )
@@ -148,6 +152,10 @@ class AttackConfig(_Strict):
     data_attack: ComponentSpec | None = None
     free_riders: FreeRiderConfig | None = None
     privacy_attacks: tuple[ComponentSpec, ...] = ()
+    #: the malicious clients and free-riders act in rounds [start_round, stop_round) (0-based);
+    #: outside that window they train honestly on clean data (durability after attackers leave)
+    start_round: int = Field(0, ge=0)
+    stop_round: int | None = Field(None, ge=1)
 
 
 class PrivacyConfig(_Strict):

@@ -25,6 +25,8 @@ KINDS = (
     "data_attack",
     "free_rider",
     "privacy_attack",
+    "client_check",
+    "payload",
     "valuation",
     "dataset",
     "partitioner",

@@ -28,6 +28,9 @@ class RoundContext:
     sampled_ids: tuple[int, ...]  # clients taking part, in row order of the update tensor
     n_clients: int  # population size
     device: str = "cpu"
+    #: SHA-256 of the model each sampled client received (aligned with ``sampled_ids``), for
+    #: transports that bind the broadcast model into secure aggregation; ``None`` before broadcast
+    model_digests: tuple[bytes, ...] | None = None
 
     def generator(self, component: str, client: int = -1) -> torch.Generator:
         from fedguard.rng import torch_generator
@@ -143,6 +146,24 @@ class LocalTrainingRecipe:
 
 
 @dataclass(frozen=True)
+class BroadcastPlan:
+    """What the server sends in the broadcast stage.
+
+    ``model`` goes to every sampled client except those in ``per_client``, which receive their
+    own model (a malicious server's model-inconsistency attack). ``info`` holds scalars the
+    component wants in the round record.
+    """
+
+    model: Tensor  # (d,)
+    per_client: Mapping[int, Tensor] = field(default_factory=dict)  # client id -> (d,)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def received(self, client_ids: tuple[int, ...]) -> Tensor:
+        """``(n, d)`` models the clients received, in the order of ``client_ids``."""
+        return torch.stack([self.per_client.get(i, self.model) for i in client_ids])
+
+
+@dataclass(frozen=True)
 class ServerView:
     """What an honest-but-curious server sees of one round (the transport's output).
 
@@ -161,6 +182,11 @@ class ServerView:
     num_samples: tuple[int, ...]
     training: Mapping[str, Any] = field(default_factory=dict)
     recipe: LocalTrainingRecipe | None = None
+    #: what this server broadcast this round (``None``: every client got ``global_params``)
+    broadcast: BroadcastPlan | None = None
+    #: ``(n, d)`` bool: the coordinates each client sent (a payload policy such as FedRand keeps
+    #: the others private); ``None``: every client sent its whole update
+    sent_mask: Tensor | None = None
 
 
 @dataclass(frozen=True)
