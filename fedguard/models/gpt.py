@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -121,9 +122,14 @@ class GPTModule(nn.Module):
 @torch.no_grad()
 def gpt2_init(module: nn.Module, generator: torch.Generator) -> None:
     """GPT-2's initialisation: weights N(0, 0.02²) (residual output projections N(0, (0.02/√(2L))²)),
-    zero biases, LayerNorms at (1, 0); draws only from ``generator``."""
+    zero biases, LayerNorms at (1, 0); draws only from ``generator``. Frozen weights (buffers of
+    an adapted model, :mod:`fedguard.models.lora`) are initialised alike; adapters are not."""
     n_layer = sum(1 for m in module.modules() if isinstance(m, Block))
-    for name, p in module.named_parameters():
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for full_name, p in tensors:
+        name = full_name.replace(".frozen.", ".")  # an adapted layer's frozen base weight
+        if p is None or "lora_" in name or not p.is_floating_point():
+            continue
         if name.endswith("bias"):
             p.zero_()
         elif "norm" in name.split(".")[-2]:
@@ -146,18 +152,34 @@ def sequence_log_probs(module: nn.Module, tokens: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
 
 
+ADAPTERS = ("none", "lora", "ffa_lora")
+
+
 @dataclass(frozen=True)
 class GPT(ModelSpec):
     """Decoder-only transformer: ``n_layer`` blocks of ``n_head`` heads, width ``d_model``,
     at most ``context`` tokens (≈ 0.5 M parameters by default on the 259-token byte vocabulary).
+
+    ``pretrain_steps`` > 0 starts from the base model pre-trained that many steps on the public
+    corpus (:mod:`fedguard.text.pretrain`, cached); 0 starts from GPT-2's random initialisation.
+    ``adapter``: ``"none"`` trains every weight (full fine-tuning); ``"lora"`` trains and sends
+    only rank-``lora_rank`` adapters (scale ``lora_alpha / lora_rank``) on the Linear layers
+    matching ``lora_targets``, the rest frozen; ``"ffa_lora"`` also freezes every A at its
+    random initialisation (only B is trained and sent). See :mod:`fedguard.models.lora`.
     """
 
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 128
     context: int = 64
+    pretrain_steps: int = 0
+    adapter: str = "none"
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         require(self.n_layer >= 1, "model.n_layer", "an integer ≥ 1")
         require(self.n_head >= 1, "model.n_head", "an integer ≥ 1")
         require(
@@ -166,6 +188,28 @@ class GPT(ModelSpec):
             f"a positive multiple of model.n_head ({self.n_head})",
         )
         require(self.context >= 2, "model.context", "an integer ≥ 2")
+        require(self.pretrain_steps >= 0, "model.pretrain_steps", "an integer ≥ 0")
+        require(self.adapter in ADAPTERS, "model.adapter", f"one of {', '.join(ADAPTERS)}")
+        if self.adapter != "none":  # bad targets or ranks fail here, before any training
+            from fedguard.text.tokenizer import VOCAB_SIZE
+
+            self._adapted(self._skeleton(VOCAB_SIZE))
+
+    def _skeleton(self, vocab_size: int) -> GPTModule:
+        return GPTModule(vocab_size, self.context, self.n_layer, self.n_head, self.d_model)
+
+    def _adapted(self, module: nn.Module) -> nn.Module:
+        from fedguard.models.lora import adapt
+
+        train_a = self.adapter == "lora"
+        return adapt(module, self.lora_targets, self.lora_rank, self.lora_alpha, train_a)
+
+    def pretrain_config(self) -> PretrainConfig:
+        from fedguard.text.pretrain import PretrainConfig
+
+        return PretrainConfig(
+            self.n_layer, self.n_head, self.d_model, self.context, self.pretrain_steps
+        )
 
     def build(self, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         if len(input_shape) != 1 or input_shape[0] > self.context:
@@ -173,7 +217,33 @@ class GPT(ModelSpec):
                 f"model 'gpt' needs token windows shaped (length,) with length ≤ model.context "
                 f"({self.context}); this dataset's samples have shape {tuple(input_shape)}."
             )
-        return GPTModule(n_classes, self.context, self.n_layer, self.n_head, self.d_model)
+        if self.pretrain_steps:
+            from fedguard.text.pretrain import base_model
+            from fedguard.text.tokenizer import VOCAB_SIZE
+
+            if n_classes != VOCAB_SIZE:
+                raise ConfigError(
+                    f"model.pretrain_steps needs the byte-token dataset 'text' ({VOCAB_SIZE} "
+                    f"tokens); this dataset has {n_classes} classes."
+                )
+            module: nn.Module = base_model(self.pretrain_config())
+        else:
+            module = self._skeleton(n_classes)
+        return self._adapted(module) if self.adapter != "none" else module
+
+    def initialize(self, module: nn.Module) -> None:
+        """GPT-2's initialisation (unless pre-trained), then the adapters' (A random, B = 0),
+        all from the global RNG the caller seeded with the run's keyed stream."""
+        from fedguard.models.lora import init_adapters
+
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        if not self.pretrain_steps:
+            gpt2_init(module, generator)
+        init_adapters(module, generator)
+
+
+if TYPE_CHECKING:
+    from fedguard.text.pretrain import PretrainConfig
 
 
 __all__ = ["GPT", "GPTModule", "gpt2_init", "sequence_log_probs"]
