@@ -150,5 +150,7 @@ def _check_split_size(
 
 
 def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    if labels.ndim != 1:  # sequence targets (next-token windows): a plain random split
+        return None
     counts = np.bincount(labels)
     return labels if counts[counts > 0].min() >= 2 else None
