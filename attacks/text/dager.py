@@ -172,9 +172,9 @@ def dager_recover(
     layer_inputs: LayerInputs,
     vocab_size: int,
     max_length: int,
-    threshold: float = 1e-3,
-    rank_tolerance: float = 1e-4,
-    max_prefixes: int = 1024,
+    threshold: float = 1e-2,
+    rank_tolerance: float = 1e-7,
+    max_prefixes: int = 256,
 ) -> DagerResult:
     """Run DAGER on one or two observed layers (first, second attention projection).
 

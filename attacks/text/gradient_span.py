@@ -36,18 +36,38 @@ class GradientSpan:
     singular_values: Tensor  # (min(out, k),) descending
 
 
-def gradient_span(weight_gradient: Tensor, rank_tolerance: float = 1e-4) -> GradientSpan:
-    """Row space of ``weight_gradient`` ``(out, k)``, its numerical rank counted as the singular
-    values above ``rank_tolerance`` × the largest (float32 updates carry relative rounding noise
-    of ≈ 1e-6, far below the default).
+def numerical_rank(singular_values: Tensor, rank_tolerance: float, gap: float) -> int:
+    """Rank of a spectrum: the position of its largest drop ``s_i / s_{i+1}`` when that drop is
+    at least ``gap`` (the batch's directions above, the update's rounding noise below: a float32
+    update carries a flat noise floor 1e-6–1e-4 below the largest value, while a batch's
+    spectrum decays smoothly); otherwise the count of values above ``rank_tolerance`` × the
+    largest. Values below ``rank_tolerance`` × the largest never count."""
+    s = singular_values.double()
+    if s.numel() == 0 or s[0] <= 0:
+        return 0
+    above = int((s > rank_tolerance * s[0]).sum())
+    if above < s.numel():  # the drop to the first value below the floor counts too
+        ratios = s[:above] / s[1 : above + 1].clamp_min(1e-300)
+    else:
+        ratios = s[:-1] / s[1:].clamp_min(1e-300)
+    if ratios.numel():
+        best = int(torch.argmax(ratios))
+        if float(ratios[best]) >= gap:
+            return best + 1
+    return above
+
+
+def gradient_span(
+    weight_gradient: Tensor, rank_tolerance: float = 1e-7, gap: float = 20.0
+) -> GradientSpan:
+    """Row space of ``weight_gradient`` ``(out, k)`` with its :func:`numerical_rank`.
 
     The rank is *saturated* when it equals ``min(out, k)``: the rows then span everything they
     could and membership in the span says nothing about the batch (``n ≥ k`` tokens).
     """
     g = weight_gradient.detach().double()
     _, s, vh = torch.linalg.svd(g, full_matrices=False)  # vh: (min(out, k), k)
-    top = float(s[0]) if s.numel() else 0.0
-    rank = int((s > rank_tolerance * top).sum()) if top > 0 else 0
+    rank = numerical_rank(s, rank_tolerance, gap)
     return GradientSpan(
         basis=vh[:rank].T.contiguous(),
         rank=rank,

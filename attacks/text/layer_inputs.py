@@ -16,12 +16,17 @@ from torch import Tensor, nn
 from attacks.text.dager import LayerInputs
 
 
-def projection_inputs(module: nn.Module, layer_names: Sequence[str]) -> LayerInputs:
+def projection_inputs(
+    module: nn.Module, layer_names: Sequence[str], params: Tensor | None = None
+) -> LayerInputs:
     """A :data:`~attacks.text.dager.LayerInputs` over a float64 copy of ``module`` (the copy
-    keeps the attacker's arithmetic far below the span threshold): tokens ``(N, P)`` → the
-    ``(N, P, d)`` input of each named submodule, in order. The module's ``forward`` takes the
-    token tensor."""
-    model = copy.deepcopy(module).double().eval()
+    keeps the attacker's arithmetic far below the span threshold), with the flat ``params``
+    ``(d,)`` loaded when given: tokens ``(N, P)`` → the ``(N, P, d)`` input of each named
+    submodule, in order. The module's ``forward`` takes the token tensor."""
+    model = copy.deepcopy(module)
+    if params is not None:
+        torch.nn.utils.vector_to_parameters(params.detach().clone(), model.parameters())
+    model = model.double().eval()
     targets = dict(model.named_modules())
     missing = [n for n in layer_names if n not in targets]
     if missing:

@@ -13,6 +13,10 @@ from attacks.text.layer_inputs import projection_inputs
 from attacks.text.recovery_scores import sequence_scores
 
 VOCAB, DIM, CONTEXT = 64, 32, 16
+#: the span threshold τ for this PyTorch-initialised model: its attention mixes strongly, so a
+#: wrong prefix lands ≥ 1e-2 from the second layer's span (the GPT in fedguard, GPT-2-initialised,
+#: needs the plugin's default 1e-2: tests/textattacks/test_text_attacks_simulation.py)
+TAU = 1e-3
 LAYERS = ["blocks.0.qkv", "blocks.1.qkv"]
 
 
@@ -51,7 +55,11 @@ def test_full_fine_tuning_fedsgd_below_bound_recovers_everything(
     chunks = random_tokens(batch, length + 1, VOCAB, seed)
     assert batch * length < DIM
     result = dager_recover(
-        observed(fedsgd_update(m, chunks)), projection_inputs(m, LAYERS), VOCAB, CONTEXT
+        observed(fedsgd_update(m, chunks)),
+        projection_inputs(m, LAYERS),
+        VOCAB,
+        CONTEXT,
+        threshold=TAU,
     )
     assert result.status == RECOVERED
     scores = sequence_scores(result.sequences, originals(chunks))
@@ -67,7 +75,11 @@ def test_at_or_above_bound_reports_failure(batch: int, length: int) -> None:
     chunks = random_tokens(batch, length + 1, VOCAB, 7)
     assert batch * length >= DIM
     result = dager_recover(
-        observed(fedsgd_update(m, chunks)), projection_inputs(m, LAYERS), VOCAB, CONTEXT
+        observed(fedsgd_update(m, chunks)),
+        projection_inputs(m, LAYERS),
+        VOCAB,
+        CONTEXT,
+        threshold=TAU,
     )
     assert result.status == FAILED
     assert "rank" in result.reason and not result.sequences and not result.tokens_by_position
@@ -80,13 +92,17 @@ def test_one_layer_gives_a_superset_of_tokens_by_position_only() -> None:
     m = model()
     chunks = random_tokens(2, 9, VOCAB, 4)
     update = fedsgd_update(m, chunks)
-    one = dager_recover(observed(update)[:1], projection_inputs(m, LAYERS), VOCAB, CONTEXT)
+    one = dager_recover(
+        observed(update)[:1], projection_inputs(m, LAYERS), VOCAB, CONTEXT, threshold=TAU
+    )
     assert one.status == TOKENS_ONLY and not one.sequences
     assert len(one.tokens_by_position) == 8  # the last token is only a label
     for p, found in enumerate(one.tokens_by_position):
         assert set(chunks[:, p].tolist()) <= set(found)
     assert sum(map(len, one.tokens_by_position)) > 16  # here the superset is strict
-    two = dager_recover(observed(update), projection_inputs(m, LAYERS), VOCAB, CONTEXT)
+    two = dager_recover(
+        observed(update), projection_inputs(m, LAYERS), VOCAB, CONTEXT, threshold=TAU
+    )
     assert set(two.sequences) == set(originals(chunks))
 
 
@@ -95,7 +111,9 @@ def test_secure_aggregation_sum_recovers_the_union_of_clients() -> None:
     a, b = random_tokens(1, 9, VOCAB, 10), random_tokens(2, 5, VOCAB, 11)
     ua, ub = fedsgd_update(m, a), fedsgd_update(m, b)
     summed = {k: ua[k] + ub[k] for k in ua}
-    result = dager_recover(observed(summed), projection_inputs(m, LAYERS), VOCAB, CONTEXT)
+    result = dager_recover(
+        observed(summed), projection_inputs(m, LAYERS), VOCAB, CONTEXT, threshold=TAU
+    )
     assert result.status == RECOVERED
     union = set(originals(a)) | set(originals(b))
     assert set(result.sequences) == union  # the union is recovered; who sent what is not
@@ -117,7 +135,7 @@ def test_ffa_lora_projected_span_test_depends_on_rank(rank: int, expect: str) ->
     for i, name in enumerate(LAYERS):
         grad_b, a = _lora_gradients(full[f"{name}.weight"], rank, 20 + i)
         layers.append(ObservedLayer(grad_b, projection=a))
-    result = dager_recover(layers, projection_inputs(m, LAYERS), VOCAB, CONTEXT)
+    result = dager_recover(layers, projection_inputs(m, LAYERS), VOCAB, CONTEXT, threshold=TAU)
     assert result.status == expect
     if expect == RECOVERED:
         assert result.sequences == (originals(chunks)[0],)
