@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ class BandMF(MatrixMechanism):
     clip_norm: float = 1.0
     bands: int = 1
     rounds: int = 0
+    stream: ClassVar[str] = "bandmf"
 
     def __post_init__(self) -> None:
         require_positive(self, "noise_multiplier", "clip_norm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -69,6 +69,7 @@ class DPFTRLTree(MatrixMechanism):
     estimator: str = "plain"
     restart_every: int = 0
     rounds: int = 0
+    stream: ClassVar[str] = "dp_ftrl_tree"
 
     def __post_init__(self) -> None:
         require_positive(self, "noise_multiplier", "clip_norm")

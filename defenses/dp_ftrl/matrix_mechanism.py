@@ -9,7 +9,7 @@ expected cohort (DP-FedAvg's fixed denominator), with the round's privacy event.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +63,8 @@ class MatrixMechanism(ServerTransform):
     noise_multiplier: float
     clip_norm: float
     rounds: int
+    #: name of the keyed noise stream (fixed, so the draws never depend on how it was loaded)
+    stream: ClassVar[str] = ""
 
     # -- what a subclass provides
 
@@ -142,7 +144,7 @@ class MatrixMechanism(ServerTransform):
             )
         separation, rate = schedule_of(ctx.sampling)
         self.check_schedule(horizon, separation, rate)
-        generator = noise_generator(self, ctx.round, name)
+        generator = noise_generator(self, ctx.round, self.stream)
         d = int(aggregate.numel())
 
         def draw(count: int) -> Tensor:
