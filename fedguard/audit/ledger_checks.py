@@ -199,7 +199,9 @@ class _Checker:
 
 def _spec_sampling(spec: RunSpec) -> dict[str, Any]:
     c = spec.clients
-    return sampling_description(c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0)
+    return sampling_description(
+        c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
+    )
 
 
 # --------------------------------------------------------------------------------------------
