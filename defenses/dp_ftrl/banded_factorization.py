@@ -66,13 +66,16 @@ def total_squared_error(strategy: np.ndarray) -> float:
 def _objective(free: np.ndarray, mask: np.ndarray, gram: np.ndarray) -> tuple[float, np.ndarray]:
     raw = np.zeros(mask.shape)
     raw[mask] = free
-    norms = np.linalg.norm(raw, axis=0)  # (rounds,)
-    c = raw / norms
-    inverse = linalg.solve_triangular(c, np.eye(c.shape[0]), lower=True)  # C⁻¹
-    inner = gram @ inverse  # AᵀA C⁻¹
-    value = float(np.sum(inverse * inner))  # tr(C⁻ᵀ AᵀA C⁻¹) = ‖A C⁻¹‖²
-    grad_c = -2.0 * inverse.T @ inner @ inverse.T
-    grad_raw = (grad_c - c * np.sum(c * grad_c, axis=0)) / norms
+    with np.errstate(all="ignore"):  # a trial step may make C (nearly) singular
+        norms = np.linalg.norm(raw, axis=0)  # (rounds,)
+        c = raw / norms
+        inverse = linalg.solve_triangular(c, np.eye(c.shape[0]), lower=True, check_finite=False)
+        inner = gram @ inverse  # AᵀA C⁻¹
+        value = float(np.sum(inverse * inner))  # tr(C⁻ᵀ AᵀA C⁻¹) = ‖A C⁻¹‖²
+        grad_c = -2.0 * inverse.T @ inner @ inverse.T
+        grad_raw = (grad_c - c * np.sum(c * grad_c, axis=0)) / norms
+    if not (math.isfinite(value) and np.all(np.isfinite(grad_raw))):
+        return math.inf, np.zeros(int(mask.sum()))  # the line search backs off
     return value, grad_raw[mask]
 
 

@@ -81,9 +81,8 @@ def _single_tree(n: int, estimator: str) -> Factorization:
             own = 1.0 / (1.0 + 1.0 / children_var)  # inverse-variance weighting
             variance[level] = own
             weight_self = own  # (1/1) / (1/1 + 1/children_var)
-            weights[j] = weight_self * np.eye(m)[j] + (1.0 - weight_self) * (
-                weights[left] + weights[right]
-            )
+            weights[j] = (1.0 - weight_self) * (weights[left] + weights[right])
+            weights[j, j] += weight_self
     decoder = np.zeros((n, m))
     for t in range(n):
         length, start = t + 1, 0
