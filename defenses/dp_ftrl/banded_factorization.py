@@ -6,7 +6,8 @@ i.i.d. Gaussian rows, so the released prefix sums carry ``B·Z``. With a min-sep
 of at least ``bands`` rounds the columns of one client's participations have disjoint supports,
 so the sensitivity is ``√k`` for k participations whatever C is (column-normalised): C is
 chosen to minimise the total squared error ``‖A·C⁻¹‖_F²`` of the prefix sums (the paper's
-objective, up to the constant sensitivity).
+objective, up to the constant sensitivity) or, with ``objective="max"``, the largest squared error
+of one prefix sum.
 
 Optimisation: L-BFGS over the free band entries with the column normalisation built in (exact
 gradient ``∂‖A C⁻¹‖² / ∂C = −2 C⁻ᵀ AᵀA C⁻¹ C⁻ᵀ`` projected through the normalisation), started
@@ -63,69 +64,105 @@ def total_squared_error(strategy: np.ndarray) -> float:
     return float(np.sum(decoder**2))
 
 
-def _objective(free: np.ndarray, mask: np.ndarray, gram: np.ndarray) -> tuple[float, np.ndarray]:
+def max_squared_error(strategy: np.ndarray) -> float:
+    """``max_t ‖(A·C⁻¹)_t‖²``: the largest variance of one prefix sum per unit noise."""
+    a = prefix_workload(strategy.shape[0])
+    decoder = linalg.solve_triangular(strategy.T, a.T, lower=False).T  # A C⁻¹
+    return float(np.max(np.sum(decoder**2, axis=1)))
+
+
+OBJECTIVES = {"total": total_squared_error, "max": max_squared_error}
+
+
+def _objective(
+    free: np.ndarray, mask: np.ndarray, workload: np.ndarray, power: float
+) -> tuple[float, np.ndarray]:
+    """``power`` 1: ``Σ_t r_t`` (total squared error); ``power`` p > 1: ``‖r‖_p``, a smooth
+    stand-in for ``max_t r_t``; ``r_t = ‖(A C⁻¹)_t‖²``. Value and gradient in the free entries."""
     raw = np.zeros(mask.shape)
     raw[mask] = free
     with np.errstate(all="ignore"):  # a trial step may make C (nearly) singular
         norms = np.linalg.norm(raw, axis=0)  # (rounds,)
         c = raw / norms
         inverse = linalg.solve_triangular(c, np.eye(c.shape[0]), lower=True, check_finite=False)
-        inner = gram @ inverse  # AᵀA C⁻¹
-        value = float(np.sum(inverse * inner))  # tr(C⁻ᵀ AᵀA C⁻¹) = ‖A C⁻¹‖²
-        grad_c = -2.0 * inverse.T @ inner @ inverse.T
+        decoder = workload @ inverse  # A C⁻¹
+        rows = np.sum(decoder**2, axis=1)  # (rounds,) r_t
+        if power == 1:
+            value, weights = float(rows.sum()), np.ones_like(rows)
+        else:
+            top = float(rows.max())
+            ratio = rows / top
+            total = float(np.sum(ratio**power))
+            value = top * total ** (1.0 / power)
+            weights = ratio ** (power - 1) * total ** (1.0 / power - 1.0)  # ∂‖r‖_p / ∂r_t
+        # ∂ Σ w_t r_t / ∂C = −2 C⁻ᵀ Aᵀ W A C⁻¹ C⁻ᵀ
+        grad_c = -2.0 * inverse.T @ (workload.T @ (weights[:, None] * decoder)) @ inverse.T
         grad_raw = (grad_c - c * np.sum(c * grad_c, axis=0)) / norms
     if not (math.isfinite(value) and np.all(np.isfinite(grad_raw))):
         return math.inf, np.zeros(int(mask.sum()))  # the line search backs off
     return value, grad_raw[mask]
 
 
+def _minimize(start: np.ndarray, mask: np.ndarray, power: float, iterations: int) -> np.ndarray:
+    result = optimize.minimize(
+        _objective,
+        start[mask],
+        args=(mask, prefix_workload(mask.shape[0]), power),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": iterations, "gtol": 1e-10},
+    )
+    out = np.zeros(mask.shape)
+    out[mask] = result.x
+    return out
+
+
 @functools.lru_cache(maxsize=32)
-def _optimized(rounds: int, bands: int, max_iterations: int) -> np.ndarray:
+def _optimized(rounds: int, bands: int, max_iterations: int, objective: str) -> np.ndarray:
     bands = min(bands, rounds)
     if bands == 1:
         return np.eye(rounds)
     mask = band_mask(rounds, bands)
     start = sqrt_toeplitz_start(rounds, bands)
-    a = prefix_workload(rounds)
-    result = optimize.minimize(
-        _objective,
-        start[mask],
-        args=(mask, a.T @ a),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iterations, "gtol": 1e-10},
-    )
-    candidate = np.zeros((rounds, rounds))
-    candidate[mask] = result.x
     candidates = [np.eye(rounds), start]
-    if np.all(np.isfinite(candidate)) and np.all(np.linalg.norm(candidate, axis=0) > 0):
-        candidates.append(normalize_columns(candidate))
-    return min(candidates, key=total_squared_error)
+    raw = _minimize(start, mask, 1.0, max_iterations)
+    trials = [raw]
+    if objective == "max":  # continuation in p: ‖r‖_p → max_t r_t
+        for power in (4.0, 16.0, 64.0):
+            raw = _minimize(normalize_columns(raw), mask, power, max_iterations)
+            trials.append(raw)
+    for trial in trials:
+        if np.all(np.isfinite(trial)) and np.all(np.linalg.norm(trial, axis=0) > 0):
+            candidates.append(normalize_columns(trial))
+    return min(candidates, key=OBJECTIVES[objective])
 
 
-def bandmf_strategy(rounds: int, bands: int, max_iterations: int = 300) -> np.ndarray:
+def bandmf_strategy(
+    rounds: int, bands: int, max_iterations: int = 300, objective: str = "total"
+) -> np.ndarray:
     """The optimised, column-normalised, ``bands``-banded lower-triangular C (rounds × rounds).
+
+    ``objective``: ``"total"`` (``‖A C⁻¹‖_F²``, the paper's) or ``"max"`` (the largest prefix
+    variance, via ``‖r‖_p`` for p = 4, 16, 64 from the total's optimum; the best of all tried).
 
     Deterministic (same inputs, same matrix, bit for bit on one machine): a resumed run
     recomputes exactly the strategy it started with. Cached per process.
     """
     if rounds < 1 or bands < 1:
         raise ValueError("rounds and bands must be >= 1")
-    out = _optimized(rounds, bands, max_iterations).copy()
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)} (got {objective!r})")
+    out = _optimized(rounds, bands, max_iterations, objective).copy()
     out[~band_mask(rounds, min(bands, rounds))] = 0.0  # exact zeros outside the band
     return out
 
 
-def rmse_per_round(total_error: float, sensitivity: float, rounds: int) -> float:
-    """Root-mean-squared error of the prefix sums per unit noise multiplier."""
-    return sensitivity * math.sqrt(total_error / rounds)
-
-
 __all__ = [
+    "OBJECTIVES",
     "band_mask",
     "bandmf_strategy",
+    "max_squared_error",
     "normalize_columns",
-    "rmse_per_round",
     "sqrt_toeplitz_start",
     "total_squared_error",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.dp_ftrl.banded_factorization import bandmf_strategy
+from defenses.dp_ftrl.banded_factorization import OBJECTIVES, bandmf_strategy
 from defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
 from defenses.dp_ftrl.streaming_noise import banded_noise
 from fedguard.api import require, require_positive
@@ -22,7 +22,7 @@ class BandMF(MatrixMechanism):
     """BandMF: noise ``C⁻¹Z`` correlated across rounds, C banded and optimised for the horizon.
 
     C (rounds × rounds) is lower triangular with ``bands`` non-zero diagonals and unit column
-    norms, optimised for the total squared error of the prefix sums
+    norms, optimised for the total (or, ``objective="max"``, the largest) squared error of the prefix sums
     (:func:`~defenses.dp_ftrl.banded_factorization.bandmf_strategy`). The server adds
     ``σ · (C⁻¹Z)_t`` (σ = ``noise_multiplier · clip_norm``, Z i.i.d. standard normal) to round t's
     clipped sum and releases it over the public expected cohort; the model's prefix sums carry
@@ -44,6 +44,8 @@ class BandMF(MatrixMechanism):
         Non-zero diagonals of C (≥ 1); at most the min separation when sampling amplifies.
     rounds : int
         Horizon of the strategy; 0 = the run's number of rounds.
+    objective : str
+        ``"total"`` (sum of the prefix sums' variances, the paper's) or ``"max"`` (the largest).
 
     References
     ----------
@@ -57,12 +59,14 @@ class BandMF(MatrixMechanism):
     clip_norm: float = 1.0
     bands: int = 1
     rounds: int = 0
+    objective: str = "total"
     stream: ClassVar[str] = "bandmf"
 
     def __post_init__(self) -> None:
         require_positive(self, "noise_multiplier", "clip_norm")
         require(isinstance(self.bands, int) and self.bands >= 1, "bands", "an integer >= 1")
         require(isinstance(self.rounds, int) and self.rounds >= 0, "rounds", "an integer >= 0")
+        require(self.objective in OBJECTIVES, "objective", "'total' or 'max'")
 
     def strategy_name(self) -> str:
         return "bandmf"
@@ -71,7 +75,7 @@ class BandMF(MatrixMechanism):
         return min(self.bands, horizon)
 
     def factorization(self, horizon: int, separation: int) -> tuple[np.ndarray, np.ndarray]:
-        return bandmf_strategy(horizon, self.bands), np.arange(horizon)
+        return bandmf_strategy(horizon, self.bands, objective=self.objective), np.arange(horizon)
 
     def check_schedule(self, horizon: int, separation: int, rate: float) -> None:
         if rate < 1.0 and min(self.bands, horizon) > separation:
@@ -83,7 +87,7 @@ class BandMF(MatrixMechanism):
     def round_noise(
         self, t: int, horizon: int, separation: int, state: Mapping[str, Any], draw: Any
     ) -> tuple[Tensor, dict[str, Any]]:
-        strategy = bandmf_strategy(horizon, self.bands)
+        strategy = bandmf_strategy(horizon, self.bands, objective=self.objective)
         fresh = draw(1)[0]  # (d,)
         recent = state.get("recent_noise")
         if recent is None:

@@ -11,6 +11,7 @@ from defenses.dp_ftrl.banded_factorization import (
     _objective,
     band_mask,
     bandmf_strategy,
+    max_squared_error,
     sqrt_toeplitz_start,
     total_squared_error,
 )
@@ -92,20 +93,36 @@ def test_bandmf_beats_independent_noise_and_its_start(rounds: int, bands: int) -
     assert total_squared_error(bandmf_strategy(rounds, 2 * bands)) < optimised
 
 
-def test_objective_gradient_matches_finite_differences() -> None:
+@pytest.mark.parametrize("power", [1.0, 4.0, 16.0])
+def test_objective_gradient_matches_finite_differences(power: float) -> None:
     rounds, bands = 10, 3
     mask = band_mask(rounds, bands)
     a = prefix_workload(rounds)
     rng = np.random.default_rng(0)
     point = sqrt_toeplitz_start(rounds, bands)[mask] + 0.05 * rng.random(int(mask.sum()))
-    value, _ = _objective(point, mask, a.T @ a)
+    value, grad = _objective(point, mask, a, power)
     raw = np.zeros((rounds, rounds))
     raw[mask] = point
-    assert value == pytest.approx(total_squared_error(raw / np.linalg.norm(raw, axis=0)))
+    c = raw / np.linalg.norm(raw, axis=0)
+    if power == 1.0:
+        assert value == pytest.approx(total_squared_error(c))
+    else:  # ‖r‖_p is between max r and rounds^(1/p) · max r
+        assert max_squared_error(c) <= value <= rounds ** (1 / power) * max_squared_error(c)
     error = optimize.check_grad(
-        lambda v: _objective(v, mask, a.T @ a)[0], lambda v: _objective(v, mask, a.T @ a)[1], point
+        lambda v: _objective(v, mask, a, power)[0],
+        lambda v: _objective(v, mask, a, power)[1],
+        point,
     )
-    assert error < 1e-4 * np.linalg.norm(_objective(point, mask, a.T @ a)[1])
+    assert error < 1e-4 * np.linalg.norm(grad)
+
+
+def test_max_objective_lowers_the_worst_prefix_error() -> None:
+    total = bandmf_strategy(32, 4, objective="total")
+    worst = bandmf_strategy(32, 4, objective="max")
+    assert max_squared_error(worst) < max_squared_error(total)
+    assert total_squared_error(total) <= total_squared_error(worst)
+    np.testing.assert_allclose(np.linalg.norm(worst, axis=0), 1.0, rtol=1e-12)
+    assert np.all(worst[~band_mask(32, 4)] == 0.0)
 
 
 def test_strategy_is_deterministic() -> None:
