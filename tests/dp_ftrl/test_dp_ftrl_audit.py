@@ -90,3 +90,18 @@ def test_noise_switched_off_is_caught(one_thread: None, kind: str) -> None:
     assert result["epsilon_upper"] == pytest.approx(1.993, abs=0.01)
     assert result["epsilon_lower"] > result["epsilon_upper"]
     assert result["lower_exceeds_upper"] is True
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["noise", "noise_off"])
+def test_audit_under_the_min_separation_schedule(one_thread: None, silent: bool) -> None:
+    # 2 groups, 2 rounds, 2 bands: every client (canaries included) takes part exactly once,
+    # sensitivity 1, z = 2: the same claimed ε ≈ 1.99
+    spec = make_spec(0).with_overrides(
+        **{"clients.sampling": "min_separation", "clients.min_separation": 2}
+    )
+    cls = SilentBandMF if silent else BandMF
+    mechanism = cls(noise_multiplier=2.0, clip_norm=CLIP, bands=2, rounds=ROUNDS)
+    comps = replace(build_components(spec), server_transforms=(mechanism,))
+    result = empirical_audit(spec, 500, components=comps)
+    assert result["epsilon_upper"] == pytest.approx(1.993, abs=0.01)
+    assert result["lower_exceeds_upper"] is silent
