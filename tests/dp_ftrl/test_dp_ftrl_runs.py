@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedguard.audit.canary_clients import install_canaries
-from fedguard.audit.ledger_checks import cross_check
+from fedguard.audit.ledger_checks import cross_check, cross_check_data
 from fedguard.config import RunSpec, parse_spec
 from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
@@ -86,6 +86,18 @@ def test_audit_cross_checks_describe_the_schedule(one_thread: None, tmp_path: Pa
     execute(make_spec(TREE), tmp_path / "run")
     result = cross_check(RunDirectory(tmp_path / "run"))
     assert result.passed, [c for c in result.failures]
+
+
+def test_cross_checks_catch_a_cohort_outside_the_schedule(one_thread: None, tmp_path: Path) -> None:
+    execute(make_spec(TREE), tmp_path / "run")
+    run = RunDirectory(tmp_path / "run")
+    records = [dict(r) for r in run.rounds()]
+    ok = cross_check_data(run.spec(), records, run.ledger(), run.summary())
+    assert ok.passed
+    records[1]["clients"] = 5  # group 1 of 3 has 4 of the 12 clients
+    bad = cross_check_data(run.spec(), records, run.ledger(), run.summary())
+    assert [c.name for c in bad.failures] == ["participants"]
+    assert "min-separation schedule" in bad.failures[0].detail
 
 
 def test_canaries_join_the_schedule(one_thread: None) -> None:
