@@ -52,7 +52,13 @@ def sample(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     when valuation retrains without some clients (nobody's draws change)."""
     c, t = sim.spec.clients, state.round
     ids = sample_clients(
-        c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, sim.training_seed, t
+        c.sampling,
+        c.n_clients,
+        c.cohort_size or 0,
+        c.sampling_rate or 0,
+        sim.training_seed,
+        t,
+        c.min_separation or 1,
     )
     if rs.allowed is not None:
         ids = tuple(i for i in ids if i in rs.allowed)

@@ -157,7 +157,7 @@ class Simulation:
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(
-            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
         )
         self.test = (self.data.test.features.to(self.device), self.data.test.labels.to(self.device))
         self.triggered = None
