@@ -139,8 +139,9 @@ class Simulation:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             for m in module.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
         self.model = FlatModel.of(module.to(self.device))
         self.aggregator = compose(self.components.preaggregators, self.components.aggregator)
         t = spec.training
