@@ -182,3 +182,32 @@ def test_secrets_reach_the_holding_client_and_only_formats_reach_attackers() -> 
     knowledge = attacker_knowledge(torch.nn.Linear(1, 1), data, 1, 4)
     assert knowledge.data.secret_formats == source.formats()
     assert "secrets" not in vars(knowledge.data)
+
+
+def test_leaf_shakespeare_folder_gives_one_client_per_speaker(tmp_path) -> None:
+    import json
+
+    from fedguard.text.dataset import TextDataset
+
+    lines = {
+        "ROMEO": "But soft, what light through yonder window breaks? " * 3,
+        "JULIET": "O Romeo, Romeo, wherefore art thou Romeo? " * 4,
+    }
+    doc: dict = {"users": [], "num_samples": [], "user_data": {}}
+    for user, text in lines.items():
+        xs = [text[i : i + 80] for i in range(len(text) - 80)]
+        ys = [text[i + 80] for i in range(len(text) - 80)]
+        doc["users"].append(user)
+        doc["num_samples"].append(len(xs))
+        doc["user_data"][user] = {"x": xs, "y": ys}
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "all.json").write_text(json.dumps(doc))
+    data = TextDataset(path=str(tmp_path), window=24).load()
+    assert data.groups is not None
+    for group, text in zip((1, 0), lines.values(), strict=True):  # ids in sorted order of names
+        rows = data.features[data.groups == group].long()
+        joined = "".join(
+            decode(r.tolist()) + decode([int(data.labels[data.groups == group][i, -1])])
+            for i, r in enumerate(rows)
+        )
+        assert joined == text[: len(joined)] and len(joined) == 25 * (len(text) // 25)
