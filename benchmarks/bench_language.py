@@ -8,11 +8,13 @@ papers' claims — each figure next to its baseline and its spread.
 2. Speed: tokens per second of one round of LoRA fine-tuning (the bundled messages, 10 clients),
    fedguard's vectorized trainer against the sequential reference (``nn.Module`` + SGD, client
    after client), interleaved trials in this process, median (min–max) and the ratio.
-3. The papers' claims: :func:`papers_claims` — extended by the attacks of the track (exposure,
-   extraction, membership inference) where they are measured.
+3. The papers' claims: FFA-LoRA's test perplexity against LoRA's under DP-SGD at equal ε (3
+   seeds), and :func:`papers_claims`, which the attacks of the track extend with theirs
+   (exposure, extraction, membership inference) where they are measured.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_language.py [--trials 5]
-        [--pretrain-steps 1500] [--pretrain-seeds 0 1 2] [--only base speed claims]
+        [--pretrain-steps 1500] [--pretrain-seeds 0 1 2] [--seeds 0 1 2]
+        [--only base speed ffa claims]
 
 The first call pre-trains and caches the base model of each seed (minutes on one core); later
 calls read the cache (``$FEDGUARD_DATA`` or ``~/.cache/fedguard/data/models``).
@@ -21,6 +23,7 @@ calls read the cache (``$FEDGUARD_DATA`` or ``~/.cache/fedguard/data/models``).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -134,6 +137,67 @@ def bench_speed(trials: int, pretrain_steps: int) -> dict[str, Any]:
     return {"tokens_per_second": rates, "ratio": ratio}
 
 
+def _lm_spec(adapter: str, seed: int, pretrain_steps: int, defense: dict[str, Any]) -> Any:
+    from fedguard.config import parse_spec
+
+    return parse_spec(
+        {
+            "name": f"bench-language-{adapter}",
+            "seed": seed,
+            "rounds": 5,
+            "data": {
+                "dataset": {"name": "text", "window": 32, "chars_per_author": 2000},
+                "partition": "natural",
+                "test_fraction": 0.1,
+            },
+            "model": {
+                "name": "gpt",
+                "pretrain_steps": pretrain_steps,
+                "adapter": adapter,
+                "lora_rank": 4,
+            },
+            "clients": {"n_clients": 10, "weighting": "uniform"},
+            "training": {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.5},
+            "defense": defense,
+        }
+    )
+
+
+def bench_ffa_vs_lora(seeds: list[int], pretrain_steps: int) -> dict[str, Any]:
+    """FFA-LoRA's claim (Sun et al. 2024): under DP-SGD at equal ε, freezing A gives a better
+    model than LoRA. Same noise multiplier, clip, sampling and steps for both, so ε is equal;
+    test perplexity per byte token after 5 rounds, ``len(seeds)`` seeds each."""
+    from fedguard.core.runner import execute
+    from fedguard.privacy.budget import epsilon_of_ledger
+
+    dp = {"client_transforms": [{"name": "dp_sgd", "noise_multiplier": 1.0, "clip_norm": 1.0}]}
+    out: dict[str, Any] = {}
+    print(
+        f"\n3a. FFA-LoRA vs LoRA under record-level DP-SGD (z = 1.0, C = 1.0, equal ε), "
+        f"5 rounds, 10 clients, r = 4, seeds {seeds}"
+    )
+    base: list[float] = []
+    for adapter in ("lora", "ffa_lora"):
+        for label, defense in (("no DP", {}), ("DP-SGD", dp)):
+            losses, epsilons = [], []
+            for seed in seeds:
+                spec = _lm_spec(adapter, seed, pretrain_steps, defense)
+                result = execute(spec)
+                losses.append(float(result.records[-1]["test_loss"]))
+                epsilons.append(float(epsilon_of_ledger(result.ledger, spec.privacy.delta)))
+                if len(base) < len(seeds):  # B = 0: the base model on this seed's test split
+                    sim = result.simulation
+                    _, loss = sim.model.evaluate(sim.initial_state().params, *sim.test)
+                    base.append(math.exp(loss))
+            ppl = [math.exp(v) for v in losses]
+            out[f"{adapter}/{label}"] = {"perplexity": ppl, "epsilon": epsilons}
+            eps_text = f", ε = {_spread(epsilons, '.3g')}" if label == "DP-SGD" else ""
+            print(f"   {adapter:>8} {label:>6}: test perplexity {_spread(ppl, '.3f')}{eps_text}")
+    print(f"   baseline, the base model before fine-tuning: {_spread(base, '.3f')}")
+    out["base"] = base
+    return out
+
+
 def papers_claims(results: dict[str, Any]) -> None:
     """The papers' claims, measured. Each attack or defense of the track appends its own
     section here (call it with what it measured); this module prints what the base measures."""
@@ -145,6 +209,24 @@ def papers_claims(results: dict[str, Any]) -> None:
         print(
             f"   vectorized adapter training is {median:.2f}× the sequential reference's "
             f"tokens/s ({verb}; median of interleaved trials)"
+        )
+    ffa = results.get("ffa")
+    if ffa is not None:
+        lora_runs, frozen_runs = (
+            ffa["lora/DP-SGD"]["perplexity"],
+            ffa["ffa_lora/DP-SGD"]["perplexity"],
+        )
+        wins = sum(f < lo for f, lo in zip(frozen_runs, lora_runs, strict=True))
+        n = len(lora_runs)
+        verdict = (
+            "holds on every seed"
+            if wins == n
+            else ("does not hold on any seed" if wins == 0 else f"holds on {wins} of {n} seeds")
+        )
+        print(
+            f"   FFA-LoRA vs LoRA at equal ε (Sun et al. 2024; lower FFA-LoRA perplexity is the "
+            f"claim): median {statistics.median(frozen_runs):.3f} vs "
+            f"{statistics.median(lora_runs):.3f} — {verdict} (same seed, same data, same ε)"
         )
     base = results.get("base")
     if base is not None:
@@ -160,7 +242,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", default=["base", "speed", "claims"])
+    parser.add_argument("--only", nargs="+", default=["base", "speed", "ffa", "claims"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict[str, Any] = {}
@@ -168,6 +251,8 @@ def main() -> None:
         results["base"] = bench_base(args.pretrain_steps, args.pretrain_seeds)
     if "speed" in args.only:
         results["speed"] = bench_speed(args.trials, args.pretrain_steps)
+    if "ffa" in args.only:
+        results["ffa"] = bench_ffa_vs_lora(args.seeds, args.pretrain_steps)
     if "claims" in args.only:
         papers_claims(results)
 
