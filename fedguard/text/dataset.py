@@ -26,7 +26,7 @@ and their candidate spaces), ``.planted_secrets() -> tuple[Secret, ...]`` (groun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,8 @@ class TextDataset(DatasetSource):
                 self.window,
                 self.seed,
             )
-            return _windows_dataset(rows, groups, "bundled_messages")
+            data = _windows_dataset(rows, groups, "bundled_messages")
+            return replace(data, secret_formats=self.formats(), secrets=self.planted_secrets())
         path = Path(self.path).expanduser()
         if not path.exists():
             raise ConfigError(f"dataset.path {self.path!r} does not exist.")

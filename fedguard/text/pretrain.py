@@ -11,7 +11,7 @@ It is loaded with ``weights_only=True`` and written atomically.
 
 Public API
 ----------
-``PretrainConfig(n_layer, n_head, d_model, context, steps, batch_size=32, learning_rate=3e-3,
+``PretrainConfig(n_layer, n_head, d_model, context, steps, batch_size=32, learning_rate=6e-3,
 seed=0)``; ``.key() -> str`` (the cache key).
 ``base_model(cfg, cache_dir=None) -> GPTModule``
     The pre-trained base model (trained on first use, then read from the cache).
@@ -57,7 +57,7 @@ class PretrainConfig:
     context: int
     steps: int
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 6e-3
     seed: int = 0
 
     def key(self) -> str:

@@ -157,3 +157,57 @@ def test_plain_text_windows(tmp_path) -> None:
     data = TextDataset(path=str(tmp_path / "a.txt"), window=9).load()
     assert len(data) == 200 // 10
     assert np.array_equal(data.features[0].long().numpy(), np.frombuffer(b"abcdefghi", np.uint8))
+
+
+def test_secrets_reach_the_holding_client_and_only_formats_reach_attackers() -> None:
+    from fedguard.core.federated_data import build_federated_data
+    from fedguard.core.knowledge import attacker_knowledge
+    from fedguard.data.natural import Natural
+    from fedguard.text.dataset import TextDataset
+
+    source = TextDataset(n_authors=6, chars_per_author=800, window=32, repetitions=(3,))
+    data = build_federated_data(source.load(), Natural(), 4, 0.1, 0.0, seed=0)
+    assert len(data.secrets) == 12 and data.secret_formats == source.formats()
+    held = [s for s in data.secrets if s.client >= 0]
+    assert len(held) == 2 * 4  # 4 of the 6 authors were drawn as clients
+    for secret in held:
+        x, _ = data.client_arrays(secret.client)
+        texts = [decode(row.long().tolist()) for row in x]
+        assert any(t.startswith(secret.text) for t in texts)
+        others = [c for c in range(4) if c != secret.client]
+        for c in others:
+            assert not any(
+                decode(r.long().tolist()).startswith(secret.text) for r in data.client_arrays(c)[0]
+            )
+    knowledge = attacker_knowledge(torch.nn.Linear(1, 1), data, 1, 4)
+    assert knowledge.data.secret_formats == source.formats()
+    assert "secrets" not in vars(knowledge.data)
+
+
+def test_leaf_shakespeare_folder_gives_one_client_per_speaker(tmp_path) -> None:
+    import json
+
+    from fedguard.text.dataset import TextDataset
+
+    lines = {
+        "ROMEO": "But soft, what light through yonder window breaks? " * 3,
+        "JULIET": "O Romeo, Romeo, wherefore art thou Romeo? " * 4,
+    }
+    doc: dict = {"users": [], "num_samples": [], "user_data": {}}
+    for user, text in lines.items():
+        xs = [text[i : i + 80] for i in range(len(text) - 80)]
+        ys = [text[i + 80] for i in range(len(text) - 80)]
+        doc["users"].append(user)
+        doc["num_samples"].append(len(xs))
+        doc["user_data"][user] = {"x": xs, "y": ys}
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "all.json").write_text(json.dumps(doc))
+    data = TextDataset(path=str(tmp_path), window=24).load()
+    assert data.groups is not None
+    for group, text in zip((1, 0), lines.values(), strict=True):  # ids in sorted order of names
+        rows = data.features[data.groups == group].long()
+        joined = "".join(
+            decode(r.tolist()) + decode([int(data.labels[data.groups == group][i, -1])])
+            for i, r in enumerate(rows)
+        )
+        assert joined == text[: len(joined)] and len(joined) == 25 * (len(text) // 25)
