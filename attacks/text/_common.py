@@ -85,6 +85,18 @@ def formats_of(templates: Mapping[str, str]) -> tuple[SecretFormat, ...]:
     return parse_formats(dict(templates))
 
 
+def formats_for(env: Any, templates: Mapping[str, str] | None) -> tuple[SecretFormat, ...]:
+    """The secret formats an attack uses: its own ``formats`` parameter when given, else the
+    public formats the core describes (:attr:`DataDescription.secret_formats`), else the
+    dataset's defaults."""
+    if templates is not None:
+        return formats_of(templates)
+    described = getattr(getattr(env, "data", None), "secret_formats", ())
+    if described:
+        return tuple(described)
+    return DEFAULT_FORMATS
+
+
 def window_tokens(x: Tensor, y: Tensor) -> Tensor:
     """Text samples ``x (N, L)`` (ids, possibly float) and next tokens ``y (N, L)`` → the
     ``(N, L + 1)`` windows they were cut from."""
@@ -117,8 +129,21 @@ class FoundSecret:
 def secrets_in(
     truth: Truth, client_id: int | None, formats: tuple[SecretFormat, ...]
 ) -> list[FoundSecret]:
-    """The secrets in the target's training data (every client's for the global model), found
-    by matching each format in the ground truth's windows, ordered by client, format, index."""
+    """The secrets of the target's clients (every client's for the global model), ordered by
+    client, format, index: from :attr:`Truth.secrets` when the core filled it (``occurrences``:
+    times planted), else found by matching each format in the ground truth's training windows
+    (``occurrences``: windows holding it)."""
+    names = {f.name for f in formats}
+    if truth.secrets:
+        chosen = [
+            s
+            for s in truth.secrets
+            if s.format in names and s.client >= 0 and (client_id is None or s.client == client_id)
+        ]
+        return [
+            FoundSecret(s.format, s.index, s.text, s.client, s.repetitions)
+            for s in sorted(chosen, key=lambda s: (s.client, s.format, s.index))
+        ]
     clients = [client_id] if client_id is not None else sorted(truth.private_batches)
     found: dict[tuple[int, str, int], int] = {}
     texts: dict[tuple[int, str, int], str] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from attacks.membership._common import attack_generator
 from attacks.text._common import (
-    DEFAULT_TEMPLATES,
     TextTarget,
     attack_round,
     check_text_target,
+    formats_for,
     formats_of,
     resolve_text_target,
     secrets_in,
@@ -82,7 +82,8 @@ class CanaryExposure(PrivacyAttack):
     at_round
         Round attacked (``None``: the last).
     formats
-        The public secret formats ``{name: template}`` (default: the dataset's defaults).
+        The public secret formats ``{name: template}`` (default: those the core describes in
+        ``AttackerKnowledge.data.secret_formats``, else the dataset's defaults).
     exact_limit, n_samples, seed
         Enumeration bound, sample size of the extrapolation and its stream's seed.
 
@@ -95,14 +96,15 @@ class CanaryExposure(PrivacyAttack):
     target: str = "global"
     target_client: int | None = None
     at_round: int | None = None
-    formats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+    formats: dict[str, str] | None = None
     exact_limit: int = 20_000
     n_samples: int = 2_000
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_text_target(self.target, self.target_client, self.at_round)
-        formats_of(self.formats)
+        if self.formats is not None:
+            formats_of(self.formats)
         require(self.exact_limit >= 1, "exact_limit", "an integer ≥ 1")
         require(self.n_samples >= 10, "n_samples", "an integer ≥ 10")
 
@@ -111,7 +113,7 @@ class CanaryExposure(PrivacyAttack):
             return None
         target = resolve_text_target(view, self.target, self.target_client)
         module = text_module(env)
-        formats = formats_of(self.formats)
+        formats = formats_for(env, self.formats)
         nll: dict[str, Tensor] = {}
         exact: dict[str, bool] = {}
         for fmt in formats:

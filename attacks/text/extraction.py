@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,10 @@ from torch import nn
 
 from attacks.membership._common import attack_generator
 from attacks.text._common import (
-    DEFAULT_TEMPLATES,
     TextTarget,
     attack_round,
     check_text_target,
+    formats_for,
     formats_of,
     resolve_text_target,
     secrets_in,
@@ -41,6 +41,7 @@ def longest_candidate_bytes(fmt: SecretFormat) -> int:
 @dataclass(frozen=True)
 class ExtractionOutput:
     target: TextTarget
+    formats: tuple[SecretFormat, ...]
     greedy: dict[str, str]  # format → prefix + greedy continuation
     sampled: dict[str, tuple[str, ...]]  # format → prefix + sampled continuations
 
@@ -67,7 +68,7 @@ class Extraction(PrivacyAttack):
     target_client: int | None = None
     at_round: int | None = None
     every_round: bool = False
-    formats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+    formats: dict[str, str] | None = None
     n_samples: int = 16
     temperature: float = 1.0
     top_k: int = 40
@@ -75,7 +76,8 @@ class Extraction(PrivacyAttack):
 
     def __post_init__(self) -> None:
         check_text_target(self.target, self.target_client, self.at_round)
-        formats_of(self.formats)
+        if self.formats is not None:
+            formats_of(self.formats)
         require(self.n_samples >= 0, "n_samples", "an integer ≥ 0")
         require(self.temperature > 0, "temperature", "a number > 0")
         require(self.top_k >= 1, "top_k", "an integer ≥ 1")
@@ -88,7 +90,8 @@ class Extraction(PrivacyAttack):
         context = getattr(module, "context", None)
         greedy: dict[str, str] = {}
         sampled: dict[str, tuple[str, ...]] = {}
-        for fmt in formats_of(self.formats):
+        formats = formats_for(env, self.formats)
+        for fmt in formats:
             prompt = encode(fmt.prefix)
             n_new = longest_candidate_bytes(fmt) - len(prompt)
             prompts = torch.tensor([prompt])
@@ -109,12 +112,11 @@ class Extraction(PrivacyAttack):
                     context=context,
                 )
                 sampled[fmt.name] = tuple(fmt.prefix + decode(r) for r in many.tolist())
-        return ExtractionOutput(target, greedy, sampled)
+        return ExtractionOutput(target, formats, greedy, sampled)
 
     def matches(self, output: ExtractionOutput, truth: Truth) -> list[dict[str, Any]]:
-        formats = formats_of(self.formats)
         rows = []
-        for s in secrets_in(truth, output.target.client_id, formats):
+        for s in secrets_in(truth, output.target.client_id, output.formats):
             greedy = output.greedy.get(s.format, "")
             sampled = output.sampled.get(s.format, ())
             rows.append(

@@ -24,8 +24,9 @@ def token_log_probs(
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch_size):
             chunk = tokens[start : start + batch_size]
-            logits = module(chunk) if named is None else functional_call(module, named, (chunk,))
-            logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+            inputs = chunk[:, :-1]  # the last token is only predicted (fits the context)
+            logits = module(inputs) if named is None else functional_call(module, named, (inputs,))
+            logp = torch.log_softmax(logits.double(), dim=-1)
             out.append(torch.gather(logp, -1, chunk[:, 1:, None]).squeeze(-1))
     if not out:
         return torch.zeros(0, max(tokens.shape[1] - 1, 0), dtype=torch.float64)
