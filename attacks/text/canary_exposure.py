@@ -171,7 +171,23 @@ class CanaryExposure(PrivacyAttack):
         for reps in sorted({r["repetitions"] for r in rows}):
             chosen = [r["exposure"] for r in rows if r["repetitions"] == reps]
             out[f"exposure_rep{reps}"] = sum(chosen) / len(chosen)
-        return out
+        result: dict[str, Any] = dict(out)
+        result["examples"] = json.dumps(self.examples(rows)[:2])  # text, for the report
+        return result
+
+    @staticmethod
+    def examples(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """The most exposed secrets with their exposure."""
+        return [
+            {
+                "original": r["secret"],
+                "recovered": "",
+                "secret": r["secret"],
+                "detail": f"exposure {r['exposure']:.1f} of {r['max_exposure']:.1f} bits "
+                f"({r['method']}, {r['repetitions']} repetitions, client {r['client']})",
+            }
+            for r in sorted(rows, key=lambda r: -r["exposure"])
+        ]
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         if not isinstance(output, ExposureOutput):
@@ -179,17 +195,7 @@ class CanaryExposure(PrivacyAttack):
         rows = self.exposures(output, truth)
         name = f"{self.registry_name or 'canary_exposure'}_leaks.json"
         directory.mkdir(parents=True, exist_ok=True)
-        examples = [
-            {
-                "kind": "exposure",
-                "original": r["secret"],
-                "recovered": "",
-                "secret": r["secret"],
-                "detail": f"exposure {r['exposure']:.1f} of {r['max_exposure']:.1f} bits "
-                f"({r['method']}, {r['repetitions']} repetitions, client {r['client']})",
-            }
-            for r in sorted(rows, key=lambda r: -r["exposure"])[:10]
-        ]
+        examples = self.examples(rows)[:10]
         (directory / name).write_text(
             json.dumps({"attack": self.registry_name, "examples": examples})
         )

@@ -184,26 +184,33 @@ class Dager(PrivacyAttack):
             k: sum(v) / len(v) for k, v in totals.items() if all(math.isfinite(x) for x in v)
         }
         out["from_aggregate"] = float(output.from_aggregate)
+        out["examples"] = json.dumps(self.examples(output, truth)[:3])  # text, for the report
         if output.note or notes:
             out["note"] = "; ".join(n for n in dict.fromkeys([output.note, *notes]) if n)
+        return out
+
+    def examples(self, output: DagerOutput, truth: Truth) -> list[dict[str, str]]:
+        """Reconstructed windows next to the originals they were matched to."""
+        out = []
+        for cid, result in output.results.items():
+            originals = self.originals(output, cid, truth)
+            for i, j in match_sequences(result.sequences, originals):
+                out.append(
+                    {
+                        "original": decode(originals[j]),
+                        "recovered": decode(result.sequences[i]),
+                        "secret": "",
+                        "detail": "from the secure-aggregation sum"
+                        if cid == AGGREGATE
+                        else f"client {cid}",
+                    }
+                )
         return out
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         if not isinstance(output, DagerOutput):
             return {}
-        examples = []
-        for cid, result in output.results.items():
-            originals = self.originals(output, cid, truth)
-            for i, j in match_sequences(result.sequences, originals)[:5]:
-                examples.append(
-                    {
-                        "kind": "dager",
-                        "original": decode(originals[j]),
-                        "recovered": decode(result.sequences[i]),
-                        "secret": "",
-                        "detail": "aggregate" if cid == AGGREGATE else f"client {cid}",
-                    }
-                )
+        examples = self.examples(output, truth)[:10]
         name = f"{self.registry_name or 'dager'}_leaks.json"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(

@@ -137,20 +137,23 @@ class Extraction(PrivacyAttack):
         n = len(rows)
         greedy = sum(r["greedy_hit"] for r in rows)
         either = sum(r["greedy_hit"] or r["sampled_hit"] for r in rows)
-        return {
+        out: dict[str, Any] = {
             "n_secrets": float(n),
             "extracted_greedy": float(greedy),
             "extracted": float(either),
             "extracted_fraction": either / n if n else 0.0,
             "from_aggregate": float(output.target.from_aggregate),
         }
+        # text for the report (kept in the round record, dropped from numeric tables)
+        out["examples"] = json.dumps(self.examples(rows)[:3])
+        return out
 
-    def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
-        if not isinstance(output, ExtractionOutput):
-            return {}
-        examples = [
+    @staticmethod
+    def examples(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Each secret next to the greedy continuation, extracted ones first."""
+        ordered = sorted(rows, key=lambda r: not (r["greedy_hit"] or r["sampled_hit"]))
+        return [
             {
-                "kind": "extraction",
                 "original": r["secret"],
                 "recovered": r["greedy"],
                 "secret": r["secret"],
@@ -158,8 +161,13 @@ class Extraction(PrivacyAttack):
                 if r["greedy_hit"] or r["sampled_hit"]
                 else "not extracted",
             }
-            for r in self.matches(output, truth)
-        ][:10]
+            for r in ordered
+        ]
+
+    def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
+        if not isinstance(output, ExtractionOutput):
+            return {}
+        examples = self.examples(self.matches(output, truth))[:10]
         name = f"{self.registry_name or 'extraction'}_leaks.json"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(
