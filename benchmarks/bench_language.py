@@ -255,6 +255,8 @@ def main() -> None:
         results["ffa"] = bench_ffa_vs_lora(args.seeds, args.pretrain_steps)
     if "claims" in args.only:
         papers_claims(results)
+    if "dager" in args.only:  # issue 20: DAGER against the adapters' rank (--only dager)
+        __import__("bench_text_attacks").bench_dager_rank(args.seeds)
 
 
 if __name__ == "__main__":
