@@ -125,9 +125,10 @@ class SequenceMembership(PrivacyAttack):
             raise ConfigError("sequence_membership needs the AttackerKnowledge the core builds.")
         target = resolve_text_target(view, self.target, self.target_client)
         gen = attack_generator(self.seed, view.round, target.client_id, "sequence_mia")
-        pool = env.candidates.membership_candidates(
-            self.target, target.client_id, self.n_candidates, gen
-        )
+        # a client target under secure aggregation is the mean local model: its members are
+        # every client's data, sampled like the global model's
+        scope = "client" if target.client_id is not None else "global"
+        pool = env.candidates.membership_candidates(scope, target.client_id, self.n_candidates, gen)
         windows = window_tokens(*pool.candidates)  # (N, L + 1)
         module = text_module(env)
         nll = sequence_nll(module, windows, target.params)

@@ -30,8 +30,8 @@ def require(what: str, available: bool) -> None:
 
 @pytest.fixture(scope="module")
 def matrix_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 cells (none, extraction, DAGER × the mean × 1 seed) of a tiny GPT on messages whose
-    secrets are an HTML script tag followed by two digits."""
+    """2 cells (none, extraction × the mean × 1 seed) of a tiny GPT on messages whose secrets
+    are an HTML script tag followed by two digits."""
     root = tmp_path_factory.mktemp("lm_report")
     cfg = {
         "name": "lm_report",
@@ -55,7 +55,7 @@ def matrix_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "training": {"learning_rate": 0.05, "batch_size": 8},
         },
         "n_malicious": 1,
-        "attacks": [{"name": "extraction", "n_samples": 2}, "dager"],
+        "attacks": [{"name": "extraction", "n_samples": 2}],
         "defenses": [],
         "seeds": [0],
     }
@@ -74,7 +74,7 @@ def lm_section(html: str) -> str:
 def test_section_shows_numbers_and_escaped_leaks_and_redacts(matrix_dir: Path) -> None:
     html = build_report(matrix_dir)
     assert 'data-section="lm_privacy"' in html or 'id="lm_privacy"' in html
-    assert "secrets extracted" in html and "DAGER token recovery" in html
+    assert "secrets extracted" in html and "perplexity" in html
     assert HOSTILE not in html  # attacker-controlled text never becomes markup
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # ... but is shown, escaped
     secret = lm_section(html).split("&lt;/script&gt;", 1)[1][:2]

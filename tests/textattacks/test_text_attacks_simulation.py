@@ -73,7 +73,7 @@ def run(
 DAGER = {"name": "dager", "params": {"max_clients": 4}}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_dager_recovers_every_token_and_sequence_of_fedsgd_full_fine_tuning(seed: int) -> None:
     sim, [(attack, output)] = run([DAGER], seed=seed)
     truth = sim.truth()
@@ -153,3 +153,23 @@ def test_memorization_attacks_end_to_end() -> None:
         for score in ("loss", "zlib", "lira"):
             assert 0.0 <= m[f"{score}.auc"] <= 1.0
             assert m[f"{score}.tpr_at_1pct_fpr_lower"] <= m[f"{score}.tpr_at_1pct_fpr"]
+
+
+def test_client_membership_under_secure_aggregation_attacks_the_mean_model() -> None:
+    """Regression: a client target under secure aggregation (no client's update visible) asked
+    the candidate pool for a client's data without a client id and failed."""
+    attack = {"name": "sequence_membership", "params": {"target": "client", "n_references": 0}}
+    sim, [(mia, output)] = run(
+        [attack],
+        chars=300,
+        authors=3,
+        algorithm="fedavg",
+        window=24,
+        test_fraction=0.5,
+        transport="secagg",
+    )
+    assert output.target.from_aggregate and output.target.client_id is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        metrics = mia.metrics(output, sim.truth())
+    assert metrics["from_aggregate"] == 1.0 and 0.0 <= metrics["loss.auc"] <= 1.0
