@@ -76,11 +76,24 @@ def _cell(value: tuple[float, float] | None) -> str:
 
 
 def summary_table(tidy: pd.DataFrame) -> str:
+    """One row per defense; a TPR at low FPR that the membership metrics flagged unreliable
+    (fewer than 1/FPR non-members, or a tie at the threshold) in any seed is marked so."""
     data = _with_perplexity(tidy)
     columns = [(m, label, _by_defense(data, m)) for m, label in COLUMNS]
     columns = [c for c in columns if c[2]]
     defenses = sorted({d for _, _, values in columns for d in values})
-    rows = [[d, *(_cell(values.get(d)) for _, _, values in columns)] for d in defenses]
+    rows = []
+    for d in defenses:
+        cells = []
+        for metric, _, values in columns:
+            cell = _cell(values.get(d))
+            reliable = (
+                _by_defense(data, f"{metric}_reliable").get(d) if "tpr_at" in metric else None
+            )
+            if reliable is not None and reliable[0] < 1.0 and cell != "—":
+                cell += " (unreliable)"
+            cells.append(cell)
+        rows.append([d, *cells])
     return table(["defense", *(label for _, label, _ in columns)], rows)
 
 
@@ -132,7 +145,8 @@ def lm_privacy_html(tidy: pd.DataFrame, rows: list[dict[str, Any]], redact: bool
         "seeds. Perplexity and bytes are from the no-attack cells; each attack's figures from its "
         "own cells. Exposure: log2 of the candidate space minus log2 of the secret's rank (higher "
         "leaks more; 0 = no information). MIA AUC: 0.5 is chance. DAGER recovers exactly or "
-        "reports failure (0) when a client's tokens reach the attention input's dimension.",
+        "reports failure (0) when a client's tokens reach the attention input's dimension. "
+        "A TPR at 1% FPR is marked unreliable when fewer than 100 non-members were scored.",
         "statement",
     )
     html += summary_table(tidy)

@@ -122,7 +122,18 @@ def test_summary_table_reports_mean_and_spread_per_defense() -> None:
                 "value": extracted,
             },
         ]
+    rows += [
+        {
+            "attack": "sequence_membership",
+            "defense": "lora",
+            "seed": 0,
+            "metric": f"sequence_membership.lira.tpr_at_1pct_fpr{suffix}",
+            "value": value,
+        }
+        for suffix, value in (("", 0.25), ("_reliable", 0.0))
+    ]
     html = summary_table(pd.DataFrame(rows))
+    assert "0.250 (unreliable)" in html
     # perplexity: mean of e^1 and e^2 with the sample standard deviation
     import math
 
