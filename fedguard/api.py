@@ -307,6 +307,11 @@ class PrivacyAttack(Component):
     simulation or the truth. Unit tests may pass an attack's own task object instead.
     """
 
+    #: What this attack's threat model grants beyond the ServerView and the public facts: a
+    #: subset of ``{"architecture", "candidates"}`` (:data:`fedguard.core.knowledge.GRANTS`);
+    #: the core leaves the rest of the AttackerKnowledge ``None``.
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
+
     def observe(self, view: ServerView, env: AttackerKnowledge | Any) -> Any:
         raise NotImplementedError  # abstract
 
