@@ -21,35 +21,13 @@ from fedguard.core.local_training import ClientData, train_vectorized
 from fedguard.core.user_level import (
     WEIGHTINGS,
     bounded_silo_sums,
+    sampled_users,
+    user_level_event,
     user_pairs,
     user_weights,
 )
 from fedguard.errors import ConfigError, IncompatibleError
-from fedguard.privacy.events import PrivacyEvent, Sampled, UnitEvent, gaussian_for_sum
-from fedguard.rng import torch_generator
-
-#: The stream of the round's user-level Poisson sample (one draw shared by every silo).
-USER_SAMPLING_STREAM = "uldp_avg.user_sampling"
-
-
-def sampled_users(n_users: int, rate: float, seed: int, round_index: int) -> Tensor:
-    """``(n_users,)`` bool: each user in this round's sample independently with ``rate`` (one
-    draw from the round's keyed stream, the same in every silo: a public coin)."""
-    if rate >= 1.0:
-        return torch.ones(n_users, dtype=torch.bool)
-    gen = torch_generator(seed, round_index, -1, USER_SAMPLING_STREAM)
-    return torch.rand(n_users, generator=gen, dtype=torch.float64) < rate
-
-
-def user_level_event(
-    noise_multiplier: float, clip_norm: float, user_sampling_rate: float
-) -> PrivacyEvent:
-    """One round for every user: N(0, (zC)²) on a sum whose user-level L2 sensitivity is C
-    (add/remove one user in every silo), Poisson-sampled at the user level when rate < 1."""
-    gaussian = gaussian_for_sum(clip_norm, noise_multiplier * clip_norm, "add_remove")
-    if user_sampling_rate >= 1.0:
-        return gaussian
-    return Sampled(user_sampling_rate, gaussian, scheme="poisson")
+from fedguard.privacy.events import UnitEvent
 
 
 @dataclass(frozen=True)
@@ -216,4 +194,4 @@ def _pair_data(clients: Any, silo: Tensor, positions: Tensor, count: Tensor) -> 
     return ClientData(clients.features[silo_d, pos_d], clients.labels[silo_d, pos_d], count)
 
 
-__all__ = ["USER_SAMPLING_STREAM", "ULDPAvg", "sampled_users", "user_level_event"]
+__all__ = ["ULDPAvg"]

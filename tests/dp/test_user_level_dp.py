@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defenses.user_level_dp.uldp_avg import ULDPAvg, sampled_users
+from defenses.user_level_dp.uldp_avg import ULDPAvg
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
 from fedguard.core.user_level import (
     bounded_silo_sums,
+    sampled_users,
     user_contribution_norms,
     user_pairs,
     user_weights,
