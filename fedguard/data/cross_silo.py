@@ -27,8 +27,8 @@ from fedguard.rng import numpy_generator
 
 
 def assign_users(n_records: int, n_users: int, seed: int) -> np.ndarray:
-    """``(n_records,)`` user id of every record: a seeded uniform draw (multinomial user sizes),
-    relabelled so that every id 0..n_users−1 that owns a record is used."""
+    """``(n_records,)`` user id of every record: a seeded uniform draw (multinomial user sizes;
+    :func:`~fedguard.data.dataset.from_arrays` relabels the ids that occur as 0..G−1)."""
     rng = numpy_generator(seed, -1, -1, "dataset.user_ids")
     return rng.integers(0, n_users, size=n_records)
 
