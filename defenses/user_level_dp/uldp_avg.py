@@ -129,7 +129,9 @@ class ULDPAvg(ClientTransform):
         if users is None:
             raise IncompatibleError(
                 "uldp_avg needs a user id for every record: a dataset with a user id column "
-                "(digits_users, or a CSV's client_column) and a partitioner other than 'natural'."
+                "(digits_users, or a CSV's client_column) and a partitioner other than 'natural' "
+                "(the client-level canary audit, --empirical, does not apply to it: audit "
+                "user-level DP with fedguard.audit.user_canaries)."
             )
         silos = [int(c) for c in ctx.client_ids]
         d = global_params.numel()

@@ -112,7 +112,7 @@ def bounded_silo_sums(
     ``updates`` (P, d) per pair; ``weights`` (P,) with Σ over each user's pairs ≤ 1, so the sum
     over silos changes by at most C in L2 when one user is removed everywhere.
     """
-    weighted = clip_to(updates, clip_norm) * weights.to(updates.dtype)[:, None]  # (P, d)
+    weighted = clip_to(updates, clip_norm) * weights.to(updates.device, updates.dtype)[:, None]
     out = updates.new_zeros(n_silos, updates.shape[1])
     out.index_add_(0, silo.to(out.device), weighted)
     return out
