@@ -136,7 +136,7 @@ def _run(spec: Any) -> tuple[Simulation, dict[str, Any]]:
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": DELTA, "rounds": []}
     for _ in range(spec.rounds):
         state, out = sim.run_round(state)
-        ledger["rounds"].append({"round": state.round, **out.events})
+        ledger["rounds"].append({"round": state.round, **out.events.to_dict()})
         assert torch.isfinite(state.params).all()
     return sim, ledger
 
