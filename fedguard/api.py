@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
-from fedguard.privacy.events import ClientEvent, PrivacyEvent
+from fedguard.privacy.events import ClientEvent, PrivacyEvent, UnitEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -178,7 +178,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent | UnitEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
