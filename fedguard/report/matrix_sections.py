@@ -134,7 +134,7 @@ def _heatmaps(tidy: Any) -> dict[str, str]:
 
 
 def matrix_report(path: Path, redact: bool = False) -> tuple[str, list[Any]]:
-    from fedguard.report.builder import Section
+    from fedguard.report.section import Section
 
     store = ResultStore(path / "results.sqlite", read_only=True)
     try:
