@@ -26,7 +26,8 @@ Public API
 ``adapt(module, targets, rank, alpha, train_a=True) -> nn.Module``
 ``LoRALinear`` (``.frozen``, ``.lora_A``, ``.lora_B``, ``.scaling``), ``FrozenLinear``,
 ``FrozenEmbedding``, ``FrozenLayerNorm``;
-``init_adapters(module, generator)``, ``merge_adapters(module) -> nn.Module`` (every LoRALinear
+``init_adapters(module, generator)``, ``averaging_mismatch(a, b)`` (FedAvg's product of averages against the average of products),
+``merge_adapters(module) -> nn.Module`` (every LoRALinear
 replaced by a FrozenLinear with ``W + (α/r)·B·A``), ``adapter_pairs(layout) -> list[(prefix,
 a_name | None, b_name)]`` (the A/B parameter names of every adapted layer in a layout).
 
@@ -208,6 +209,14 @@ def merge_adapters(module: nn.Module) -> nn.Module:
     return merged
 
 
+def averaging_mismatch(a: Tensor, b: Tensor) -> Tensor:
+    """``mean_i(B_i A_i) − mean(B)·mean(A)`` for stacked client adapters ``a`` (n, r, in) and
+    ``b`` (n, out, r): what FedAvg of A and B separately misses of the average of the clients'
+    low-rank updates. Equal to ``mean_i((B_i − B̄)(A_i − Ā))``; zero when every A_i is the same
+    (FFA-LoRA)."""
+    return (b @ a).mean(dim=0) - b.mean(dim=0) @ a.mean(dim=0)
+
+
 def adapter_pairs(names: Sequence[str]) -> list[tuple[str, str | None, str]]:
     """``(layer, A parameter name or None (frozen A), B parameter name)`` of every adapted
     layer among the parameter ``names`` of a layout, in layout order."""
@@ -227,6 +236,7 @@ __all__ = [
     "LoRALinear",
     "adapt",
     "adapter_pairs",
+    "averaging_mismatch",
     "init_adapters",
     "merge_adapters",
 ]

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from fedguard.data.cache import data_root
-from fedguard.models.gpt import GPTModule, gpt2_init, sequence_log_probs
 from fedguard.models.losses import mean_cross_entropy
+from fedguard.models.transformer import GPTModule, gpt2_init, sequence_log_probs
 from fedguard.rng import numpy_generator, torch_generator
 from fedguard.text.corpus import corpus_digest, public_text
 from fedguard.text.messages import token_windows

@@ -18,7 +18,8 @@ Public API
     ``.index_of(text) -> int | None`` (inverse of ``render``; None if ``text`` is no candidate).
     A template without slots, or with an unknown slot, is a ``ConfigError`` (one sentence).
 ``DEFAULT_FORMATS`` : tuple[SecretFormat, ...]
-    ``pin`` ("my PIN is {d4}", 10⁴) and ``phone`` ("call {name} on 555-{d4}", 32 × 10⁴).
+    ``phone`` ("call {name} on 555-{d4}", 32 × 10⁴) and ``pin`` ("my PIN is {d4}", 10⁴), in
+    sorted order of their names.
 ``Secret(format: str, index: int, text: str, client: int, repetitions: int)``
     One planted secret: its format's name, its candidate index and text, the client (natural
     group id of the dataset) whose messages hold it, and how many times it was planted.
@@ -27,7 +28,8 @@ Public API
     ``j mod len(formats)`` and is planted ``repetitions[j mod len(repetitions)]`` times; the
     candidate index is drawn uniformly from the stream ``(seed, client, "secrets")``.
 ``parse_formats(templates) -> tuple[SecretFormat, ...]``
-    Formats from ``{"name": "template"}`` or a list of templates (named ``format0``, ...).
+    Formats from ``{"name": "template"}`` (in sorted order of the names: a mapping's order is
+    not part of a config) or a list of templates (named ``format0``, ..., in list order).
 
 References
 ----------
@@ -157,8 +159,8 @@ class SecretFormat:
 
 
 DEFAULT_FORMATS = (
-    SecretFormat("pin", "my PIN is {d4}"),
     SecretFormat("phone", "call {name} on 555-{d4}"),
+    SecretFormat("pin", "my PIN is {d4}"),
 )
 
 
@@ -175,8 +177,10 @@ class Secret:
 
 def parse_formats(templates: Mapping[str, str] | Sequence[str]) -> tuple[SecretFormat, ...]:
     """Formats from ``{name: template}`` or a list of templates (named ``format0``, …)."""
+    # a mapping's order is not part of a config (spec files store keys sorted, and the spec
+    # hash ignores it): formats are taken in sorted order of their names
     items = (
-        list(templates.items())
+        sorted(templates.items())
         if isinstance(templates, Mapping)
         else [(f"format{i}", t) for i, t in enumerate(templates)]
     )

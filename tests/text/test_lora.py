@@ -109,3 +109,17 @@ def test_bad_adapter_settings_are_one_sentence(targets, rank, field) -> None:
         adapt(_gpt(), targets, rank=rank, alpha=1.0)
     message = str(info.value)
     assert message.startswith(field) and message.endswith(".") and "\n" not in message
+
+
+def test_averaging_mismatch_is_the_covariance_of_a_and_b() -> None:
+    from fedguard.models.lora import averaging_mismatch
+
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(5, 2, 6, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, 4, 2, generator=gen, dtype=torch.float64)
+    by_hand = sum((b[i] - b.mean(0)) @ (a[i] - a.mean(0)) for i in range(5)) / 5
+    torch.testing.assert_close(averaging_mismatch(a, b), by_hand)
+    same_a = a[:1].expand(5, -1, -1)  # FFA-LoRA: one frozen A for everyone
+    assert torch.allclose(
+        averaging_mismatch(same_a, b), torch.zeros(4, 6, dtype=torch.float64), atol=1e-12
+    )

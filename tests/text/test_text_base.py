@@ -211,3 +211,15 @@ def test_leaf_shakespeare_folder_gives_one_client_per_speaker(tmp_path) -> None:
             for i, r in enumerate(rows)
         )
         assert joined == text[: len(joined)] and len(joined) == 25 * (len(text) // 25)
+
+
+def test_secret_formats_do_not_depend_on_the_order_of_a_mapping() -> None:
+    """A run's spec.yaml stores mappings with sorted keys: the replay must plant the same secrets
+    (failed before: formats followed the mapping's order, and ``fedguard verify`` differed)."""
+    from fedguard.text.dataset import TextDataset
+
+    pin, phone = "my PIN is {d4}", "call {name} on 555-{d4}"
+    a = TextDataset(secret_formats={"pin": pin, "phone": phone}, n_authors=3)
+    b = TextDataset(secret_formats={"phone": phone, "pin": pin}, n_authors=3)
+    assert a.planted_secrets() == b.planted_secrets()
+    assert torch.equal(a.load().features, b.load().features)
