@@ -35,6 +35,7 @@ def _run(adapter: str, rank: int, seed: int, at_round: int) -> list[tuple[int, f
                 "n_authors": 3,
                 "chars_per_author": 40,
                 "window": 16,
+                "secret_formats": {"pin": "my PIN is {d4}"},
                 "secrets_per_author": 1,
                 "repetitions": [1],
             },

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,8 @@ class CanaryExposure(PrivacyAttack):
     Memorization in Neural Networks." USENIX Security 2019.
     """
 
+    #: what the core gives it besides the view: the architecture
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture"})
     target: str = "global"
     target_client: int | None = None
     at_round: int | None = None

@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,8 @@ class Dager(PrivacyAttack):
     Language Models." NeurIPS 2024.
     """
 
+    #: what the core gives it besides the view: the architecture
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture"})
     at_round: int = 0
     max_clients: int = 1
     target_client: int | None = None

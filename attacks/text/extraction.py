@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -64,6 +64,8 @@ class Extraction(PrivacyAttack):
     canaries).
     """
 
+    #: what the core gives it besides the view: the architecture
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture"})
     target: str = "global"
     target_client: int | None = None
     at_round: int | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,8 @@ class SequenceMembership(PrivacyAttack):
     Carlini et al. "Membership Inference Attacks From First Principles." IEEE S&P 2022.
     """
 
+    #: what the core gives it besides the view: the architecture and the candidate pool
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
     target: str = "global"
     target_client: int | None = None
     at_round: int | None = None
@@ -121,8 +123,11 @@ class SequenceMembership(PrivacyAttack):
     def observe(self, view: ServerView, env: Any) -> SequenceMembershipOutput | None:
         if not attack_round(env, view, self.at_round):
             return None
-        if not isinstance(env, AttackerKnowledge):
-            raise ConfigError("sequence_membership needs the AttackerKnowledge the core builds.")
+        if not isinstance(env, AttackerKnowledge) or env.candidates is None:
+            raise ConfigError(
+                "sequence_membership needs the AttackerKnowledge the core builds, with the "
+                "candidate pool its threat model grants."
+            )
         target = resolve_text_target(view, self.target, self.target_client)
         gen = attack_generator(self.seed, view.round, target.client_id, "sequence_mia")
         # a client target under secure aggregation is the mean local model: its members are

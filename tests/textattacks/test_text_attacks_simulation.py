@@ -39,6 +39,7 @@ def run(
                     "n_authors": authors,
                     "chars_per_author": chars,
                     "window": window,
+                    "secret_formats": {"pin": "my PIN is {d4}"},
                     "secrets_per_author": 1,
                     "repetitions": [1],
                 },
