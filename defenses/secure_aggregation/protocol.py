@@ -54,17 +54,26 @@ from defenses.secure_aggregation.authentication import (
     advertise_message,
     consistency_message,
     graph_seed,
+    model_message,
     open_message,
     seed_commitment,
     share_commitment,
     sign_message,
 )
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation, SecAggError
+from defenses.secure_aggregation.errors import (
+    ModelCommitmentMismatch,
+    ProtocolAbort,
+    ProtocolViolation,
+    SecAggError,
+)
 from defenses.secure_aggregation.graph import Graph, public_harary_graph
 from defenses.secure_aggregation.messages import (
+    DIGEST_BYTES,
     HEADER_BYTES,
+    MODEL_BLOCK_BYTES,
     SALT_BYTES,
     SERVER,
+    SIG_BYTES,
     ShareKind,
     Stage,
     advertise_payload,
@@ -125,6 +134,9 @@ class ProtocolConfig:
     active_adversary: bool = False  # signed messages, commitments, bound keys, public graph
     min_cohort: int | None = None  # None: 3 in the active variant, else 1
     model_commitment: bytes = b""  # hash of the broadcast model, bound into every key and view
+    #: each client commits to the model it received (signed, checked by its neighbours, bound
+    #: into its pairwise keys): clients holding different models abort the round
+    bind_model: bool = False
 
     def __post_init__(self) -> None:
         if not self.graph:
@@ -173,8 +185,8 @@ class ProtocolConfig:
 
     @property
     def signed(self) -> bool:
-        """Signed key advertisements and the consistency round (both variants that ask)."""
-        return self.consistency_check or self.active_adversary
+        """Signed key advertisements and the consistency round (every variant that asks)."""
+        return self.consistency_check or self.active_adversary or self.bind_model
 
     @property
     def cohort_floor(self) -> int:
@@ -277,6 +289,7 @@ class Client:
         signing_key: Ed25519PrivateKey | None = None,
         verify_keys: Mapping[int, bytes] | None = None,
         beacon: Callable[[int], bytes] | None = None,
+        model_digest: bytes | None = None,
     ) -> None:
         if cid not in config.graph:
             raise ConfigError(f"client {cid} is not part of this round.")
@@ -290,6 +303,12 @@ class Client:
             raise ConfigError("the consistency check needs signing keys for every client.")
         if config.active_adversary and beacon is None:
             raise ConfigError("the active-adversary variant needs a public beacon.")
+        if config.bind_model and (model_digest is None or len(model_digest) != DIGEST_BYTES):
+            raise ConfigError(
+                f"model_commitment needs the {DIGEST_BYTES}-byte digest of the model client "
+                f"{cid} received."
+            )
+        self.model_digest = model_digest or b""
         self.cid = cid
         self.cfg = config
         self.x = config.reduce(x.astype(config.word_dtype))
@@ -349,6 +368,10 @@ class Client:
         self, private: X25519PrivateKey, own_pk: bytes, v: int, peer_pk: bytes, label: bytes
     ) -> bytes:
         cfg = self.cfg
+        if (
+            cfg.bind_model
+        ):  # the model this client holds: a peer holding another derives another key
+            label = label + b"/model/" + self.model_digest
         if cfg.active_adversary:
             own, peer = (self.cid, own_pk), (v, peer_pk)
             return crypto.agree_bound(private, own, peer, label, cfg.round_index, cfg.session)
@@ -366,7 +389,33 @@ class Client:
             sig = self._sign(
                 advertise_message(cfg.round_index, self.cid, self.c_pk, self.s_pk, session)
             )
+        if cfg.bind_model:
+            model = model_message(cfg.round_index, self.cid, self.model_digest)
+            sig += self.model_digest + self._sign(model)
         return self._send(Stage.ADVERTISE, advertise_payload(self.c_pk, self.s_pk, sig))
+
+    def _check_model(self, cid: int, sig: bytes) -> None:
+        """``model_commitment``: the neighbour's signed digest must be this client's own."""
+        if len(sig) != SIG_BYTES + MODEL_BLOCK_BYTES:
+            raise ModelCommitmentMismatch(
+                f"client {cid}'s keys reached client {self.cid} without a model commitment; the "
+                "round is aborted."
+            )
+        digest = sig[SIG_BYTES : SIG_BYTES + DIGEST_BYTES]
+        try:
+            msg = model_message(self.cfg.round_index, cid, digest)
+            crypto.verify(self.verify_keys[cid], sig[SIG_BYTES + DIGEST_BYTES :], msg)
+        except (crypto.AuthenticationFailure, KeyError) as exc:
+            raise ModelCommitmentMismatch(
+                f"the model commitment of client {cid} shown to client {self.cid} does not carry "
+                f"client {cid}'s signature (forged by the server); the round is aborted."
+            ) from exc
+        if digest != self.model_digest:
+            raise ModelCommitmentMismatch(
+                f"clients {min(cid, self.cid)} and {max(cid, self.cid)} received different "
+                "models (their signed model commitments differ): the server broadcast "
+                "inconsistent models, so the round is aborted."
+            )
 
     # -- step 1 -----------------------------------------------------------------------------
     def _adopt_cohort(self, cohort: list[int]) -> None:
@@ -407,6 +456,9 @@ class Client:
                 raise ProtocolViolation(f"client {self.cid} received keys of {cid} twice.")
             if c_pk == s_pk:
                 raise ProtocolViolation(f"client {cid} advertised two identical public keys.")
+            if cfg.bind_model:
+                self._check_model(cid, sig)
+                sig = sig[:SIG_BYTES]
             if cfg.signed:
                 try:
                     msg = advertise_message(cfg.round_index, cid, c_pk, s_pk, session)
@@ -682,7 +734,7 @@ class Server:
             if cfg.signed:
                 try:
                     msg = advertise_message(cfg.round_index, cid, c_pk, s_pk, session)
-                    crypto.verify(self.verify_keys[cid], sig, msg)
+                    crypto.verify(self.verify_keys[cid], sig[:SIG_BYTES], msg)
                 except (crypto.AuthenticationFailure, KeyError) as exc:
                     raise ProtocolViolation(
                         f"client {cid}'s advertised keys carry no valid signature."
@@ -1111,6 +1163,7 @@ def run_protocol(
     client_seconds: Mapping[int, float] | None = None,
     identities: Mapping[int, Ed25519PrivateKey] | None = None,
     beacon: Callable[[int], bytes] | None = None,
+    model_digests: Mapping[int, bytes] | None = None,
 ) -> ProtocolResult:
     """Run one round with every party in this process, exchanging serialized messages.
 
@@ -1120,7 +1173,8 @@ def run_protocol(
     ``client_seconds`` adds time a client spent before the protocol (its encoding).
     ``identities`` are the clients' long-term Ed25519 keys (a PKI; fresh ones if omitted — pass
     the same ones to several rounds to replay messages across rounds); ``beacon`` is the public
-    randomness of the active variant (a fresh :class:`PublicBeacon` if omitted).
+    randomness of the active variant (a fresh :class:`PublicBeacon` if omitted);
+    ``model_digests`` the SHA-256 of the model each client received (``bind_model``).
 
     A :class:`ProtocolViolation` names the message being processed when it was detected.
     """
@@ -1138,8 +1192,17 @@ def run_protocol(
     public = beacon if beacon is not None else (PublicBeacon() if config.active_adversary else None)
     costs = {u: PartyCost(seconds=float((client_seconds or {}).get(u, 0.0))) for u in ids}
     server_cost = PartyCost()
+    digests = model_digests or {}
     clients = {
-        u: Client(u, config, inputs[u], signing.get(u), verify_keys if signing else None, public)
+        u: Client(
+            u,
+            config,
+            inputs[u],
+            signing.get(u),
+            verify_keys if signing else None,
+            public,
+            digests.get(u),
+        )
         for u in ids
     }
     server = Server(config, verify_keys, public)

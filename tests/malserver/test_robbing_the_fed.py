@@ -138,7 +138,9 @@ def test_through_secagg_plus_recovers_the_birthday_bound_over_twenty_trials() ->
     p = sum(expected_rate) / trials
     total = trials * n_clients * per_client
     low, high = binom.interval(0.95, total, p)
-    print(f"recovered {recovered} of {total}; expected {p * total:.1f}, 95% [{low:.0f}, {high:.0f}]")
+    print(
+        f"recovered {recovered} of {total}; expected {p * total:.1f}, 95% [{low:.0f}, {high:.0f}]"
+    )
     assert low <= recovered <= high, (recovered, low, high, p * total)
     # and the uniform-bin bound is of the same size (the public estimate of the masses is good)
     uniform = trials * birthday_expectation(n_clients * per_client, hidden)
