@@ -69,7 +69,7 @@ class ModelInconsistency(MaliciousServerAttack):
     imprint: str = "bins"
     bins: int | None = None
     output_gain: float = 4.0
-    positive_scale: float = 0.8
+    positive_scale: float = 0.6
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -35,7 +35,7 @@ class TrapWeights(MaliciousServerAttack):
     """
 
     attack_name: ClassVar[str] = "trap_weights"
-    positive_scale: float = 0.8
+    positive_scale: float = 0.6
 
     def __post_init__(self) -> None:
         super().__post_init__()
