@@ -42,11 +42,10 @@ def trap_weight_matrix(
 def trap_imprint(
     params: Tensor, layer: FirstLayer, positive_scale: float, generator: torch.Generator
 ) -> Tensor:
-    """The ``(d,)`` parameters with trap weights and zero biases in the first layer."""
+    """The ``(d,)`` parameters with trap weights in the first layer (its bias as received)."""
     out = params.detach().clone()
     weight = trap_weight_matrix(layer.rows, layer.inputs, positive_scale, generator)
     out[layer.weight] = weight.reshape(-1).to(out.dtype)
-    out[layer.bias] = 0.0
     return out
 
 
