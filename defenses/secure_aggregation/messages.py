@@ -48,10 +48,9 @@ _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
 HEADER_BYTES = _HEADER.size
 KEY_BYTES = 32
 SIG_BYTES = 64
-DIGEST_BYTES = 32  # SHA-256 of the broadcast model (model_commitment)
+DIGEST_BYTES = 32  # SHA-256: commitments, and the broadcast model's digest (model_commitment)
 #: with model_commitment, the advertised signature is followed by the digest and its signature
 MODEL_BLOCK_BYTES = DIGEST_BYTES + SIG_BYTES
-DIGEST_BYTES = 32
 SALT_BYTES = 16
 
 

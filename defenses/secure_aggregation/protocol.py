@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -796,15 +795,22 @@ class Server:
         receiver = np.concatenate(receivers)  # (E,)
         blob = np.concatenate(blobs)  # (E,) fixed-size ciphertexts
         order = np.lexsort((sender, receiver))
-        sender, receiver, blob = sender[order], receiver[order], blob[order]
-        bounds = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "left")
-        ends = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "right")
-        out = []
-        for v, lo, hi in zip(sorted(self.u2), bounds, ends, strict=True):
-            fwd = np.empty(int(hi - lo), dtype=ciphertext_dtype(ct_bytes))
-            fwd["peer"], fwd["length"], fwd["ct"] = sender[lo:hi], ct_bytes, blob[lo:hi]
-            out.append(self._reply(Stage.FORWARD, v, ciphertext_records_payload(fwd)))
-        return out
+        receiver = receiver[order]
+        # one wire-format array for every forwarded share, sliced per receiver (no per-receiver
+        # allocation or field copies)
+        forwarded = np.empty(order.size, dtype=ciphertext_dtype(ct_bytes))
+        forwarded["peer"], forwarded["length"], forwarded["ct"] = (
+            sender[order],
+            ct_bytes,
+            blob[order],
+        )
+        u2 = np.asarray(sorted(self.u2), dtype=np.int64)
+        starts = np.searchsorted(receiver, u2, "left").tolist()
+        ends = np.searchsorted(receiver, u2, "right").tolist()
+        return [
+            self._reply(Stage.FORWARD, v, ciphertext_records_payload(forwarded[lo:hi]))
+            for v, lo, hi in zip(u2.tolist(), starts, ends, strict=True)
+        ]
 
     def masked(self, messages: list[bytes]) -> list[bytes]:
         """Sum the masked inputs as they are parsed: each payload is read in place (a numpy
@@ -1011,31 +1017,44 @@ class Server:
         cfg = self.cfg
         what = "self-mask seed" if kind == ShareKind.SEED else "masking key"
         t = cfg.threshold
-        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
-        for w in sorted(owners):
-            points, elems, _ = table.of(w)  # sorted by share point
-            if points.size < t:
-                raise ProtocolAbort(
-                    f"only {points.size} holders of client {w}'s {what} shares answered; the "
-                    f"threshold is {t}, so the round is aborted."
-                )
-            groups[tuple(points[:t].tolist())].append((w, elems[:t]))
-        out: dict[int, bytes] = {}
-        if len(groups) > 1 and cfg.prime == shamir.MERSENNE_31:  # SecAgg+: one batched call
-            items = [item for group in groups.values() for item in group]
-            xs_all = np.asarray([xs for xs, g in groups.items() for _ in g], dtype=np.int64)
-            batch = np.stack([s for _, s in items])  # (b, t, chunks)
+        wanted = np.asarray(sorted(owners), dtype=np.int64)  # (b,)
+        if wanted.size == 0:
+            return {}
+        # the first t shares of every owner (sorted by share point), located all at once
+        safe = np.zeros(wanted.size, dtype=np.int64)
+        counts = np.zeros(wanted.size, dtype=np.int64)
+        if table.keys.size:
+            found = np.searchsorted(table.keys, wanted)  # (b,)
+            safe = np.minimum(found, table.keys.size - 1)
+            present = (found < table.keys.size) & (table.keys[safe] == wanted)
+            counts = np.where(present, table.counts[safe], 0)
+        short = np.flatnonzero(counts < t)
+        if short.size:
+            w = int(wanted[short[0]])
+            raise ProtocolAbort(
+                f"only {int(counts[short[0]])} holders of client {w}'s {what} shares answered; "
+                f"the threshold is {t}, so the round is aborted."
+            )
+        index = table.starts[safe][:, None] + np.arange(t)  # (b, t)
+        xs_all = table.points[index]  # (b, t)
+        batch = table.elems[index]  # (b, t, chunks)
+        items = [(int(w), batch[i]) for i, w in enumerate(wanted.tolist())]
+        if bool((xs_all == xs_all[0]).all()):  # one set of holders (complete graph): one solve
+            solved = [(items, shamir.combine(batch, xs_all[0], cfg.prime))]
+        elif cfg.prime == shamir.MERSENNE_31:  # SecAgg+: every owner its own points, batched
             solved = [(items, shamir.combine_many(batch, xs_all, cfg.prime))]
         else:
-            solved = [
-                (
-                    items,
-                    shamir.combine(
-                        np.stack([s for _, s in items]), np.asarray(xs, np.int64), cfg.prime
-                    ),
+            _, group_of = np.unique(xs_all, axis=0, return_inverse=True)
+            solved = []
+            for g in np.unique(group_of):
+                rows = np.flatnonzero(group_of == g)
+                solved.append(
+                    (
+                        [items[i] for i in rows],
+                        shamir.combine(batch[rows], xs_all[rows[0]], cfg.prime),
+                    )
                 )
-                for xs, items in groups.items()
-            ]
+        out: dict[int, bytes] = {}
         for items, secrets in solved:
             for (w, _), sec in zip(items, secrets, strict=True):
                 try:
