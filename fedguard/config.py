@@ -157,6 +157,15 @@ class AttackConfig(_Strict):
     start_round: int = Field(0, ge=0)
     stop_round: int | None = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _window(self) -> AttackConfig:
+        if self.stop_round is not None and self.stop_round <= self.start_round:
+            raise ValueError(
+                f"attack.stop_round must be greater than attack.start_round "
+                f"({self.start_round}); got {self.stop_round}."
+            )
+        return self
+
 
 class PrivacyConfig(_Strict):
     delta: float = Field(1e-5, gt=0, lt=1)
