@@ -29,8 +29,9 @@ from fedguard.errors import IncompatibleError
 from fedguard.models.flat import ParamLayout
 from fedguard.types import BroadcastPlan, ServerView, Truth
 
-#: ``BroadcastPlan.info`` key marking a round this attack changed (a JSON-friendly scalar).
-IMPRINT_KEY = "malicious_broadcast"
+#: ``BroadcastPlan.info`` key marking a round whose broadcast this attack changed; the core
+#: records it as ``broadcast_modified``, which the matrix reads to tell attacked rounds apart.
+IMPRINT_KEY = "modified"
 
 
 def public_features(ctx: Any) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
+from fedguard.metrics.broadcast_checks import broadcast_check_metrics
 from fedguard.metrics.detection import run_detection
 
 
@@ -74,6 +75,7 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
     if bytes_per_client:
         out["bytes_per_client"] = float(sum(bytes_per_client) / len(bytes_per_client))
     out.update(run_detection(records))
+    out.update(broadcast_check_metrics(records))
     eps = privacy_epsilon(spec, result.ledger)
     if eps is not None:
         out["epsilon"] = eps
