@@ -18,6 +18,12 @@ def test_rates_split_modified_and_honest_rounds() -> None:
     assert out["client_alarm_rate"] == pytest.approx(9 / 15)
     assert out["client_false_alarm_rate"] == pytest.approx(1 / 20)
     assert out["modified_rounds"] == 2 and out["aborted_rounds"] == 1
+    assert out["blocked_modified_rounds"] == 1  # the last: every sampled client refused
+
+
+def test_a_modified_round_that_aborted_is_blocked() -> None:
+    out = broadcast_check_metrics([{"clients": 10, "broadcast_modified": True, "aborted": "x"}])
+    assert out["blocked_modified_rounds"] == 1 and "client_alarm_rate" not in out
 
 
 def test_runs_without_checks_keep_their_columns() -> None:
@@ -25,4 +31,5 @@ def test_runs_without_checks_keep_their_columns() -> None:
     assert broadcast_check_metrics([{"aborted": "x"}]) == {
         "aborted_rounds": 1.0,
         "modified_rounds": 0.0,
+        "blocked_modified_rounds": 0.0,
     }
