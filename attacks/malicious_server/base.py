@@ -75,6 +75,25 @@ class MaliciousServerAttack(PrivacyAttack, ServerBroadcast):
         )
         require(0.0 < self.relative_tol < 1.0, "relative_tol", "in (0, 1)")
 
+    def check_compatible(self, spec: Any, components: Any) -> None:
+        """Before any training: the attacks need FedSGD (an update is exactly ``−η·∇L``) and
+        fedguard's MLP with ReLU (a first layer that is fully connected with a bias); a user's
+        own module is checked on its parameter shapes at the broadcast stage."""
+        name = self.registry_name or type(self).__name__
+        if spec.training.algorithm != "fedsgd":
+            raise IncompatibleError(
+                f"{name} inverts FedSGD updates; set training.algorithm: fedsgd (got "
+                f"{spec.training.algorithm!r})."
+            )
+        model = spec.model
+        if model.name == "mlp" and dict(model.params).get("activation", "relu") != "relu":
+            raise IncompatibleError(f"{name} needs model.activation: relu.")
+        if model.name not in ("mlp", "torch_module"):  # a user's module: shapes checked later
+            raise IncompatibleError(
+                f"{name} needs a model whose first layer is fully connected with a bias and "
+                f"followed by a ReLU (model.name: mlp); got {model.name!r}."
+            )
+
     def acts_in(self, round_index: int) -> bool:
         return self.at_round is None or round_index == self.at_round
 

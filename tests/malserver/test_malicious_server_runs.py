@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
 
@@ -65,3 +67,17 @@ def test_client_checks_refuse_the_imprint_and_pass_the_honest_round() -> None:
     )
     assert records[0]["broadcast_alarms"] == []
     assert len(records[1]["broadcast_alarms"]) == 10 and scores == []
+
+
+def test_incompatible_setups_are_refused_before_training() -> None:
+    from fedguard.components import build_components
+    from fedguard.errors import IncompatibleError
+
+    for change, message in (
+        ({"training": {"algorithm": "fedavg"}}, "training.algorithm: fedsgd"),
+        ({"model": {"name": "cnn"}}, "model.name: mlp"),
+        ({"model": {"name": "mlp", "activation": "tanh"}}, "model.activation: relu"),
+    ):
+        spec = parse_spec({**BASE, **change, "attack": {"privacy_attacks": ["robbing_the_fed"]}})
+        with pytest.raises(IncompatibleError, match=message):
+            build_components(spec)
