@@ -52,7 +52,13 @@ def sample(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     when valuation retrains without some clients (nobody's draws change)."""
     c, t = sim.spec.clients, state.round
     ids = sample_clients(
-        c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, sim.training_seed, t
+        c.sampling,
+        c.n_clients,
+        c.cohort_size or 0,
+        c.sampling_rate or 0,
+        sim.training_seed,
+        t,
+        c.min_separation or 1,
     )
     if rs.allowed is not None:
         ids = tuple(i for i in ids if i in rs.allowed)
@@ -176,7 +182,7 @@ def local_training(sim: Simulation, state: SimulationState, rs: RoundState) -> N
             tctx = _tctx(sim, rs, ids, state.client_transform_states[k], group_start)
             out = replacer.train(sim.model, group_start, clients, sim.local, tctx)
             rs.deltas[rows] = out.values.to(rs.deltas.dtype)
-            _add_events(rs.events, out.events, ids)
+            rs.events.add(out.events, _name(replacer))
             rs.replaced_state = dict(out.state)
     rs.train_seconds = time.perf_counter() - began
 
@@ -242,7 +248,7 @@ def client_transforms(sim: Simulation, state: SimulationState, rs: RoundState) -
         out = transform(rs.deltas[trained], tctx)
         rs.deltas[trained] = out.values.to(rs.deltas.dtype)
         states.append(dict(out.state))
-        _add_events(rs.events, out.events, trained_ids)
+        rs.events.add(out.events, _name(transform))
     rs.client_transform_states = states
     _apply_mask(rs)  # noise never fills a coordinate a client keeps private
 
@@ -315,7 +321,7 @@ def transport(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     except RoundAborted as exc:  # e.g. too few survivors to unmask: retry next round
         rs.end(RoundOutcome.ABORTED, str(exc))
         return
-    _add_events(rs.events, rs.transported.events, rs.kept_ids)
+    rs.events.add(rs.transported.events, _name(sim.components.transport))
 
 
 def observe(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
@@ -371,7 +377,7 @@ def aggregate(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
         rs.result = sim.aggregator(out.updates, rs.weights, ctx)
     else:
         rs.result = AggregationResult(comps.aggregator.from_sum(out.update_sum, out.weight_sum))
-    _add_events(rs.events, rs.result.events, None)
+    rs.events.add(rs.result.events, _name(comps.aggregator))
 
 
 def _cohort_shortfall(sim: Simulation, n: int) -> str | None:
@@ -398,7 +404,7 @@ def server_update(sim: Simulation, state: SimulationState, rs: RoundState) -> No
         out = transform(aggregate_, _tctx(sim, rs, ids, state.server_transform_states[k]))
         aggregate_ = out.values
         new_states.append(dict(out.state))
-        _add_events(rs.events, out.events, None)
+        rs.events.add(out.events, _name(transform))
     rs.params, rs.server_state = server_step(
         sim.server_opt, state.params, aggregate_, state.server_state
     )
@@ -535,13 +541,8 @@ def _tctx(
     return TransformContext(ctx, ids, own_state or {}, sim.sampling, sim.components.aggregator)
 
 
-def _add_events(events: dict[str, Any], new: tuple[Any, ...], client_ids: Any) -> None:
-    for ev in new:
-        data = ev.to_dict() if hasattr(ev, "to_dict") else ev
-        if isinstance(data, dict) and "client" in data and client_ids is not None:
-            events["clients"].setdefault(str(data["client"]), []).append(data)
-        else:
-            events["population"].append(data)
+def _name(component: object) -> str:
+    return getattr(component, "registry_name", "") or type(component).__name__
 
 
 def _id_map(ids: tuple[int, ...], values: Tensor | None) -> dict[str, float] | None:

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from fedguard.api import TransportOutput
+from fedguard.privacy.round_events import RoundEvents
 from fedguard.types import AggregationResult, BroadcastPlan, RoundContext, ServerView
 
 
@@ -44,9 +45,8 @@ class RoundState:
     record: dict[str, Any]
     #: a coalition the cohort is restricted to (valuation's retraining), None: everybody
     allowed: frozenset[int] | None = None
-    #: privacy events: ``{"population": [...], "clients": {id: [...]}}`` (typed events until
-    #: storage serialises them)
-    events: dict[str, Any] = field(default_factory=lambda: {"population": [], "clients": {}})
+    #: the round's privacy events, typed until the ledger entry serialises them
+    events: RoundEvents = field(default_factory=RoundEvents)
     outcome: RoundOutcome = RoundOutcome.COMPLETED
     why: str = ""  # the reason of an early outcome, for the record
 

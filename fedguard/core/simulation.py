@@ -31,6 +31,7 @@ from fedguard.core.sampling import sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig
 from fedguard.errors import ConfigError
 from fedguard.models.flat import FlatModel
+from fedguard.privacy.round_events import RoundEvents
 from fedguard.rng import numpy_generator, stream_seed, torch_generator
 from fedguard.types import AggregationContext, LocalTrainingRecipe, RoundContext, ServerView, Truth
 
@@ -70,7 +71,7 @@ class SimulationState:
 @dataclass(frozen=True)
 class RoundOutput:
     record: dict[str, Any]
-    events: dict[str, Any]  # privacy events: {"population": [...], "clients": {id: [...]}}
+    events: RoundEvents  # typed privacy events; the runner's ledger entry serialises them
     view: ServerView | None
     updates: dict[str, Tensor] | None  # what the server saw, for --save-updates
 
@@ -138,8 +139,9 @@ class Simulation:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             for m in module.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
         self.model = FlatModel.of(module.to(self.device))
         self.aggregator = compose(self.components.preaggregators, self.components.aggregator)
         t = spec.training
@@ -156,7 +158,7 @@ class Simulation:
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(
-            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
         )
         self.test = (self.data.test.features.to(self.device), self.data.test.labels.to(self.device))
         self.triggered = None
