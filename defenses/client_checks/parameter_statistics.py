@@ -15,8 +15,8 @@ from PyTorch's initialisation. Per weight matrix (and its bias) the client compu
   half, which shifts the mean by about a fifth of a standard deviation; initialisation is
   centred and training moves a whole matrix's mean little.
 
-The client's score is the largest of these statistics divided by its bound (``inf`` for dead
-rows); it refuses the round when the score exceeds 1. The bounds are deliberately loose (false
+The client's score is the largest of these statistics divided by its bound (capped at 10⁶,
+which dead rows get); it refuses the round when the score exceeds 1. The bounds are deliberately loose (false
 alarms on honest rounds cost participation); the matrix measures both rates.
 
 References
@@ -42,6 +42,7 @@ from defenses.client_checks.layers import WeightLayer, weight_layers
 from fedguard.api import ClientCheck, ClientCheckOutput, TransformContext, require
 
 _MAX_ROWS = 2048  # rows compared per matrix (the Gram matrix is rows²)
+MAX_SCORE = 1e6  # scores are capped (a dead row scores this): finite in JSON round records
 
 
 def max_row_cosine(weight: Tensor) -> Tensor:
@@ -79,8 +80,8 @@ def layer_scores(
         bias_scale = bias_std / layer.init_std
         scores["bias_scale"] = torch.maximum(bias_scale / high, low / bias_scale.clamp_min(1e-300))
         dead |= bias_std == 0
-    scores["dead_rows"] = torch.where(dead, math.inf, 0.0).double()
-    return scores
+    scores["dead_rows"] = torch.where(dead, MAX_SCORE, 0.0).double()
+    return {key: value.clamp_max(MAX_SCORE) for key, value in scores.items()}
 
 
 @dataclass(frozen=True)

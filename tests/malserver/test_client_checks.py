@@ -74,6 +74,7 @@ def test_every_imprint_alarms_at_every_client(hidden: int) -> None:
         received = attack.broadcast(trained, ctx).received(IDS)
         out = ParameterStatistics().check(received, layout, _ctx())
         assert out.alarms.all(), (type(attack).__name__, out.scores)
+        assert torch.isfinite(out.scores).all()  # type: ignore[arg-type]  # JSON-safe records
         jump = ModelJump().check(
             received, layout, _ctx(state={STATE_KEY: dict.fromkeys(IDS, trained)})
         )
