@@ -772,15 +772,9 @@ class Server:
                 body = body[:cut]
             rec = read_ciphertext_records(bytes(body), ct_bytes, "SHARES")
             peers = rec["peer"].astype(np.int64)
-            addressed = peers.tolist()
-            allowed_set = cfg.graph[u] & self.u1
-            if len(set(addressed)) != len(addressed) or not allowed_set.issuperset(addressed):
-                bad = next((p for p in addressed if p not in allowed_set), addressed[0])
-                raise ProtocolViolation(
-                    f"client {u} addressed a share to client {bad}, which is not one of its "
-                    "neighbours with advertised keys (or twice)."
-                )
             if cfg.active_adversary:
+                addressed = peers.tolist()
+                self._check_addressed(u, addressed)
                 if set(commitments["holder"].tolist()) != set(addressed) | {u}:
                     raise ProtocolViolation(
                         f"client {u}'s SHARES message commits to other holders than it shares with."
@@ -795,6 +789,8 @@ class Server:
         sender = np.concatenate(senders)  # (E,)
         receiver = np.concatenate(receivers)  # (E,)
         blob = np.concatenate(blobs)  # (E,) fixed-size ciphertexts
+        if not cfg.active_adversary:  # all senders' addressees checked at once
+            self._check_all_addressed(sender, receiver)
         order = np.lexsort((sender, receiver))
         receiver = receiver[order]
         # one wire-format array for every forwarded share, sliced per receiver (no per-receiver
@@ -812,6 +808,36 @@ class Server:
             self._reply(Stage.FORWARD, v, ciphertext_records_payload(forwarded[lo:hi]))
             for v, lo, hi in zip(u2.tolist(), starts, ends, strict=True)
         ]
+
+    def _check_addressed(self, u: int, addressed: list[int]) -> None:
+        """Client u's shares go to distinct neighbours with advertised keys."""
+        allowed_set = self.cfg.graph[u] & self.u1
+        if len(set(addressed)) != len(addressed) or not allowed_set.issuperset(addressed):
+            bad = next((p for p in addressed if p not in allowed_set), addressed[0])
+            raise ProtocolViolation(
+                f"client {u} addressed a share to client {bad}, which is not one of its "
+                "neighbours with advertised keys (or twice)."
+            )
+
+    def _check_all_addressed(self, sender: np.ndarray, receiver: np.ndarray) -> None:
+        """:meth:`_check_addressed` for every ``(sender, receiver)`` share at once."""
+        ids = np.asarray(sorted(self.ids), dtype=np.int64)  # (n,)
+        n = ids.size
+        spos = np.searchsorted(ids, sender)  # senders passed _collect: known ids
+        rpos = np.minimum(np.searchsorted(ids, receiver), n - 1)
+        known = ids[rpos] == receiver
+        with_keys = np.isin(ids, np.asarray(sorted(self.u1), dtype=np.int64))  # (n,)
+        neighbour = self._closed_adjacency(ids) & ~np.eye(n, dtype=bool)  # (n, n)
+        ok = known & neighbour[spos, rpos] & with_keys[rpos]
+        pair = spos * n + rpos
+        _, first = np.unique(pair, return_index=True)
+        once = np.zeros(pair.size, dtype=bool)
+        once[first] = True
+        bad = np.flatnonzero(~(ok & once))
+        if bad.size:
+            u = int(sender[bad[0]])
+            self._check_addressed(u, receiver[sender == u].tolist())  # names the first culprit
+            raise ProtocolViolation(f"client {u} addressed a share twice or to a stranger.")
 
     def masked(self, messages: list[bytes]) -> list[bytes]:
         """Sum the masked inputs as they are parsed: each payload is read in place (a numpy
