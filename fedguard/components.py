@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,51 +31,6 @@ def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) ->
     """Create the component ``spec`` of ``kind`` with the one builder (:func:`registry.build`);
     ``where`` names the config field in errors, ``inherited`` fills unset matching fields."""
     return registry.build(kind, spec.name, spec.params, where, **inherited)
-
-
-def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill every component's parameter defaults into a dumped RunSpec (for canonical hashing)."""
-    slots = [
-        ("dataset", ("data", "dataset")),
-        ("partitioner", ("data", "partition")),
-        ("model", ("model",)),
-        ("aggregator", ("defense", "aggregator")),
-        ("transport", ("defense", "transport")),
-        ("model_attack", ("attack", "model_attack")),
-        ("data_attack", ("attack", "data_attack")),
-    ]
-    slots.append(("payload", ("defense", "payload")))
-    lists = [
-        ("preaggregator", ("defense", "preaggregators")),
-        ("client_transform", ("defense", "client_transforms")),
-        ("server_transform", ("defense", "server_transforms")),
-        ("privacy_attack", ("attack", "privacy_attacks")),
-        ("client_check", ("defense", "client_checks")),
-    ]
-
-    def node(path: tuple[str, ...]) -> Any:
-        cur: Any = data
-        for p in path:
-            cur = cur.get(p) if isinstance(cur, dict) else None
-        return cur
-
-    def fill(kind: str, comp: dict[str, Any] | None) -> None:
-        if not comp:
-            return
-        try:
-            defaults = registry.parameters(kind, comp["name"])
-        except (ConfigError, ImportError, AttributeError):
-            return
-        for key, value in defaults.items():
-            if value is not dataclasses.MISSING and key not in comp["params"]:
-                comp["params"][key] = value if not isinstance(value, tuple) else list(value)
-
-    for kind, path in slots:
-        fill(kind, node(path))
-    for kind, path in lists:
-        for comp in node(path) or []:
-            fill(kind, comp)
-    return data
 
 
 @dataclass(frozen=True)
