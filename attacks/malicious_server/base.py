@@ -64,6 +64,9 @@ class MaliciousServerAttack(PrivacyAttack, ServerBroadcast):
     """
 
     attack_name: ClassVar[str] = ""
+    #: the architecture (to read the first layer back) and the candidate pool's public
+    #: population (the bins' estimate of the feature distribution)
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
     at_round: int | None = 0
     relative_tol: float = 1e-3
 
