@@ -31,6 +31,7 @@ from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.finite_rows import finite_rows
 from fedguard.core.knowledge import AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
+from fedguard.core.model_checks import check_attacks_fit_model
 from fedguard.core.sampling import sample_clients, sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
 from fedguard.errors import ConfigError, RoundAborted
@@ -140,6 +141,9 @@ class Simulation:
         )
         self.clients = self.data.clients.to(self.device)
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
+        check_attacks_fit_model(  # before any training: attacks that need a particular layer
+            self.components, module, self.data.input_shape, self.data.n_classes
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             for m in module.modules():
