@@ -93,7 +93,9 @@ def test_a_matrix_cell_is_marked_incompatible(tmp_path: Path, capsys) -> None:
         "seeds": [0],
     }
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(matrix))
-    status, out = cli(capsys, "matrix", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "m"))
+    status, out = cli(
+        capsys, "matrix", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "m"), "--workers", "1"
+    )
     assert status == 0, out
     status, out = cli(capsys, "show", str(tmp_path / "m"))
     assert "incompatible" in out, out
