@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedguard.core.chunked_training import bytes_per_client
 from fedguard.core.local_training import (
     ClientData,
     LocalTrainingConfig,
@@ -93,3 +94,13 @@ def test_resnet8_gn_on_cpu_computes_what_the_sequential_reference_does(cfg) -> N
     # a client's update does not depend on its cohort
     alone = train_vectorized(model, p0, data, [2], cfg, seed=2, round_index=1)
     torch.testing.assert_close(alone[0], vec[2], atol=1e-6, rtol=1e-5)
+
+
+def test_memory_estimate_counts_one_clients_activations_where_gradients_go_client_by_client() -> (
+    None
+):
+    model = FlatModel.of(ResNet8GN(width=4).build((3, 8, 8), 5))
+    cfg = LocalTrainingConfig(batch_size=4)
+    d, inputs = model.layout.dim, 2 * 4 * 3 * 8 * 8
+    assert bytes_per_client(model, (3, 8, 8), 2, cfg, "cpu") == 4 * (4 * d + inputs)
+    assert bytes_per_client(model, (3, 8, 8), 2, cfg, "cuda") > 4 * (4 * d + inputs)  # vmap
