@@ -13,12 +13,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
+from fedguard.privacy.events import ClientEvent, PrivacyEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -52,6 +53,67 @@ def require_positive(component: object, *field_names: str) -> None:
     for name in field_names:
         value = getattr(component, name)
         require(math.isfinite(value) and value > 0, name, "a finite number > 0")
+
+
+# --------------------------------------------------------------------------------------------
+# What the core hands plugins that train: typed contracts, met structurally by the core's own
+# ``FlatModel`` (fedguard.models.flat), ``ClientData`` and ``LocalTrainingConfig``
+# (fedguard.core.local_training)
+
+
+class ClientDataset(Protocol):
+    """Every client's training data, padded: row ``c`` holds client ``c``'s samples."""
+
+    @property
+    def features(self) -> Tensor: ...  # (n_clients, max_count, *input_shape)
+    @property
+    def labels(self) -> Tensor: ...  # (n_clients, max_count, ...)
+    @property
+    def counts(self) -> Tensor: ...  # (n_clients,) real samples per row
+
+
+class TrainableModel(Protocol):
+    """A model as one flat parameter vector ``(d,)`` (trainable parameters only)."""
+
+    @property
+    def module(self) -> torch.nn.Module: ...
+
+    def initial_params(self) -> Tensor: ...
+
+    def forward(self, flat: Tensor, x: Tensor) -> Tensor: ...
+
+
+class LocalTrainingSpec(Protocol):
+    """The clients' local-training hyper-parameters."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def local_epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def prox_mu(self) -> float: ...
+
+
+class LocalTrainer(Protocol):
+    """Trains ``client_ids`` from ``global_params`` (``(d,)``, or ``(n, d)`` per-client starts)
+    and returns their deltas ``(n, d)``; every draw is keyed by ``seed`` and ``round_index``."""
+
+    def __call__(
+        self,
+        model: Any,
+        global_params: Tensor,
+        data: Any,
+        client_ids: Sequence[int],
+        cfg: Any,
+        seed: int,
+        round_index: int,
+    ) -> Tensor: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +178,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[Any, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -132,10 +194,10 @@ class ClientTransform(Component):
 
     def train(
         self,
-        model: Any,
+        model: TrainableModel,
         global_params: Tensor,
-        clients: Any,
-        local: Any,
+        clients: ClientDataset,
+        local: LocalTrainingSpec,
         ctx: TransformContext,
     ) -> TransformOutput:
         """Local training of ``ctx.client_ids`` (only when ``replaces_local_training``): the
@@ -161,7 +223,7 @@ class TransportOutput:
     updates: Tensor | None  # (n, d) or None
     update_sum: Tensor  # (d,)
     weight_sum: float
-    events: tuple[Any, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
     info: Mapping[str, Any] = field(default_factory=dict)  # cost: bytes, seconds, dropouts
 
 
@@ -344,11 +406,14 @@ __all__ = [
     "BroadcastPlan",
     "ClientCheck",
     "ClientCheckOutput",
+    "ClientDataset",
     "ClientTransform",
     "Component",
     "DataAttack",
     "FreeRider",
     "FreeRiderContext",
+    "LocalTrainer",
+    "LocalTrainingSpec",
     "ModelAttack",
     "Payload",
     "PayloadPolicy",
@@ -358,6 +423,7 @@ __all__ = [
     "ServerBroadcast",
     "ServerTransform",
     "ServerView",
+    "TrainableModel",
     "TransformContext",
     "TransformOutput",
     "Transport",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from attacks.inversion.reconstruction import AGGREGATE_ID, InversionOutput, Reconstruction
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.metrics.privacy_attack_metrics import (
@@ -44,8 +45,6 @@ from fedguard.metrics.privacy_attack_metrics import (
 )
 from fedguard.rng import torch_generator
 from fedguard.types import LocalTrainingRecipe, ServerView, Truth
-
-AGGREGATE_ID = -1  # client id of a reconstruction made from a secure-aggregation sum
 
 
 @dataclass(frozen=True)
@@ -387,26 +386,6 @@ def signed_adam_step_decay(
 
 # --------------------------------------------------------------------------------------------
 # Output and scoring
-
-
-@dataclass(frozen=True)
-class Reconstruction:
-    client_id: int  # AGGREGATE_ID when inverted from a secure-aggregation sum
-    inputs: Tensor  # (B, *input_shape)
-    labels: Tensor  # (B,)
-    matching_loss: float
-    info: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class InversionOutput:
-    attack: str
-    reconstructions: tuple[Reconstruction, ...]
-    from_aggregate: bool
-    n_clients_in_aggregate: int
-    data_range: tuple[float, float] | None
-    image_shape: tuple[int, int, int] | None
-    n_classes: int
 
 
 #: A reconstruction is *recovered* when its PSNR beats both trivial baselines by this much.
