@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
-from fedguard.privacy.events import ClientEvent, PrivacyEvent
+from fedguard.privacy.events import ClientEvent, PrivacyEvent, UnitEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -178,7 +178,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent | UnitEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -306,6 +306,11 @@ class PrivacyAttack(Component):
     threat model (architecture, public facts, data description, candidate pool) — never the
     simulation or the truth. Unit tests may pass an attack's own task object instead.
     """
+
+    #: What this attack's threat model grants beyond the ServerView and the public facts: a
+    #: subset of ``{"architecture", "candidates"}`` (:data:`fedguard.core.knowledge.GRANTS`);
+    #: the core leaves the rest of the AttackerKnowledge ``None``.
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
 
     def observe(self, view: ServerView, env: AttackerKnowledge | Any) -> Any:
         raise NotImplementedError  # abstract

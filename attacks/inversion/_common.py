@@ -513,6 +513,8 @@ class TargetedInversion(PrivacyAttack):
         The round whose view is attacked (0-based); ``None`` attacks every round.
     """
 
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture"})  # no candidate pool
+
     attack_name: ClassVar[str]
     target_client: int | None = None
     max_clients: int | None = 1

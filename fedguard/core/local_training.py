@@ -62,12 +62,22 @@ class ClientData:
     features: Tensor  # (n_clients, max_samples, *input_shape)
     labels: Tensor  # (n_clients, max_samples)
     counts: Tensor  # (n_clients,) long
+    #: user id of every record (n_clients, max_samples) long, −1 past each client's count, when
+    #: the dataset has a user id column and clients are silos holding many users' records
+    users: Tensor | None = None
 
     def to(self, device: str) -> ClientData:
-        return ClientData(self.features.to(device), self.labels.to(device), self.counts.to(device))
+        users = None if self.users is None else self.users.to(device)
+        return ClientData(
+            self.features.to(device), self.labels.to(device), self.counts.to(device), users
+        )
 
     @staticmethod
-    def pad(features: Sequence[Tensor], labels: Sequence[Tensor]) -> ClientData:
+    def pad(
+        features: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        users: Sequence[Tensor] | None = None,
+    ) -> ClientData:
         counts = torch.tensor([len(y) for y in labels], dtype=torch.long)
         width = int(counts.max())
         shape = features[0].shape[1:]
@@ -76,7 +86,12 @@ class ClientData:
         for i, (xi, yi) in enumerate(zip(features, labels, strict=True)):
             x[i, : len(yi)] = xi
             y[i, : len(yi)] = yi
-        return ClientData(x, y, counts)
+        padded_users = None
+        if users is not None:
+            padded_users = torch.full((len(labels), width), -1, dtype=torch.long)
+            for i, ui in enumerate(users):
+                padded_users[i, : len(ui)] = ui
+        return ClientData(x, y, counts, padded_users)
 
 
 def batch_schedule(
