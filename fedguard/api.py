@@ -318,6 +318,15 @@ class PrivacyAttack(Component):
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
         raise NotImplementedError  # abstract
 
+    def check_model(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], n_classes: int
+    ) -> None:
+        """Raise :class:`~fedguard.errors.IncompatibleError` (one sentence naming the layer it
+        needs) if this attack cannot work on ``model``, the run's module as built for its data
+        (one sample shaped ``input_shape``). The core calls it once, after building the model
+        and before any training (:func:`fedguard.core.model_checks.check_attacks_fit_model`).
+        Nothing by default."""
+
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         """Write files a report shows (image grids, ROC data) under ``directory``; return
         ``{caption: file name}``. Nothing by default."""

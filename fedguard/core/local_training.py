@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
 from fedguard.core.ghost_clipping import ghost_clipped_blocks
+from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.rng import counter_keys, counter_normals
@@ -210,6 +211,8 @@ def train_vectorized(
     index, mask = batch_schedule(counts, ids, cfg, seed, round_index)
     plan = _plan_for(model, data, engine)
     gradient = _gradient_fn(model, plan)
+    if plan is None and engine == "auto":  # ResNet-GN on a CPU: client by client, in cache
+        gradient = per_client_gradient_fn(model, str(global_params.device)) or gradient
     order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)
