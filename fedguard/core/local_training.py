@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
-from fedguard.core.ghost_clipping import ghost_clipped_blocks
+from fedguard.core.ghost_clipping import ghost_clipped_blocks, module_ghost_clipped_sums
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
@@ -413,10 +413,12 @@ def train_dp_sgd(
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
         weight = mask[:k, step, :width].to(dtype)
         params, out = stack.prefix(k)
+        step_args = (model, params[0], x, y, weight, dp.clip_norm)
         if plan is not None:
             total = ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
-        else:
-            total = [clipped_gradient_sum(model, params[0], x, y, weight, dp.clip_norm)]
+        else:  # ghost norms of sequence layers (the GPT) where they apply, else vmap
+            ghost = None if engine == "vmap" else module_ghost_clipped_sums(*step_args)
+            total = [ghost if ghost is not None else clipped_gradient_sum(*step_args)]
         if gens is not None:
             z = torch.stack([_standard_normal(d, gen, dtype) for gen in gens[:k]])
         elif secure_noise:
