@@ -40,6 +40,10 @@ from fedguard.models.flat import FlatModel
 from fedguard.models.losses import per_sample_cross_entropy
 
 SUPPORTED = (nn.Linear, nn.Embedding, nn.LayerNorm)
+#: below this many trainable parameters, per-sample gradients (vmap) are cheaper than ghost
+#: clipping's second backward pass (benchmarks/bench_language.py, 2b: vmap 13% faster for LoRA
+#: at d = 4,096, ghost 1.6× faster for full fine-tuning at d = 471 k)
+GHOST_MIN_PARAMETERS = 65_536
 
 
 def _sequence(t: Tensor) -> Tensor:
@@ -174,8 +178,9 @@ def clipped_gradient_sums(
     clip_norm: float,
 ) -> Tensor | None:
     """:func:`ghost_clipped_gradient_sum` of each of k clients ``(k, d)``, or None when the
-    model is not made of supported layers each applied once (then use the ``vmap`` path)."""
-    if not applies_each_layer_once(model, x[0, :1]):
+    model is not made of supported layers each applied once, or is too small for ghost norms
+    to pay (then use the ``vmap`` path)."""
+    if model.layout.dim < GHOST_MIN_PARAMETERS or not applies_each_layer_once(model, x[0, :1]):
         return None
     return torch.stack(
         [
