@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
-from fedguard.privacy.events import ClientEvent, PrivacyEvent
+from fedguard.privacy.events import ClientEvent, PrivacyEvent, UnitEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -181,7 +181,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent | UnitEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -310,11 +310,25 @@ class PrivacyAttack(Component):
     simulation or the truth. Unit tests may pass an attack's own task object instead.
     """
 
+    #: What this attack's threat model grants beyond the ServerView and the public facts: a
+    #: subset of ``{"architecture", "candidates"}`` (:data:`fedguard.core.knowledge.GRANTS`);
+    #: the core leaves the rest of the AttackerKnowledge ``None``.
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
+
     def observe(self, view: ServerView, env: AttackerKnowledge | Any) -> Any:
         raise NotImplementedError  # abstract
 
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
         raise NotImplementedError  # abstract
+
+    def check_model(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], n_classes: int
+    ) -> None:
+        """Raise :class:`~fedguard.errors.IncompatibleError` (one sentence naming the layer it
+        needs) if this attack cannot work on ``model``, the run's module as built for its data
+        (one sample shaped ``input_shape``). The core calls it once, after building the model
+        and before any training (:func:`fedguard.core.model_checks.check_attacks_fit_model`).
+        Nothing by default."""
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         """Write files a report shows (image grids, ROC data) under ``directory``; return

@@ -340,7 +340,8 @@ def observe(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
         sent_mask=rs.sent_mask,
     )
     for attack in sim.components.privacy_attacks:
-        sim.privacy_outputs.append((state.round, attack, attack.observe(rs.view, sim.knowledge)))
+        knowledge = sim.knowledge(attack.threat_model)  # only what its threat model grants
+        sim.privacy_outputs.append((state.round, attack, attack.observe(rs.view, knowledge)))
 
 
 # ------------------------------------------------------------------------------- aggregate

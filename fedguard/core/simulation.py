@@ -22,8 +22,9 @@ from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
-from fedguard.core.knowledge import AttackerKnowledge, attacker_knowledge
+from fedguard.core.knowledge import GRANTS, AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
+from fedguard.core.model_checks import check_attacks_fit_model
 from fedguard.core.round_stages import play_round
 from fedguard.core.round_state import RoundState
 from fedguard.core.sampling import sampling_description
@@ -95,6 +96,9 @@ class Simulation:
         clean = self.data.clean_clients
         self.clean_clients = clean.to(self.device) if clean is not None else self.clients
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
+        check_attacks_fit_model(  # before any training: attacks that need a particular layer
+            self.components, module, self.data.input_shape, self.data.n_classes
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             self.components.model.initialize(module)  # pre-trained bases keep their weights
@@ -150,12 +154,12 @@ class Simulation:
             client_check_states=[{} for _ in self.components.client_checks],
         )
 
-    @property
-    def knowledge(self) -> AttackerKnowledge:
-        """What privacy attacks are given this round (an independent copy of the model as it is
-        now, public facts, the candidate pool) — not this simulation, not the truth."""
+    def knowledge(self, grants: frozenset[str] = GRANTS) -> AttackerKnowledge:
+        """What a privacy attack is given this round: public facts plus what its threat model
+        ``grants`` (an independent copy of the model as it is now, the candidate pool) — not
+        this simulation, not the truth."""
         return attacker_knowledge(
-            self.model.module, self.data, self.spec.rounds, self.spec.clients.n_clients
+            self.model.module, self.data, self.spec.rounds, self.spec.clients.n_clients, grants
         )
 
     def truth(self) -> Truth:
