@@ -171,6 +171,9 @@ class TransformContext:
     state: Mapping[str, Any] = field(default_factory=dict)
     sampling: Mapping[str, Any] = field(default_factory=dict)
     aggregator: Aggregator | None = None
+    #: the flat vector's :class:`fedguard.models.flat.ParamLayout` (payload policies that send
+    #: parts of the model by name, e.g. FedRand's LoRA A/B parts); None where not needed
+    layout: Any = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,9 @@ class DataDescription:
     n_classes: int
     value_range: tuple[float, float] | None
     image_shape: tuple[int, int, int] | None = None
+    #: text: the formats of planted secrets (:class:`fedguard.text.secrets.SecretFormat`; public
+    #: knowledge — the candidate spaces — never the secrets)
+    secret_formats: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,13 @@ def attacker_knowledge(
     image = shape if len(shape) == 3 else None
     return AttackerKnowledge(
         model=copy.deepcopy(module) if "architecture" in grants else None,
-        data=DataDescription(shape, int(data.n_classes), data.value_range, image),  # type: ignore[arg-type]
+        data=DataDescription(
+            shape,
+            int(data.n_classes),
+            data.value_range,
+            image,  # type: ignore[arg-type]
+            tuple(data.secret_formats),
+        ),
         rounds=rounds,
         n_clients=n_clients,
         candidates=CandidatePool(data) if "candidates" in grants else None,

@@ -540,7 +540,9 @@ def _tctx(
     global_params: Tensor | None = None,
 ) -> TransformContext:
     ctx = rs.ctx if global_params is None else replace(rs.ctx, global_params=global_params)
-    return TransformContext(ctx, ids, own_state or {}, sim.sampling, sim.components.aggregator)
+    return TransformContext(
+        ctx, ids, own_state or {}, sim.sampling, sim.components.aggregator, sim.model.layout
+    )
 
 
 def _name(component: object) -> str:
