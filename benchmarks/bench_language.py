@@ -7,14 +7,15 @@ papers' claims — each figure next to its baseline and its spread.
    pre-training text (what a model without context achieves) and the uniform 8 bits per byte.
 2. Speed: tokens per second of one round of LoRA fine-tuning (the bundled messages, 10 clients),
    fedguard's vectorized trainer against the sequential reference (``nn.Module`` + SGD, client
-   after client), interleaved trials in this process, median (min–max) and the ratio.
+   after client), interleaved trials in this process, median (min–max) and the ratio; and the
+   CPU time of one DP-SGD clipped sum of the GPT by ghost norms against per-sample gradients.
 3. The papers' claims: FFA-LoRA's test perplexity against LoRA's under DP-SGD at equal ε (3
    seeds), the size of FedAvg-on-LoRA's product-of-averages mismatch after one round, and :func:`papers_claims`, which the attacks of the track extend with theirs
    (exposure, extraction, membership inference) where they are measured.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_language.py [--trials 5]
         [--pretrain-steps 1500] [--pretrain-seeds 0 1 2] [--seeds 0 1 2]
-        [--only base speed ffa mismatch claims]
+        [--only base speed ghost ffa mismatch claims]
 
 The first call pre-trains and caches the base model of each seed (minutes on one core); later
 calls read the cache (``$FEDGUARD_DATA`` or ``~/.cache/fedguard/data/models``).
@@ -135,6 +136,52 @@ def bench_speed(trials: int, pretrain_steps: int) -> dict[str, Any]:
         f"(largest |Δ| of the two trainers' deltas: {gap:.1e})"
     )
     return {"tokens_per_second": rates, "ratio": ratio}
+
+
+def bench_ghost(trials: int) -> dict[str, Any]:
+    """CPU seconds of one DP-SGD clipped gradient sum of the default GPT (batch 16 × 32 tokens):
+    ghost clipping (fedguard.core.ghost_norms_text) against per-sample gradients by vmap."""
+    print(f"\n2b. DP-SGD clipped sum of the GPT, batch 16 × 32 tokens, CPU s ({trials} trials)")
+    out: dict[str, Any] = {}
+    for adapter in ("none", "lora"):
+        times = _clipping_times(adapter, trials)
+        ratio = [v / g for v, g in zip(times["vmap"], times["ghost"], strict=True)]
+        label = "full fine-tuning" if adapter == "none" else "LoRA r=4"
+        print(
+            f"   {label:>16}: ghost {_spread(times['ghost'], '.3f')}, vmap "
+            f"{_spread(times['vmap'], '.3f')}; vmap / ghost {_spread(ratio, '.2f')}"
+        )
+        out[adapter] = {**times, "ratio": ratio}
+    return out
+
+
+def _clipping_times(adapter: str, trials: int) -> dict[str, list[float]]:
+    from fedguard.core.ghost_norms_text import ghost_clipped_gradient_sum
+    from fedguard.core.local_training import clipped_gradient_sum
+    from fedguard.models.flat import FlatModel
+    from fedguard.models.gpt import GPT
+
+    spec = GPT(adapter=adapter)
+    module = spec.build((32,), 259)
+    torch.manual_seed(0)
+    spec.initialize(module)
+    model = FlatModel.of(module)
+    p = model.initial_params()
+    tokens = torch.randint(0, 256, (16, 33), generator=torch.Generator().manual_seed(0))
+    x, y, mask = tokens[:, :-1], tokens[:, 1:], torch.ones(16)
+    paths: dict[str, Callable[[], torch.Tensor]] = {
+        "ghost": lambda: ghost_clipped_gradient_sum(model, p, x, y, mask, 1.0),
+        "vmap": lambda: clipped_gradient_sum(model, p[None], x[None], y[None], mask[None], 1.0),
+    }
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for f in paths.values():
+        f()  # warm-up
+    for _ in range(trials):
+        for name, f in paths.items():
+            started = time.process_time()
+            f()
+            times[name].append(time.process_time() - started)
+    return times
 
 
 def _lm_spec(adapter: str, seed: int, pretrain_steps: int, defense: dict[str, Any]) -> Any:
@@ -292,6 +339,8 @@ def main() -> None:
         results["base"] = bench_base(args.pretrain_steps, args.pretrain_seeds)
     if "speed" in args.only:
         results["speed"] = bench_speed(args.trials, args.pretrain_steps)
+    if "ghost" in args.only:
+        results["ghost"] = bench_ghost(args.trials)
     if "ffa" in args.only:
         results["ffa"] = bench_ffa_vs_lora(args.seeds, args.pretrain_steps)
     if "mismatch" in args.only:

@@ -321,6 +321,15 @@ class PrivacyAttack(Component):
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
         raise NotImplementedError  # abstract
 
+    def check_model(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], n_classes: int
+    ) -> None:
+        """Raise :class:`~fedguard.errors.IncompatibleError` (one sentence naming the layer it
+        needs) if this attack cannot work on ``model``, the run's module as built for its data
+        (one sample shaped ``input_shape``). The core calls it once, after building the model
+        and before any training (:func:`fedguard.core.model_checks.check_attacks_fit_model`).
+        Nothing by default."""
+
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         """Write files a report shows (image grids, ROC data) under ``directory``; return
         ``{caption: file name}``. Nothing by default."""
@@ -335,13 +344,17 @@ class PrivacyAttack(Component):
 class BroadcastContext:
     """What a server-side broadcast component is told: the round (its keyed generators and the
     sampled clients), the layout of the flat parameter vector — ``layout.names``,
-    ``layout.shapes``, ``layout.offsets`` (:class:`fedguard.models.flat.ParamLayout`) — and the
-    task's public shape."""
+    ``layout.shapes``, ``layout.offsets`` (:class:`fedguard.models.flat.ParamLayout`) — the
+    task's public shape, and the attacker knowledge (e.g. public data to estimate a feature's
+    distribution)."""
 
     round: RoundContext
     layout: Any  # fedguard.models.flat.ParamLayout
     input_shape: tuple[int, ...]
     n_classes: int
+    #: what the server's threat model grants it (public data, the architecture): the
+    #: :class:`~fedguard.core.knowledge.AttackerKnowledge` of privacy attacks; ``None`` if not given
+    knowledge: AttackerKnowledge | None = None
 
 
 class ServerBroadcast(Component):

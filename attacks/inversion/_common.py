@@ -553,6 +553,12 @@ class InversionAttack(TargetedInversion):
     def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
         return score_output(output, truth)
 
+    def check_model(self, model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> None:
+        """Label recovery (:mod:`label_recovery`; DLG without ``recover_labels_first`` skips
+        it) needs an output layer that is fully connected with bias."""
+        if getattr(self, "recover_labels_first", True):
+            last_linear_with_bias(model, n_classes)
+
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         from attacks.inversion.grid import save_reconstruction_grid
 

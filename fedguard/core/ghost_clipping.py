@@ -35,6 +35,7 @@ from fedguard.core.stacked_model import (
     output_gradients,
     unfolded_inputs,
 )
+from fedguard.models.flat import FlatModel
 
 
 def per_sample_squared_norms(
@@ -126,4 +127,20 @@ def ghost_clipped_blocks(
     return accumulate_gradients(traces, grads, factor, out)
 
 
-__all__ = ["ghost_clipped_blocks", "ghost_clipped_gradient_sum", "per_sample_squared_norms"]
+def module_ghost_clipped_sums(
+    model: FlatModel, params: Tensor, x: Tensor, y: Tensor, mask: Tensor, clip_norm: float
+) -> Tensor | None:
+    """Ghost clipping of models outside the stacked plan whose layers are Linear (on
+    sequences), Embedding and LayerNorm, each applied once (the GPT; per client):
+    :mod:`fedguard.core.ghost_norms_text`. None where it does not apply."""
+    from fedguard.core.ghost_norms_text import clipped_gradient_sums
+
+    return clipped_gradient_sums(model, params, x, y, mask, clip_norm)
+
+
+__all__ = [
+    "ghost_clipped_blocks",
+    "ghost_clipped_gradient_sum",
+    "module_ghost_clipped_sums",
+    "per_sample_squared_norms",
+]

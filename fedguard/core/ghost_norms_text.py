@@ -28,6 +28,7 @@ ICML 2023 (choosing the ghost or the direct norm per layer).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,10 @@ from fedguard.models.flat import FlatModel
 from fedguard.models.losses import per_sample_cross_entropy
 
 SUPPORTED = (nn.Linear, nn.Embedding, nn.LayerNorm)
+#: below this many trainable parameters, per-sample gradients (vmap) are cheaper than ghost
+#: clipping's second backward pass (benchmarks/bench_language.py, 2b: vmap 13% faster for LoRA
+#: at d = 4,096, ghost 1.6× faster for full fine-tuning at d = 471 k)
+GHOST_MIN_PARAMETERS = 65_536
 
 
 def _sequence(t: Tensor) -> Tensor:
@@ -140,6 +145,51 @@ def ghost_clipped_gradient_sum(
     return clipped
 
 
+_APPLIED_ONCE: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def applies_each_layer_once(model: FlatModel, x: Tensor) -> bool:
+    """Whether one forward pass applies every trainable layer exactly once (a recurrent model
+    applies its cells at every time step: its per-sample gradient sums over uses, which the
+    per-layer norms above do not cover). Checked once per module on the sample ``x`` (1, ...)."""
+    module = model.module
+    if module not in _APPLIED_ONCE:
+        layers = _trainable(model)
+        calls: list[nn.Module] = []
+        if layers is not None:
+            handles = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in layers]
+            try:
+                with torch.no_grad():
+                    functional_call(module, model.layout.unflatten(model.initial_params()), (x,))
+            finally:
+                for h in handles:
+                    h.remove()
+        once = layers is not None and sorted(map(id, calls)) == sorted(map(id, layers))
+        _APPLIED_ONCE[module] = once
+    return _APPLIED_ONCE[module]
+
+
+def clipped_gradient_sums(
+    model: FlatModel,
+    params: Tensor,  # (k, d)
+    x: Tensor,  # (k, B, *input)
+    y: Tensor,  # (k, B) or (k, B, T)
+    mask: Tensor,  # (k, B)
+    clip_norm: float,
+) -> Tensor | None:
+    """:func:`ghost_clipped_gradient_sum` of each of k clients ``(k, d)``, or None when the
+    model is not made of supported layers each applied once, or is too small for ghost norms
+    to pay (then use the ``vmap`` path)."""
+    if model.layout.dim < GHOST_MIN_PARAMETERS or not applies_each_layer_once(model, x[0, :1]):
+        return None
+    return torch.stack(
+        [
+            ghost_clipped_gradient_sum(model, params[c], x[c], y[c], mask[c], clip_norm)
+            for c in range(x.shape[0])
+        ]
+    )
+
+
 def _layer_norms(m: nn.Module, inputs: Tensor, g: Tensor, own: set[str]) -> Tensor:
     kernels: dict[type, Callable[[], Tensor]] = {
         nn.Linear: lambda: linear_squared_norms(inputs, g, "bias" in own),
@@ -156,6 +206,8 @@ def _layer_norms(m: nn.Module, inputs: Tensor, g: Tensor, own: set[str]) -> Tens
 
 
 __all__ = [
+    "applies_each_layer_once",
+    "clipped_gradient_sums",
     "embedding_squared_norms",
     "ghost_clipped_gradient_sum",
     "layer_norm_squared_norms",

@@ -83,6 +83,13 @@ class CandidatePool:
             (torch.cat([xm, x_non]), torch.cat([ym, y_non])), population, train_size
         )
 
+    def public_population(self) -> tuple[Tensor, Tensor]:
+        """The attacker's public sample of the data distribution: the validation split, else the
+        test split (never training data) — e.g. to estimate a feature's distribution."""
+        data = self.__data
+        split = data.validation if len(data.validation) > 0 else data.test
+        return split.features, split.labels
+
 
 #: What a threat model may grant beyond the public facts (data description, rounds, clients):
 #: ``architecture`` — an independent copy of the model; ``candidates`` — the membership

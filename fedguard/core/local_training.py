@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
-from fedguard.core.ghost_clipping import ghost_clipped_blocks
+from fedguard.core.ghost_clipping import ghost_clipped_blocks, module_ghost_clipped_sums
+from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
@@ -213,6 +214,8 @@ def train_vectorized(
     index, mask = batch_schedule(counts, ids, cfg, seed, round_index)
     plan = _plan_for(model, data, engine)
     gradient = _gradient_fn(model, plan)
+    if plan is None and engine == "auto":  # ResNet-GN on a CPU: client by client, in cache
+        gradient = per_client_gradient_fn(model, str(global_params.device)) or gradient
     order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)
@@ -428,10 +431,12 @@ def train_dp_sgd(
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
         weight = mask[:k, step, :width].to(dtype)
         params, out = stack.prefix(k)
+        step_args = (model, params[0], x, y, weight, dp.clip_norm)
         if plan is not None:
             total = ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
-        else:
-            total = [clipped_gradient_sum(model, params[0], x, y, weight, dp.clip_norm)]
+        else:  # ghost norms of sequence layers (the GPT) where they apply, else vmap
+            ghost = None if engine == "vmap" else module_ghost_clipped_sums(*step_args)
+            total = [ghost if ghost is not None else clipped_gradient_sum(*step_args)]
         if gens is not None:
             z = torch.stack([_standard_normal(d, gen, dtype) for gen in gens[:k]])
         elif secure_noise:

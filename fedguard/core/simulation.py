@@ -24,6 +24,7 @@ from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.knowledge import GRANTS, AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
+from fedguard.core.model_checks import check_attacks_fit_model
 from fedguard.core.round_stages import play_round
 from fedguard.core.round_state import RoundState
 from fedguard.core.sampling import sampling_description
@@ -95,6 +96,9 @@ class Simulation:
         clean = self.data.clean_clients
         self.clean_clients = clean.to(self.device) if clean is not None else self.clients
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
+        check_attacks_fit_model(  # before any training: attacks that need a particular layer
+            self.components, module, self.data.input_shape, self.data.n_classes
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             self.components.model.initialize(module)  # pre-trained bases keep their weights

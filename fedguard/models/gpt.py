@@ -89,7 +89,8 @@ class GPT(ModelSpec):
         if self.adapter != "none":  # bad targets or ranks fail here, before any training
             from fedguard.text.tokenizer import VOCAB_SIZE
 
-            self._adapted(self._skeleton(VOCAB_SIZE))
+            with torch.device("meta"):  # shapes only: no memory, no random draws
+                self._adapted(self._skeleton(VOCAB_SIZE))
 
     def _skeleton(self, vocab_size: int) -> GPTModule:
         return GPTModule(vocab_size, self.context, self.n_layer, self.n_head, self.d_model)

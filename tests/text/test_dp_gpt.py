@@ -110,3 +110,53 @@ def test_ghost_norm_kernels_equal_per_sample_gradients() -> None:
         assert float(got_linear[0]) == pytest.approx(want[0] + want[1], rel=1e-5)
         assert float(got_embedding[0]) == pytest.approx(want[2], rel=1e-5)
         assert float(got_norm[0]) == pytest.approx(want[3] + want[4], rel=1e-5)
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_dp_sgd_trainer_takes_the_ghost_path_for_the_gpt_and_equals_the_vmap_path(
+    adapter, monkeypatch
+) -> None:
+    from fedguard.core import ghost_norms_text
+    from fedguard.core.ghost_norms_text import applies_each_layer_once
+    from fedguard.core.local_training import (
+        ClientData,
+        DPSGDConfig,
+        LocalTrainingConfig,
+        train_dp_sgd,
+    )
+
+    model = FlatModel.of(_model(adapter))
+    gen = torch.Generator().manual_seed(3)
+    windows = [torch.randint(0, 40, (n, 9), generator=gen) for n in (6, 3)]
+    data = ClientData.pad([w[:, :-1].float() for w in windows], [w[:, 1:] for w in windows])
+    assert applies_each_layer_once(model, data.features[0, :1])
+    monkeypatch.setattr(ghost_norms_text, "GHOST_MIN_PARAMETERS", 0)  # this tiny GPT too
+    calls = []
+    original = ghost_norms_text.ghost_clipped_gradient_sum
+    monkeypatch.setattr(
+        ghost_norms_text,
+        "ghost_clipped_gradient_sum",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    cfg = LocalTrainingConfig(batch_size=3, learning_rate=0.5)
+    dp = DPSGDConfig(noise_multiplier=0.5, clip_norm=0.05)  # small C: every sample clipped
+    p0 = model.initial_params()
+    ghost = train_dp_sgd(model, p0, data, [0, 1], cfg, dp, 0, 0)
+    assert calls, "the trainer took the ghost path"
+    calls.clear()
+    vmap = train_dp_sgd(model, p0, data, [0, 1], cfg, dp, 0, 0, engine="vmap")
+    assert not calls
+    assert ghost.abs().max() > 0
+    torch.testing.assert_close(ghost, vmap, rtol=1e-4, atol=1e-6)
+
+
+def test_recurrent_and_small_models_are_left_to_the_vmap_path() -> None:
+    from fedguard.core.ghost_norms_text import applies_each_layer_once, clipped_gradient_sums
+    from fedguard.models.char_lstm import CharLSTM
+
+    model = FlatModel.of(CharLSTM(embedding=4, hidden=8, layers=1).build((5,), 81))
+    assert not applies_each_layer_once(model, torch.zeros(1, 5))
+    lora = FlatModel.of(_model("lora"))  # a few hundred adapter parameters: vmap is cheaper
+    x, y = _batch()
+    params = lora.initial_params()[None]
+    assert clipped_gradient_sums(lora, params, x[None], y[None], torch.ones(1, 6), 1.0) is None
