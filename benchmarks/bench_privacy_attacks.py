@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT / "tests" / "privattacks"))
 
 from pa_util import digits, digits_task, mlp, single_client_view  # noqa: E402
 
-from attacks.inversion._common import ParamLayout  # noqa: E402
-from attacks.inversion.analytic import AnalyticInversion  # noqa: E402
-from attacks.inversion.dlg import DLG  # noqa: E402
-from attacks.inversion.inverting_gradients import InvertingGradients, invert_gradient  # noqa: E402
-from attacks.inversion.label_recovery import LabelRecovery  # noqa: E402
-from attacks.inversion.sme import SME, sme_reconstruct  # noqa: E402
-from attacks.membership._common import MembershipTask, membership_metrics  # noqa: E402
-from attacks.membership._shadow import (  # noqa: E402
+from fedguard.attacks.inversion._common import ParamLayout  # noqa: E402
+from fedguard.attacks.inversion.analytic import AnalyticInversion  # noqa: E402
+from fedguard.attacks.inversion.dlg import DLG  # noqa: E402
+from fedguard.attacks.inversion.inverting_gradients import InvertingGradients, invert_gradient  # noqa: E402
+from fedguard.attacks.inversion.label_recovery import LabelRecovery  # noqa: E402
+from fedguard.attacks.inversion.sme import SME, sme_reconstruct  # noqa: E402
+from fedguard.attacks.membership._common import MembershipTask, membership_metrics  # noqa: E402
+from fedguard.attacks.membership._shadow import (  # noqa: E402
     TrainingRecipe,
     draw_batches,
     init_stacked,
@@ -45,9 +45,9 @@ from attacks.membership._shadow import (  # noqa: E402
     train_sequential,
     train_stacked,
 )
-from attacks.membership.lira import LiRA  # noqa: E402
-from attacks.membership.loss_threshold import LossThreshold  # noqa: E402
-from attacks.membership.rmia import RMIA  # noqa: E402
+from fedguard.attacks.membership.lira import LiRA  # noqa: E402
+from fedguard.attacks.membership.loss_threshold import LossThreshold  # noqa: E402
+from fedguard.attacks.membership.rmia import RMIA  # noqa: E402
 from fedguard.metrics.privacy_attack_metrics import hungarian_match, psnr_per_sample  # noqa: E402
 from fedguard.types import ServerView, Truth  # noqa: E402
 

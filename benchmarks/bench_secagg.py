@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from defenses.secure_aggregation import crypto, prg, shamir
-from defenses.secure_aggregation.graph import default_degree
-from defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
+from fedguard.defenses.secure_aggregation import crypto, prg, shamir
+from fedguard.defenses.secure_aggregation.graph import default_degree
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard.types import RoundContext
 
 

@@ -33,11 +33,18 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from defenses.secure_aggregation import crypto, prg
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
-from defenses.secure_aggregation.graph import complete_graph, default_degree, harary_graph
-from defenses.secure_aggregation.messages import HEADER_BYTES, SERVER, Stage, pack, payload, peek
-from defenses.secure_aggregation.protocol import ProtocolConfig, run_protocol
+from fedguard.defenses.secure_aggregation import crypto, prg
+from fedguard.defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
+from fedguard.defenses.secure_aggregation.graph import complete_graph, default_degree, harary_graph
+from fedguard.defenses.secure_aggregation.messages import (
+    HEADER_BYTES,
+    SERVER,
+    Stage,
+    pack,
+    payload,
+    peek,
+)
+from fedguard.defenses.secure_aggregation.protocol import ProtocolConfig, run_protocol
 
 STAGES = tuple(Stage)
 KINDS = ("bit flip", "truncation", "replay", "header rewrite")

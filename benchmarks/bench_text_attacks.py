@@ -22,7 +22,7 @@ import torch
 
 def _run(adapter: str, rank: int, seed: int, at_round: int) -> list[tuple[int, float, str]]:
     """``(tokens, token recovery, status)`` of every client of one run."""
-    from attacks.text.dager_attack import Dager
+    from fedguard.attacks.text.dager_attack import Dager
     from fedguard.config import parse_spec
     from fedguard.core.simulation import Simulation
 

@@ -28,9 +28,13 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from defenses.dp_ftrl.banded_factorization import bandmf_strategy
-from defenses.dp_ftrl.sensitivity import cyclic_patterns, max_participations, sensitivity_squared
-from defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
+from fedguard.defenses.dp_ftrl.banded_factorization import bandmf_strategy
+from fedguard.defenses.dp_ftrl.sensitivity import (
+    cyclic_patterns,
+    max_participations,
+    sensitivity_squared,
+)
+from fedguard.defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 
 DELTA = 1e-5

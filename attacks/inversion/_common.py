@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from attacks.inversion.reconstruction import AGGREGATE_ID, InversionOutput, Reconstruction
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.metrics.privacy_attack_metrics import (
@@ -45,6 +44,8 @@ from fedguard.metrics.privacy_attack_metrics import (
 )
 from fedguard.rng import torch_generator
 from fedguard.types import LocalTrainingRecipe, ServerView, Truth
+
+from .reconstruction import AGGREGATE_ID, InversionOutput, Reconstruction
 
 
 @dataclass(frozen=True)
@@ -560,7 +561,7 @@ class InversionAttack(TargetedInversion):
             last_linear_with_bias(model, n_classes)
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
-        from attacks.inversion.grid import save_reconstruction_grid
+        from .grid import save_reconstruction_grid
 
         if not isinstance(output, InversionOutput) or output.image_shape is None:
             return {}

@@ -10,7 +10,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import (
+from fedguard.api import require
+from fedguard.errors import IncompatibleError
+from fedguard.types import ServerView
+
+from ._common import (
     AttackTarget,
     InversionAttack,
     InversionTask,
@@ -21,10 +25,7 @@ from attacks.inversion._common import (
     param_name,
     project,
 )
-from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import require
-from fedguard.errors import IncompatibleError
-from fedguard.types import ServerView
+from .label_recovery import labels_for_target
 
 
 def fc_input_candidates(weight_grad: Tensor, bias_grad: Tensor, relative_tol: float) -> Tensor:

@@ -9,7 +9,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import (
+from fedguard.api import require
+from fedguard.types import ServerView
+
+from ._common import (
     AttackTarget,
     InversionAttack,
     InversionTask,
@@ -20,9 +23,7 @@ from attacks.inversion._common import (
     observed_direction,
     project,
 )
-from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import require
-from fedguard.types import ServerView
+from .label_recovery import labels_for_target
 
 
 def dlg_reconstruct(

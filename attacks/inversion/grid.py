@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks.inversion.reconstruction import AGGREGATE_ID, InversionOutput
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import hungarian_match
 from fedguard.types import Truth
+
+from .reconstruction import AGGREGATE_ID, InversionOutput
 
 
 def reconstruction_grid(

@@ -10,7 +10,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from attacks.inversion._common import (
+from fedguard.api import require
+from fedguard.metrics.privacy_attack_metrics import label_multiset_accuracy
+from fedguard.types import ServerView, Truth
+
+from ._common import (
     AttackTarget,
     InversionOutput,
     InversionTask,
@@ -23,9 +27,6 @@ from attacks.inversion._common import (
     param_name,
     uniform_init,
 )
-from fedguard.api import require
-from fedguard.metrics.privacy_attack_metrics import label_multiset_accuracy
-from fedguard.types import ServerView, Truth
 
 
 def idlg_label(output_bias_grad: Tensor) -> int:

@@ -9,7 +9,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import (
+from fedguard.api import require
+from fedguard.types import ServerView
+
+from ._common import (
     AttackTarget,
     InversionAttack,
     InversionTask,
@@ -23,9 +26,7 @@ from attacks.inversion._common import (
     total_variation,
     uniform_init,
 )
-from attacks.inversion.label_recovery import labels_for_target
-from fedguard.api import require
-from fedguard.types import ServerView
+from .label_recovery import labels_for_target
 
 
 def sme_reconstruct(

@@ -17,17 +17,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks.inversion._common import as_inversion_task
-from attacks.malicious_server.layers import FirstLayer, check_relu_mlp, first_layer
-from attacks.malicious_server.scoring import (
-    MaliciousServerOutput,
-    ReconstructionGroup,
-    score_groups,
-)
 from fedguard.api import BroadcastContext, PrivacyAttack, ServerBroadcast, require
 from fedguard.errors import IncompatibleError
 from fedguard.models.flat import ParamLayout
 from fedguard.types import BroadcastPlan, ServerView, Truth
+
+from ..inversion._common import as_inversion_task
+from .layers import FirstLayer, check_relu_mlp, first_layer
+from .scoring import (
+    MaliciousServerOutput,
+    ReconstructionGroup,
+    score_groups,
+)
 
 #: ``BroadcastPlan.info`` key marking a round whose broadcast this attack changed; the core
 #: records it as ``broadcast_modified``, which the matrix reads to tell attacked rounds apart.

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.malicious_server.layers import FirstLayer
+from .layers import FirstLayer
 
 
 def random_direction(n_inputs: int, generator: torch.Generator) -> Tensor:

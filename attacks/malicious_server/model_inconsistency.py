@@ -22,14 +22,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attacks.malicious_server.base import IMPRINT_KEY, MaliciousServerAttack
-from attacks.malicious_server.bins import birthday_expectation
-from attacks.malicious_server.layers import FirstLayer
-from attacks.malicious_server.robbing_the_fed import RobbingTheFed, imprint_rows
-from attacks.malicious_server.trap_weights import TrapWeights
 from fedguard.api import BroadcastContext, require, require_positive
 from fedguard.errors import ConfigError
 from fedguard.types import BroadcastPlan, ServerView
+
+from .base import IMPRINT_KEY, MaliciousServerAttack
+from .bins import birthday_expectation
+from .layers import FirstLayer
+from .robbing_the_fed import RobbingTheFed, imprint_rows
+from .trap_weights import TrapWeights
 
 
 @torch.no_grad()

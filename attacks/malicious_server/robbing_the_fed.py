@@ -8,22 +8,23 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from attacks.malicious_server.base import (
+from fedguard.api import BroadcastContext, require, require_positive
+from fedguard.types import BroadcastPlan, ServerView
+
+from .base import (
     IMPRINT_KEY,
     MaliciousServerAttack,
     attack_generator,
     public_features,
 )
-from attacks.malicious_server.bins import (
+from .bins import (
     bin_imprint,
     bin_recovery,
     bin_thresholds,
     birthday_expectation,
     random_direction,
 )
-from attacks.malicious_server.layers import FirstLayer
-from fedguard.api import BroadcastContext, require, require_positive
-from fedguard.types import BroadcastPlan, ServerView
+from .layers import FirstLayer
 
 
 def imprint_rows(plan: BroadcastPlan) -> int:

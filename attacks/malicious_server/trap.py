@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks.inversion.analytic import fc_input_candidates, in_range_first, select_distinct
-from attacks.malicious_server.layers import FirstLayer
+from ..inversion.analytic import fc_input_candidates, in_range_first, select_distinct
+from .layers import FirstLayer
 
 
 def trap_weight_matrix(

@@ -8,11 +8,12 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from attacks.malicious_server.base import IMPRINT_KEY, MaliciousServerAttack, attack_generator
-from attacks.malicious_server.layers import FirstLayer
-from attacks.malicious_server.trap import trap_imprint, trap_recovery
 from fedguard.api import BroadcastContext, require
 from fedguard.types import BroadcastPlan
+
+from .base import IMPRINT_KEY, MaliciousServerAttack, attack_generator
+from .layers import FirstLayer
+from .trap import trap_imprint, trap_recovery
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import ParamLayout, env_module
-from attacks.membership._shadow import (
+from fedguard.api import PrivacyAttack, require
+from fedguard.core.knowledge import AttackerKnowledge
+from fedguard.errors import ConfigError
+from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
+from fedguard.rng import torch_generator
+from fedguard.types import LocalTrainingRecipe, ServerView, Truth
+
+from ..inversion._common import ParamLayout, env_module
+from ._shadow import (
     TrainingRecipe,
     draw_batches,
     init_stacked,
@@ -37,12 +44,6 @@ from attacks.membership._shadow import (
     stacked_logits,
     train_stacked,
 )
-from fedguard.api import PrivacyAttack, require
-from fedguard.core.knowledge import AttackerKnowledge
-from fedguard.errors import ConfigError
-from fedguard.metrics.privacy_attack_metrics import auc, roc_curve, tpr_at_fpr
-from fedguard.rng import torch_generator
-from fedguard.types import LocalTrainingRecipe, ServerView, Truth
 
 TARGETS = ("global", "client")
 NO_RECIPE = (

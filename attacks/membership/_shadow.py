@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from attacks.inversion._common import ParamLayout
 from fedguard.api import require
+
+from ..inversion._common import ParamLayout
 
 
 @dataclass(frozen=True)

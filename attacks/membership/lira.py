@@ -10,7 +10,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attacks.membership._common import (
+from fedguard.api import require
+from fedguard.types import ServerView
+
+from ._common import (
     MembershipAttack,
     MembershipTask,
     ResolvedTarget,
@@ -18,8 +21,6 @@ from attacks.membership._common import (
     check_target,
     reference_models,
 )
-from fedguard.api import require
-from fedguard.types import ServerView
 
 
 def logit_scaled_confidence(logits: Tensor, labels: Tensor) -> Tensor:

@@ -8,15 +8,16 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attacks.membership._common import (
+from fedguard.types import ServerView
+
+from ._common import (
     MembershipAttack,
     MembershipTask,
     ResolvedTarget,
     check_target,
     true_class_logprob,
 )
-from attacks.membership._shadow import stacked_logits
-from fedguard.types import ServerView
+from ._shadow import stacked_logits
 
 
 def loss_scores(logits: Tensor, labels: Tensor) -> Tensor:

@@ -9,7 +9,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attacks.membership._common import (
+from fedguard.api import require
+from fedguard.metrics.privacy_attack_metrics import auc
+from fedguard.types import ServerView
+
+from ._common import (
     MembershipAttack,
     MembershipTask,
     ResolvedTarget,
@@ -18,9 +22,6 @@ from attacks.membership._common import (
     reference_models,
     true_class_logprob,
 )
-from fedguard.api import require
-from fedguard.metrics.privacy_attack_metrics import auc
-from fedguard.types import ServerView
 
 
 def marginal_probability(

@@ -10,9 +10,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attacks.poisoning.common import PERTURBATIONS, check_honest, perturbation, repeat_rows
 from fedguard.api import AttackContext, ModelAttack, require
 from fedguard.errors import ConfigError
+
+from .common import PERTURBATIONS, check_honest, perturbation, repeat_rows
 
 
 def deviation(

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from scipy.stats import norm
 from torch import Tensor
 
-from attacks.poisoning.common import check_honest, repeat_rows
 from fedguard.api import AttackContext, ModelAttack, require
 from fedguard.errors import ConfigError
+
+from .common import check_honest, repeat_rows
 
 
 def alie_z(n_clients: int, n_malicious: int) -> float:

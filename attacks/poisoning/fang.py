@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.poisoning.common import check_honest, pairwise_sq_distances, repeat_rows
 from fedguard.api import AttackContext, ModelAttack, require
+
+from .common import check_honest, pairwise_sq_distances, repeat_rows
 
 TARGETS = ("krum", "trimmed_mean", "median")
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attacks.poisoning.common import check_honest, repeat_rows
 from fedguard.api import AttackContext, ModelAttack, require
+
+from .common import check_honest, repeat_rows
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.poisoning.common import check_honest, repeat_rows
 from fedguard.api import AttackContext, ModelAttack, require
+
+from .common import check_honest, repeat_rows
 
 
 def mimic_target(honest: Tensor) -> int:

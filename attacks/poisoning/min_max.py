@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attacks.poisoning.common import AgrAgnosticAttack, agr_agnostic_gamma
+from .common import AgrAgnosticAttack, agr_agnostic_gamma
 
 
 def min_max_gamma(honest: Tensor, direction: Tensor, gamma_init: float, tolerance: float) -> float:

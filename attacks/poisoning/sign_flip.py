@@ -7,8 +7,9 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from attacks.poisoning.common import own_updates
 from fedguard.api import AttackContext, ModelAttack, require
+
+from .common import own_updates
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import env_module
 from fedguard.api import require
 from fedguard.core.knowledge import AttackerKnowledge
 from fedguard.errors import ConfigError
 from fedguard.text.secrets import DEFAULT_FORMATS, SLOT_VALUES, SecretFormat, parse_formats
 from fedguard.text.tokenizer import decode
 from fedguard.types import ServerView, Truth
+
+from ..inversion._common import env_module
 
 TARGETS = ("global", "client")
 DEFAULT_TEMPLATES: dict[str, str] = {f.name: f.template for f in DEFAULT_FORMATS}

@@ -12,8 +12,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.membership._common import attack_generator
-from attacks.text._common import (
+from fedguard.api import PrivacyAttack, require
+from fedguard.errors import ConfigError
+from fedguard.text.secrets import SecretFormat
+from fedguard.text.tokenizer import encode
+from fedguard.types import ServerView, Truth
+
+from ..membership._common import attack_generator
+from ._common import (
     TextTarget,
     attack_round,
     check_text_target,
@@ -23,13 +29,8 @@ from attacks.text._common import (
     secrets_in,
     text_module,
 )
-from attacks.text.exposure import exact_exposure, skew_normal_exposure
-from attacks.text.lm_scoring import sequence_nll
-from fedguard.api import PrivacyAttack, require
-from fedguard.errors import ConfigError
-from fedguard.text.secrets import SecretFormat
-from fedguard.text.tokenizer import encode
-from fedguard.types import ServerView, Truth
+from .exposure import exact_exposure, skew_normal_exposure
+from .lm_scoring import sequence_nll
 
 
 def texts_nll(module: nn.Module, params: Tensor, texts: Sequence[str]) -> Tensor:

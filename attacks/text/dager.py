@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.text.gradient_span import GradientSpan, gradient_span, span_distance
+from .gradient_span import GradientSpan, gradient_span, span_distance
 
 #: tokens ``(N, P)`` → for each observed layer the ``(N, P, d)`` inputs of its projection
 LayerInputs = Callable[[Tensor], Sequence[Tensor]]

@@ -11,19 +11,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from attacks.inversion._common import ParamLayout
-from attacks.text._common import text_module
-from attacks.text.dager import FAILED, TOKENS_ONLY, DagerResult, ObservedLayer, dager_recover
-from attacks.text.layer_inputs import projection_inputs
-from attacks.text.recovery_scores import (
-    match_sequences,
-    position_token_recall,
-    sequence_scores,
-)
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError
 from fedguard.text.tokenizer import decode
 from fedguard.types import ServerView, Truth
+
+from ..inversion._common import ParamLayout
+from ._common import text_module
+from .dager import FAILED, TOKENS_ONLY, DagerResult, ObservedLayer, dager_recover
+from .layer_inputs import projection_inputs
+from .recovery_scores import (
+    match_sequences,
+    position_token_recall,
+    sequence_scores,
+)
 
 AGGREGATE = -1  # the key of a recovery from the secure-aggregation sum
 PROJECTIONS = ("query", "key", "value")

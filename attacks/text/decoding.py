@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from attacks.inversion._common import ParamLayout
+from ..inversion._common import ParamLayout
 
 
 def continue_prompts(

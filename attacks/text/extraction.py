@@ -11,8 +11,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.membership._common import attack_generator
-from attacks.text._common import (
+from fedguard.api import PrivacyAttack, require
+from fedguard.text.secrets import SLOT_VALUES, SecretFormat
+from fedguard.text.tokenizer import decode, encode
+from fedguard.types import ServerView, Truth
+
+from ..membership._common import attack_generator
+from ._common import (
     TextTarget,
     attack_round,
     check_text_target,
@@ -22,11 +27,7 @@ from attacks.text._common import (
     secrets_in,
     text_module,
 )
-from attacks.text.decoding import continue_prompts
-from fedguard.api import PrivacyAttack, require
-from fedguard.text.secrets import SLOT_VALUES, SecretFormat
-from fedguard.text.tokenizer import decode, encode
-from fedguard.types import ServerView, Truth
+from .decoding import continue_prompts
 
 
 def longest_candidate_bytes(fmt: SecretFormat) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.text.dager import LayerInputs
+from .dager import LayerInputs
 
 
 def projection_inputs(

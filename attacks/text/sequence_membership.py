@@ -13,22 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from attacks.inversion._common import ParamLayout, module_params
-from attacks.membership._common import attack_generator, membership_metrics
-from attacks.text._common import (
-    TextTarget,
-    attack_round,
-    check_text_target,
-    resolve_text_target,
-    text_module,
-    window_tokens,
-)
-from attacks.text.lm_scoring import sequence_nll
-from attacks.text.membership_scores import (
-    loss_scores,
-    reference_lira_scores,
-    zlib_ratio_scores,
-)
 from fedguard.api import PrivacyAttack, require
 from fedguard.core.knowledge import AttackerKnowledge
 from fedguard.errors import ConfigError
@@ -37,6 +21,23 @@ from fedguard.text.corpus import public_text
 from fedguard.text.messages import token_windows
 from fedguard.text.tokenizer import encode
 from fedguard.types import ServerView, Truth
+
+from ..inversion._common import ParamLayout, module_params
+from ..membership._common import attack_generator, membership_metrics
+from ._common import (
+    TextTarget,
+    attack_round,
+    check_text_target,
+    resolve_text_target,
+    text_module,
+    window_tokens,
+)
+from .lm_scoring import sequence_nll
+from .membership_scores import (
+    loss_scores,
+    reference_lira_scores,
+    zlib_ratio_scores,
+)
 
 SCORES = ("loss", "zlib", "lira")
 

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.client_checks.layers import weight_layers
 from fedguard.api import ClientCheck, ClientCheckOutput, TransformContext, require
+
+from .layers import weight_layers
 
 STATE_KEY = "previous_models"  # {client id: (d,) the last model that client received}
 

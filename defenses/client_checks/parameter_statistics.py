@@ -38,8 +38,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.client_checks.layers import WeightLayer, weight_layers
 from fedguard.api import ClientCheck, ClientCheckOutput, TransformContext, require
+
+from .layers import WeightLayer, weight_layers
 
 _MAX_ROWS = 2048  # rows compared per matrix (the Gram matrix is rows²)
 MAX_SCORE = 1e6  # scores are capped (a dead row scores this): finite in JSON round records

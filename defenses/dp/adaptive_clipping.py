@@ -9,17 +9,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort, rows_for_fixed_denominator, sampled
-from defenses.dp.kernels import (
+from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
+from fedguard.errors import IncompatibleError
+from fedguard.privacy.events import Composed, gaussian_for_sum
+
+from .accounting import expected_cohort, rows_for_fixed_denominator, sampled
+from .kernels import (
     bind_run_options,
     check_sum_based_aggregation,
     clip_rows,
     gaussian_noise,
     noise_generator,
 )
-from fedguard.api import ClientTransform, TransformContext, TransformOutput, require
-from fedguard.errors import IncompatibleError
-from fedguard.privacy.events import Composed, gaussian_for_sum
 
 CLIP_KEY = "clip_norm"
 

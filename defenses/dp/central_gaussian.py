@@ -7,14 +7,6 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort, round_gaussian_event, sampled
-from defenses.dp.kernels import (
-    bind_run_options,
-    check_sum_based_aggregation,
-    client_transform_names,
-    gaussian_noise,
-    noise_generator,
-)
 from fedguard.api import (
     ServerTransform,
     TransformContext,
@@ -24,6 +16,15 @@ from fedguard.api import (
 )
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.events import Gaussian
+
+from .accounting import expected_cohort, round_gaussian_event, sampled
+from .kernels import (
+    bind_run_options,
+    check_sum_based_aggregation,
+    client_transform_names,
+    gaussian_noise,
+    noise_generator,
+)
 
 ESTIMATORS = ("fixed_denominator", "cohort_mean")
 

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from defenses.dp.kernels import clip_rows
 from fedguard.api import (
     ClientTransform,
     TransformContext,
     TransformOutput,
     require_positive,
 )
+
+from .kernels import clip_rows
 
 
 @dataclass(frozen=True)

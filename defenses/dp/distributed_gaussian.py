@@ -9,14 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort, round_gaussian_event, rows_for_fixed_denominator
-from defenses.dp.kernels import (
-    bind_run_options,
-    check_sum_based_aggregation,
-    clip_rows,
-    gaussian_noise,
-    noise_generator,
-)
 from fedguard.api import (
     ClientTransform,
     TransformContext,
@@ -24,6 +16,15 @@ from fedguard.api import (
     require_positive,
 )
 from fedguard.errors import IncompatibleError
+
+from .accounting import expected_cohort, round_gaussian_event, rows_for_fixed_denominator
+from .kernels import (
+    bind_run_options,
+    check_sum_based_aggregation,
+    clip_rows,
+    gaussian_noise,
+    noise_generator,
+)
 
 
 def honest_noise_stddev(

@@ -7,14 +7,6 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort, round_gaussian_event
-from defenses.dp.kernels import (
-    bind_run_options,
-    check_sum_based_aggregation,
-    client_transform_names,
-    gaussian_noise,
-    noise_generator,
-)
 from fedguard.api import (
     ServerTransform,
     TransformContext,
@@ -23,6 +15,15 @@ from fedguard.api import (
     require_positive,
 )
 from fedguard.errors import IncompatibleError
+
+from .accounting import expected_cohort, round_gaussian_event
+from .kernels import (
+    bind_run_options,
+    check_sum_based_aggregation,
+    client_transform_names,
+    gaussian_noise,
+    noise_generator,
+)
 
 FORMS = ("exponential", "heavy_ball")
 

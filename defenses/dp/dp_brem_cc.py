@@ -52,15 +52,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.dp.accounting import round_gaussian_event
-from defenses.dp.kernels import bind_run_options, gaussian_noise
-from defenses.robust.kernels import clip_rows
 from fedguard.api import Aggregator, require
 from fedguard.core.sampling import sampling_description
 from fedguard.core.update_checks import check_updates, check_weights
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.events import PrivacyEvent
 from fedguard.types import AggregationContext, AggregationResult
+
+from ..robust.kernels import clip_rows
+from .accounting import round_gaussian_event
+from .kernels import bind_run_options, gaussian_noise
 
 CENTRE_KEY = "centre"
 

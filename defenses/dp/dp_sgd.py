@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from defenses.dp.kernels import bind_run_options, client_transform_names
 from fedguard.api import (
     ClientTransform,
     TransformContext,
@@ -16,6 +15,8 @@ from fedguard.api import (
 )
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import ClientEvent, Composed, Gaussian, PrivacyEvent, Sampled
+
+from .kernels import bind_run_options, client_transform_names
 
 
 def dp_sgd_round_event(

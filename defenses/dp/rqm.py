@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.dp.kernels import bind_run_options
 from fedguard.api import (
     ClientTransform,
     TransformContext,
@@ -19,6 +18,8 @@ from fedguard.api import (
 )
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import ClientEvent, RandomizedQuantization
+
+from .kernels import bind_run_options
 
 
 def rqm_quantize(

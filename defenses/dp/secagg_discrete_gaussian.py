@@ -7,12 +7,13 @@ from typing import Any
 
 from torch import Tensor
 
-from defenses.dp.secagg_noise import DistributedNoiseMixin, local_lattice_stddev
-from defenses.secure_aggregation.noise import DiscreteGaussianNoise
-from defenses.secure_aggregation.transport import SecAggTransport
 from fedguard.api import TransportOutput
 from fedguard.privacy.events import DiscreteGaussian, PrivacyEvent
 from fedguard.types import RoundContext
+
+from ..secure_aggregation.noise import DiscreteGaussianNoise
+from ..secure_aggregation.transport import SecAggTransport
+from .secagg_noise import DistributedNoiseMixin, local_lattice_stddev
 
 
 @dataclass(frozen=True)

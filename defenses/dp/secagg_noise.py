@@ -55,14 +55,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defenses.dp.central_gaussian import check_clipped_by
-from defenses.dp.kernels import check_sum_based_aggregation, clip_rows
-from defenses.secure_aggregation.errors import ProtocolViolation
 from fedguard.api import TransportOutput, require, require_positive
 from fedguard.core.sampling import sampling_description
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.events import PrivacyEvent
 from fedguard.types import RoundContext
+
+from ..secure_aggregation.errors import ProtocolViolation
+from .central_gaussian import check_clipped_by
+from .kernels import check_sum_based_aggregation, clip_rows
 
 
 def lattice_l2_sensitivity(clip_norm: float, scale: float, dimension: int, relation: str) -> float:

@@ -28,13 +28,14 @@ import math
 
 import numpy as np
 
-from defenses.dp_ftrl.sensitivity import (
+from fedguard.privacy.events import PrivacyEvent, Sampled
+from fedguard.privacy.matrix_events import MatrixGaussian
+
+from .sensitivity import (
     cyclic_patterns,
     max_participations,
     prefix_sensitivity_squared,
 )
-from fedguard.privacy.events import PrivacyEvent, Sampled
-from fedguard.privacy.matrix_events import MatrixGaussian
 
 #: An increment of the squared sensitivity below this (relative) is floating-point noise.
 _NEGLIGIBLE = 1e-12

@@ -33,7 +33,7 @@ import math
 import numpy as np
 from scipy import linalg, optimize
 
-from defenses.dp_ftrl.tree_factorization import prefix_workload
+from .tree_factorization import prefix_workload
 
 
 def band_mask(rounds: int, bands: int) -> np.ndarray:

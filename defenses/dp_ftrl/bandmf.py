@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.dp_ftrl.banded_factorization import OBJECTIVES, bandmf_strategy
-from defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
-from defenses.dp_ftrl.streaming_noise import banded_noise
 from fedguard.api import require, require_positive
 from fedguard.errors import IncompatibleError
+
+from .banded_factorization import OBJECTIVES, bandmf_strategy
+from .matrix_mechanism import MatrixMechanism
+from .streaming_noise import banded_noise
 
 
 @dataclass(frozen=True)

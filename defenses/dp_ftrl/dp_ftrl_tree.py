@@ -10,11 +10,12 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
-from defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
-from defenses.dp_ftrl.streaming_noise import decoder_noise, difference_rows
-from defenses.dp_ftrl.tree_factorization import ESTIMATORS, Factorization, tree_factorization
 from fedguard.api import require, require_positive
 from fedguard.errors import IncompatibleError
+
+from .matrix_mechanism import MatrixMechanism
+from .streaming_noise import decoder_noise, difference_rows
+from .tree_factorization import ESTIMATORS, Factorization, tree_factorization
 
 
 @functools.lru_cache(maxsize=32)

@@ -15,18 +15,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.dp.accounting import expected_cohort
-from defenses.dp.central_gaussian import check_clipped_by
-from defenses.dp.kernels import (
+from fedguard.api import ServerTransform, TransformContext, TransformOutput
+from fedguard.errors import ConfigError, IncompatibleError
+from fedguard.privacy.events import PrivacyEvent
+
+from ..dp.accounting import expected_cohort
+from ..dp.central_gaussian import check_clipped_by
+from ..dp.kernels import (
     bind_run_options,
     check_sum_based_aggregation,
     gaussian_noise,
     noise_generator,
 )
-from defenses.dp_ftrl.accounting import round_events
-from fedguard.api import ServerTransform, TransformContext, TransformOutput
-from fedguard.errors import ConfigError, IncompatibleError
-from fedguard.privacy.events import PrivacyEvent
+from .accounting import round_events
 
 
 def schedule_of(sampling: Mapping[str, Any]) -> tuple[int, float]:

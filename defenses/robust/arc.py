@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound
-from defenses.robust.kernels import clip_rows, row_norms
-from defenses.robust.mixing import MixingPreAggregator
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound
+from .kernels import clip_rows, row_norms
+from .mixing import MixingPreAggregator
 
 
 def arc_clip_count(n_clients: int, n_byzantine: int) -> int:

@@ -25,11 +25,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from defenses.robust.kernels import coordinate_median, row_norms
 from fedguard.api import Aggregator, Component, require
 from fedguard.core.update_checks import check_updates, check_weights
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext, AggregationResult
+
+from .kernels import coordinate_median, row_norms
 
 
 @dataclass(frozen=True)

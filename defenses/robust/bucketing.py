@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.mixing import MixingPreAggregator
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .mixing import MixingPreAggregator
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
-from defenses.robust.kernels import (
+from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound, RobustAggregator, RuleOutput
+from .kernels import (
     coordinate_median,
     krum_scores,
     mean_closest_to_centre,
     pairwise_sq_distances,
 )
-from fedguard.types import AggregationContext
 
 
 def bulyan_selection(sq_dist: Tensor, n_byzantine: int, n_selected: int) -> list[int]:

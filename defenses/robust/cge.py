@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
-from defenses.robust.kernels import row_norms, weighted_mean, weights_without
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound, RobustAggregator, RuleOutput
+from .kernels import row_norms, weighted_mean, weights_without
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.kernels import clip_rows
-from defenses.robust.mixing import MixingPreAggregator
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .kernels import clip_rows
+from .mixing import MixingPreAggregator
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import weighted_mean
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput, validate_byzantine
+from .kernels import weighted_mean
 
 
 def dnc_outlier_scores(updates: Tensor, coordinates: Tensor) -> Tensor:

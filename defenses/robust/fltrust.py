@@ -8,10 +8,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import row_norms
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
+from .kernels import row_norms
 
 
 @dataclass(frozen=True)

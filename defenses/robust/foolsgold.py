@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import row_norms
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
+from .kernels import row_norms
 
 HISTORY_KEY = "history"
 

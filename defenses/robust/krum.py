@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
-from defenses.robust.kernels import krum_scores, pairwise_sq_distances
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound, RobustAggregator, RuleOutput
+from .kernels import krum_scores, pairwise_sq_distances
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import pairwise_sq_distances, weighted_mean, weights_without
 from fedguard.api import require
 from fedguard.errors import ConfigError
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput, validate_byzantine
+from .kernels import pairwise_sq_distances, weighted_mean, weights_without
 
 
 def min_diameter_removal(sq_dist: Tensor, n_removed: int, chunk_size: int = 4096) -> Tensor:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
-from defenses.robust.kernels import coordinate_median, mean_closest_to_centre
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound, RobustAggregator, RuleOutput
+from .kernels import coordinate_median, mean_closest_to_centre
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import coordinate_median_rows, usage_weights
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
+from .kernels import coordinate_median_rows, usage_weights
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from defenses.robust.base import CohortBounded
 from fedguard.api import PreAggregator
 from fedguard.core.update_checks import check_updates
 from fedguard.types import AggregationContext
+
+from .base import CohortBounded
 
 
 @dataclass(frozen=True)

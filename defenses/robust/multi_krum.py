@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput, validate_byzantine
-from defenses.robust.kernels import krum_scores, pairwise_sq_distances, weighted_mean
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput, validate_byzantine
+from .kernels import krum_scores, pairwise_sq_distances, weighted_mean
 
 
 @dataclass(frozen=True)

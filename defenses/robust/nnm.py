@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound
-from defenses.robust.kernels import pairwise_sq_distances
-from defenses.robust.mixing import MixingPreAggregator
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound
+from .kernels import pairwise_sq_distances
+from .mixing import MixingPreAggregator
 
 
 @dataclass(frozen=True)

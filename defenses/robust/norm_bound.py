@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import clip_rows, row_norms, weighted_mean
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
+from .kernels import clip_rows, row_norms, weighted_mean
 
 
 @dataclass(frozen=True)

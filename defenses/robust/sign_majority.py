@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import RobustAggregator, RuleOutput
-from defenses.robust.kernels import clip_rows, row_norms
 from fedguard.api import require
 from fedguard.types import AggregationContext
+
+from .base import RobustAggregator, RuleOutput
+from .kernels import clip_rows, row_norms
 
 
 def sign_statistics(updates: Tensor, coordinates: Tensor) -> Tensor:

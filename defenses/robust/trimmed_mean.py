@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from defenses.robust.base import LinearByzantineBound, RobustAggregator, RuleOutput
 from fedguard.types import AggregationContext
+
+from .base import LinearByzantineBound, RobustAggregator, RuleOutput
 
 
 @dataclass(frozen=True)

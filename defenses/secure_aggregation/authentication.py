@@ -32,9 +32,9 @@ from collections.abc import Iterable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from defenses.secure_aggregation import crypto
-from defenses.secure_aggregation.errors import ProtocolViolation
-from defenses.secure_aggregation.messages import HEADER_BYTES, SIG_BYTES, ShareKind, peek
+from . import crypto
+from .errors import ProtocolViolation
+from .messages import HEADER_BYTES, SIG_BYTES, ShareKind, peek
 
 
 def _signed_digest(session: bytes, message: bytes | memoryview) -> bytes:

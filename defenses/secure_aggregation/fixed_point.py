@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.secure_aggregation.errors import EncodingOverflow
+from .errors import EncodingOverflow
 
 MAX_BITS = 64
 

@@ -37,8 +37,8 @@ from enum import IntEnum
 
 import numpy as np
 
-from defenses.secure_aggregation import shamir
-from defenses.secure_aggregation.errors import ProtocolViolation
+from . import shamir
+from .errors import ProtocolViolation
 
 MAGIC = b"SA"
 VERSION = 1

@@ -48,8 +48,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from defenses.secure_aggregation import crypto, prg, shamir
-from defenses.secure_aggregation.authentication import (
+from fedguard.errors import ConfigError
+
+from . import crypto, prg, shamir
+from .authentication import (
     advertise_message,
     consistency_message,
     graph_seed,
@@ -59,14 +61,14 @@ from defenses.secure_aggregation.authentication import (
     share_commitment,
     sign_message,
 )
-from defenses.secure_aggregation.errors import (
+from .errors import (
     ModelCommitmentMismatch,
     ProtocolAbort,
     ProtocolViolation,
     SecAggError,
 )
-from defenses.secure_aggregation.graph import Graph, public_harary_graph
-from defenses.secure_aggregation.messages import (
+from .graph import Graph, public_harary_graph
+from .messages import (
     DIGEST_BYTES,
     HEADER_BYTES,
     MODEL_BLOCK_BYTES,
@@ -100,7 +102,6 @@ from defenses.secure_aggregation.messages import (
     split_ciphertext_block,
     unmask_payload,
 )
-from fedguard.errors import ConfigError
 
 SECRET_BYTES = 32
 _MASK_LABEL = b"pairwise-mask"

@@ -32,16 +32,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from defenses.secure_aggregation import crypto, prg
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
-from defenses.secure_aggregation.fixed_point import choose_encoding, decode, encode, to_ring
-from defenses.secure_aggregation.graph import Graph, complete_graph, default_degree, harary_graph
-from defenses.secure_aggregation.model_digest import model_digest
-from defenses.secure_aggregation.noise import ClientNoise
-from defenses.secure_aggregation.protocol import DropPoint, ProtocolConfig, run_protocol
 from fedguard.api import Transport, TransportOutput, require, require_positive
 from fedguard.errors import ConfigError
 from fedguard.types import RoundContext
+
+from . import crypto, prg
+from .errors import ProtocolAbort, ProtocolViolation
+from .fixed_point import choose_encoding, decode, encode, to_ring
+from .graph import Graph, complete_graph, default_degree, harary_graph
+from .model_digest import model_digest
+from .noise import ClientNoise
+from .protocol import DropPoint, ProtocolConfig, run_protocol
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from defenses.dp.kernels import (
-    bind_run_options,
-    check_sum_based_aggregation,
-    client_transform_names,
-    gaussian_noise,
-    noise_generator,
-)
 from fedguard.api import ClientTransform, TransformContext, TransformOutput, require_positive
 from fedguard.core.local_training import ClientData, train_vectorized
 from fedguard.core.user_level import (
@@ -28,6 +21,14 @@ from fedguard.core.user_level import (
 )
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.events import UnitEvent
+
+from ..dp.kernels import (
+    bind_run_options,
+    check_sum_based_aggregation,
+    client_transform_names,
+    gaussian_noise,
+    noise_generator,
+)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from attacks.canaries.canary import Canary, canary_update, inclusion_truth
 from fedguard.api import FreeRiderContext
+from fedguard.attacks.canaries.canary import Canary, canary_update, inclusion_truth
 from fedguard.audit import canary_direction, canary_included
 from fedguard.errors import ConfigError, IncompatibleError
 

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("fedguard.cli",)),
     ("orchestration", ("fedguard.matrix", "fedguard.report", "fedguard.audit")),
     ("registry", ("fedguard.registry", "fedguard.components", "fedguard.config")),
-    ("plugins", ("attacks", "defenses")),
+    ("plugins", ("fedguard.attacks", "fedguard.defenses")),
     (
         "core",
         (
@@ -55,10 +55,11 @@ def layer_of(module: str) -> int | None:
     return None if best is None else best[0]
 
 
-def imported(source: str, runtime_only: bool = False) -> Iterable[list[str]]:
+def imported(source: str, runtime_only: bool = False, module: str = "") -> Iterable[list[str]]:
     """Per import statement, the modules it may import (``from a import b``: ``a`` and ``a.b``,
     since ``from fedguard import registry`` imports the module ``fedguard.registry``).
-    ``runtime_only`` skips imports under ``if TYPE_CHECKING:`` (they never execute)."""
+    ``runtime_only`` skips imports under ``if TYPE_CHECKING:`` (they never execute). Relative
+    imports are resolved against ``module`` (a package's ``__init__`` is named as the package)."""
     tree = ast.parse(source)
     if runtime_only:
         for node in ast.walk(tree):
@@ -67,8 +68,22 @@ def imported(source: str, runtime_only: bool = False) -> Iterable[list[str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from ([alias.name] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = _resolve_relative(module, node.level, node.module)
+            yield [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+#: modules that are packages (their ``__init__``), for resolving relative imports
+_PACKAGES: set[str] = set()
+
+
+def _resolve_relative(module: str, level: int, name: str | None) -> str:
+    package = module if module in _PACKAGES else module.rpartition(".")[0]
+    for _ in range(level - 1):
+        package = package.rpartition(".")[0]
+    return f"{package}.{name}" if name else package
 
 
 def violations(modules: dict[str, str]) -> list[str]:
@@ -78,7 +93,7 @@ def violations(modules: dict[str, str]) -> list[str]:
         mine = layer_of(module)
         if mine is None:
             continue
-        for statement in imported(source):
+        for statement in imported(source, module=module):
             for target in statement:
                 theirs = layer_of(target)
                 if theirs is None or theirs >= mine:
@@ -90,12 +105,20 @@ def violations(modules: dict[str, str]) -> list[str]:
     return found
 
 
+#: source folder → the package it installs as (the plugins install under the namespace)
+FOLDERS = {"fedguard": "fedguard", "attacks": "fedguard.attacks", "defenses": "fedguard.defenses"}
+
+
 def project_modules() -> dict[str, str]:
     out = {}
-    for package in ("fedguard", "attacks", "defenses"):
-        for file in (ROOT / package).rglob("*.py"):
-            name = ".".join(file.relative_to(ROOT).with_suffix("").parts)
-            out[name.removesuffix(".__init__")] = file.read_text()
+    for folder, package in FOLDERS.items():
+        for file in (ROOT / folder).rglob("*.py"):
+            parts = file.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts))
+            if file.name == "__init__.py":
+                name = name.removesuffix(".__init__")
+                _PACKAGES.add(name)
+            out[name] = file.read_text()
     return out
 
 
@@ -106,10 +129,11 @@ def test_imports_point_down_only() -> None:
 def test_the_checker_catches_planted_upward_imports() -> None:
     modules = project_modules()
     planted = {
-        "fedguard.core.simulation": "from defenses.robust.krum import Krum\n",  # core → plugin
+        "fedguard.core.simulation": "from fedguard.defenses.robust.krum import Krum\n",
         "fedguard.privacy.ledger": "def f():\n    from fedguard.storage.run_dir import X\n",
-        "attacks.poisoning.alie": "import fedguard.registry\n",  # plugin → registry
-        "defenses.robust.krum": "from fedguard import registry\n",  # the from-form too
+        "fedguard.attacks.poisoning.alie": "import fedguard.registry\n",  # plugin → registry
+        "fedguard.defenses.robust.krum": "from fedguard import registry\n",  # the from-form too
+        "fedguard.defenses.robust.median": "from ...cli import main\n",  # relative, upward
         "fedguard.report.html": "from fedguard.cli.main import app\n",  # orchestration → cli
     }
     for module, source in planted.items():
@@ -122,7 +146,7 @@ def import_graph(modules: dict[str, str]) -> dict[str, set[str]]:
     ``from a import b`` counts as ``a.b`` where that is a module, else as ``a``."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, source in modules.items():
-        for base, *names in imported(source, runtime_only=True):
+        for base, *names in imported(source, runtime_only=True, module=module):
             targets = [n for n in names if n in modules]
             if not targets:
                 parts = base.split(".")

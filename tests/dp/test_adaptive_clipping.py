@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
-from defenses.dp.adaptive_clipping import AdaptiveClipping, update_noise_multiplier
+from fedguard.defenses.dp.adaptive_clipping import AdaptiveClipping, update_noise_multiplier
 from fedguard.errors import ConfigError
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.events import (

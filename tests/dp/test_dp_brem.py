@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses.dp.dp_brem import DPBREM, momentum_sensitivity
-from defenses.momentum import ClientMomentum
 from fedguard.components import build_components
+from fedguard.defenses.dp.dp_brem import DPBREM, momentum_sensitivity
+from fedguard.defenses.momentum import ClientMomentum
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.events import compose, sampled_gaussian

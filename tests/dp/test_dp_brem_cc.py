@@ -12,11 +12,15 @@ import pytest
 import torch
 from scipy import stats
 
-from defenses.dp.dp_brem_cc import CENTRE_KEY, DPBREMCenteredClipping, noised_centered_clipping
-from defenses.momentum import ClientMomentum
-from defenses.robust.centered_clipping import CenteredClipping
 from fedguard import registry
 from fedguard.components import build_components
+from fedguard.defenses.dp.dp_brem_cc import (
+    CENTRE_KEY,
+    DPBREMCenteredClipping,
+    noised_centered_clipping,
+)
+from fedguard.defenses.momentum import ClientMomentum
+from fedguard.defenses.robust.centered_clipping import CenteredClipping
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.budget import epsilon_of_ledger
@@ -24,7 +28,7 @@ from fedguard.privacy.events import Gaussian, Sampled, compose, event_from_dict,
 from fedguard.types import AggregationContext
 from tests.dp.helpers import small_spec, transform_context
 
-ENTRY = "defenses.dp.dp_brem_cc:DPBREMCenteredClipping"
+ENTRY = "fedguard.defenses.dp.dp_brem_cc:DPBREMCenteredClipping"
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defenses.dp.kernels import clip_rows
-from defenses.dp.secagg_discrete_gaussian import SecAggDiscreteGaussian
-from defenses.dp.secagg_noise import (
+from fedguard.components import build_components
+from fedguard.defenses.dp.kernels import clip_rows
+from fedguard.defenses.dp.secagg_discrete_gaussian import SecAggDiscreteGaussian
+from fedguard.defenses.dp.secagg_noise import (
     conditional_rounding_bound,
     fast_walsh_hadamard,
     padded_dimension,
@@ -21,9 +22,8 @@ from defenses.dp.secagg_noise import (
     rotation_signs,
     unrotate,
 )
-from defenses.dp.secagg_skellam import SecAggSkellam
-from defenses.secure_aggregation.fixed_point import choose_encoding
-from fedguard.components import build_components
+from fedguard.defenses.dp.secagg_skellam import SecAggSkellam
+from fedguard.defenses.secure_aggregation.fixed_point import choose_encoding
 from fedguard.errors import ConfigError
 from fedguard.types import RoundContext
 from tests.dp.helpers import small_spec

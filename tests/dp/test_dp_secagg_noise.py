@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from defenses.dp.secagg_discrete_gaussian import SecAggDiscreteGaussian
-from defenses.dp.secagg_noise import lattice_l2_sensitivity
-from defenses.dp.secagg_skellam import SecAggSkellam
-from defenses.secure_aggregation.errors import ProtocolAbort
 from fedguard.components import build_components
+from fedguard.defenses.dp.secagg_discrete_gaussian import SecAggDiscreteGaussian
+from fedguard.defenses.dp.secagg_noise import lattice_l2_sensitivity
+from fedguard.defenses.dp.secagg_skellam import SecAggSkellam
+from fedguard.defenses.secure_aggregation.errors import ProtocolAbort
 from fedguard.errors import IncompatibleError
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.events import DiscreteGaussian, Skellam
@@ -92,7 +92,7 @@ def test_run_binding_counts_only_honest_survivors_and_refuses_robust_rules() -> 
 
 
 def test_conditional_rounding_bounds_the_norm_and_tightens_sensitivity() -> None:
-    from defenses.dp.secagg_noise import conditional_round, conditional_rounding_bound
+    from fedguard.defenses.dp.secagg_noise import conditional_round, conditional_rounding_bound
 
     n, d, scale, c, beta = 4, 4096, 2.0**4, 1.0, 1e-3
     bound = conditional_rounding_bound(c, scale, d, beta)

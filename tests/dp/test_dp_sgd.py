@@ -8,7 +8,6 @@ import scipy.stats
 import torch
 from torch import nn
 
-from defenses.dp.dp_sgd import dp_sgd_round_event
 from fedguard.core.local_training import (
     ClientData,
     DPSGDConfig,
@@ -18,6 +17,7 @@ from fedguard.core.local_training import (
     train_dp_sgd,
 )
 from fedguard.core.simulation import Simulation
+from fedguard.defenses.dp.dp_sgd import dp_sgd_round_event
 from fedguard.models.flat import FlatModel
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.budget import run_ledgers

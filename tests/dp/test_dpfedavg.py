@@ -9,11 +9,11 @@ import pytest
 import scipy.stats
 import torch
 
-from defenses.dp.central_gaussian import CentralGaussian
-from defenses.dp.clip import Clip
-from defenses.dp.distributed_gaussian import DistributedGaussian, honest_noise_stddev
 from fedguard.components import build_components
 from fedguard.core.simulation import Simulation
+from fedguard.defenses.dp.central_gaussian import CentralGaussian
+from fedguard.defenses.dp.clip import Clip
+from fedguard.defenses.dp.distributed_gaussian import DistributedGaussian, honest_noise_stddev
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.events import Gaussian, Sampled, event_from_dict
 from tests.dp.helpers import small_spec, transform_context

@@ -20,7 +20,7 @@ def _dp_entries() -> list[tuple[str, str, str]]:
         (KIND_OF_GROUP[group], name, target)
         for group, eps in data["project"]["entry-points"].items()
         for name, target in eps.items()
-        if target.startswith("defenses.dp.")
+        if target.startswith("fedguard.defenses.dp.")
     ]
 
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 
-from defenses.dp.rqm import RQM, rqm_quantize
+from fedguard.defenses.dp.rqm import RQM, rqm_quantize
 from fedguard.privacy.events import ClientEvent, RandomizedQuantization
 from fedguard.privacy.rqm import rqm_distribution, rqm_levels
 from tests.dp.helpers import transform_context

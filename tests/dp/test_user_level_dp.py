@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defenses.user_level_dp.uldp_avg import ULDPAvg
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
 from fedguard.core.user_level import (
@@ -21,6 +20,7 @@ from fedguard.core.user_level import (
     user_pairs,
     user_weights,
 )
+from fedguard.defenses.user_level_dp.uldp_avg import ULDPAvg
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.accountants.analytic import gaussian_epsilon

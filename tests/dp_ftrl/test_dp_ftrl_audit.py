@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from defenses.dp_ftrl.bandmf import BandMF
-from defenses.dp_ftrl.dp_ftrl_tree import DPFTRLTree
-from defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
-from defenses.dp_ftrl.sensitivity import cyclic_patterns, sensitivity_squared
 from fedguard.audit.empirical import empirical_audit
 from fedguard.components import Components, build_components
 from fedguard.config import RunSpec, parse_spec
+from fedguard.defenses.dp_ftrl.bandmf import BandMF
+from fedguard.defenses.dp_ftrl.dp_ftrl_tree import DPFTRLTree
+from fedguard.defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
+from fedguard.defenses.dp_ftrl.sensitivity import cyclic_patterns, sensitivity_squared
 
 ROUNDS = 2
 CLIP = 0.5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from defenses.dp_ftrl.banded_factorization import (
+from fedguard.defenses.dp_ftrl.banded_factorization import (
     _objective,
     band_mask,
     bandmf_strategy,
@@ -15,7 +15,7 @@ from defenses.dp_ftrl.banded_factorization import (
     sqrt_toeplitz_start,
     total_squared_error,
 )
-from defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
+from fedguard.defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
 
 TREE_CASES = [(1, 1), (7, 7), (8, 8), (10, 4), (13, 5), (16, 16), (20, 3)]
 
@@ -126,7 +126,7 @@ def test_max_objective_lowers_the_worst_prefix_error() -> None:
 
 
 def test_strategy_is_deterministic() -> None:
-    from defenses.dp_ftrl.banded_factorization import _optimized
+    from fedguard.defenses.dp_ftrl.banded_factorization import _optimized
 
     first = bandmf_strategy(24, 4)
     _optimized.cache_clear()

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.dp.central_gaussian import CentralGaussian
-from defenses.dp.kernels import gaussian_noise
-from defenses.dp_ftrl.banded_factorization import bandmf_strategy
-from defenses.dp_ftrl.bandmf import BandMF
-from defenses.dp_ftrl.dp_ftrl_tree import DPFTRLTree
-from defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
-from defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
 from fedguard.api import TransformContext
 from fedguard.components import build_components
 from fedguard.config import parse_spec
 from fedguard.core.sampling import sampling_description
+from fedguard.defenses.dp.central_gaussian import CentralGaussian
+from fedguard.defenses.dp.kernels import gaussian_noise
+from fedguard.defenses.dp_ftrl.banded_factorization import bandmf_strategy
+from fedguard.defenses.dp_ftrl.bandmf import BandMF
+from fedguard.defenses.dp_ftrl.dp_ftrl_tree import DPFTRLTree
+from fedguard.defenses.dp_ftrl.matrix_mechanism import MatrixMechanism
+from fedguard.defenses.dp_ftrl.tree_factorization import prefix_workload, tree_factorization
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.privacy.matrix_events import MatrixGaussian
 from fedguard.types import RoundContext

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defenses.dp_ftrl.accounting import round_events
-from defenses.dp_ftrl.banded_factorization import bandmf_strategy
-from defenses.dp_ftrl.sensitivity import (
+from fedguard.defenses.dp_ftrl.accounting import round_events
+from fedguard.defenses.dp_ftrl.banded_factorization import bandmf_strategy
+from fedguard.defenses.dp_ftrl.sensitivity import (
     cyclic_patterns,
     max_participations,
     prefix_sensitivity_squared,
     sensitivity_squared,
 )
-from defenses.dp_ftrl.tree_factorization import tree_factorization
+from fedguard.defenses.dp_ftrl.tree_factorization import tree_factorization
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.accountants.rdp import RdpAccountant
 from fedguard.privacy.events import (

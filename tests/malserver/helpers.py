@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from attacks.inversion._common import InversionTask
+from fedguard.attacks.inversion._common import InversionTask
 from fedguard.models.flat import ParamLayout
 from fedguard.models.mlp import MLP
 from fedguard.types import BroadcastPlan, LocalTrainingRecipe, RoundContext, ServerView, Truth

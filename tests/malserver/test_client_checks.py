@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.malicious_server.model_inconsistency import ModelInconsistency
-from attacks.malicious_server.robbing_the_fed import RobbingTheFed
-from attacks.malicious_server.trap_weights import TrapWeights
-from defenses.client_checks.model_jump import STATE_KEY, ModelJump
-from defenses.client_checks.parameter_statistics import ParameterStatistics, max_row_cosine
 from fedguard.api import TransformContext
+from fedguard.attacks.malicious_server.model_inconsistency import ModelInconsistency
+from fedguard.attacks.malicious_server.robbing_the_fed import RobbingTheFed
+from fedguard.attacks.malicious_server.trap_weights import TrapWeights
+from fedguard.defenses.client_checks.model_jump import STATE_KEY, ModelJump
+from fedguard.defenses.client_checks.parameter_statistics import ParameterStatistics, max_row_cosine
 from fedguard.errors import ConfigError
 from fedguard.models.flat import ParamLayout
 from fedguard.types import RoundContext

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.secure_aggregation import crypto
-from defenses.secure_aggregation.errors import ModelCommitmentMismatch, ProtocolAbort
-from defenses.secure_aggregation.graph import complete_graph, harary_graph
-from defenses.secure_aggregation.messages import (
+from fedguard.defenses.secure_aggregation import crypto
+from fedguard.defenses.secure_aggregation.errors import ModelCommitmentMismatch, ProtocolAbort
+from fedguard.defenses.secure_aggregation.graph import complete_graph, harary_graph
+from fedguard.defenses.secure_aggregation.messages import (
     DIGEST_BYTES,
     SIG_BYTES,
     Stage,
@@ -24,9 +24,9 @@ from defenses.secure_aggregation.messages import (
     peek,
     read_keys_and_cohort,
 )
-from defenses.secure_aggregation.model_digest import model_digest
-from defenses.secure_aggregation.protocol import Client, ProtocolConfig, run_protocol
-from defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
+from fedguard.defenses.secure_aggregation.model_digest import model_digest
+from fedguard.defenses.secure_aggregation.protocol import Client, ProtocolConfig, run_protocol
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard.errors import ConfigError, RoundAborted
 from fedguard.types import RoundContext
 

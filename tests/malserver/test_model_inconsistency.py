@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.malicious_server.layers import first_layer
-from attacks.malicious_server.model_inconsistency import ModelInconsistency
-from defenses.secure_aggregation.errors import ModelCommitmentMismatch
-from defenses.secure_aggregation.model_digest import model_digest
-from defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
+from fedguard.attacks.malicious_server.layers import first_layer
+from fedguard.attacks.malicious_server.model_inconsistency import ModelInconsistency
+from fedguard.defenses.secure_aggregation.errors import ModelCommitmentMismatch
+from fedguard.defenses.secure_aggregation.model_digest import model_digest
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard.errors import ConfigError
 from fedguard.models.flat import ParamLayout
 from fedguard.types import BroadcastPlan, RoundContext
@@ -78,7 +78,7 @@ def test_without_commitment_the_sum_is_the_targets_update_and_its_samples_are_re
 
 def test_the_same_bins_on_the_whole_sum_recover_fewer_than_on_the_target_alone() -> None:
     """The inconsistency isolates the target: recovery from 6 samples instead of 30."""
-    from attacks.malicious_server.robbing_the_fed import RobbingTheFed
+    from fedguard.attacks.malicious_server.robbing_the_fed import RobbingTheFed
 
     got = {"inconsistent": 0.0, "consistent": 0.0}
     for trial in range(6):

@@ -9,15 +9,15 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from attacks.malicious_server.bins import (
+from fedguard.attacks.malicious_server.bins import (
     bin_recovery,
     bins_of,
     birthday_expectation,
     expected_alone_without_replacement,
 )
-from attacks.malicious_server.layers import first_layer
-from attacks.malicious_server.robbing_the_fed import RobbingTheFed
-from defenses.secure_aggregation.transport import SecAggPlusTransport
+from fedguard.attacks.malicious_server.layers import first_layer
+from fedguard.attacks.malicious_server.robbing_the_fed import RobbingTheFed
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport
 from fedguard.errors import IncompatibleError
 from fedguard.models.flat import ParamLayout
 from fedguard.types import RoundContext

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from attacks.malicious_server.layers import first_layer
-from attacks.malicious_server.trap import trap_recovery, trap_weight_matrix
-from attacks.malicious_server.trap_weights import TrapWeights
+from fedguard.attacks.malicious_server.layers import first_layer
+from fedguard.attacks.malicious_server.trap import trap_recovery, trap_weight_matrix
+from fedguard.attacks.malicious_server.trap_weights import TrapWeights
 from fedguard.models.flat import ParamLayout
 from tests.malserver.helpers import (
     LEARNING_RATE,

@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
-from attacks.inversion._common import InversionTask, ParamLayout, module_params
+from fedguard.attacks.inversion._common import InversionTask, ParamLayout, module_params
 from fedguard.types import ServerView
 
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from torch import nn
 
-from attacks.inversion.analytic import AnalyticInversion
-from attacks.inversion.dlg import DLG
-from attacks.inversion.inverting_gradients import InvertingGradients
+from fedguard.attacks.inversion.analytic import AnalyticInversion
+from fedguard.attacks.inversion.dlg import DLG
+from fedguard.attacks.inversion.inverting_gradients import InvertingGradients
 from fedguard.core import local_training
 from fedguard.errors import IncompatibleError
 from fedguard.models.lenet import LeNet5

@@ -10,7 +10,8 @@ import torch
 from pa_util import digits, digits_task, local_sgd, mlp, single_client_view
 from torch import nn
 
-from attacks.inversion._common import (
+from fedguard import registry
+from fedguard.attacks.inversion._common import (
     AGGREGATE_ID,
     InversionOutput,
     ParamLayout,
@@ -19,12 +20,15 @@ from attacks.inversion._common import (
     module_params,
     score_output,
 )
-from attacks.inversion.analytic import AnalyticInversion, analytic_single, fc_input_candidates
-from attacks.inversion.dlg import DLG
-from attacks.inversion.inverting_gradients import InvertingGradients
-from attacks.inversion.label_recovery import LabelRecovery, count_labels, idlg_label
-from attacks.inversion.sme import SME
-from fedguard import registry
+from fedguard.attacks.inversion.analytic import (
+    AnalyticInversion,
+    analytic_single,
+    fc_input_candidates,
+)
+from fedguard.attacks.inversion.dlg import DLG
+from fedguard.attacks.inversion.inverting_gradients import InvertingGradients
+from fedguard.attacks.inversion.label_recovery import LabelRecovery, count_labels, idlg_label
+from fedguard.attacks.inversion.sme import SME
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.types import ServerView, Truth
 
@@ -207,7 +211,7 @@ def test_label_counting_gives_every_negative_class_a_sample() -> None:
 def test_reconstruction_grid_layout_and_png(tmp_path) -> None:
     import matplotlib.pyplot as plt
 
-    from attacks.inversion.grid import reconstruction_grid, save_reconstruction_grid
+    from fedguard.attacks.inversion.grid import reconstruction_grid, save_reconstruction_grid
 
     model = mlp(0)
     xb, yb = X[:3], Y[:3]
@@ -224,7 +228,7 @@ def test_tabular_data_without_a_range() -> None:
     from pa_util import seeded_init_
     from sklearn.datasets import load_breast_cancer
 
-    from attacks.inversion._common import InversionTask
+    from fedguard.attacks.inversion._common import InversionTask
 
     data = load_breast_cancer()
     feats = (data.data - data.data.mean(0)) / data.data.std(0)

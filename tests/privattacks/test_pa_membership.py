@@ -10,15 +10,16 @@ from opacus.accountants import RDPAccountant
 from pa_util import digits, dp_sgd_train, local_sgd, mlp
 from scipy.stats import norm
 
-from attacks.inversion._common import ParamLayout, module_params
-from attacks.membership._common import (
+from fedguard import registry
+from fedguard.attacks.inversion._common import ParamLayout, module_params
+from fedguard.attacks.membership._common import (
     MembershipOutput,
     MembershipTask,
     membership_labels,
     membership_metrics,
     reliability_warnings,
 )
-from attacks.membership._shadow import (
+from fedguard.attacks.membership._shadow import (
     TrainingRecipe,
     draw_batches,
     init_stacked,
@@ -28,10 +29,9 @@ from attacks.membership._shadow import (
     train_sequential,
     train_stacked,
 )
-from attacks.membership.lira import LiRA, lira_scores, logit_scaled_confidence
-from attacks.membership.loss_threshold import LossThreshold, loss_scores
-from attacks.membership.rmia import RMIA, marginal_probability, rmia_scores
-from fedguard import registry
+from fedguard.attacks.membership.lira import LiRA, lira_scores, logit_scaled_confidence
+from fedguard.attacks.membership.loss_threshold import LossThreshold, loss_scores
+from fedguard.attacks.membership.rmia import RMIA, marginal_probability, rmia_scores
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import dp_consistency
 from fedguard.types import LocalTrainingRecipe, ServerView, Truth

@@ -13,22 +13,22 @@ import warnings
 import pytest
 import torch
 
-from attacks.inversion._common import select_targets, training_hparams
-from attacks.membership._common import (
+from fedguard.attacks.inversion._common import select_targets, training_hparams
+from fedguard.attacks.membership._common import (
     MembershipOutput,
     as_membership_task,
     attack_generator,
     resolve_target,
     score_membership,
 )
-from attacks.membership._shadow import (
+from fedguard.attacks.membership._shadow import (
     TrainingRecipe,
     draw_batches,
     train_sequential,
     train_stacked,
 )
-from attacks.membership.lira import LiRA
-from attacks.membership.loss_threshold import LossThreshold
+from fedguard.attacks.membership.lira import LiRA
+from fedguard.attacks.membership.loss_threshold import LossThreshold
 from fedguard.config import load_spec, parse_spec
 from fedguard.core.local_training import batch_schedule, local_steps
 from fedguard.core.simulation import Simulation

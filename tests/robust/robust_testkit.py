@@ -77,34 +77,41 @@ class RuleCase:
 
 
 RULES = [
-    RuleCase("median", "defenses.robust.median:Median"),
+    RuleCase("median", "fedguard.defenses.robust.median:Median"),
     RuleCase(
-        "trimmed_mean", "defenses.robust.trimmed_mean:TrimmedMean", uses_f=True, mean_at_f0=True
+        "trimmed_mean",
+        "fedguard.defenses.robust.trimmed_mean:TrimmedMean",
+        uses_f=True,
+        mean_at_f0=True,
     ),
-    RuleCase("geometric_median", "defenses.robust.geometric_median:GeometricMedian"),
-    RuleCase("krum", "defenses.robust.krum:Krum", uses_f=True),
-    RuleCase("multi_krum", "defenses.robust.multi_krum:MultiKrum", uses_f=True, mean_at_f0=True),
-    RuleCase("bulyan", "defenses.robust.bulyan:Bulyan", uses_f=True, mean_at_f0=True),
+    RuleCase("geometric_median", "fedguard.defenses.robust.geometric_median:GeometricMedian"),
+    RuleCase("krum", "fedguard.defenses.robust.krum:Krum", uses_f=True),
+    RuleCase(
+        "multi_krum", "fedguard.defenses.robust.multi_krum:MultiKrum", uses_f=True, mean_at_f0=True
+    ),
+    RuleCase("bulyan", "fedguard.defenses.robust.bulyan:Bulyan", uses_f=True, mean_at_f0=True),
     RuleCase(
         "centered_clipping",
-        "defenses.robust.centered_clipping:CenteredClipping",
+        "fedguard.defenses.robust.centered_clipping:CenteredClipping",
         params={"clip_radius": 1e3, "n_iterations": 1},
         mean_at_f0=True,
     ),
-    RuleCase("meamed", "defenses.robust.meamed:Meamed", uses_f=True, mean_at_f0=True),
-    RuleCase("mda", "defenses.robust.mda:MDA", uses_f=True, mean_at_f0=True),
-    RuleCase("cge", "defenses.robust.cge:CGE", uses_f=True, mean_at_f0=True),
-    RuleCase("dnc", "defenses.robust.dnc:DnC", uses_f=True, mean_at_f0=True),
-    RuleCase("signguard", "defenses.robust.signguard:SignGuard"),
-    RuleCase("fltrust", "defenses.robust.fltrust:FLTrust"),
-    RuleCase("foolsgold", "defenses.robust.foolsgold:FoolsGold", identical="zero"),
+    RuleCase("meamed", "fedguard.defenses.robust.meamed:Meamed", uses_f=True, mean_at_f0=True),
+    RuleCase("mda", "fedguard.defenses.robust.mda:MDA", uses_f=True, mean_at_f0=True),
+    RuleCase("cge", "fedguard.defenses.robust.cge:CGE", uses_f=True, mean_at_f0=True),
+    RuleCase("dnc", "fedguard.defenses.robust.dnc:DnC", uses_f=True, mean_at_f0=True),
+    RuleCase("signguard", "fedguard.defenses.robust.signguard:SignGuard"),
+    RuleCase("fltrust", "fedguard.defenses.robust.fltrust:FLTrust"),
+    RuleCase("foolsgold", "fedguard.defenses.robust.foolsgold:FoolsGold", identical="zero"),
     RuleCase(
         "norm_bound",
-        "defenses.robust.norm_bound:NormBound",
+        "fedguard.defenses.robust.norm_bound:NormBound",
         params={"clip_norm": 1e3},
         mean_at_f0=True,
     ),
-    RuleCase("sign_majority", "defenses.robust.sign_majority:SignMajority", identical="sign"),
+    RuleCase(
+        "sign_majority", "fedguard.defenses.robust.sign_majority:SignMajority", identical="sign"
+    ),
 ]
 RULE_IDS = [r.name for r in RULES]
 

@@ -10,19 +10,19 @@ import pytest
 import torch
 from robust_testkit import honest_updates, make_attack_ctx, make_ctx
 
-from attacks.poisoning.aggregator_aware import AggregatorAware, deviation
-from attacks.poisoning.alie import ALIE, alie_z
-from attacks.poisoning.common import perturbation
-from attacks.poisoning.fang import Fang, fang_krum_lambda_bound, krum_selects_malicious
-from attacks.poisoning.gaussian import GaussianAttack
-from attacks.poisoning.ipm import IPM
-from attacks.poisoning.mimic import Mimic
-from attacks.poisoning.min_max import MinMax, min_max_gamma
-from attacks.poisoning.min_sum import MinSum, min_sum_gamma
-from attacks.poisoning.scaling import Scaling
-from attacks.poisoning.sign_flip import SignFlip
-from defenses.robust.median import Median
 from fedguard import registry
+from fedguard.attacks.poisoning.aggregator_aware import AggregatorAware, deviation
+from fedguard.attacks.poisoning.alie import ALIE, alie_z
+from fedguard.attacks.poisoning.common import perturbation
+from fedguard.attacks.poisoning.fang import Fang, fang_krum_lambda_bound, krum_selects_malicious
+from fedguard.attacks.poisoning.gaussian import GaussianAttack
+from fedguard.attacks.poisoning.ipm import IPM
+from fedguard.attacks.poisoning.mimic import Mimic
+from fedguard.attacks.poisoning.min_max import MinMax, min_max_gamma
+from fedguard.attacks.poisoning.min_sum import MinSum, min_sum_gamma
+from fedguard.attacks.poisoning.scaling import Scaling
+from fedguard.attacks.poisoning.sign_flip import SignFlip
+from fedguard.defenses.robust.median import Median
 from fedguard.errors import ConfigError
 
 REF = json.loads((Path(__file__).parent / "fixtures" / "reference.json").read_text())

@@ -6,16 +6,16 @@ import pytest
 import torch
 from robust_testkit import honest_updates, make_ctx
 
-from defenses.robust.arc import ARC
-from defenses.robust.bucketing import Bucketing
-from defenses.robust.clipping import Clipping
-from defenses.robust.compose import compose, split_name
-from defenses.robust.fltrust import FLTrust
-from defenses.robust.krum import Krum
-from defenses.robust.multi_krum import MultiKrum
-from defenses.robust.nnm import NNM
-from defenses.robust.trimmed_mean import TrimmedMean
 from fedguard.api import PreAggregator
+from fedguard.defenses.robust.arc import ARC
+from fedguard.defenses.robust.bucketing import Bucketing
+from fedguard.defenses.robust.clipping import Clipping
+from fedguard.defenses.robust.compose import compose, split_name
+from fedguard.defenses.robust.fltrust import FLTrust
+from fedguard.defenses.robust.krum import Krum
+from fedguard.defenses.robust.multi_krum import MultiKrum
+from fedguard.defenses.robust.nnm import NNM
+from fedguard.defenses.robust.trimmed_mean import TrimmedMean
 from fedguard.errors import ConfigError
 from fedguard.registry import build_composite as create_composite
 

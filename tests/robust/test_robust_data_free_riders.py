@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.free_riders.delta_replay import DeltaReplay
-from attacks.free_riders.disguised import DisguisedFreeRider
-from attacks.free_riders.noise import NoiseFreeRider
-from attacks.free_riders.zero import ZeroFreeRider
-from attacks.poisoning.backdoor import Backdoor
-from attacks.poisoning.label_flip import LabelFlip
 from fedguard.api import FreeRiderContext
+from fedguard.attacks.free_riders.delta_replay import DeltaReplay
+from fedguard.attacks.free_riders.disguised import DisguisedFreeRider
+from fedguard.attacks.free_riders.noise import NoiseFreeRider
+from fedguard.attacks.free_riders.zero import ZeroFreeRider
+from fedguard.attacks.poisoning.backdoor import Backdoor
+from fedguard.attacks.poisoning.label_flip import LabelFlip
 from fedguard.errors import ConfigError
 
 
@@ -91,7 +91,7 @@ def test_disguised_free_rider_scale_decays() -> None:
 def test_random_labels_are_uniform_and_seeded() -> None:
     import torch
 
-    from attacks.poisoning.random_labels import RandomLabels
+    from fedguard.attacks.poisoning.random_labels import RandomLabels
 
     x = torch.zeros(4000, 3)
     y = torch.zeros(4000, dtype=torch.long)

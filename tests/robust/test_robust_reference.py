@@ -17,24 +17,24 @@ from robust_testkit import make_ctx
 from scipy.optimize import minimize
 from scipy.stats import trim_mean
 
-from defenses.robust.arc import ARC, arc_clip_count
-from defenses.robust.bulyan import Bulyan
-from defenses.robust.centered_clipping import CenteredClipping
-from defenses.robust.cge import CGE
-from defenses.robust.dnc import DnC
-from defenses.robust.fltrust import FLTrust
-from defenses.robust.foolsgold import FoolsGold, foolsgold_weights
-from defenses.robust.geometric_median import GeometricMedian
-from defenses.robust.kernels import pairwise_sq_distances
-from defenses.robust.krum import Krum
-from defenses.robust.mda import MDA
-from defenses.robust.meamed import Meamed
-from defenses.robust.median import Median
-from defenses.robust.multi_krum import MultiKrum
-from defenses.robust.nnm import NNM
-from defenses.robust.norm_bound import NormBound
-from defenses.robust.sign_majority import SignMajority
-from defenses.robust.trimmed_mean import TrimmedMean
+from fedguard.defenses.robust.arc import ARC, arc_clip_count
+from fedguard.defenses.robust.bulyan import Bulyan
+from fedguard.defenses.robust.centered_clipping import CenteredClipping
+from fedguard.defenses.robust.cge import CGE
+from fedguard.defenses.robust.dnc import DnC
+from fedguard.defenses.robust.fltrust import FLTrust
+from fedguard.defenses.robust.foolsgold import FoolsGold, foolsgold_weights
+from fedguard.defenses.robust.geometric_median import GeometricMedian
+from fedguard.defenses.robust.kernels import pairwise_sq_distances
+from fedguard.defenses.robust.krum import Krum
+from fedguard.defenses.robust.mda import MDA
+from fedguard.defenses.robust.meamed import Meamed
+from fedguard.defenses.robust.median import Median
+from fedguard.defenses.robust.multi_krum import MultiKrum
+from fedguard.defenses.robust.nnm import NNM
+from fedguard.defenses.robust.norm_bound import NormBound
+from fedguard.defenses.robust.sign_majority import SignMajority
+from fedguard.defenses.robust.trimmed_mean import TrimmedMean
 from fedguard.errors import ConfigError
 
 REF = json.loads((Path(__file__).parent / "fixtures" / "reference.json").read_text())
@@ -195,7 +195,7 @@ def test_signguard_mean_shift_matches_scikit_learn_live() -> None:
     from sklearn.cluster import MeanShift
     from sklearn.cluster import estimate_bandwidth as sk_bandwidth
 
-    from defenses.robust.signguard import estimate_bandwidth, mean_shift_labels
+    from fedguard.defenses.robust.signguard import estimate_bandwidth, mean_shift_labels
 
     rng = np.random.default_rng(0)
     for _ in range(10):
@@ -211,7 +211,7 @@ def test_signguard_mean_shift_matches_scikit_learn_live() -> None:
 
 
 def test_dnc_scores_equal_svd_projection() -> None:
-    from defenses.robust.dnc import dnc_outlier_scores
+    from fedguard.defenses.robust.dnc import dnc_outlier_scores
 
     centred = X - X.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)

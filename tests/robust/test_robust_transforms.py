@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses.momentum import ClientMomentum
-from defenses.robust.partial_sharing import PartialSharing
 from fedguard.api import TransformContext
+from fedguard.defenses.momentum import ClientMomentum
+from fedguard.defenses.robust.partial_sharing import PartialSharing
 from fedguard.errors import ConfigError
 from fedguard.types import RoundContext
 

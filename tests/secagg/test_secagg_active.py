@@ -18,11 +18,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defenses.secure_aggregation import crypto
-from defenses.secure_aggregation.authentication import graph_seed, open_message, sign_message
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
-from defenses.secure_aggregation.graph import complete_graph, harary_graph
-from defenses.secure_aggregation.messages import (
+from fedguard.defenses.secure_aggregation import crypto
+from fedguard.defenses.secure_aggregation.authentication import (
+    graph_seed,
+    open_message,
+    sign_message,
+)
+from fedguard.defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
+from fedguard.defenses.secure_aggregation.graph import complete_graph, harary_graph
+from fedguard.defenses.secure_aggregation.messages import (
     HEADER_BYTES,
     SIG_BYTES,
     Stage,
@@ -30,14 +34,14 @@ from defenses.secure_aggregation.messages import (
     payload,
     peek,
 )
-from defenses.secure_aggregation.protocol import (
+from fedguard.defenses.secure_aggregation.protocol import (
     Client,
     DropPoint,
     ProtocolConfig,
     ProtocolResult,
     run_protocol,
 )
-from defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard.errors import ConfigError
 from fedguard.types import RoundContext
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from defenses.secure_aggregation.errors import EncodingOverflow
-from defenses.secure_aggregation.fixed_point import (
+from fedguard.defenses.secure_aggregation.errors import EncodingOverflow
+from fedguard.defenses.secure_aggregation.fixed_point import (
     Encoding,
     choose_encoding,
     decode,
@@ -20,7 +20,7 @@ from defenses.secure_aggregation.fixed_point import (
     error_bound,
     to_ring,
 )
-from defenses.secure_aggregation.noise import SkellamNoise
+from fedguard.defenses.secure_aggregation.noise import SkellamNoise
 
 
 def _ring_sum(ints: list[torch.Tensor], enc: Encoding) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from defenses.secure_aggregation.noise import DiscreteGaussianNoise, SkellamNoise
+from fedguard.defenses.secure_aggregation.noise import DiscreteGaussianNoise, SkellamNoise
 from fedguard.errors import ConfigError
 
 

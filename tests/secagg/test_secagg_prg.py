@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy import stats
 
-from defenses.secure_aggregation import prg
+from fedguard.defenses.secure_aggregation import prg
 
 # RFC 8439 (RFC 7539) Appendix A.1, test vector #1: all-zero key, nonce and block counter 0.
 CHACHA20_ZERO_BLOCK = bytes.fromhex(

@@ -12,10 +12,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from defenses.secure_aggregation import crypto
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
-from defenses.secure_aggregation.graph import Graph, complete_graph, harary_graph
-from defenses.secure_aggregation.messages import (
+from fedguard.defenses.secure_aggregation import crypto
+from fedguard.defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
+from fedguard.defenses.secure_aggregation.graph import Graph, complete_graph, harary_graph
+from fedguard.defenses.secure_aggregation.messages import (
     HEADER_BYTES,
     ShareKind,
     Stage,
@@ -25,7 +25,7 @@ from defenses.secure_aggregation.messages import (
     read_ids,
     read_unmask,
 )
-from defenses.secure_aggregation.protocol import DropPoint, ProtocolConfig, run_protocol
+from fedguard.defenses.secure_aggregation.protocol import DropPoint, ProtocolConfig, run_protocol
 from fedguard.errors import ConfigError, UserError
 
 
@@ -326,7 +326,7 @@ def test_bad_configuration_is_refused_with_one_sentence() -> None:
 
 def test_a_client_answers_one_survivor_list_and_one_unmasking_request() -> None:
     """Driving the parties by hand: a server that asks twice (to learn both secrets) is refused."""
-    from defenses.secure_aggregation.protocol import Client, Server
+    from fedguard.defenses.secure_aggregation.protocol import Client, Server
 
     ids = (0, 1, 2)
     cfg = ProtocolConfig(round_index=0, dim=4, bits=8, threshold=2, graph=complete_graph(ids))
@@ -358,8 +358,8 @@ def test_server_with_t_minus_one_colluding_clients_learns_nothing_about_an_input
     """Server view + the full state of t − 1 = 2 colluders: their shares of client 0's secrets
     do not reconstruct them, and client 0's masked vector with every mask they know removed is
     still uniform in Z_R (the honest pairwise mask and the self mask remain)."""
-    from defenses.secure_aggregation import prg, shamir
-    from defenses.secure_aggregation.protocol import Client, Server
+    from fedguard.defenses.secure_aggregation import prg, shamir
+    from fedguard.defenses.secure_aggregation.protocol import Client, Server
 
     ids, bits, d = (0, 1, 2, 3), 8, 30_000
     cfg = ProtocolConfig(round_index=7, dim=d, bits=bits, threshold=3, graph=complete_graph(ids))

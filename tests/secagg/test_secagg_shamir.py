@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from defenses.secure_aggregation import shamir
+from fedguard.defenses.secure_aggregation import shamir
 
 PRIMES = [shamir.MERSENNE_31, shamir.MERSENNE_127]
 
@@ -112,7 +112,12 @@ def test_secret_bytes_round_trip_and_bad_inputs() -> None:
 
 
 def test_combine_many_matches_combine_for_each_point_set() -> None:
-    from defenses.secure_aggregation.shamir import MERSENNE_31, combine, combine_many, split
+    from fedguard.defenses.secure_aggregation.shamir import (
+        MERSENNE_31,
+        combine,
+        combine_many,
+        split,
+    )
 
     rng = np.random.default_rng(4)
     secrets = rng.integers(0, MERSENNE_31, (5, 3))  # 5 owners, 3 field elements each

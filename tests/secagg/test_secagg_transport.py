@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation, SecAggError
-from defenses.secure_aggregation.noise import DiscreteGaussianNoise, SkellamNoise
-from defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard import registry
 from fedguard.api import Transport
+from fedguard.defenses.secure_aggregation.errors import (
+    ProtocolAbort,
+    ProtocolViolation,
+    SecAggError,
+)
+from fedguard.defenses.secure_aggregation.noise import DiscreteGaussianNoise, SkellamNoise
+from fedguard.defenses.secure_aggregation.transport import SecAggPlusTransport, SecAggTransport
 from fedguard.errors import ConfigError, UserError
 from fedguard.types import RoundContext
 

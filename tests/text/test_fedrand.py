@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses.lora.fedrand import FedRand, pair_masks
 from fedguard.api import TransformContext
+from fedguard.defenses.lora.fedrand import FedRand, pair_masks
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.models.flat import FlatModel
 from fedguard.models.gpt import GPT

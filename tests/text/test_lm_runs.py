@@ -88,10 +88,10 @@ def test_fedrand_never_hands_the_transport_a_private_part_in_a_real_run() -> Non
     one of A and B is sent, the one its keyed draw says it took from the server."""
     from dataclasses import replace
 
-    from defenses.lora.fedrand import pair_masks
     from fedguard.api import TransformContext
     from fedguard.components import build_components
     from fedguard.core.simulation import Simulation
+    from fedguard.defenses.lora.fedrand import pair_masks
     from fedguard.types import RoundContext
     from tests.core.test_round_stages import SpyTransport
 

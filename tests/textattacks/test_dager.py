@@ -7,10 +7,10 @@ import pytest
 import torch
 from textattack_util import fedsgd_update, random_tokens, seeded_gpt
 
-from attacks.text.dager import FAILED, RECOVERED, TOKENS_ONLY, ObservedLayer, dager_recover
-from attacks.text.gradient_span import gradient_span, span_distance
-from attacks.text.layer_inputs import projection_inputs
-from attacks.text.recovery_scores import sequence_scores
+from fedguard.attacks.text.dager import FAILED, RECOVERED, TOKENS_ONLY, ObservedLayer, dager_recover
+from fedguard.attacks.text.gradient_span import gradient_span, span_distance
+from fedguard.attacks.text.layer_inputs import projection_inputs
+from fedguard.attacks.text.recovery_scores import sequence_scores
 
 VOCAB, DIM, CONTEXT = 64, 32, 16
 #: the span threshold τ for this PyTorch-initialised model: its attention mixes strongly, so a

@@ -11,15 +11,15 @@ import torch
 from textattack_util import lm_loss, seeded_gpt
 from torch import Tensor, nn
 
-from attacks.text.decoding import continue_prompts
-from attacks.text.exposure import (
+from fedguard.attacks.text.decoding import continue_prompts
+from fedguard.attacks.text.exposure import (
     exact_exposure,
     exposure_from_rank,
     rank_of,
     skew_normal_exposure,
 )
-from attacks.text.lm_scoring import sequence_nll, token_log_probs
-from attacks.text.membership_scores import (
+from fedguard.attacks.text.lm_scoring import sequence_nll, token_log_probs
+from fedguard.attacks.text.membership_scores import (
     loss_scores,
     reference_lira_scores,
     zlib_ratio_scores,

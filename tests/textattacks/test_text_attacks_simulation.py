@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from attacks.text.dager_attack import AGGREGATE
+from fedguard.attacks.text.dager_attack import AGGREGATE
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
 
