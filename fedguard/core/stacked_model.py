@@ -22,7 +22,7 @@ gradients of one backward pass).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +90,7 @@ class StackedModel:
         offsets = {name: i for i, name in enumerate(model.layout.names)}
         layers = []
         used: set[str] = set()
-        for index, child in module.named_children():
+        for index, child in _sequential_leaves(module):
             if isinstance(child, nn.Linear):
                 layers.append(
                     StackedLayer(child, offsets[f"{index}.weight"], offsets.get(f"{index}.bias"))
@@ -196,6 +196,16 @@ class StackedModel:
             else:
                 h = m(h)
         return h, traces
+
+
+def _sequential_leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """The layers of a ``nn.Sequential`` with nested ``nn.Sequential`` blocks inlined (LeNet-5's
+    feature block), each with its qualified parameter prefix (``"0.3"``)."""
+    for name, child in module.named_children():
+        if type(child) is nn.Sequential:
+            yield from _sequential_leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
 
 
 class _Unsupported(Exception):
