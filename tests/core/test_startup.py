@@ -62,3 +62,25 @@ def test_digits_are_parsed_once_and_read_only() -> None:
         images[0, 0, 0] = 1.0
     with pytest.raises(ValueError, match="read-only"):
         target[0] = 1
+
+
+def test_alie_z_loads_scipy_special_only() -> None:
+    """Every matrix worker runs ALIE cells: its Φ⁻¹ is scipy.special's ndtri (what
+    scipy.stats.norm.ppf evaluates, bit for bit), so scipy.stats is never loaded."""
+    from scipy.stats import norm
+
+    from attacks.poisoning.alie import alie_z
+
+    for n, f in [(25, 5), (10, 2), (20, 4), (101, 30)]:
+        s = n // 2 + 1 - f
+        assert alie_z(n, f) == float(norm.ppf((n - s) / n))
+    probe = (
+        "import sys\nfrom attacks.poisoning.alie import alie_z\nalie_z(20, 4)\n"
+        "print('scipy.stats' in sys.modules, 'scipy.special' in sys.modules)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=root, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
