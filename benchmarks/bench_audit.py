@@ -219,11 +219,14 @@ class StandInCentralNoise(ServerTransform):
         total = aggregate * len(ctx.client_ids)  # (d,) the sum of the clipped updates
         noise = torch.randn(aggregate.shape, generator=ctx.round.generator("bench_noise"))
         released = total + self.noise_multiplier * self.clip_norm * noise
-        event = {
+        from fedguard.privacy.events import event_from_dict
+
+        claimed = {
             "type": "gaussian",
             "noise_multiplier": self.claimed_noise_multiplier,
             "sensitivity": self.clip_norm,
         }
+        event = event_from_dict(claimed)
         return TransformOutput(released / ctx.sampling["expected_cohort"], events=(event,))
 
 

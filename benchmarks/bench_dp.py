@@ -336,3 +336,4 @@ def main() -> None:
 if __name__ == "__main__":
     main()
     __import__("accountant_grid").main([])  # issue 22's accountant grid, calibrate, RQM
+    __import__("dp_ftrl_section").main([])  # issue 22: DP-FTRL / BandMF error and utility

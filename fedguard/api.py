@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
+from fedguard.privacy.events import ClientEvent, PrivacyEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -116,7 +117,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[Any, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -161,7 +162,7 @@ class TransportOutput:
     updates: Tensor | None  # (n, d) or None
     update_sum: Tensor  # (d,)
     weight_sum: float
-    events: tuple[Any, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
     info: Mapping[str, Any] = field(default_factory=dict)  # cost: bytes, seconds, dropouts
 
 

@@ -65,10 +65,14 @@ class DataConfig(_Strict):
 
 class ClientsConfig(_Strict):
     n_clients: int = Field(20, ge=1)
-    sampling: Literal["all", "fixed", "poisson"] = "all"
+    sampling: Literal["all", "fixed", "poisson", "min_separation"] = "all"
     cohort_size: int | None = Field(None, ge=1)
     sampling_rate: float | None = Field(None, gt=0, le=1)
     weighting: Literal["samples", "uniform"] = "samples"
+    #: b of ``sampling: min_separation``: a client takes part at most once every b rounds (the
+    #: clients are split into b fixed groups, group t mod b is eligible in round t; with
+    #: ``sampling_rate`` q each eligible client takes part with probability q)
+    min_separation: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _sampling_params(self) -> ClientsConfig:
@@ -78,6 +82,17 @@ class ClientsConfig(_Strict):
             raise ValueError("clients.cohort_size must not exceed clients.n_clients")
         if self.sampling == "poisson" and self.sampling_rate is None:
             raise ValueError("clients.sampling_rate is required when clients.sampling is 'poisson'")
+        if self.sampling == "min_separation":
+            if self.min_separation is None:
+                raise ValueError(
+                    "clients.min_separation is required when clients.sampling is 'min_separation'"
+                )
+            if self.min_separation > self.n_clients:
+                raise ValueError("clients.min_separation must not exceed clients.n_clients")
+        elif self.min_separation is not None:
+            raise ValueError(
+                "clients.min_separation is only allowed with sampling 'min_separation'"
+            )
         return self
 
 
@@ -156,6 +171,15 @@ class AttackConfig(_Strict):
     #: outside that window they train honestly on clean data (durability after attackers leave)
     start_round: int = Field(0, ge=0)
     stop_round: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> AttackConfig:
+        if self.stop_round is not None and self.stop_round <= self.start_round:
+            raise ValueError(
+                f"attack.stop_round must be greater than attack.start_round "
+                f"({self.start_round}); got {self.stop_round}."
+            )
+        return self
 
 
 class PrivacyConfig(_Strict):
@@ -244,6 +268,8 @@ class RunSpec(_Strict):
         data = fill_defaults(self.model_dump(mode="json"))
         if data.get("training_seed") is None:
             data.pop("training_seed", None)  # unset: the hash of every earlier spec is unchanged
+        if data.get("clients", {}).get("min_separation", 0) is None:
+            data["clients"].pop("min_separation")  # likewise for the min-separation schedule
         # chunking is exact, so the memory budget never changes a result: not part of the hash
         data.get("training", {}).pop("max_memory", None)
         return data

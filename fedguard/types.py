@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError
+from fedguard.privacy.events import ClientEvent, PrivacyEvent
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class AggregationResult:
     scores: Tensor | None = None  # (n,)
     flagged: tuple[int, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
-    events: tuple[Any, ...] = ()  # privacy events of a rule that adds noise itself (DP-BREM)
+    #: privacy events of a rule that adds noise itself (DP-BREM)
+    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
 
 
 @dataclass(frozen=True)

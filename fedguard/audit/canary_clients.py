@@ -91,7 +91,7 @@ def install_canaries(
         require(public_population >= n_total, "public_population", "at least the population")
         described = public_population
     sim.sampling = sampling_description(
-        c.sampling, described, c.cohort_size or 0, c.sampling_rate or 0
+        c.sampling, described, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
     )
     if k == 0:
         return ()

@@ -224,7 +224,7 @@ def empirical_audit(
     while state.round < n_rounds:
         before = state.params
         state, output = sim.run_round(state)
-        ledger["rounds"].append({"round": state.round, **output.events})
+        ledger["rounds"].append({"round": state.round, **output.events.to_dict()})
         if statistic == "rounds":
             round_deltas.append((state.params - before).detach().double().cpu())
     training_seconds = time.perf_counter() - started

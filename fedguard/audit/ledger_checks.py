@@ -49,7 +49,7 @@ from fedguard.audit.mechanism_events import (
     num,
 )
 from fedguard.config import ComponentSpec, RunSpec
-from fedguard.core.sampling import sampling_description
+from fedguard.core.sampling import min_separation_groups, sampling_description
 from fedguard.errors import UserError
 from fedguard.privacy.events import (
     PrivacyEvent,
@@ -199,7 +199,9 @@ class _Checker:
 
 def _spec_sampling(spec: RunSpec) -> dict[str, Any]:
     c = spec.clients
-    return sampling_description(c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0)
+    return sampling_description(
+        c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,9 +417,26 @@ def _check_participants(
                 f"rounds.jsonl round {t}: clients {n} does not match spec.yaml's "
                 f"clients.cohort_size {c.cohort_size}."
             )
+        elif c.sampling == "min_separation" and isinstance(t, int):
+            failure = _min_separation_cohort(spec, n, t)
         if failure:
             break
     checker.result("participants", failure, f"every round's cohort fits clients.{c.sampling}")
+
+
+def _min_separation_cohort(spec: RunSpec, n: int, t: int) -> str | None:
+    """Round t (1-based) of a min-separation schedule draws from group (t − 1) mod b only, and
+    takes all of it unless a sampling rate thins it."""
+    c = spec.clients
+    b = c.min_separation or 1
+    seed = spec.seed if spec.training_seed is None else spec.training_seed
+    group = int((min_separation_groups(c.n_clients, b, seed) == (t - 1) % b).sum())
+    if n > group or (c.sampling_rate in (None, 1.0) and n != group):
+        return (
+            f"rounds.jsonl round {t}: clients {n} does not fit spec.yaml's min-separation "
+            f"schedule (group {(t - 1) % b} of clients.min_separation {b} has {group} clients)."
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------

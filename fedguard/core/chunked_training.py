@@ -163,8 +163,17 @@ class ChunkedTrainer:
         size = self.chunk_size(model, data, ids, cfg)
         if size >= len(ids):
             return self.trainer(model, global_params, data, ids, cfg, seed, round_index)
+        per_client = global_params.dim() == 2  # each client's own starting point
         parts = [
-            self.trainer(model, global_params, data, ids[k : k + size], cfg, seed, round_index)
+            self.trainer(
+                model,
+                global_params[k : k + size] if per_client else global_params,
+                data,
+                ids[k : k + size],
+                cfg,
+                seed,
+                round_index,
+            )
             for k in range(0, len(ids), size)
         ]
         return torch.cat(parts)

@@ -22,7 +22,7 @@ from fedguard.core.stacked_model import StackedModel
 @dataclass
 class ClientStack:
     plan: StackedModel | None
-    global_params: Tensor  # (d,)
+    global_params: Tensor  # (d,), or (n, d) per-client starting points in stack order
     params: Tensor  # (n, d)
     grads: list[Tensor]  # blocks (n, *shape), overwritten every step
     buffer: list[Tensor] | None  # momentum blocks, None without momentum
@@ -55,7 +55,9 @@ class ClientStack:
         convention ``b ← m·b + g; w ← w − η·b`` on the prefix views ``params`` (from
         :meth:`prefix`), in place (``grads`` may be overwritten)."""
         k = params[0].shape[0]
-        anchors = self.split(self.global_params[None]) if prox_mu else []  # (1, *shape) each
+        start = self.global_params
+        start = start[None] if start.dim() == 1 else start[:k]  # (1 or k, d)
+        anchors = self.split(start) if prox_mu else []  # (1 or k, *shape) each
         for j, (p, g) in enumerate(zip(params, grads, strict=True)):
             if prox_mu:
                 g = g.add_(p, alpha=prox_mu).sub_(anchors[j], alpha=prox_mu)

@@ -27,6 +27,8 @@ class FederatedData:
     value_range: tuple[float, float] | None
     #: training-split mean/std applied to all splits (None: features used as loaded)
     normalization: dict | None = None
+    #: every client's data before poisoning (kept only when an attack window needs it)
+    clean_clients: ClientData | None = None
 
     def client_arrays(self, client: int) -> tuple[Tensor, Tensor]:
         n = int(self.clients.counts[client])
@@ -46,6 +48,7 @@ def build_federated_data(
     data_attack=None,
     malicious: tuple[int, ...] = (),
     duplicates: Mapping[int, int] | None = None,
+    keep_clean: bool = False,
 ) -> FederatedData:
     """Split, partition, copy duplicated clients' data (``{target: source}``: the target's own
     share is replaced by an exact copy of the source's), then poison malicious clients' data."""
@@ -61,6 +64,7 @@ def build_federated_data(
         parts[target] = parts[source].copy()
     feats = [train.features[p] for p in parts]
     labels = [train.labels[p] for p in parts]
+    clean = ClientData.pad(feats, labels) if keep_clean and data_attack is not None else None
     if data_attack is not None:
         for cid in malicious:
             gen = torch_generator(seed, -1, cid, "data_attack")
@@ -77,4 +81,5 @@ def build_federated_data(
         dataset.input_shape,
         train.value_range,
         normalization,
+        clean,
     )

@@ -174,7 +174,7 @@ def _gradient_fn(model: FlatModel, plan: StackedModel | None) -> GradientFn:
 
 def train_vectorized(
     model: FlatModel,
-    global_params: Tensor,  # (d,)
+    global_params: Tensor,  # (d,), or (n, d): each client's own starting point
     data: ClientData,
     client_ids: Sequence[int],
     cfg: LocalTrainingConfig,
@@ -183,7 +183,7 @@ def train_vectorized(
     *,
     engine: str = "auto",
 ) -> Tensor:
-    """Train all ``client_ids`` together; returns their deltas ``(n, d)``.
+    """Train all ``client_ids`` together; returns their deltas ``(n, d)`` from their starts.
 
     Clients are ordered by decreasing schedule length, so the clients still training at any step
     are a prefix of the stacked parameters: each step works on views of that prefix (no padding
@@ -203,6 +203,8 @@ def train_vectorized(
         rows, index, mask = rows[order], index[order], mask[order]
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
 
+    if global_params.dim() == 2 and order is not None:  # per-client starts, in stack order
+        global_params = global_params[order.to(global_params.device)]
     stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
     for step, k in enumerate(active):
         positions = index[:k, step]  # (k, batch)
@@ -231,7 +233,10 @@ def train_sequential(
     """Reference: one client after the other with a plain ``nn.Module`` and ``torch.optim.SGD``."""
     module = model.module
     deltas = []
-    for cid in client_ids:
+    starts = global_params if global_params.dim() == 2 else None  # per-client starting points
+    for row, cid in enumerate(client_ids):
+        if starts is not None:
+            global_params = starts[row]
         count = int(data.counts[cid])
         index, mask = batch_schedule([count], [cid], cfg, seed, round_index)
         torch.nn.utils.vector_to_parameters(global_params.clone(), module.parameters())

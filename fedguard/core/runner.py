@@ -119,7 +119,7 @@ class RoundPlayer:
         if len(sim.privacy_outputs) > seen:
             self._truth = sim.truth() if self._truth is None else self._truth
             record.update(attack_results(sim.privacy_outputs[seen:], self._truth, self.directory))
-        ledger["rounds"].append({"round": state.round, **output.events})
+        ledger["rounds"].append({"round": state.round, **output.events.to_dict()})
         # a non-finite model: nothing later can be trusted (the record says why)
         stopped = "diverged" in record
         stop = spec.privacy.stop_at_epsilon

@@ -1,10 +1,10 @@
-"""The federated round loop with the hook points of the design.
+"""A federated training run in memory: its setup and the state between rounds.
 
-One round: sample → broadcast → local training (vectorized) → client transforms (momentum, clip,
-noise; privacy events) → malicious replacement → free-riders → transport (plain or secure
-aggregation) → observers see the ServerView → (pre-)aggregation → server transforms → server
-optimizer → evaluation. All cross-round state lives in :class:`SimulationState`, so a run can be
-checkpointed after any round and resumed bit-for-bit on CPU (every random draw is keyed by round).
+One round is the pipeline of named stages in :mod:`fedguard.core.round_stages` (sample →
+broadcast → client checks → receive → local training → send → client transforms → attacks →
+finite check → transport → observe → aggregate → server update → finish). All cross-round state
+lives in :class:`SimulationState`, so a run can be checkpointed after any round and resumed
+bit-for-bit on CPU (every random draw is keyed by round).
 """
 
 from __future__ import annotations
@@ -12,40 +12,28 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from fedguard.api import (
-    AttackContext,
-    FreeRiderContext,
-    TransformContext,
-)
+from fedguard.api import ServerBroadcast
 from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
-from fedguard.core.finite_rows import finite_rows
 from fedguard.core.knowledge import AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
-from fedguard.core.sampling import sample_clients, sampling_description
-from fedguard.core.server_optimizer import ServerOptimizerConfig, server_step
-from fedguard.errors import ConfigError, RoundAborted
+from fedguard.core.round_stages import play_round
+from fedguard.core.round_state import RoundState
+from fedguard.core.sampling import sampling_description
+from fedguard.core.server_optimizer import ServerOptimizerConfig
+from fedguard.errors import ConfigError
 from fedguard.models.flat import FlatModel
+from fedguard.privacy.round_events import RoundEvents
 from fedguard.rng import numpy_generator, stream_seed, torch_generator
-from fedguard.types import (
-    AggregationContext,
-    AggregationResult,
-    LocalTrainingRecipe,
-    RoundContext,
-    ServerView,
-    Truth,
-)
-
-HISTORY = 20  # global deltas kept for free-riders that replay or mimic them
+from fedguard.types import AggregationContext, LocalTrainingRecipe, RoundContext, ServerView, Truth
 
 
 @dataclass
@@ -59,6 +47,8 @@ class SimulationState:
     client_transform_states: list[dict[str, Any]] = field(default_factory=list)
     server_transform_states: list[dict[str, Any]] = field(default_factory=list)
     global_deltas: list[Tensor] = field(default_factory=list)
+    client_check_states: list[dict[str, Any]] = field(default_factory=list)
+    payload_state: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +59,8 @@ class SimulationState:
             "client_transform_states": [dict(s) for s in self.client_transform_states],
             "server_transform_states": [dict(s) for s in self.server_transform_states],
             "global_deltas": self.global_deltas,
+            "client_check_states": [dict(s) for s in self.client_check_states],
+            "payload_state": dict(self.payload_state),
         }
 
     @staticmethod
@@ -79,7 +71,7 @@ class SimulationState:
 @dataclass(frozen=True)
 class RoundOutput:
     record: dict[str, Any]
-    events: dict[str, Any]  # privacy events: {"population": [...], "clients": {id: [...]}}
+    events: RoundEvents  # typed privacy events; the runner's ledger entry serialises them
     view: ServerView | None
     updates: dict[str, Tensor] | None  # what the server saw, for --save-updates
 
@@ -137,8 +129,12 @@ class Simulation:
             self.components.data_attack,
             self.malicious,
             spec.data.duplicate_clients,
+            keep_clean=spec.attack.start_round > 0 or spec.attack.stop_round is not None,
         )
         self.clients = self.data.clients.to(self.device)
+        #: the malicious clients' unpoisoned data, trained on outside the attack window
+        clean = self.data.clean_clients
+        self.clean_clients = clean.to(self.device) if clean is not None else self.clients
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
@@ -161,7 +157,7 @@ class Simulation:
         self.server_opt = ServerOptimizerConfig(**spec.server.model_dump())
         c = spec.clients
         self.sampling = sampling_description(
-            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0
+            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, c.min_separation or 1
         )
         self.test = (self.data.test.features.to(self.device), self.data.test.labels.to(self.device))
         self.triggered = None
@@ -172,6 +168,19 @@ class Simulation:
             if trig is not None:
                 self.triggered = (trig[0].to(self.device), trig[1].to(self.device))
         self.privacy_outputs: list[tuple[int, Any, Any]] = []
+        self.recipe = local_training_recipe(spec)
+        broadcasters = [
+            a for a in self.components.privacy_attacks if isinstance(a, ServerBroadcast)
+        ]
+        if len(broadcasters) > 1:
+            raise ConfigError(
+                "attack.privacy_attacks may hold at most one attack that changes the broadcast "
+                f"model; got {len(broadcasters)}."
+            )
+        #: the server-side component that chooses what clients receive (None: an honest server)
+        self.broadcaster: ServerBroadcast | None = broadcasters[0] if broadcasters else None
+        #: whether the transport binds the received model into secure aggregation
+        self.digests_needed = bool(getattr(self.components.transport, "model_commitment", False))
 
     # ------------------------------------------------------------------ state
 
@@ -181,6 +190,7 @@ class Simulation:
             params=self.model.initial_params(),
             client_transform_states=[{} for _ in self.components.client_transforms],
             server_transform_states=[{} for _ in self.components.server_transforms],
+            client_check_states=[{} for _ in self.components.client_checks],
         )
 
     @property
@@ -200,275 +210,27 @@ class Simulation:
     def run_round(
         self, state: SimulationState, allowed_clients: frozenset[int] | None = None
     ) -> tuple[SimulationState, RoundOutput]:
-        """One round. ``allowed_clients`` restricts the round's sampled clients to a coalition
-        (retraining for valuation) without changing anybody's random draws."""
-        spec, comps = self.spec, self.components
+        """One round: the stages of :mod:`fedguard.core.round_stages` over a fresh
+        :class:`RoundState`. ``allowed_clients`` restricts the round's sampled clients to a
+        coalition (retraining for valuation) without changing anybody's random draws."""
+        ctx = RoundContext(
+            state.round,
+            self.training_seed,
+            state.params,
+            (),
+            self.spec.clients.n_clients,
+            self.device,
+        )
+        rs = RoundState(ctx, time.perf_counter(), {}, allowed=allowed_clients)
+        new_state = play_round(self, state, rs)
+        return new_state, RoundOutput(rs.record, rs.events, rs.view, rs.saved)
+
+    # ------------------------------------------------------------------ services for the stages
+
+    def aggregator_oracle(self, state: SimulationState) -> Callable[[Tensor], Tensor]:
+        """The server's rule as an attack that knows it may probe it."""
         t = state.round
-        started = time.perf_counter()
-        c = spec.clients
-        ids = sample_clients(
-            c.sampling, c.n_clients, c.cohort_size or 0, c.sampling_rate or 0, self.training_seed, t
-        )
-        if allowed_clients is not None:
-            ids = tuple(i for i in ids if i in allowed_clients)
-        ctx = RoundContext(t, self.training_seed, state.params, ids, c.n_clients, self.device)
-        record: dict[str, Any] = {"round": t + 1, "clients": len(ids)}
-        events: dict[str, Any] = {"population": [], "clients": {}}
-        if not ids:
-            # an empty Poisson draw: the server still releases its noised (zero) aggregate, so
-            # that an empty cohort is indistinguishable from a non-empty one (and accounted)
-            params, server_state, st_states = self._server_update(
-                state, ctx, (), torch.zeros_like(state.params), events
-            )
-            record.update(self._evaluate(params, t, force=t + 1 == spec.rounds))
-            record["seconds"] = time.perf_counter() - started
-            new_state = replace(
-                state,
-                round=t + 1,
-                params=params,
-                server_state=server_state,
-                server_transform_states=st_states,
-                global_deltas=[*state.global_deltas, params - state.params][-HISTORY:],
-            )
-            return new_state, RoundOutput(record, events, None, None)
 
-        mal_set, free_set = set(self.malicious), set(self.free_riders)
-        trained = [i for i in ids if i not in free_set]
-        counts = self.clients.counts[torch.tensor(ids)].tolist()
-        weights = (
-            torch.tensor(counts, dtype=torch.float32, device=self.device)
-            if c.weighting == "samples"
-            else torch.ones(len(ids), device=self.device)
-        )
-
-        # local training (honest and malicious clients; free-riders do not train)
-        rows_trained = [k for k, i in enumerate(ids) if i not in free_set]
-        replaces_training = any(tr.replaces_local_training for tr in comps.client_transforms)
-        train_time = time.perf_counter()
-        if trained and not replaces_training and len(trained) == len(ids):
-            # everyone trained: the trainer's output is the stack (no zero-fill, no copy)
-            deltas = self.trainer(
-                self.model, state.params, self.clients, trained, self.local, self.training_seed, t
-            ).to(torch.get_default_dtype())
-        else:
-            deltas = torch.zeros(len(ids), state.params.numel(), device=self.device)
-        if trained and not replaces_training and len(trained) < len(ids):
-            deltas[rows_trained] = self.trainer(
-                self.model, state.params, self.clients, trained, self.local, self.training_seed, t
-            )
-        train_seconds = time.perf_counter() - train_time
-
-        # client transforms, batched over the clients that follow the protocol; a transform that
-        # replaces local training (DP-SGD) trains here and reports its own privacy events
-        new_ct_states = []
-        for k, transform in enumerate(comps.client_transforms):
-            tctx = TransformContext(
-                ctx,
-                tuple(trained),
-                state.client_transform_states[k],
-                self.sampling,
-                comps.aggregator,
-            )
-            if transform.replaces_local_training:
-                out = transform.train(self.model, state.params, self.clients, self.local, tctx)
-            else:
-                out = transform(deltas[rows_trained], tctx)
-            deltas[rows_trained] = out.values.to(deltas.dtype)
-            new_ct_states.append(dict(out.state))
-            _add_events(events, out.events, trained)
-
-        # malicious replacement
-        mal_rows = [k for k, i in enumerate(ids) if i in mal_set]
-        honest_rows = [k for k, i in enumerate(ids) if i not in mal_set and i not in free_set]
-        if comps.model_attack is not None and mal_rows:
-            attack = comps.model_attack
-            own = deltas[mal_rows]
-            honest = deltas[honest_rows] if attack.omniscient else own
-            actx = AttackContext(
-                round=t,
-                n_malicious=len(mal_rows),
-                n_clients=len(ids),
-                generator=ctx.generator("model_attack"),
-                global_params=state.params,
-                own_updates=own,
-                aggregator_name=spec.defense.aggregator.name,
-                n_byzantine=spec.n_byzantine,
-                aggregator=self._aggregator_oracle(state, t) if attack.knows_aggregator else None,
-            )
-            deltas[mal_rows] = attack(honest, actx).to(deltas.dtype)
-
-        # free-riders
-        for k, i in enumerate(ids):
-            if i in free_set and comps.free_rider is not None:
-                fctx = FreeRiderContext(
-                    t, state.params, state.global_deltas, ctx.generator("free_rider", i), i
-                )
-                deltas[k] = comps.free_rider(fctx)
-
-        # faulty rows (NaN/inf) never reach an aggregator
-        finite = finite_rows(deltas).tolist()
-        faulty = [i for i, ok in zip(ids, finite, strict=True) if not ok]
-        keep = [k for k, ok in enumerate(finite) if ok]
-        if not keep:  # nothing finite to aggregate: local training diverged everywhere
-            return self._diverged(state, record, events, started, "every update is non-finite")
-        kept_ids = tuple(ids[k] for k in keep)
-        if faulty:
-            deltas, weights = deltas[keep], weights[keep]
-        kept_counts = tuple(counts[k] for k in keep)
-
-        # transport
-        try:
-            transported = comps.transport(deltas, weights, replace(ctx, sampled_ids=kept_ids))
-        except RoundAborted as exc:  # e.g. too few survivors to unmask: retry next round
-            record.update({"aborted": str(exc), "faulty": faulty})
-            record.update(self._evaluate(state.params, t, force=t + 1 == spec.rounds))
-            record["seconds"] = time.perf_counter() - started
-            return replace(state, round=t + 1), RoundOutput(record, events, None, None)
-        _add_events(events, transported.events, kept_ids)
-        view = ServerView(
-            round=t,
-            global_params=state.params,
-            client_ids=kept_ids,
-            updates=transported.updates,
-            update_sum=transported.update_sum,
-            num_samples=kept_counts,
-            training={**self.local.__dict__, "batch_size": self.local.batch_size},
-            recipe=local_training_recipe(spec),
-        )
-        for attack in comps.privacy_attacks:
-            # the attack gets what its threat model grants, built here — never the simulation
-            self.privacy_outputs.append((t, attack, attack.observe(view, self.knowledge)))
-
-        # aggregation
-        agg_ctx = AggregationContext(
-            round=t,
-            n_byzantine=spec.n_byzantine,
-            generator=ctx.generator("aggregator"),
-            global_params=state.params,
-            state=state.aggregator_state,
-            reference_update=self._reference_update(state, t)
-            if comps.aggregator.needs_reference_update
-            else None,
-            client_ids=kept_ids,
-        )
-        if transported.updates is not None:
-            try:
-                result = self.aggregator(transported.updates, weights, agg_ctx)
-            except ConfigError as exc:
-                if spec.clients.sampling != "poisson":
-                    raise
-                # a Poisson cohort can fall below the rule's bound: this round changes nothing
-                record["aggregation_skipped"] = str(exc)
-                result = AggregationResult(
-                    torch.zeros_like(state.params), state=state.aggregator_state
-                )
-        else:
-            result = AggregationResult(
-                comps.aggregator.from_sum(transported.update_sum, transported.weight_sum)
-            )
-
-        _add_events(events, result.events, None)
-
-        params, server_state, new_st_states = self._server_update(
-            state, ctx, kept_ids, result.aggregate, events
-        )
-        if not (torch.isfinite(result.aggregate).all() and torch.isfinite(params).all()):
-            # finite updates can still overflow the aggregate or the model; going on would drop
-            # every honest client as "faulty" next round
-            what = "aggregate" if not torch.isfinite(result.aggregate).all() else "model"
-            return self._diverged(state, record, events, started, f"the {what} is inf/NaN")
-
-        flagged = sorted({kept_ids[r] for r in result.flagged} | set(faulty))
-        record.update(
-            {
-                "train_seconds": train_seconds,
-                "malicious": [i for i in ids if i in mal_set],
-                "free_riders": [i for i in ids if i in free_set],
-                "flagged": flagged,
-                "faulty": faulty,
-                "scores": _id_map(kept_ids, result.scores),
-                "weights": _id_map(kept_ids, result.weights),
-                "update_norm": float((params - state.params).norm()),
-                **{f"transport_{k}": v for k, v in transported.info.items() if _scalar(v)},
-            }
-        )
-        record["compute_seconds"] = time.perf_counter() - started  # excludes evaluation
-        record.update(self._evaluate(params, t, force=t + 1 == spec.rounds))
-        if not math.isfinite(record.get("test_loss", 0.0)):  # finite weights, overflowing logits
-            return self._diverged(
-                state, record, events, started, "the model's test loss is inf/NaN"
-            )
-        record["seconds"] = time.perf_counter() - started
-        new_state = SimulationState(
-            round=t + 1,
-            params=params,
-            server_state=server_state,
-            aggregator_state=dict(result.state),
-            client_transform_states=new_ct_states or state.client_transform_states,
-            server_transform_states=new_st_states,
-            global_deltas=[*state.global_deltas, params - state.params][-HISTORY:],
-        )
-        saved = None
-        if spec.save_updates:
-            saved = {
-                "round": torch.tensor(t),
-                "global_params": state.params.cpu(),
-                "client_ids": torch.tensor(kept_ids),
-                "num_samples": torch.tensor(kept_counts),
-                "deltas": transported.updates.cpu()
-                if transported.updates is not None
-                else torch.empty(0),
-                "update_sum": transported.update_sum.cpu(),
-                "aggregate": result.aggregate.cpu(),
-            }
-        return new_state, RoundOutput(record, events, view, saved)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _diverged(
-        self,
-        state: SimulationState,
-        record: dict[str, Any],
-        events: dict[str, Any],
-        started: float,
-        why: str,
-    ) -> tuple[SimulationState, RoundOutput]:
-        """End the round as ``diverged``: the last finite model is kept and the run stops. The
-        round's privacy events stay accounted (the noised updates were released)."""
-        t = state.round
-        record["diverged"] = (
-            f"training diverged in round {t + 1}: {why} (updates too large for float32: lower "
-            "the learning rates, clip updates or use a robust aggregator)."
-        )
-        record.update(self._evaluate(state.params, t, force=True))
-        record["seconds"] = time.perf_counter() - started
-        return replace(state, round=t + 1), RoundOutput(record, events, None, None)
-
-    def _server_update(
-        self,
-        state: SimulationState,
-        ctx: RoundContext,
-        client_ids: tuple[int, ...],
-        aggregate: Tensor,
-        events: dict[str, Any],
-    ) -> tuple[Tensor, dict[str, Tensor], list[dict[str, Any]]]:
-        """Server transforms (central DP noise) then the server optimizer."""
-        comps = self.components
-        new_states = []
-        for k, transform in enumerate(comps.server_transforms):
-            tctx = TransformContext(
-                ctx, client_ids, state.server_transform_states[k], self.sampling, comps.aggregator
-            )
-            out = transform(aggregate, tctx)
-            aggregate = out.values
-            new_states.append(dict(out.state))
-            _add_events(events, out.events, None)
-        params, server_state = server_step(
-            self.server_opt, state.params, aggregate, state.server_state
-        )
-        return params, server_state, new_states or state.server_transform_states
-
-    def _aggregator_oracle(self, state: SimulationState, t: int) -> Callable[[Tensor], Tensor]:
         def run(updates: Tensor) -> Tensor:
             # the keyed stream of (training seed, round, "aggregator_oracle"): an attacker's
             # probes never share draws with another run or with the real aggregation
@@ -480,7 +242,7 @@ class Simulation:
 
         return run
 
-    def _reference_update(self, state: SimulationState, t: int) -> Tensor:
+    def reference_update(self, state: SimulationState) -> Tensor:
         """The server's own update on its root dataset (the validation split; FLTrust)."""
         from fedguard.core.local_training import ClientData
 
@@ -489,10 +251,10 @@ class Simulation:
             raise ConfigError("FLTrust needs a root dataset: set data.validation_fraction above 0.")
         root = ClientData.pad([val.features], [val.labels]).to(self.device)
         return TRAINERS["vectorized"](
-            self.model, state.params, root, [0], self.local, self.training_seed + 7919, t
+            self.model, state.params, root, [0], self.local, self.training_seed + 7919, state.round
         )[0]
 
-    def _evaluate(self, params: Tensor, t: int, force: bool) -> dict[str, float]:
+    def evaluate(self, params: Tensor, t: int, force: bool) -> dict[str, float]:
         if not force and (t + 1) % self.spec.eval_every:
             return {}
         acc, loss = self.model.evaluate(params, *self.test)
@@ -503,22 +265,3 @@ class Simulation:
             asr, _ = self.model.evaluate(params, *self.triggered)
             out["backdoor_success"] = asr
         return out
-
-
-def _add_events(events: dict[str, Any], new: tuple[Any, ...], client_ids) -> None:
-    for ev in new:
-        data = ev.to_dict() if hasattr(ev, "to_dict") else ev
-        if isinstance(data, dict) and "client" in data and client_ids is not None:
-            events["clients"].setdefault(str(data["client"]), []).append(data)
-        else:
-            events["population"].append(data)
-
-
-def _id_map(ids: tuple[int, ...], values: Tensor | None) -> dict[str, float] | None:
-    if values is None or len(values) != len(ids):
-        return None
-    return {str(i): float(v) for i, v in zip(ids, values.tolist(), strict=True)}
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, int | float | str | bool) or (isinstance(v, np.generic))

@@ -24,6 +24,7 @@ from fedguard.privacy.events import (
     sampled_gaussian,
 )
 from fedguard.privacy.ledger import LedgerError, PrivacyLedger, load_ledgers, save_ledgers
+from fedguard.privacy.matrix_events import MatrixGaussian
 
 __all__ = [
     "ClientEvent",
@@ -31,6 +32,7 @@ __all__ = [
     "DiscreteGaussian",
     "Gaussian",
     "LedgerError",
+    "MatrixGaussian",
     "PrivacyEvent",
     "PrivacyLedger",
     "PrivacyUnit",

@@ -32,6 +32,7 @@ from fedguard.core.runner import execute
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
 from fedguard.privacy.audit.summary import describe_empirical_audit
+from fedguard.privacy.events import Gaussian
 
 DELTA = 1e-5
 
@@ -64,11 +65,7 @@ class CentralNoiseForTest(ServerTransform):
         released = (total + self.noise_multiplier * self.clip_norm * noise) / ctx.sampling[
             "expected_cohort"
         ]
-        event = {
-            "type": "gaussian",
-            "noise_multiplier": self.claimed_noise_multiplier,
-            "sensitivity": self.clip_norm,
-        }
+        event = Gaussian(self.claimed_noise_multiplier, self.clip_norm)
         return TransformOutput(released, events=(event,))
 
 

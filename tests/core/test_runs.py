@@ -202,5 +202,5 @@ def test_the_aggregator_oracle_draws_from_the_keyed_streams() -> None:
             return AggregationResult(updates.mean(0))
 
         sim.aggregator = recording  # type: ignore[assignment]
-        sim._aggregator_oracle(state, 0)(torch.zeros(3, 5))
+        sim.aggregator_oracle(state)(torch.zeros(3, 5))
     assert not torch.equal(draws[0], draws[1])

@@ -276,7 +276,7 @@ def _run(defense: str, attack: str, rounds: int) -> tuple[list[dict], dict]:
     for _ in range(rounds):
         state, out = sim.run_round(state)
         records.append(out.record)
-        ledger["rounds"].append({"round": state.round, **out.events})
+        ledger["rounds"].append({"round": state.round, **out.events.to_dict()})
     return records, ledger
 
 

@@ -150,8 +150,8 @@ def test_run_records_record_level_events_per_participating_client() -> None:
     taken: dict[int, int] = {}
     for _ in range(2):
         state, out = sim.run_round(state)
-        ledger["rounds"].append({"round": state.round, **out.events})
-        for cid in out.events["clients"]:
+        ledger["rounds"].append({"round": state.round, **out.events.to_dict()})
+        for cid in out.events.clients:
             taken[int(cid)] = taken.get(int(cid), 0) + 1
         assert torch.isfinite(state.params).all()
     ledgers = run_ledgers(ledger)

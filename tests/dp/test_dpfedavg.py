@@ -104,8 +104,8 @@ def test_end_to_end_noise_in_a_run_matches_the_ledger() -> None:
     clean_delta = state_c.params - sim_c.initial_state().params
     noisy_delta = state_n.params - sim_n.initial_state().params
     noise = (noisy_delta * 5.0 - clean_delta * n).double().numpy()
-    (event_dict,) = out_n.events["population"]
-    event = event_from_dict(event_dict)
+    (event,) = out_n.events.population
+    assert event == event_from_dict(event.to_dict())
     assert isinstance(event, Sampled) and event.rate == 0.5 and event.scheme == "poisson"
     claimed = event.event.noise_stddev
     assert claimed == pytest.approx(0.8 * 0.5)
@@ -241,7 +241,7 @@ def test_fixed_cohort_run_is_accounted_without_replacement(mechanism: str) -> No
     state, ledger = sim.initial_state(), {"sampling": sim.sampling, "rounds": []}
     for _ in range(2):
         state, out = sim.run_round(state)
-        ledger["rounds"].append({"round": state.round, **out.events})
+        ledger["rounds"].append({"round": state.round, **out.events.to_dict()})
     (event,) = [event_from_dict(e) for e in ledger["rounds"][0]["population"]]
     assert isinstance(event, Sampled) and event.scheme == "without_replacement"
     assert event.population == 10 and event.rate == pytest.approx(0.4)
