@@ -98,14 +98,38 @@ def counter_normals(
         per_client = _splitmix64(base ^ _splitmix64(clients.astype(np.uint64)))  # (n,)
         position = np.arange(2 * half, dtype=np.uint64) | (np.uint64(step) << np.uint64(40))
         hashed = _splitmix64(position)  # (2·half,)
-    keys = torch.from_numpy(per_client.view(np.int64))[:, None] ^ torch.from_numpy(
-        hashed.view(np.int64)
-    )  # (n, 2·half)
-    uniform = _shift_right(_splitmix64_int64(keys), 11).to(torch.float64)  # [0, 2^53)
-    radius = uniform[:, :half].add_(1.0).mul_(2.0**-53).log_().mul_(-2.0).sqrt_()
-    angle = uniform[:, half:].mul_(2.0 * np.pi * 2.0**-53)
-    z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    client_keys = torch.from_numpy(per_client.view(np.int64))[:, None]  # (n, 1)
+    position_keys = torch.from_numpy(hashed.view(np.int64))  # (2·half,)
+    z = torch.empty(len(clients), 2 * half, dtype=torch.float64)
+    # Columns in blocks of a fixed width (never dependent on the cohort, so a client's values
+    # do not depend on who else is drawn): the ten passes of hashing and the Box–Muller maths
+    # run on cache-sized blocks instead of streaming (n, d) arrays through memory ten times.
+    for start in range(0, half, _NOISE_BLOCK):
+        stop = min(half, start + _NOISE_BLOCK)
+        columns = torch.cat([position_keys[start:stop], position_keys[half + start : half + stop]])
+        uniform = _uniform53(client_keys ^ columns)  # (n, 2·width) float64 in [0, 2^53)
+        width = stop - start
+        radius = uniform[:, :width].add_(1.0).mul_(2.0**-53).log_().mul_(-2.0).sqrt_()
+        angle = uniform[:, width:].mul_(2.0 * np.pi * 2.0**-53)
+        torch.mul(radius, torch.cos(angle), out=z[:, start:stop])
+        torch.mul(radius, torch.sin(angle), out=z[:, half + start : half + stop])
     return z[:, :size]
+
+
+#: columns per block of :func:`counter_normals` (fixed: the blocks must not depend on the cohort)
+_NOISE_BLOCK = 1024
+
+
+def _uniform53(keys: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 of int64 ``keys`` (modified in place), top 53 bits as float64."""
+    x = keys.add_(_signed(_GOLDEN))
+    scratch = torch.empty_like(x)
+    for bits, multiplier in ((30, _MIX_1), (27, _MIX_2), (31, None)):
+        torch.bitwise_right_shift(x, bits, out=scratch)
+        x ^= scratch.bitwise_and_((1 << (64 - bits)) - 1)  # logical shift: clear the sign fill
+        if multiplier is not None:
+            x.mul_(_signed(multiplier))
+    return _shift_right(x, 11).to(torch.float64)
 
 
 def _signed(value: np.uint64) -> int:

@@ -315,3 +315,27 @@ def test_dp_trainer_in_passes_equals_one_padded_pass(monkeypatch, name: str) -> 
     torch.testing.assert_close(passes, padded, rtol=1e-5, atol=1e-6)
     vmapped = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="vmap")
     torch.testing.assert_close(passes, vmapped, rtol=1e-4, atol=1e-6)
+
+
+def test_cohort_noise_in_blocks_equals_the_one_shot_formula() -> None:
+    """The noise is drawn in column blocks: across block boundaries (and an odd size) it is
+    SplitMix64 + Box–Muller of the whole row at once, and a client's row is bit for bit the
+    same alone or in a cohort."""
+    from fedguard import rng
+
+    clients = np.array([7, 3, 11])
+    size = 2 * rng._NOISE_BLOCK + 2 * 37 + 1  # two full blocks, a partial one, an odd size
+    z = counter_normals(5, 2, "dp_sgd_noise", clients, 3, size)
+    half = (size + 1) // 2
+    base = np.uint64(rng.stream_seed(5, 2, rng.GLOBAL, "dp_sgd_noise"))
+    with np.errstate(over="ignore"):
+        per_client = rng._splitmix64(base ^ rng._splitmix64(clients.astype(np.uint64)))
+        position = np.arange(2 * half, dtype=np.uint64) | (np.uint64(3) << np.uint64(40))
+        keys = rng._splitmix64(per_client[:, None] ^ rng._splitmix64(position)[None, :])
+    uniform = torch.from_numpy((keys >> np.uint64(11)).astype(np.float64))
+    radius = torch.sqrt(-2.0 * torch.log((uniform[:, :half] + 1.0) * 2.0**-53))
+    angle = uniform[:, half:] * (2.0 * np.pi * 2.0**-53)
+    expected = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], 1)[:, :size]
+    torch.testing.assert_close(z, expected, rtol=0, atol=1e-12)
+    alone = counter_normals(5, 2, "dp_sgd_noise", clients[1:2], 3, size)
+    assert torch.equal(z[1], alone[0])
