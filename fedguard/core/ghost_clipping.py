@@ -51,9 +51,9 @@ def linear_squared_norms(t: Trace, g: Tensor, k: int, ghost: bool | None = None)
     ----------
     Goodfellow. "Efficient Per-Example Gradient Computations." arXiv:1510.01799, 2015.
     """
-    out_sq = g.pow(2).sum(dim=-1)  # (k, batch)
-    norm = out_sq * t.inputs.pow(2).sum(dim=-1)
-    return norm + out_sq if t.layer.bias is not None else norm
+    out_sq = torch.linalg.vector_norm(g, dim=-1).square_()  # (k, batch), one fused pass
+    norm = torch.linalg.vector_norm(t.inputs, dim=-1).square_().mul_(out_sq)
+    return norm.add_(out_sq) if t.layer.bias is not None else norm
 
 
 def conv2d_squared_norms(t: Trace, g: Tensor, k: int, ghost: bool | None = None) -> Tensor:

@@ -41,6 +41,8 @@ def slot_levels(
     top = max(int(counts.max(initial=0)), 1)
     if max_passes <= 1 or len(counts) < 2:
         return [top]
+    if (len(counts) * top - int(counts.sum())) * macs_per_sample <= pass_cost:
+        return [top]  # even removing all the padding would not pay for a second pass
     ends = np.unique(counts[counts > 0])  # candidate cut points, ascending; the last is `top`
     if len(ends) < 2:
         return [top]
