@@ -49,14 +49,17 @@ def stand_in(
     return ClientData.pad([p[0] for p in parts], [p[1] for p in parts]), test_x, test_y
 
 
-def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    times, out = [], None
+def timed(fn, repeats: int) -> tuple[float, float, torch.Tensor]:
+    """Median wall seconds, median process CPU seconds (less sensitive to other processes on a
+    shared machine) and the last output."""
+    walls, cpus, out = [], [], None
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - started)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
     assert out is not None
-    return statistics.median(times), out
+    return statistics.median(walls), statistics.median(cpus), out
 
 
 def workload(name, spec, shape, classes, n_clients, args) -> None:
@@ -77,10 +80,11 @@ def workload(name, spec, shape, classes, n_clients, args) -> None:
         return train_sequential(model, params, data, ids, cfg, 0, 0)
 
     vec()  # warm-up (torch.func tracing, allocator)
-    t_vec, d_vec = timed(vec, args.repeats)
-    t_seq, d_seq = timed(seq, args.repeats)
+    seq()
+    t_vec, c_vec, d_vec = timed(vec, args.repeats)
+    t_seq, c_seq, d_seq = timed(seq, args.repeats)
     steps = -(-args.samples // cfg.batch_size)
-    estimate = n_clients * bytes_per_client(model, shape, steps, cfg)
+    estimate = n_clients * bytes_per_client(model, shape, steps, cfg, args.device)
     acc = []
     for round_index in range(args.rounds):  # FedAvg with server learning rate 1
         delta = train_vectorized(model, params, data, ids, cfg, 0, round_index).mean(0)
@@ -91,6 +95,9 @@ def workload(name, spec, shape, classes, n_clients, args) -> None:
     print(
         f"  s/round local training: vectorized {t_vec:.3f}, sequential {t_seq:.3f} "
         f"(median of {args.repeats}); ratio sequential/vectorized {t_seq / t_vec:.2f}×"
+    )
+    print(
+        f"  CPU s/round: vectorized {c_vec:.3f}, sequential {c_seq:.3f}; ratio {c_seq / c_vec:.2f}×"
     )
     print(f"  max |vectorized − sequential| update: {float((d_vec - d_seq).abs().max()):.2e}")
     print(

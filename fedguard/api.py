@@ -13,13 +13,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from fedguard.errors import ConfigError, require
-from fedguard.privacy.events import ClientEvent, PrivacyEvent
+from fedguard.privacy.events import ClientEvent, PrivacyEvent, UnitEvent
 
 if TYPE_CHECKING:
     from fedguard.core.knowledge import AttackerKnowledge
@@ -53,6 +53,67 @@ def require_positive(component: object, *field_names: str) -> None:
     for name in field_names:
         value = getattr(component, name)
         require(math.isfinite(value) and value > 0, name, "a finite number > 0")
+
+
+# --------------------------------------------------------------------------------------------
+# What the core hands plugins that train: typed contracts, met structurally by the core's own
+# ``FlatModel`` (fedguard.models.flat), ``ClientData`` and ``LocalTrainingConfig``
+# (fedguard.core.local_training)
+
+
+class ClientDataset(Protocol):
+    """Every client's training data, padded: row ``c`` holds client ``c``'s samples."""
+
+    @property
+    def features(self) -> Tensor: ...  # (n_clients, max_count, *input_shape)
+    @property
+    def labels(self) -> Tensor: ...  # (n_clients, max_count, ...)
+    @property
+    def counts(self) -> Tensor: ...  # (n_clients,) real samples per row
+
+
+class TrainableModel(Protocol):
+    """A model as one flat parameter vector ``(d,)`` (trainable parameters only)."""
+
+    @property
+    def module(self) -> torch.nn.Module: ...
+
+    def initial_params(self) -> Tensor: ...
+
+    def forward(self, flat: Tensor, x: Tensor) -> Tensor: ...
+
+
+class LocalTrainingSpec(Protocol):
+    """The clients' local-training hyper-parameters."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def local_epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def prox_mu(self) -> float: ...
+
+
+class LocalTrainer(Protocol):
+    """Trains ``client_ids`` from ``global_params`` (``(d,)``, or ``(n, d)`` per-client starts)
+    and returns their deltas ``(n, d)``; every draw is keyed by ``seed`` and ``round_index``."""
+
+    def __call__(
+        self,
+        model: Any,
+        global_params: Tensor,
+        data: Any,
+        client_ids: Sequence[int],
+        cfg: Any,
+        seed: int,
+        round_index: int,
+    ) -> Tensor: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +178,7 @@ class TransformOutput:
     """New values, the privacy events the transform caused, and its state for the next round."""
 
     values: Tensor
-    events: tuple[PrivacyEvent | ClientEvent, ...] = ()
+    events: tuple[PrivacyEvent | ClientEvent | UnitEvent, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -133,10 +194,10 @@ class ClientTransform(Component):
 
     def train(
         self,
-        model: Any,
+        model: TrainableModel,
         global_params: Tensor,
-        clients: Any,
-        local: Any,
+        clients: ClientDataset,
+        local: LocalTrainingSpec,
         ctx: TransformContext,
     ) -> TransformOutput:
         """Local training of ``ctx.client_ids`` (only when ``replaces_local_training``): the
@@ -246,11 +307,25 @@ class PrivacyAttack(Component):
     simulation or the truth. Unit tests may pass an attack's own task object instead.
     """
 
+    #: What this attack's threat model grants beyond the ServerView and the public facts: a
+    #: subset of ``{"architecture", "candidates"}`` (:data:`fedguard.core.knowledge.GRANTS`);
+    #: the core leaves the rest of the AttackerKnowledge ``None``.
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
+
     def observe(self, view: ServerView, env: AttackerKnowledge | Any) -> Any:
         raise NotImplementedError  # abstract
 
     def metrics(self, output: Any, truth: Truth) -> dict[str, float]:
         raise NotImplementedError  # abstract
+
+    def check_model(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], n_classes: int
+    ) -> None:
+        """Raise :class:`~fedguard.errors.IncompatibleError` (one sentence naming the layer it
+        needs) if this attack cannot work on ``model``, the run's module as built for its data
+        (one sample shaped ``input_shape``). The core calls it once, after building the model
+        and before any training (:func:`fedguard.core.model_checks.check_attacks_fit_model`).
+        Nothing by default."""
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         """Write files a report shows (image grids, ROC data) under ``directory``; return
@@ -336,11 +411,14 @@ __all__ = [
     "BroadcastPlan",
     "ClientCheck",
     "ClientCheckOutput",
+    "ClientDataset",
     "ClientTransform",
     "Component",
     "DataAttack",
     "FreeRider",
     "FreeRiderContext",
+    "LocalTrainer",
+    "LocalTrainingSpec",
     "ModelAttack",
     "Payload",
     "PayloadPolicy",
@@ -350,6 +428,7 @@ __all__ = [
     "ServerBroadcast",
     "ServerTransform",
     "ServerView",
+    "TrainableModel",
     "TransformContext",
     "TransformOutput",
     "Transport",

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from fedguard import registry
+from fedguard.api import (
+    Aggregator,
+    ClientCheck,
+    ClientTransform,
+    Component,
+    DataAttack,
+    FreeRider,
+    ModelAttack,
+    PayloadPolicy,
+    PreAggregator,
+    PrivacyAttack,
+    ServerTransform,
+    Transport,
+)
 from fedguard.config import ComponentSpec, RunSpec
+from fedguard.data.datasets import DatasetSource
+from fedguard.data.partition import Partitioner
 from fedguard.errors import ConfigError
+from fedguard.models.base import ModelSpec
 
 
 def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) -> Any:
@@ -17,67 +33,24 @@ def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) ->
     return registry.build(kind, spec.name, spec.params, where, **inherited)
 
 
-def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill every component's parameter defaults into a dumped RunSpec (for canonical hashing)."""
-    slots = [
-        ("dataset", ("data", "dataset")),
-        ("partitioner", ("data", "partition")),
-        ("model", ("model",)),
-        ("aggregator", ("defense", "aggregator")),
-        ("transport", ("defense", "transport")),
-        ("model_attack", ("attack", "model_attack")),
-        ("data_attack", ("attack", "data_attack")),
-    ]
-    slots.append(("payload", ("defense", "payload")))
-    lists = [
-        ("preaggregator", ("defense", "preaggregators")),
-        ("client_transform", ("defense", "client_transforms")),
-        ("server_transform", ("defense", "server_transforms")),
-        ("privacy_attack", ("attack", "privacy_attacks")),
-        ("client_check", ("defense", "client_checks")),
-    ]
-
-    def node(path: tuple[str, ...]) -> Any:
-        cur: Any = data
-        for p in path:
-            cur = cur.get(p) if isinstance(cur, dict) else None
-        return cur
-
-    def fill(kind: str, comp: dict[str, Any] | None) -> None:
-        if not comp:
-            return
-        try:
-            defaults = registry.parameters(kind, comp["name"])
-        except (ConfigError, ImportError, AttributeError):
-            return
-        for key, value in defaults.items():
-            if value is not dataclasses.MISSING and key not in comp["params"]:
-                comp["params"][key] = value if not isinstance(value, tuple) else list(value)
-
-    for kind, path in slots:
-        fill(kind, node(path))
-    for kind, path in lists:
-        for comp in node(path) or []:
-            fill(kind, comp)
-    return data
-
-
 @dataclass(frozen=True)
 class Components:
-    dataset: Any
-    partitioner: Any
-    model: Any
-    aggregator: Any
-    preaggregators: tuple[Any, ...]
-    client_transforms: tuple[Any, ...]
-    server_transforms: tuple[Any, ...]
-    transport: Any
-    model_attack: Any | None
-    data_attack: Any | None
-    free_rider: Any | None
-    privacy_attacks: tuple[Any, ...]
-    client_checks: tuple[Any, ...] = ()
-    payload: Any | None = None
+    """A run's built plugins, each typed by its kind's contract (:mod:`fedguard.api`)."""
+
+    dataset: DatasetSource
+    partitioner: Partitioner
+    model: ModelSpec
+    aggregator: Aggregator
+    preaggregators: tuple[PreAggregator, ...]
+    client_transforms: tuple[ClientTransform, ...]
+    server_transforms: tuple[ServerTransform, ...]
+    transport: Transport
+    model_attack: ModelAttack | None
+    data_attack: DataAttack | None
+    free_rider: FreeRider | None
+    privacy_attacks: tuple[PrivacyAttack, ...]
+    client_checks: tuple[ClientCheck, ...] = ()
+    payload: PayloadPolicy | None = None
 
 
 def build_components(spec: RunSpec) -> Components:
@@ -144,7 +117,7 @@ def build_components(spec: RunSpec) -> Components:
         from fedguard.core.compose import compose
 
         compose(comps.preaggregators, comps.aggregator).check_cohort(cohort, f)
-    for comp in (
+    everything: tuple[Component | None, ...] = (
         comps.aggregator,
         *comps.preaggregators,
         *comps.client_transforms,
@@ -156,16 +129,18 @@ def build_components(spec: RunSpec) -> Components:
         *comps.privacy_attacks,
         *comps.client_checks,
         comps.payload,
-    ):
-        if comp is not None and hasattr(comp, "check_compatible"):
+    )
+    for comp in everything:
+        if comp is not None:
             comp.check_compatible(spec, comps)
     if not comps.transport.reveals_individual_updates:
-        for comp in (comps.aggregator, *comps.preaggregators):
-            if getattr(comp, "requires_individual_updates", True):
+        rules: tuple[Aggregator | PreAggregator, ...] = (comps.aggregator, *comps.preaggregators)
+        for rule in rules:
+            if getattr(rule, "requires_individual_updates", True):
                 from fedguard.errors import IncompatibleError
 
                 raise IncompatibleError(
-                    f"{comp.registry_name or type(comp).__name__} needs individual updates, which "
+                    f"{rule.registry_name or type(rule).__name__} needs individual updates, which "
                     f"{d.transport.name!r} hides (the server only learns their sum)."
                 )
     return comps

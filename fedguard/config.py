@@ -8,6 +8,7 @@ composes pre-aggregators with an aggregator.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedguard import registry
 from fedguard.errors import ConfigError
 
 #: Seeds feed numpy/sklearn generators, which take [0, 2³²).
@@ -263,11 +265,19 @@ class RunSpec(_Strict):
 
     def canonical(self) -> dict[str, Any]:
         """JSON-safe dict with every component's defaults filled in (the hashed form)."""
-        from fedguard.components import fill_defaults
-
         data = fill_defaults(self.model_dump(mode="json"))
         if data.get("training_seed") is None:
             data.pop("training_seed", None)  # unset: the hash of every earlier spec is unchanged
+        defense, attack = data.get("defense", {}), data.get("attack", {})
+        # the round's newer hooks, at their defaults: earlier specs keep their hash
+        for node, key, default in (
+            (defense, "client_checks", []),
+            (defense, "payload", None),
+            (attack, "start_round", 0),
+            (attack, "stop_round", None),
+        ):
+            if key in node and node[key] == default:
+                node.pop(key)
         if data.get("clients", {}).get("min_separation", 0) is None:
             data["clients"].pop("min_separation")  # likewise for the min-separation schedule
         # chunking is exact, so the memory budget never changes a result: not part of the hash
@@ -323,3 +333,48 @@ def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
     spec = parse_spec(load_yaml(path))
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return spec.with_overrides(**overrides) if overrides else spec
+
+
+def fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill every component's parameter defaults into a dumped RunSpec (for canonical hashing)."""
+    slots = [
+        ("dataset", ("data", "dataset")),
+        ("partitioner", ("data", "partition")),
+        ("model", ("model",)),
+        ("aggregator", ("defense", "aggregator")),
+        ("transport", ("defense", "transport")),
+        ("model_attack", ("attack", "model_attack")),
+        ("data_attack", ("attack", "data_attack")),
+    ]
+    slots.append(("payload", ("defense", "payload")))
+    lists = [
+        ("preaggregator", ("defense", "preaggregators")),
+        ("client_transform", ("defense", "client_transforms")),
+        ("server_transform", ("defense", "server_transforms")),
+        ("privacy_attack", ("attack", "privacy_attacks")),
+        ("client_check", ("defense", "client_checks")),
+    ]
+
+    def node(path: tuple[str, ...]) -> Any:
+        cur: Any = data
+        for p in path:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        return cur
+
+    def fill(kind: str, comp: dict[str, Any] | None) -> None:
+        if not comp:
+            return
+        try:
+            defaults = registry.parameters(kind, comp["name"])
+        except (ConfigError, ImportError, AttributeError):
+            return
+        for key, value in defaults.items():
+            if value is not dataclasses.MISSING and key not in comp["params"]:
+                comp["params"][key] = value if not isinstance(value, tuple) else list(value)
+
+    for kind, path in slots:
+        fill(kind, node(path))
+    for kind, path in lists:
+        for comp in node(path) or []:
+            fill(kind, comp)
+    return data

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from attacks.inversion.reconstruction import AGGREGATE_ID, InversionOutput, Reconstruction
 from fedguard.api import PrivacyAttack, require
 from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.metrics.privacy_attack_metrics import (
@@ -44,8 +45,6 @@ from fedguard.metrics.privacy_attack_metrics import (
 )
 from fedguard.rng import torch_generator
 from fedguard.types import LocalTrainingRecipe, ServerView, Truth
-
-AGGREGATE_ID = -1  # client id of a reconstruction made from a secure-aggregation sum
 
 
 @dataclass(frozen=True)
@@ -389,26 +388,6 @@ def signed_adam_step_decay(
 # Output and scoring
 
 
-@dataclass(frozen=True)
-class Reconstruction:
-    client_id: int  # AGGREGATE_ID when inverted from a secure-aggregation sum
-    inputs: Tensor  # (B, *input_shape)
-    labels: Tensor  # (B,)
-    matching_loss: float
-    info: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class InversionOutput:
-    attack: str
-    reconstructions: tuple[Reconstruction, ...]
-    from_aggregate: bool
-    n_clients_in_aggregate: int
-    data_range: tuple[float, float] | None
-    image_shape: tuple[int, int, int] | None
-    n_classes: int
-
-
 #: A reconstruction is *recovered* when its PSNR beats both trivial baselines by this much.
 RECOVERY_MARGIN_DB = 3.0
 
@@ -534,6 +513,8 @@ class TargetedInversion(PrivacyAttack):
         The round whose view is attacked (0-based); ``None`` attacks every round.
     """
 
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture"})  # no candidate pool
+
     attack_name: ClassVar[str]
     target_client: int | None = None
     max_clients: int | None = 1
@@ -571,6 +552,12 @@ class InversionAttack(TargetedInversion):
 
     def metrics(self, output: InversionOutput, truth: Truth) -> dict[str, float]:
         return score_output(output, truth)
+
+    def check_model(self, model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> None:
+        """Label recovery (:mod:`label_recovery`; DLG without ``recover_labels_first`` skips
+        it) needs an output layer that is fully connected with bias."""
+        if getattr(self, "recover_labels_first", True):
+            last_linear_with_bias(model, n_classes)
 
     def artifacts(self, output: Any, truth: Truth, directory: Path) -> dict[str, str]:
         from attacks.inversion.grid import save_reconstruction_grid

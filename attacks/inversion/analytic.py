@@ -151,6 +151,11 @@ class AnalyticInversion(InversionAttack):
         super().__post_init__()
         require(0.0 <= self.relative_tol < 1.0, "relative_tol", "in [0, 1)")
 
+    def check_model(self, model: nn.Module, input_shape: tuple[int, ...], n_classes: int) -> None:
+        """The first layer must be fully connected with bias and read the raw input."""
+        first_fc_layer(model, math.prod(input_shape))
+        super().check_model(model, input_shape, n_classes)
+
     def reconstructor(
         self, view: ServerView, task: InversionTask, layout: ParamLayout
     ) -> Callable[[AttackTarget], Reconstruction]:

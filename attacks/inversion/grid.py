@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attacks.inversion._common import AGGREGATE_ID, InversionOutput
+from attacks.inversion.reconstruction import AGGREGATE_ID, InversionOutput
 from fedguard.errors import ConfigError
 from fedguard.metrics.privacy_attack_metrics import hungarian_match
 from fedguard.types import Truth

@@ -96,6 +96,11 @@ def as_membership_task(
             "a membership attack's environment must be a MembershipTask or the AttackerKnowledge "
             "the core builds."
         )
+    if env.candidates is None or env.model is None:
+        raise ConfigError(
+            "a membership attack needs the candidate pool and the architecture: declare "
+            "threat_model = {'architecture', 'candidates'}."
+        )
     local = view_recipe(view)
     cid = target_client if target_client is not None else view.client_ids[0]
     pool = env.candidates.membership_candidates(
@@ -400,6 +405,8 @@ class MembershipAttack(PrivacyAttack):
     seed
         Seed of the attack's random stream.
     """
+
+    threat_model: ClassVar[frozenset[str]] = frozenset({"architecture", "candidates"})
 
     attack_name: ClassVar[str]
     target: str

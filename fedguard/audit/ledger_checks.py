@@ -337,7 +337,10 @@ def _parse_rounds(checker: _Checker, ledger: Mapping[str, Any]) -> list[RoundEve
         return None
     for i, entry in enumerate(entries):
         try:
-            pop = tuple(_event(d)[0] for d in entry.get("population") or [])
+            parsed = [_event(d) for d in entry.get("population") or []]
+            # user-level events (ULDP-AVG) sample users, not clients: the client-sampling and
+            # client-mechanism checks below do not apply to them
+            pop = tuple(event for event, level in parsed if level != "user")
             clients = {
                 int(cid): tuple(_event(d) for d in evs)
                 for cid, evs in (entry.get("clients") or {}).items()

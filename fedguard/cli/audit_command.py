@@ -29,38 +29,18 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from fedguard.cli.accounting_output import (
+    accountant_names,
+    epsilon_per_accountant,
+    format_number,
+    jsonable,
+)
 from fedguard.errors import UserError
 
 if TYPE_CHECKING:
     from fedguard.cli.sample_canary_command import SampleCanaryOptions
 
-ACCOUNTANT_CHOICES = ("rdp", "prv", "pld", "all")
-ALL_ACCOUNTANTS = ("rdp", "prv", "pld")
-
-
-def accountant_names(choice: str) -> tuple[str, ...]:
-    if choice not in ACCOUNTANT_CHOICES:
-        raise UserError(f"--accountant must be one of rdp, prv, pld, all (got {choice!r}).")
-    return ALL_ACCOUNTANTS if choice == "all" else (choice,)
-
-
-def jsonable(value: Any) -> Any:
-    """Replace non-finite floats by None (JSON has no ∞) recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def _number(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    v = float(value)
-    return "∞" if math.isinf(v) else f"{v:.4g}"
-
+_number = format_number  # the shorter name the tables below use
 
 # --------------------------------------------------------------------------------------------
 # Standalone calculator
@@ -101,36 +81,6 @@ def neighbouring_note(scheme: str) -> dict[str, str]:
     if scheme in ("fixed", "without_replacement"):
         return {"relation": "replace-one", "sensitivity": "2C"}
     return {"relation": "add/remove-one", "sensitivity": "C"}
-
-
-def epsilon_per_accountant(event: Any, delta: float, names: tuple[str, ...]) -> dict[str, Any]:
-    """``{name: {"epsilon", "settings"} | {"unsupported", "settings"[, "refused"]}}`` for each
-    accountant.
-
-    One accountant's refusal never loses the others' answers: an event type it cannot handle is
-    ``unsupported``; a setting it refuses (its memory guard) or that runs out of memory anyway is
-    ``unsupported`` with ``"refused": True`` and the reason.
-    """
-    from functools import partial
-
-    from fedguard.privacy.accountants import get_accountant
-    from fedguard.privacy.accountants.base import check_delta
-    from fedguard.privacy.budget import epsilon_or_refusal
-
-    delta = check_delta(delta)
-    out: dict[str, Any] = {}
-    for name in names:
-        acc = get_accountant(name)
-        ok, reason = acc.supports(event)
-        if not ok:
-            out[name] = {"unsupported": reason, "settings": acc.settings()}
-            continue
-        epsilon, refusal = epsilon_or_refusal(partial(acc.epsilon, event, delta), acc.name)
-        if refusal is None:
-            out[name] = {"epsilon": epsilon, "settings": acc.settings()}
-        else:
-            out[name] = {"unsupported": refusal, "refused": True, "settings": acc.settings()}
-    return out
 
 
 def standalone_report(

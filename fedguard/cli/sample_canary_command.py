@@ -154,7 +154,7 @@ def run_sample_canary_audit(
 ) -> tuple[dict[str, Any], NDArray[np.float64], NDArray[np.bool_]]:
     """Run the audit; return the summary, the per-canary scores and the inclusion truth."""
     from fedguard.audit.sample_canaries import gradient_canary_audit, sample_canary_audit
-    from fedguard.cli.audit_command import accountant_names, epsilon_per_accountant
+    from fedguard.cli.accounting_output import accountant_names, epsilon_per_accountant
     from fedguard.privacy.events import sampled_gaussian
 
     names = accountant_names(accountant)
@@ -211,7 +211,7 @@ def write_outputs(
     out: Path, summary: dict[str, Any], scores: NDArray[np.float64], included: NDArray[np.bool_]
 ) -> list[str]:
     """Write the result JSON (with scores and truth) and the score histogram, each atomically."""
-    from fedguard.cli.audit_command import jsonable
+    from fedguard.cli.accounting_output import jsonable
     from fedguard.storage.atomic import write_bytes, write_text
 
     record = {**summary, "scores": scores.tolist(), "included": included.tolist()}
@@ -250,7 +250,7 @@ def score_histogram(
 
 
 def print_table(summary: dict[str, Any], console: Console) -> None:
-    from fedguard.cli.audit_command import _number
+    from fedguard.cli.accounting_output import format_number as _number
 
     confidence = f"{100 * summary['confidence']:g}%"
     table = Table(
@@ -306,7 +306,7 @@ def sample_canary_command(
     flags) with whether each was given; any of them, or a canary option without
     ``--dp-sgd-canaries``, is refused with one sentence.
     """
-    from fedguard.cli.audit_command import jsonable
+    from fedguard.cli.accounting_output import jsonable
 
     if not dp_sgd_canaries:
         raise UserError(f"{options.given()[0]} is only used with --dp-sgd-canaries.")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fedguard.core.local_training import ClientData, LocalTrainingConfig, Trainer
+from fedguard.core.per_client_gradients import covered
 from fedguard.errors import ConfigError
 from fedguard.models.flat import FlatModel
 
@@ -102,17 +103,25 @@ def _count_activations(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def bytes_per_client(
-    model: FlatModel, input_shape: tuple[int, ...], steps: int, cfg: LocalTrainingConfig
+    model: FlatModel,
+    input_shape: tuple[int, ...],
+    steps: int,
+    cfg: LocalTrainingConfig,
+    device: str = "cpu",
 ) -> int:
     """Estimated peak bytes one client adds to a vectorized round.
 
     Parameters, momentum buffer, gradient and the update (4·d); the gathered inputs of its whole
     schedule (steps·batch·input); one step's activations kept for the backward pass, counted
-    three times (forward values, their gradients, vmap's intermediate copies).
+    three times (forward values, their gradients, vmap's intermediate copies) — except where
+    gradients are computed client by client (:mod:`fedguard.core.per_client_gradients`): then
+    only one client's activations exist at a time, a fixed cost shared by the round.
     """
     d = model.layout.dim
     inputs = steps * cfg.batch_size * math.prod(input_shape)
     activations = 3 * cfg.batch_size * activation_elements(model.module, input_shape)
+    if device.startswith("cpu") and covered(model.module):
+        activations = 0
     return FLOAT_BYTES * (4 * d + inputs + activations)
 
 
@@ -139,13 +148,14 @@ class ChunkedTrainer:
             else cfg.local_epochs * math.ceil(largest / cfg.batch_size)
         )
         batch = largest if cfg.algorithm == "fedsgd" else cfg.batch_size
+        device = str(data.features.device)
         per_client = bytes_per_client(
             model,
             self.input_shape,
             steps,
             LocalTrainingConfig(**{**cfg.__dict__, "batch_size": batch}),
+            device,
         )
-        device = str(data.features.device)
         budget = self.max_memory or int(AUTO_SHARE * free_memory(device))
         return max(1, budget // per_client)
 

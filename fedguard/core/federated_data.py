@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from fedguard.core.local_training import ClientData
@@ -64,15 +65,22 @@ def build_federated_data(
         parts[target] = parts[source].copy()
     feats = [train.features[p] for p in parts]
     labels = [train.labels[p] for p in parts]
-    clean = ClientData.pad(feats, labels) if keep_clean and data_attack is not None else None
+    # silos of many users (a user id column and a partitioner that does not make one client per
+    # user): every record keeps its user id, for user-level DP across silos
+    users = None
+    if train.groups is not None and not getattr(partitioner, "uses_natural_clients", False):
+        users = [train.groups[torch.as_tensor(p, dtype=torch.long)] for p in parts]
+    clean = ClientData.pad(feats, labels, users) if keep_clean and data_attack is not None else None
     if data_attack is not None:
         for cid in malicious:
             gen = torch_generator(seed, -1, cid, "data_attack")
             feats[cid], labels[cid] = data_attack.poison(
                 feats[cid], labels[cid], dataset.n_classes, gen
             )
+    if users is not None and any(len(u) != len(y) for u, y in zip(users, labels, strict=True)):
+        users = None  # a data attack changed a client's record count: ids no longer line up
     return FederatedData(
-        ClientData.pad(feats, labels),
+        ClientData.pad(feats, labels, users),
         val,
         test,
         train,

@@ -80,33 +80,50 @@ class CandidatePool:
         )
 
 
+#: What a threat model may grant beyond the public facts (data description, rounds, clients):
+#: ``architecture`` — an independent copy of the model; ``candidates`` — the membership
+#: evaluation's candidate pool and public population.
+GRANTS = frozenset({"architecture", "candidates"})
+
+
 @dataclass(frozen=True)
 class AttackerKnowledge:
     """Everything a privacy attack's threat model grants, besides the round's
-    :class:`~fedguard.types.ServerView` (what the server saw, with the clients' recipe)."""
+    :class:`~fedguard.types.ServerView` (what the server saw, with the clients' recipe). What
+    the attack's declared threat model (``PrivacyAttack.threat_model``) does not grant is
+    ``None``."""
 
-    model: nn.Module  # the architecture: an independent copy, its weights the initial ones
+    model: nn.Module | None  # the architecture: an independent copy, its weights the initial ones
     data: DataDescription
     rounds: int
     n_clients: int
-    candidates: CandidatePool
+    candidates: CandidatePool | None
 
 
 def attacker_knowledge(
-    module: nn.Module, data: FederatedData, rounds: int, n_clients: int
+    module: nn.Module,
+    data: FederatedData,
+    rounds: int,
+    n_clients: int,
+    grants: frozenset[str] = GRANTS,
 ) -> AttackerKnowledge:
+    """The knowledge ``grants`` (a subset of :data:`GRANTS`) allows, built fresh: the model is
+    a deep copy, so nothing an attack does to it reaches the run."""
+    unknown = set(grants) - GRANTS
+    require(not unknown, "threat_model", f"a subset of {sorted(GRANTS)} (got {sorted(unknown)})")
     shape = tuple(int(v) for v in data.input_shape)
     image = shape if len(shape) == 3 else None
     return AttackerKnowledge(
-        model=copy.deepcopy(module),
+        model=copy.deepcopy(module) if "architecture" in grants else None,
         data=DataDescription(shape, int(data.n_classes), data.value_range, image),  # type: ignore[arg-type]
         rounds=rounds,
         n_clients=n_clients,
-        candidates=CandidatePool(data),
+        candidates=CandidatePool(data) if "candidates" in grants else None,
     )
 
 
 __all__ = [
+    "GRANTS",
     "AttackerKnowledge",
     "CandidatePool",
     "DataDescription",

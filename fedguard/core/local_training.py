@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
 from fedguard.core.ghost_clipping import ghost_clipped_blocks, macs_per_sample
+from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.poisson_passes import slot_levels
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
@@ -62,12 +63,22 @@ class ClientData:
     features: Tensor  # (n_clients, max_samples, *input_shape)
     labels: Tensor  # (n_clients, max_samples)
     counts: Tensor  # (n_clients,) long
+    #: user id of every record (n_clients, max_samples) long, −1 past each client's count, when
+    #: the dataset has a user id column and clients are silos holding many users' records
+    users: Tensor | None = None
 
     def to(self, device: str) -> ClientData:
-        return ClientData(self.features.to(device), self.labels.to(device), self.counts.to(device))
+        users = None if self.users is None else self.users.to(device)
+        return ClientData(
+            self.features.to(device), self.labels.to(device), self.counts.to(device), users
+        )
 
     @staticmethod
-    def pad(features: Sequence[Tensor], labels: Sequence[Tensor]) -> ClientData:
+    def pad(
+        features: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        users: Sequence[Tensor] | None = None,
+    ) -> ClientData:
         counts = torch.tensor([len(y) for y in labels], dtype=torch.long)
         width = int(counts.max())
         shape = features[0].shape[1:]
@@ -76,7 +87,12 @@ class ClientData:
         for i, (xi, yi) in enumerate(zip(features, labels, strict=True)):
             x[i, : len(yi)] = xi
             y[i, : len(yi)] = yi
-        return ClientData(x, y, counts)
+        padded_users = None
+        if users is not None:
+            padded_users = torch.full((len(labels), width), -1, dtype=torch.long)
+            for i, ui in enumerate(users):
+                padded_users[i, : len(ui)] = ui
+        return ClientData(x, y, counts, padded_users)
 
 
 def batch_schedule(
@@ -196,6 +212,8 @@ def train_vectorized(
     index, mask = batch_schedule(counts, ids, cfg, seed, round_index)
     plan = _plan_for(model, data, engine)
     gradient = _gradient_fn(model, plan)
+    if plan is None and engine == "auto":  # ResNet-GN on a CPU: client by client, in cache
+        gradient = per_client_gradient_fn(model, str(global_params.device)) or gradient
     order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)

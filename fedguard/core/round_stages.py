@@ -33,11 +33,12 @@ from fedguard.core.finite_rows import finite_rows
 from fedguard.core.round_state import RoundOutcome, RoundState
 from fedguard.core.sampling import sample_clients
 from fedguard.core.server_optimizer import server_step
+from fedguard.core.simulation_state import SimulationState
 from fedguard.errors import ConfigError, RoundAborted
 from fedguard.types import AggregationContext, AggregationResult, ServerView
 
 if TYPE_CHECKING:
-    from fedguard.core.simulation import Simulation, SimulationState
+    from fedguard.core.simulation import Simulation
 
 HISTORY = 20  # global deltas kept for free-riders that replay or mimic them
 
@@ -339,7 +340,8 @@ def observe(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
         sent_mask=rs.sent_mask,
     )
     for attack in sim.components.privacy_attacks:
-        sim.privacy_outputs.append((state.round, attack, attack.observe(rs.view, sim.knowledge)))
+        knowledge = sim.knowledge(attack.threat_model)  # only what its threat model grants
+        sim.privacy_outputs.append((state.round, attack, attack.observe(rs.view, knowledge)))
 
 
 # ------------------------------------------------------------------------------- aggregate
@@ -420,8 +422,6 @@ def server_update(sim: Simulation, state: SimulationState, rs: RoundState) -> No
 
 def finish(sim: Simulation, state: SimulationState, rs: RoundState) -> SimulationState:
     """The one exit of every round: record, evaluation, timing and the next state."""
-    from fedguard.core.simulation import SimulationState
-
     t, spec, record = state.round, sim.spec, rs.record
     last = t + 1 == spec.rounds
     if rs.outcome is RoundOutcome.ABORTED:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,57 +22,18 @@ from fedguard.components import Components, build_components
 from fedguard.config import RunSpec
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
-from fedguard.core.knowledge import AttackerKnowledge, attacker_knowledge
+from fedguard.core.knowledge import GRANTS, AttackerKnowledge, attacker_knowledge
 from fedguard.core.local_training import TRAINERS, LocalTrainingConfig, Trainer
+from fedguard.core.model_checks import check_attacks_fit_model
 from fedguard.core.round_stages import play_round
 from fedguard.core.round_state import RoundState
 from fedguard.core.sampling import sampling_description
 from fedguard.core.server_optimizer import ServerOptimizerConfig
+from fedguard.core.simulation_state import RoundOutput, SimulationState
 from fedguard.errors import ConfigError
 from fedguard.models.flat import FlatModel
-from fedguard.privacy.round_events import RoundEvents
 from fedguard.rng import numpy_generator, stream_seed, torch_generator
-from fedguard.types import AggregationContext, LocalTrainingRecipe, RoundContext, ServerView, Truth
-
-
-@dataclass
-class SimulationState:
-    """Everything a resume needs (saved to ``state.pt`` after each round)."""
-
-    round: int  # rounds completed
-    params: Tensor
-    server_state: dict[str, Tensor] = field(default_factory=dict)
-    aggregator_state: dict[str, Any] = field(default_factory=dict)
-    client_transform_states: list[dict[str, Any]] = field(default_factory=list)
-    server_transform_states: list[dict[str, Any]] = field(default_factory=list)
-    global_deltas: list[Tensor] = field(default_factory=list)
-    client_check_states: list[dict[str, Any]] = field(default_factory=list)
-    payload_state: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "params": self.params,
-            "server_state": self.server_state,
-            "aggregator_state": dict(self.aggregator_state),
-            "client_transform_states": [dict(s) for s in self.client_transform_states],
-            "server_transform_states": [dict(s) for s in self.server_transform_states],
-            "global_deltas": self.global_deltas,
-            "client_check_states": [dict(s) for s in self.client_check_states],
-            "payload_state": dict(self.payload_state),
-        }
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> SimulationState:
-        return SimulationState(**d)
-
-
-@dataclass(frozen=True)
-class RoundOutput:
-    record: dict[str, Any]
-    events: RoundEvents  # typed privacy events; the runner's ledger entry serialises them
-    view: ServerView | None
-    updates: dict[str, Tensor] | None  # what the server saw, for --save-updates
+from fedguard.types import AggregationContext, LocalTrainingRecipe, RoundContext, Truth
 
 
 def _choose_roles(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -136,11 +96,15 @@ class Simulation:
         clean = self.data.clean_clients
         self.clean_clients = clean.to(self.device) if clean is not None else self.clients
         module = self.components.model.build(self.data.input_shape, self.data.n_classes)
+        check_attacks_fit_model(  # before any training: attacks that need a particular layer
+            self.components, module, self.data.input_shape, self.data.n_classes
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
             for m in module.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
         self.model = FlatModel.of(module.to(self.device))
         self.aggregator = compose(self.components.preaggregators, self.components.aggregator)
         t = spec.training
@@ -193,12 +157,12 @@ class Simulation:
             client_check_states=[{} for _ in self.components.client_checks],
         )
 
-    @property
-    def knowledge(self) -> AttackerKnowledge:
-        """What privacy attacks are given this round (an independent copy of the model as it is
-        now, public facts, the candidate pool) — not this simulation, not the truth."""
+    def knowledge(self, grants: frozenset[str] = GRANTS) -> AttackerKnowledge:
+        """What a privacy attack is given this round: public facts plus what its threat model
+        ``grants`` (an independent copy of the model as it is now, the candidate pool) — not
+        this simulation, not the truth."""
         return attacker_knowledge(
-            self.model.module, self.data, self.spec.rounds, self.spec.clients.n_clients
+            self.model.module, self.data, self.spec.rounds, self.spec.clients.n_clients, grants
         )
 
     def truth(self) -> Truth:

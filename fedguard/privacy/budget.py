@@ -8,13 +8,14 @@ written by :class:`~fedguard.privacy.events.ClientEvent`. The neighbouring relat
 replace-one).
 
 The headline ε is the client-level guarantee when any client-level event exists (the worst
-client's), else the record-level one.
+client's), else the user-level one (user-level DP across silos: population events with
+``"level": "user"``), else the record-level one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ def _split(data: Any) -> tuple[PrivacyEvent, str]:
         raise LedgerError(f"ledger event must be a JSON object (got {data!r}).")
     level = str(data.get("level", "client"))
     if level not in LEVELS:
-        raise LedgerError(f"ledger event level must be 'client' or 'record' (got {level!r}).")
+        raise LedgerError(f"ledger event level must be one of {LEVELS} (got {level!r}).")
     try:
         event = event_from_dict({k: v for k, v in data.items() if k not in _EXTRA_KEYS})
     except Exception as err:  # ConfigError from validation: the file is at fault
@@ -42,7 +43,7 @@ def _split(data: Any) -> tuple[PrivacyEvent, str]:
 
 def run_ledgers(ledger: Mapping[str, Any]) -> dict[str, PrivacyLedger]:
     """The run's events as one :class:`PrivacyLedger` per privacy level that has events
-    (``"client"`` and/or ``"record"``)."""
+    (``"client"``, ``"user"``, ``"record"``)."""
     sampling = ledger.get("sampling") or {}
     relation = str(sampling.get("neighbouring_relation", "add_remove"))
     population = sampling.get("population")
@@ -79,8 +80,19 @@ def has_events(ledger: Mapping[str, Any]) -> bool:
     return any(r.get("population") or r.get("clients") for r in ledger.get("rounds", []) or [])
 
 
+#: Which level's ε is the run's headline when several are present: the coarsest unit first (a
+#: client's dataset ⊇ a user's records in that client ⊇ one record).
+HEADLINE_ORDER: tuple[str, ...] = ("client", "user", "record")
+
+
+def headline_level(levels: Iterable[str]) -> str:
+    """The level whose ε is the headline among ``levels`` (``"client"`` when none)."""
+    present = set(levels)
+    return next((level for level in HEADLINE_ORDER if level in present), "client")
+
+
 def _headline(ledgers: Mapping[str, PrivacyLedger]) -> PrivacyLedger | None:
-    return ledgers.get("client") or ledgers.get("record")
+    return ledgers.get(headline_level(ledgers))
 
 
 def _accountant(accountant: str | Accountant) -> Accountant:
@@ -136,7 +148,7 @@ def ledger_report(
         "accountant": None,
         "levels": {},
     }
-    headline = "client" if "client" in ledgers else "record"
+    headline = headline_level(ledgers)
     for level, led in ledgers.items():
         entries: dict[str, Any] = {}
         for spec in accountants:
@@ -194,10 +206,12 @@ def _all_events(ledger: PrivacyLedger) -> list[PrivacyEvent]:
 
 
 __all__ = [
+    "HEADLINE_ORDER",
     "epsilon_by_round",
     "epsilon_of_ledger",
     "epsilon_or_refusal",
     "has_events",
+    "headline_level",
     "ledger_report",
     "run_ledgers",
 ]

@@ -36,11 +36,18 @@ from fedguard.errors import require as _require
 
 Scheme = Literal["poisson", "without_replacement"]
 Relation = Literal["add_remove", "replace_one"]
-Level = Literal["client", "record"]
+Level = Literal["client", "record", "user"]
 
 SCHEMES: tuple[str, ...] = ("poisson", "without_replacement")
 RELATIONS: tuple[str, ...] = ("add_remove", "replace_one")
-LEVELS: tuple[str, ...] = ("client", "record")
+#: "user": one person's records in every silo (user-level DP across silos, ULDP-AVG)
+LEVELS: tuple[str, ...] = ("client", "record", "user")
+#: What each level protects, in words.
+LEVEL_DESCRIPTIONS: dict[str, str] = {
+    "client": "one client's entire dataset",
+    "record": "one record",
+    "user": "one user's records in every silo",
+}
 #: The neighbouring relation each sampling scheme is accounted under.
 RELATION_OF_SCHEME: dict[str, str] = {"poisson": "add_remove", "without_replacement": "replace_one"}
 
@@ -332,14 +339,14 @@ class PrivacyUnit:
     description: str = ""
 
     def __post_init__(self) -> None:
-        _require(self.level in LEVELS, "level", f"'client' or 'record' (got {self.level!r})")
+        _require(self.level in LEVELS, "level", f"one of {LEVELS} (got {self.level!r})")
         _require(
             self.relation in RELATIONS,
             "relation",
             f"'add_remove' or 'replace_one' (got {self.relation!r})",
         )
         if not self.description:
-            what = "one client's entire dataset" if self.level == "client" else "one record"
+            what = LEVEL_DESCRIPTIONS[self.level]
             how = "added or removed" if self.relation == "add_remove" else "replaced"
             object.__setattr__(self, "description", f"{what}, {how}")
 
@@ -382,11 +389,33 @@ class ClientEvent:
             f"an integer client id (got {self.client!r})",
         )
         _require(isinstance(self.event, PrivacyEvent), "event", "a privacy event")
-        _require(self.level in LEVELS, "level", f"'client' or 'record' (got {self.level!r})")
+        _require(self.level in LEVELS, "level", f"one of {LEVELS} (got {self.level!r})")
 
     def to_dict(self) -> dict[str, Any]:
         out = self.event.to_dict()
         out["client"] = self.client
+        if self.level != "client":
+            out["level"] = self.level
+        return out
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    """``event`` incurred by every member of the population at privacy ``level`` other than
+    the client — e.g. each user under ULDP-AVG (user-level DP across silos), where one user's
+    records are spread over several clients. The round loop files it with the population events;
+    its dict form is the event's plus ``"level"``.
+    """
+
+    event: PrivacyEvent
+    level: str = "user"
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.event, PrivacyEvent), "event", "a privacy event")
+        _require(self.level in LEVELS, "level", f"one of {LEVELS} (got {self.level!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.event.to_dict()
         if self.level != "client":
             out["level"] = self.level
         return out
@@ -541,6 +570,7 @@ def effective_gaussian_multiplier(event: PrivacyEvent) -> float | None:
 
 __all__ = [
     "LEVELS",
+    "LEVEL_DESCRIPTIONS",
     "RELATIONS",
     "RELATION_OF_SCHEME",
     "SCHEMES",
@@ -553,6 +583,7 @@ __all__ = [
     "RandomizedQuantization",
     "Sampled",
     "Skellam",
+    "UnitEvent",
     "clipped_sum_gaussian",
     "compose",
     "effective_gaussian_multiplier",

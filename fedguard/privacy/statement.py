@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedguard.privacy.accountants import get_accountant
-from fedguard.privacy.budget import run_ledgers
+from fedguard.privacy.budget import headline_level, run_ledgers
 from fedguard.privacy.events import (
     DiscreteGaussian,
     Gaussian,
@@ -59,6 +59,11 @@ def _trust_model(ledger: PrivacyLedger, level: str, transport: str) -> str:
         return "local (each client's randomized quantization is private on its own)"
     if level == "record":
         return "local training (DP-SGD protects each record in every update a client sends)"
+    if level == "user":
+        return (
+            "distributed across silos (each silo clips every user's update, bounds each user's "
+            "total weight across silos and adds its share of the Gaussian noise)"
+        )
     if Gaussian in kinds:
         return "central (a trusted server adds the noise to the aggregate)"
     return "unspecified"
@@ -79,7 +84,7 @@ def privacy_statement(ledger: Mapping[str, Any], spec: Any) -> dict[str, Any]:
     sampling = dict(ledger.get("sampling") or {})
     ledgers = run_ledgers(ledger)
     notes: list[str] = []
-    level = "client" if "client" in ledgers else "record"
+    level = headline_level(ledgers)
     chosen = ledgers.get(level)
     rdp = get_accountant("rdp")
     scheme = sampling.get("scheme", "all")
@@ -135,9 +140,13 @@ def privacy_statement(ledger: Mapping[str, Any], spec: Any) -> dict[str, Any]:
     if _spec_value(spec, "data", "dataset", "params", "normalize", default=False):
         notes.append(NORMALIZATION_NOTE)
     levels = {lvl: led.epsilon(rdp, delta).epsilon for lvl, led in ledgers.items()}
-    if len(levels) > 1:
+    if len(levels) > 1 and "record" in levels and level != "record":
         notes.append(
             f"Record-level guarantee (DP-SGD): ε = {levels['record']:.4g} at δ = {delta:g}."
+        )
+    if len(levels) > 1 and "user" in levels and level != "user":
+        notes.append(
+            f"User-level guarantee (across silos): ε = {levels['user']:.4g} at δ = {delta:g}."
         )
     verdict, within = None, None
     if target is not None:

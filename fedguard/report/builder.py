@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
@@ -12,14 +11,8 @@ from fedguard import __version__
 from fedguard.errors import UserError
 from fedguard.report import matrix_sections, run_sections, run_summary
 from fedguard.report.privacy_section import privacy_section
+from fedguard.report.section import Section
 from fedguard.storage.run_dir import RunDirectory
-
-
-@dataclass(frozen=True)
-class Section:
-    id: str
-    title: str
-    html: str
 
 
 def run_report(path: Path) -> tuple[str, list[Section]]:

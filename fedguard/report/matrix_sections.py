@@ -133,7 +133,7 @@ def _heatmaps(tidy: Any) -> dict[str, str]:
 
 
 def matrix_report(path: Path) -> tuple[str, list[Any]]:
-    from fedguard.report.builder import Section
+    from fedguard.report.section import Section
 
     store = ResultStore(path / "results.sqlite", read_only=True)
     try:

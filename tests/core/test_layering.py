@@ -55,10 +55,16 @@ def layer_of(module: str) -> int | None:
     return None if best is None else best[0]
 
 
-def imported(source: str) -> Iterable[list[str]]:
+def imported(source: str, runtime_only: bool = False) -> Iterable[list[str]]:
     """Per import statement, the modules it may import (``from a import b``: ``a`` and ``a.b``,
-    since ``from fedguard import registry`` imports the module ``fedguard.registry``)."""
-    for node in ast.walk(ast.parse(source)):
+    since ``from fedguard import registry`` imports the module ``fedguard.registry``).
+    ``runtime_only`` skips imports under ``if TYPE_CHECKING:`` (they never execute)."""
+    tree = ast.parse(source)
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from ([alias.name] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -109,6 +115,80 @@ def test_the_checker_catches_planted_upward_imports() -> None:
     for module, source in planted.items():
         found = violations({**modules, module: modules[module] + source})
         assert len(found) == 1 and found[0].startswith(module), (module, found)
+
+
+def import_graph(modules: dict[str, str]) -> dict[str, set[str]]:
+    """Module → the project modules it imports at run time (module level or in a function):
+    ``from a import b`` counts as ``a.b`` where that is a module, else as ``a``."""
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, source in modules.items():
+        for base, *names in imported(source, runtime_only=True):
+            targets = [n for n in names if n in modules]
+            if not targets:
+                parts = base.split(".")
+                while parts and ".".join(parts) not in modules:
+                    parts.pop()
+                targets = [".".join(parts)] if parts else []
+            graph[module].update(t for t in targets if t != module)
+    return graph
+
+
+def import_cycles(modules: dict[str, str]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    graph = import_graph(modules)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    """No two project modules import each other, directly or through others, at module level or
+    inside a function (imports under ``TYPE_CHECKING`` never run and do not count)."""
+    assert import_cycles(project_modules()) == []
+
+
+def test_the_cycle_checker_catches_planted_cycles() -> None:
+    modules = project_modules()
+    planted = {  # each closes a loop with an import the target already has
+        "fedguard.config": "def f():\n    from fedguard.components import Components\n",
+        "fedguard.report.section": "from fedguard.report import builder\n",
+        "fedguard.privacy.events": "def f():\n    import fedguard.privacy.budget\n",
+    }
+    for module, source in planted.items():
+        found = import_cycles({**modules, module: modules[module] + source})
+        assert any(module in group for group in found), (module, found)
+    guarded = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import fedguard.components\n"
+    )
+    assert import_cycles({**modules, "fedguard.config": modules["fedguard.config"] + guarded}) == []
 
 
 def test_the_accounting_package_imports_no_torch() -> None:

@@ -242,3 +242,20 @@ def test_a_cohort_below_the_rules_bound_is_an_outcome_not_an_error() -> None:
     new, out = sim.run_round(state)
     assert "aggregation_skipped" in out.record
     torch.testing.assert_close(new.params, state.params)
+
+
+def test_specs_without_the_new_hooks_keep_their_hash() -> None:
+    """The hashes below were computed by the code before the hooks existed (commit b32d351): a
+    run directory written then still resumes (its spec hash is unchanged)."""
+    import yaml
+
+    quick = parse_spec(yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text()))
+    assert quick.spec_hash() == "fc0acc29a62e29b1"
+    attacked = {
+        "name": "h",
+        "defense": {"aggregator": "krum"},
+        "attack": {"n_malicious": 1, "model_attack": {"name": "sign_flip"}},
+    }
+    assert parse_spec(attacked).spec_hash() == "640484025aebbb1e"
+    windowed = {**attacked, "attack": {**attacked["attack"], "stop_round": 5}}
+    assert parse_spec(windowed).spec_hash() != "640484025aebbb1e"

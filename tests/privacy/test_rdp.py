@@ -14,6 +14,7 @@ from scipy import integrate
 
 from fedguard.errors import ConfigError
 from fedguard.privacy.accountants import DEFAULT_ORDERS, RdpAccountant, UnsupportedEventError
+from fedguard.privacy.accountants.analytic import gaussian_epsilon
 from fedguard.privacy.accountants.rdp import (
     rdp_poisson_gaussian,
     rdp_to_delta,
@@ -120,13 +121,20 @@ def test_reference_figures_from_algorithms_md() -> None:
 
 
 def test_rdp_epsilon_between_pld_and_opacus(oracles: dict[str, Any]) -> None:
-    acc = RdpAccountant()
+    conversion, default = RdpAccountant(unsampled_closed_form=False), RdpAccountant()
     for entry in oracles["poisson"]:
         event = sampled_gaussian(entry["sampling_rate"], entry["noise_multiplier"], entry["steps"])
-        eps = acc.epsilon(event, entry["delta"])
+        eps = conversion.epsilon(event, entry["delta"])
         assert eps <= entry["opacus_rdp_epsilon"] * (1 + 1e-9), entry
         assert eps >= entry["pld_epsilon"], entry
         assert eps <= entry["dp_accounting_rdp_epsilon"] * (1 + 1e-9), entry
+        exact = default.epsilon(event, entry["delta"])
+        if entry["sampling_rate"] == 1:  # one Gaussian: the exact ε, below PLD's pessimistic grid
+            mu = math.sqrt(entry["steps"]) / entry["noise_multiplier"]
+            assert exact == pytest.approx(gaussian_epsilon(mu, entry["delta"]), rel=1e-12)
+            assert exact <= entry["pld_epsilon"] * (1 + 1e-9) <= eps * (1 + 1e-9), entry
+        else:
+            assert exact == eps
 
 
 def test_conversion_matches_dp_accounting_and_inverts() -> None:

@@ -61,7 +61,7 @@ def _last_view(spec_dict: dict) -> tuple[Simulation, ServerView]:
 
 def _resolve(sim: Simulation, view: ServerView, cid: int):  # type: ignore[no-untyped-def]
     task = as_membership_task(
-        sim.knowledge, view, "client", cid, 2, None, torch.Generator().manual_seed(0)
+        sim.knowledge(), view, "client", cid, 2, None, torch.Generator().manual_seed(0)
     )
     return task, resolve_target(view, task, "client", cid)
 
@@ -178,12 +178,12 @@ def _mean_aucs(
         attack = LiRA(target="client", target_client=cid, seed=seed)  # 16 shadows (default)
         gen = attack_generator(seed, view.round, cid, "lira/candidates")
         task = as_membership_task(
-            sim.knowledge, view, "client", cid, attack.n_candidates, None, gen
+            sim.knowledge(), view, "client", cid, attack.n_candidates, None, gen
         )
         tgt = resolve_target(view, task, "client", cid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # few non-members per client
-            out = attack.observe(view, sim.knowledge)
+            out = attack.observe(view, sim.knowledge())
             corrected.append(attack.metrics(out, truth)["auc"])
             scores, _ = attack.score_candidates(view, task, dataclasses.replace(tgt, recipe=wrong))
             out_old = MembershipOutput("lira", scores, task.candidates, cid, False)

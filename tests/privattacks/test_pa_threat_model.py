@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -71,7 +72,7 @@ def test_attacks_receive_attacker_knowledge_not_the_simulation() -> None:
 
 def test_nothing_private_is_reachable_from_the_knowledge() -> None:
     sim = Simulation(parse_spec(SPEC))
-    knowledge = sim.knowledge
+    knowledge = sim.knowledge()
     found = _reachable(knowledge)
     forbidden = (Simulation, Truth, FederatedData, type(sim.data.clients))
     assert not [type(o).__name__ for o in found if isinstance(o, forbidden)]
@@ -87,7 +88,7 @@ def test_nothing_private_is_reachable_from_the_knowledge() -> None:
 def test_the_candidate_pool_mixes_members_with_held_out_records() -> None:
     """What the pool grants: the target's records plus as many held-out ones, labels withheld."""
     sim = Simulation(parse_spec(SPEC))
-    pool = sim.knowledge.candidates.membership_candidates(
+    pool = sim.knowledge().candidates.membership_candidates(
         "client", 2, 2, torch.Generator().manual_seed(0)
     )
     x_client, _ = sim.data.client_arrays(2)
@@ -96,3 +97,33 @@ def test_the_candidate_pool_mixes_members_with_held_out_records() -> None:
     assert torch.equal(pool.candidates[0][:n], x_client)
     test_rows = {r.numpy().tobytes() for r in sim.data.test.features}
     assert all(r.numpy().tobytes() in test_rows for r in pool.candidates[0][n:])
+
+
+def test_an_attack_gets_only_what_its_declared_threat_model_grants() -> None:
+    """Inversion attacks declare the architecture only: the round hands them no candidate pool;
+    membership attacks declare both; an undeclared grant is refused."""
+    from fedguard.errors import ConfigError
+    from fedguard.registry import build
+
+    spec = {
+        **SPEC,
+        "attack": {
+            "privacy_attacks": [{"name": "analytic", "at_round": 0}, {"name": "loss_threshold"}],
+        },
+    }
+    sim = Simulation(parse_spec(spec))
+    given: dict[str, Any] = {}
+    for attack in sim.components.privacy_attacks:
+        original = attack.observe
+
+        def recording(view: Any, env: Any, name: str = attack.registry_name, f: Any = original):
+            given[name] = env
+            return f(view, env)
+
+        object.__setattr__(attack, "observe", recording)
+    sim.run_round(sim.initial_state())
+    assert given["analytic"].candidates is None and given["analytic"].model is not None
+    assert given["loss_threshold"].candidates is not None
+    assert build("privacy_attack", "analytic", {}, "x").threat_model == {"architecture"}
+    with pytest.raises(ConfigError, match="threat_model"):
+        sim.knowledge(frozenset({"truth"}))

@@ -64,6 +64,13 @@ def _mu(event: PrivacyEvent) -> tuple[float, str]:
     return math.sqrt(total), ""
 
 
+def unsampled_gaussian_mu(event: PrivacyEvent) -> float | None:
+    """μ = √(Σ count / z²) when ``event`` is made only of unsampled Gaussians (then it is exactly
+    one Gaussian mechanism of that μ, Dong, Roth & Su 2022), else ``None``."""
+    mu, reason = _mu(event)
+    return None if reason else mu
+
+
 @dataclass(frozen=True)
 class AnalyticGaussianAccountant(Accountant):
     """Exact (ε, δ) of (compositions of) unsampled Gaussian mechanisms."""

@@ -1,7 +1,10 @@
 """Rényi-DP accountant (own implementation).
 
 Per-order RDP of every leaf event is summed over the composition and converted to (ε, δ) with
-the Balle et al. 2020 bound, minimised over a fine, wide grid of orders.
+the Balle et al. 2020 bound, minimised over a fine, wide grid of orders. An event made only of
+unsampled Gaussians is one Gaussian mechanism (Dong, Roth & Su 2022) and gets its exact ε(δ)
+(Balle & Wang 2018) instead — tighter than any RDP conversion, and what PLD and PRV answer too
+(``unsampled_closed_form=False`` for the RDP conversion).
 
 Conventions
 -----------
@@ -22,6 +25,9 @@ Wang, Balle, Kasiviswanathan. "Subsampled Rényi Differential Privacy and Analyt
 Accountant." AISTATS 2019.
 Balle, Barthe, Gaboardi, Hsu, Sato. "Hypothesis Testing Interpretations and Rényi Differential
 Privacy." AISTATS 2020 (Proposition 12 / Theorem 21: the RDP → (ε, δ) conversion).
+Balle, Wang. "Improving the Gaussian Mechanism for Differential Privacy: Analytical Calibration
+and Optimal Denoising." ICML 2018 (the exact ε of one Gaussian mechanism).
+Dong, Roth, Su. "Gaussian Differential Privacy." JRSS-B 2022 (composition of Gaussians).
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from fedguard.errors import ConfigError
+from fedguard.privacy.accountants.analytic import (
+    gaussian_delta,
+    gaussian_epsilon,
+    unsampled_gaussian_mu,
+)
 from fedguard.privacy.accountants.base import Accountant
 from fedguard.privacy.events import (
     Composed,
@@ -281,6 +292,10 @@ class RdpAccountant(Accountant):
 
     name: ClassVar[str] = "rdp"
     orders: tuple[float, ...] = DEFAULT_ORDERS
+    #: an event made only of unsampled Gaussians is one Gaussian of μ = √(Σ count / z²): answer
+    #: with its exact ε(δ) / δ(ε) (Balle & Wang 2018), always at most the RDP conversion's —
+    #: ``False`` gives the RDP conversion (Opacus' and dp-accounting's RDP answer) everywhere
+    unsampled_closed_form: bool = True
 
     def __post_init__(self) -> None:
         orders = tuple(float(a) for a in self.orders)
@@ -297,6 +312,7 @@ class RdpAccountant(Accountant):
             "min_order": min(self.orders),
             "max_order": max(self.orders),
             "fractional_step": 0.1,
+            "unsampled_gaussians": "closed form" if self.unsampled_closed_form else "rdp",
         }
 
     def supports(self, event: PrivacyEvent) -> tuple[bool, str]:
@@ -341,10 +357,19 @@ class RdpAccountant(Accountant):
         self.epsilon(event, delta)  # validates
         return rdp_to_epsilon(self.orders, self._rdp(event), delta)
 
+    def _closed_form_mu(self, event: PrivacyEvent) -> float | None:
+        return unsampled_gaussian_mu(event) if self.unsampled_closed_form else None
+
     def _epsilon(self, event: PrivacyEvent, delta: float) -> float:
+        mu = self._closed_form_mu(event)
+        if mu is not None:
+            return gaussian_epsilon(mu, delta)
         return rdp_to_epsilon(self.orders, self._rdp(event), delta)[0]
 
     def _delta(self, event: PrivacyEvent, epsilon: float) -> float:
+        mu = self._closed_form_mu(event)
+        if mu is not None:
+            return gaussian_delta(mu, epsilon)
         return rdp_to_delta(self.orders, self._rdp(event), epsilon)[0]
 
 

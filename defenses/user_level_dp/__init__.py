@@ -1,0 +1,1 @@
+"""User-level differential privacy across silos (ULDP-AVG, Kato et al. 2024)."""
