@@ -78,38 +78,41 @@ def conv2d_squared_norms(t: Trace, g: Tensor, k: int, ghost: bool | None = None)
     m = t.layer.module
     assert isinstance(m, nn.Conv2d)
     batch = t.inputs.shape[0]
-    n = batch * k  # samples, sample-major: index b·k + client
-    x = t.inputs.reshape(n, -1, *t.inputs.shape[2:])  # (n, C, H, W), a view
-    go = g.reshape(n, m.out_channels, *g.shape[2:])  # (n, out, Ho, Wo)
-    positions = go.shape[2] * go.shape[3]
+    # (batch, k·C, H, W) may be channels-last: chunks are cut along the batch and reshaped one
+    # at a time (a cache-sized copy at most), never the whole activation
+    x = t.inputs.unflatten(1, (k, -1))  # (batch, k, C, H, W), a view
+    go = g.unflatten(1, (k, m.out_channels))  # (batch, k, out, Ho, Wo)
+    positions = go.shape[3] * go.shape[4]
     c = m.weight[0].numel()  # C·kh·kw
     if ghost is None:
         ghost = positions * (c + m.out_channels) < m.out_channels * c
-    norms = torch.empty(n, dtype=g.dtype, device=g.device)
-    chunk = max(1, _GRAM_FLOATS // positions**2) if ghost else _CONV_CHUNK
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        xs, gs = x[start:stop], go[start:stop].flatten(2)  # (s, C, H, W), (s, out, P)
+    norms = torch.empty(batch, k, dtype=g.dtype, device=g.device)
+    samples = max(1, _GRAM_FLOATS // positions**2) if ghost else _CONV_CHUNK
+    rows = max(1, samples // k)  # batch rows per chunk
+    for start in range(0, batch, rows):
+        stop = min(batch, start + rows)
+        xs = x[start:stop].reshape(-1, *x.shape[2:])  # (s, C, H, W)
+        gs = go[start:stop].reshape(-1, m.out_channels, positions)  # (s, out, P)
         if ghost:
             patches = F.unfold(xs, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
             gram_in = patches.transpose(1, 2) @ patches  # (s, P, P)
             gram_in.mul_(gs.transpose(1, 2) @ gs)
-            norms[start:stop] = gram_in.sum(dim=(1, 2))
+            norms[start:stop] = gram_in.sum(dim=(1, 2)).view(stop - start, k)
         else:  # the chunk's per-sample weight gradients: one group per sample
-            size = stop - start
+            size = xs.shape[0]
             per_sample = conv2d_weight(
                 xs.reshape(1, -1, *xs.shape[2:]),
                 (size * m.out_channels, *m.weight.shape[1:]),
-                gs.reshape(1, -1, *go.shape[2:]),
+                gs.reshape(1, -1, *go.shape[3:]),
                 m.stride,
                 m.padding,  # type: ignore[arg-type]  # string paddings are refused
                 m.dilation,
                 groups=size,
             )
-            norms[start:stop] = per_sample.view(size, -1).pow(2).sum(dim=1)
+            norms[start:stop] = per_sample.view(size, -1).pow(2).sum(dim=1).view(stop - start, k)
     if t.layer.bias is not None:
-        norms += go.flatten(2).sum(dim=-1).pow(2).sum(dim=-1)
-    return norms.view(batch, k).t()
+        norms += go.sum(dim=(3, 4)).pow(2).sum(dim=-1)
+    return norms.t()
 
 
 #: the per-sample norm of each layer type with parameters (a subclass uses its base's entry);
