@@ -171,6 +171,9 @@ class TransformContext:
     state: Mapping[str, Any] = field(default_factory=dict)
     sampling: Mapping[str, Any] = field(default_factory=dict)
     aggregator: Aggregator | None = None
+    #: the flat vector's :class:`fedguard.models.flat.ParamLayout` (payload policies that send
+    #: parts of the model by name, e.g. FedRand's LoRA A/B parts); None where not needed
+    layout: Any = None
 
 
 @dataclass(frozen=True)
@@ -341,13 +344,17 @@ class PrivacyAttack(Component):
 class BroadcastContext:
     """What a server-side broadcast component is told: the round (its keyed generators and the
     sampled clients), the layout of the flat parameter vector — ``layout.names``,
-    ``layout.shapes``, ``layout.offsets`` (:class:`fedguard.models.flat.ParamLayout`) — and the
-    task's public shape."""
+    ``layout.shapes``, ``layout.offsets`` (:class:`fedguard.models.flat.ParamLayout`) — the
+    task's public shape, and the attacker knowledge (e.g. public data to estimate a feature's
+    distribution)."""
 
     round: RoundContext
     layout: Any  # fedguard.models.flat.ParamLayout
     input_shape: tuple[int, ...]
     n_classes: int
+    #: what the server's threat model grants it (public data, the architecture): the
+    #: :class:`~fedguard.core.knowledge.AttackerKnowledge` of privacy attacks; ``None`` if not given
+    knowledge: AttackerKnowledge | None = None
 
 
 class ServerBroadcast(Component):

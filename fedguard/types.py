@@ -198,3 +198,6 @@ class Truth:
     malicious_ids: tuple[int, ...]
     free_rider_ids: tuple[int, ...] = ()
     private_batches: Mapping[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    #: text: the planted secrets (:class:`fedguard.text.secrets.Secret`, ``client`` = the
+    #: holding client's index, -1 if none)
+    secrets: tuple[Any, ...] = ()

@@ -14,6 +14,7 @@ Modules
 ``protocol``     the parties (clients, server) and the in-process simulation with real messages.
 ``noise``        integer noise hooks for distributed DP (Skellam, discrete Gaussian).
 ``transport``    :class:`SecAggTransport`, :class:`SecAggPlusTransport` (fedguard transports).
+``model_digest`` the SHA-256 of a received model (``model_commitment``).
 
 Threat model
 ------------
@@ -24,6 +25,11 @@ Threat model
 * Secrecy of one client's input holds as long as fewer than ``t`` holders of its shares collude
   with the server; a threshold below a strict majority of a neighbourhood is refused unless
   ``allow_unsafe_threshold`` is set.
+* A malicious server that sends different models to different clients (model inconsistency)
+  is stopped only with ``model_commitment=True``: each client's signed SHA-256 of the model it
+  received is checked by its neighbours and bound into its pairwise keys, so the round aborts
+  (:class:`~defenses.secure_aggregation.errors.ModelCommitmentMismatch`). One crafted model sent
+  to every client is not stopped by any variant (see ``attacks/malicious_server``).
 * Clipping and any norm-bound check happen **on the client before masking**; they are
   honest-client behaviour only. A malicious client can skip them and submit any element of Z_R:
   secure aggregation gives no robustness, and the server cannot detect such an input. Overflow

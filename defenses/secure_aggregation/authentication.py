@@ -104,3 +104,9 @@ def advertise_message(
     return (
         b"fedguard/secagg/advertise" + struct.pack(">QI", round_index, cid) + c_pk + s_pk + session
     )
+
+
+def model_message(round_index: int, cid: int, digest: bytes) -> bytes:
+    """What a client signs about the model it received (``model_commitment``): the round, its
+    id and the SHA-256 of the broadcast parameters."""
+    return b"fedguard/secagg/model" + struct.pack(">QI", round_index, cid) + digest

@@ -18,6 +18,12 @@ class ProtocolAbort(SecAggError, RoundAborted):
     records the abort and leaves the model unchanged for that round)."""
 
 
+class ModelCommitmentMismatch(ProtocolAbort):
+    """Clients of one round hold different broadcast models (their signed commitments differ, or
+    a commitment shown to a client does not carry its owner's signature): they refuse to mask
+    and unmask together, and the round is aborted (a malicious server's model inconsistency)."""
+
+
 class ProtocolViolation(SecAggError):
     """A message failed authentication, was replayed, came from an unknown party or is malformed."""
 

@@ -48,7 +48,9 @@ _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
 HEADER_BYTES = _HEADER.size
 KEY_BYTES = 32
 SIG_BYTES = 64
-DIGEST_BYTES = 32
+DIGEST_BYTES = 32  # SHA-256: commitments, and the broadcast model's digest (model_commitment)
+#: with model_commitment, the advertised signature is followed by the digest and its signature
+MODEL_BLOCK_BYTES = DIGEST_BYTES + SIG_BYTES
 SALT_BYTES = 16
 
 
@@ -149,7 +151,7 @@ def read_advertise(data: bytes) -> tuple[bytes, bytes, bytes]:
     r = _Reader(data, "ADVERTISE")
     c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
     sig = r.take(len(data) - 2 * KEY_BYTES) if len(data) > 2 * KEY_BYTES else b""
-    if sig and len(sig) != SIG_BYTES:
+    if sig and len(sig) not in (SIG_BYTES, SIG_BYTES + MODEL_BLOCK_BYTES):
         raise ProtocolViolation("an ADVERTISE message carries a malformed signature.")
     r.done()
     return c_pk, s_pk, sig

@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -54,17 +53,26 @@ from defenses.secure_aggregation.authentication import (
     advertise_message,
     consistency_message,
     graph_seed,
+    model_message,
     open_message,
     seed_commitment,
     share_commitment,
     sign_message,
 )
-from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation, SecAggError
+from defenses.secure_aggregation.errors import (
+    ModelCommitmentMismatch,
+    ProtocolAbort,
+    ProtocolViolation,
+    SecAggError,
+)
 from defenses.secure_aggregation.graph import Graph, public_harary_graph
 from defenses.secure_aggregation.messages import (
+    DIGEST_BYTES,
     HEADER_BYTES,
+    MODEL_BLOCK_BYTES,
     SALT_BYTES,
     SERVER,
+    SIG_BYTES,
     ShareKind,
     Stage,
     advertise_payload,
@@ -125,6 +133,9 @@ class ProtocolConfig:
     active_adversary: bool = False  # signed messages, commitments, bound keys, public graph
     min_cohort: int | None = None  # None: 3 in the active variant, else 1
     model_commitment: bytes = b""  # hash of the broadcast model, bound into every key and view
+    #: each client commits to the model it received (signed, checked by its neighbours, bound
+    #: into its pairwise keys): clients holding different models abort the round
+    bind_model: bool = False
 
     def __post_init__(self) -> None:
         if not self.graph:
@@ -173,8 +184,8 @@ class ProtocolConfig:
 
     @property
     def signed(self) -> bool:
-        """Signed key advertisements and the consistency round (both variants that ask)."""
-        return self.consistency_check or self.active_adversary
+        """Signed key advertisements and the consistency round (every variant that asks)."""
+        return self.consistency_check or self.active_adversary or self.bind_model
 
     @property
     def cohort_floor(self) -> int:
@@ -277,6 +288,7 @@ class Client:
         signing_key: Ed25519PrivateKey | None = None,
         verify_keys: Mapping[int, bytes] | None = None,
         beacon: Callable[[int], bytes] | None = None,
+        model_digest: bytes | None = None,
     ) -> None:
         if cid not in config.graph:
             raise ConfigError(f"client {cid} is not part of this round.")
@@ -290,6 +302,12 @@ class Client:
             raise ConfigError("the consistency check needs signing keys for every client.")
         if config.active_adversary and beacon is None:
             raise ConfigError("the active-adversary variant needs a public beacon.")
+        if config.bind_model and (model_digest is None or len(model_digest) != DIGEST_BYTES):
+            raise ConfigError(
+                f"model_commitment needs the {DIGEST_BYTES}-byte digest of the model client "
+                f"{cid} received."
+            )
+        self.model_digest = model_digest or b""
         self.cid = cid
         self.cfg = config
         self.x = config.reduce(x.astype(config.word_dtype))
@@ -349,6 +367,10 @@ class Client:
         self, private: X25519PrivateKey, own_pk: bytes, v: int, peer_pk: bytes, label: bytes
     ) -> bytes:
         cfg = self.cfg
+        if (
+            cfg.bind_model
+        ):  # the model this client holds: a peer holding another derives another key
+            label = label + b"/model/" + self.model_digest
         if cfg.active_adversary:
             own, peer = (self.cid, own_pk), (v, peer_pk)
             return crypto.agree_bound(private, own, peer, label, cfg.round_index, cfg.session)
@@ -366,7 +388,33 @@ class Client:
             sig = self._sign(
                 advertise_message(cfg.round_index, self.cid, self.c_pk, self.s_pk, session)
             )
+        if cfg.bind_model:
+            model = model_message(cfg.round_index, self.cid, self.model_digest)
+            sig += self.model_digest + self._sign(model)
         return self._send(Stage.ADVERTISE, advertise_payload(self.c_pk, self.s_pk, sig))
+
+    def _check_model(self, cid: int, sig: bytes) -> None:
+        """``model_commitment``: the neighbour's signed digest must be this client's own."""
+        if len(sig) != SIG_BYTES + MODEL_BLOCK_BYTES:
+            raise ModelCommitmentMismatch(
+                f"client {cid}'s keys reached client {self.cid} without a model commitment; the "
+                "round is aborted."
+            )
+        digest = sig[SIG_BYTES : SIG_BYTES + DIGEST_BYTES]
+        try:
+            msg = model_message(self.cfg.round_index, cid, digest)
+            crypto.verify(self.verify_keys[cid], sig[SIG_BYTES + DIGEST_BYTES :], msg)
+        except (crypto.AuthenticationFailure, KeyError) as exc:
+            raise ModelCommitmentMismatch(
+                f"the model commitment of client {cid} shown to client {self.cid} does not carry "
+                f"client {cid}'s signature (forged by the server); the round is aborted."
+            ) from exc
+        if digest != self.model_digest:
+            raise ModelCommitmentMismatch(
+                f"clients {min(cid, self.cid)} and {max(cid, self.cid)} received different "
+                "models (their signed model commitments differ): the server broadcast "
+                "inconsistent models, so the round is aborted."
+            )
 
     # -- step 1 -----------------------------------------------------------------------------
     def _adopt_cohort(self, cohort: list[int]) -> None:
@@ -407,6 +455,9 @@ class Client:
                 raise ProtocolViolation(f"client {self.cid} received keys of {cid} twice.")
             if c_pk == s_pk:
                 raise ProtocolViolation(f"client {cid} advertised two identical public keys.")
+            if cfg.bind_model:
+                self._check_model(cid, sig)
+                sig = sig[:SIG_BYTES]
             if cfg.signed:
                 try:
                     msg = advertise_message(cfg.round_index, cid, c_pk, s_pk, session)
@@ -622,6 +673,7 @@ class Server:
         self.share_commitments: dict[int, np.ndarray] = {}  # owner -> (holder, key, seed) records
         self.mask_peers: dict[int, frozenset[int]] = {}
         self.excluded: dict[int, tuple[int, ...]] = {}  # owner -> holders whose shares failed
+        self.self_mask_seconds = 0.0  # expanding and removing the survivors' self-masks
 
     def _collect(
         self, messages: list[bytes], stage: Stage, allowed: frozenset[int]
@@ -682,7 +734,7 @@ class Server:
             if cfg.signed:
                 try:
                     msg = advertise_message(cfg.round_index, cid, c_pk, s_pk, session)
-                    crypto.verify(self.verify_keys[cid], sig, msg)
+                    crypto.verify(self.verify_keys[cid], sig[:SIG_BYTES], msg)
                 except (crypto.AuthenticationFailure, KeyError) as exc:
                     raise ProtocolViolation(
                         f"client {cid}'s advertised keys carry no valid signature."
@@ -720,15 +772,9 @@ class Server:
                 body = body[:cut]
             rec = read_ciphertext_records(bytes(body), ct_bytes, "SHARES")
             peers = rec["peer"].astype(np.int64)
-            addressed = peers.tolist()
-            allowed_set = cfg.graph[u] & self.u1
-            if len(set(addressed)) != len(addressed) or not allowed_set.issuperset(addressed):
-                bad = next((p for p in addressed if p not in allowed_set), addressed[0])
-                raise ProtocolViolation(
-                    f"client {u} addressed a share to client {bad}, which is not one of its "
-                    "neighbours with advertised keys (or twice)."
-                )
             if cfg.active_adversary:
+                addressed = peers.tolist()
+                self._check_addressed(u, addressed)
                 if set(commitments["holder"].tolist()) != set(addressed) | {u}:
                     raise ProtocolViolation(
                         f"client {u}'s SHARES message commits to other holders than it shares with."
@@ -743,16 +789,55 @@ class Server:
         sender = np.concatenate(senders)  # (E,)
         receiver = np.concatenate(receivers)  # (E,)
         blob = np.concatenate(blobs)  # (E,) fixed-size ciphertexts
+        if not cfg.active_adversary:  # all senders' addressees checked at once
+            self._check_all_addressed(sender, receiver)
         order = np.lexsort((sender, receiver))
-        sender, receiver, blob = sender[order], receiver[order], blob[order]
-        bounds = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "left")
-        ends = np.searchsorted(receiver, np.asarray(sorted(self.u2), dtype=np.int64), "right")
-        out = []
-        for v, lo, hi in zip(sorted(self.u2), bounds, ends, strict=True):
-            fwd = np.empty(int(hi - lo), dtype=ciphertext_dtype(ct_bytes))
-            fwd["peer"], fwd["length"], fwd["ct"] = sender[lo:hi], ct_bytes, blob[lo:hi]
-            out.append(self._reply(Stage.FORWARD, v, ciphertext_records_payload(fwd)))
-        return out
+        receiver = receiver[order]
+        # one wire-format array for every forwarded share, sliced per receiver (no per-receiver
+        # allocation or field copies)
+        forwarded = np.empty(order.size, dtype=ciphertext_dtype(ct_bytes))
+        forwarded["peer"], forwarded["length"], forwarded["ct"] = (
+            sender[order],
+            ct_bytes,
+            blob[order],
+        )
+        u2 = np.asarray(sorted(self.u2), dtype=np.int64)
+        starts = np.searchsorted(receiver, u2, "left").tolist()
+        ends = np.searchsorted(receiver, u2, "right").tolist()
+        return [
+            self._reply(Stage.FORWARD, v, ciphertext_records_payload(forwarded[lo:hi]))
+            for v, lo, hi in zip(u2.tolist(), starts, ends, strict=True)
+        ]
+
+    def _check_addressed(self, u: int, addressed: list[int]) -> None:
+        """Client u's shares go to distinct neighbours with advertised keys."""
+        allowed_set = self.cfg.graph[u] & self.u1
+        if len(set(addressed)) != len(addressed) or not allowed_set.issuperset(addressed):
+            bad = next((p for p in addressed if p not in allowed_set), addressed[0])
+            raise ProtocolViolation(
+                f"client {u} addressed a share to client {bad}, which is not one of its "
+                "neighbours with advertised keys (or twice)."
+            )
+
+    def _check_all_addressed(self, sender: np.ndarray, receiver: np.ndarray) -> None:
+        """:meth:`_check_addressed` for every ``(sender, receiver)`` share at once."""
+        ids = np.asarray(sorted(self.ids), dtype=np.int64)  # (n,)
+        n = ids.size
+        spos = np.searchsorted(ids, sender)  # senders passed _collect: known ids
+        rpos = np.minimum(np.searchsorted(ids, receiver), n - 1)
+        known = ids[rpos] == receiver
+        with_keys = np.isin(ids, np.asarray(sorted(self.u1), dtype=np.int64))  # (n,)
+        neighbour = self._closed_adjacency(ids) & ~np.eye(n, dtype=bool)  # (n, n)
+        ok = known & neighbour[spos, rpos] & with_keys[rpos]
+        pair = spos * n + rpos
+        _, first = np.unique(pair, return_index=True)
+        once = np.zeros(pair.size, dtype=bool)
+        once[first] = True
+        bad = np.flatnonzero(~(ok & once))
+        if bad.size:
+            u = int(sender[bad[0]])
+            self._check_addressed(u, receiver[sender == u].tolist())  # names the first culprit
+            raise ProtocolViolation(f"client {u} addressed a share twice or to a stranger.")
 
     def masked(self, messages: list[bytes]) -> list[bytes]:
         """Sum the masked inputs as they are parsed: each payload is read in place (a numpy
@@ -872,8 +957,11 @@ class Server:
         for w in need_key:
             self.reconstructed[w] = ShareKind.KEY
         total = self.acc.copy()
+        started = time.perf_counter()
         for w in sorted(need_seed):
             prg.accumulate(total, seeds[w], -1, cfg.prg)
+        # the floor any server pays (benchmarks compare the whole server time with it)
+        self.self_mask_seconds = time.perf_counter() - started
         for w in sorted(need_key):
             sk = crypto.agreement_key_from_bytes(mask_keys[w])
             w_pk = self.keys[w][1]
@@ -959,31 +1047,44 @@ class Server:
         cfg = self.cfg
         what = "self-mask seed" if kind == ShareKind.SEED else "masking key"
         t = cfg.threshold
-        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
-        for w in sorted(owners):
-            points, elems, _ = table.of(w)  # sorted by share point
-            if points.size < t:
-                raise ProtocolAbort(
-                    f"only {points.size} holders of client {w}'s {what} shares answered; the "
-                    f"threshold is {t}, so the round is aborted."
-                )
-            groups[tuple(points[:t].tolist())].append((w, elems[:t]))
-        out: dict[int, bytes] = {}
-        if len(groups) > 1 and cfg.prime == shamir.MERSENNE_31:  # SecAgg+: one batched call
-            items = [item for group in groups.values() for item in group]
-            xs_all = np.asarray([xs for xs, g in groups.items() for _ in g], dtype=np.int64)
-            batch = np.stack([s for _, s in items])  # (b, t, chunks)
+        wanted = np.asarray(sorted(owners), dtype=np.int64)  # (b,)
+        if wanted.size == 0:
+            return {}
+        # the first t shares of every owner (sorted by share point), located all at once
+        safe = np.zeros(wanted.size, dtype=np.int64)
+        counts = np.zeros(wanted.size, dtype=np.int64)
+        if table.keys.size:
+            found = np.searchsorted(table.keys, wanted)  # (b,)
+            safe = np.minimum(found, table.keys.size - 1)
+            present = (found < table.keys.size) & (table.keys[safe] == wanted)
+            counts = np.where(present, table.counts[safe], 0)
+        short = np.flatnonzero(counts < t)
+        if short.size:
+            w = int(wanted[short[0]])
+            raise ProtocolAbort(
+                f"only {int(counts[short[0]])} holders of client {w}'s {what} shares answered; "
+                f"the threshold is {t}, so the round is aborted."
+            )
+        index = table.starts[safe][:, None] + np.arange(t)  # (b, t)
+        xs_all = table.points[index]  # (b, t)
+        batch = table.elems[index]  # (b, t, chunks)
+        items = [(int(w), batch[i]) for i, w in enumerate(wanted.tolist())]
+        if bool((xs_all == xs_all[0]).all()):  # one set of holders (complete graph): one solve
+            solved = [(items, shamir.combine(batch, xs_all[0], cfg.prime))]
+        elif cfg.prime == shamir.MERSENNE_31:  # SecAgg+: every owner its own points, batched
             solved = [(items, shamir.combine_many(batch, xs_all, cfg.prime))]
         else:
-            solved = [
-                (
-                    items,
-                    shamir.combine(
-                        np.stack([s for _, s in items]), np.asarray(xs, np.int64), cfg.prime
-                    ),
+            _, group_of = np.unique(xs_all, axis=0, return_inverse=True)
+            solved = []
+            for g in np.unique(group_of):
+                rows = np.flatnonzero(group_of == g)
+                solved.append(
+                    (
+                        [items[i] for i in rows],
+                        shamir.combine(batch[rows], xs_all[rows[0]], cfg.prime),
+                    )
                 )
-                for xs, items in groups.items()
-            ]
+        out: dict[int, bytes] = {}
         for items, secrets in solved:
             for (w, _), sec in zip(items, secrets, strict=True):
                 try:
@@ -1082,6 +1183,7 @@ class ProtocolResult:
     server_cost: PartyCost
     reconstructed: Mapping[int, ShareKind] = field(default_factory=dict)
     excluded: Mapping[int, tuple[int, ...]] = field(default_factory=dict)  # owner -> bad holders
+    server_self_mask_seconds: float = 0.0  # part of the server's time: PRG(b_u) of survivors
 
     @property
     def survivors(self) -> tuple[int, ...]:
@@ -1111,6 +1213,7 @@ def run_protocol(
     client_seconds: Mapping[int, float] | None = None,
     identities: Mapping[int, Ed25519PrivateKey] | None = None,
     beacon: Callable[[int], bytes] | None = None,
+    model_digests: Mapping[int, bytes] | None = None,
 ) -> ProtocolResult:
     """Run one round with every party in this process, exchanging serialized messages.
 
@@ -1120,7 +1223,8 @@ def run_protocol(
     ``client_seconds`` adds time a client spent before the protocol (its encoding).
     ``identities`` are the clients' long-term Ed25519 keys (a PKI; fresh ones if omitted — pass
     the same ones to several rounds to replay messages across rounds); ``beacon`` is the public
-    randomness of the active variant (a fresh :class:`PublicBeacon` if omitted).
+    randomness of the active variant (a fresh :class:`PublicBeacon` if omitted);
+    ``model_digests`` the SHA-256 of the model each client received (``bind_model``).
 
     A :class:`ProtocolViolation` names the message being processed when it was detected.
     """
@@ -1138,8 +1242,17 @@ def run_protocol(
     public = beacon if beacon is not None else (PublicBeacon() if config.active_adversary else None)
     costs = {u: PartyCost(seconds=float((client_seconds or {}).get(u, 0.0))) for u in ids}
     server_cost = PartyCost()
+    digests = model_digests or {}
     clients = {
-        u: Client(u, config, inputs[u], signing.get(u), verify_keys if signing else None, public)
+        u: Client(
+            u,
+            config,
+            inputs[u],
+            signing.get(u),
+            verify_keys if signing else None,
+            public,
+            digests.get(u),
+        )
         for u in ids
     }
     server = Server(config, verify_keys, public)
@@ -1220,7 +1333,13 @@ def run_protocol(
         "unmasked": tuple(sorted(server.u5)),
     }
     return ProtocolResult(
-        total, sets, costs, server_cost, dict(server.reconstructed), dict(server.excluded)
+        total,
+        sets,
+        costs,
+        server_cost,
+        dict(server.reconstructed),
+        dict(server.excluded),
+        server.self_mask_seconds,
     )
 
 

@@ -36,6 +36,7 @@ from defenses.secure_aggregation import crypto, prg
 from defenses.secure_aggregation.errors import ProtocolAbort, ProtocolViolation
 from defenses.secure_aggregation.fixed_point import choose_encoding, decode, encode, to_ring
 from defenses.secure_aggregation.graph import Graph, complete_graph, default_degree, harary_graph
+from defenses.secure_aggregation.model_digest import model_digest
 from defenses.secure_aggregation.noise import ClientNoise
 from defenses.secure_aggregation.protocol import DropPoint, ProtocolConfig, run_protocol
 from fedguard.api import Transport, TransportOutput, require, require_positive
@@ -73,6 +74,15 @@ class SecAggTransport(Transport):
         info, the SecAgg+ graph drawn from a public beacon after all keys are committed, the
         consistency round over the survivors, cohort and graph, and a check that the survivors'
         pairwise masks pair up. Costs about one SHA-256 pass over every upload at the server.
+    model_commitment
+        Each client commits to the model it received (``RoundContext.model_digests``, the
+        SHA-256 the broadcast stage computes; without a broadcast stage, the digest of the
+        global model): the commitment is Ed25519-signed in its key advertisement, checked by
+        every neighbour, and bound into the HKDF info of its pairwise keys, so that clients
+        holding different models — a malicious server's model inconsistency — refuse to mask
+        together and the round aborts (:class:`ModelCommitmentMismatch`, a ``RoundAborted``),
+        also when the server rewrites a commitment it forwards. Implies the signed key
+        advertisement and consistency round.
     min_cohort
         Fewest clients a round (and its survivor set U3) may have; below it the round aborts
         (:class:`ProtocolAbort`) instead of revealing a sum over too few clients. At least 2:
@@ -93,6 +103,7 @@ class SecAggTransport(Transport):
     dropout_rate: float = 0.0
     consistency_check: bool = False
     active_adversary: bool = False
+    model_commitment: bool = False
     min_cohort: int = 3
     allow_unsafe_threshold: bool = False
     prg: str = "chacha20"
@@ -228,9 +239,10 @@ class SecAggTransport(Transport):
             allow_unsafe_threshold=self.allow_unsafe_threshold,
             active_adversary=self.active_adversary,
             min_cohort=self.min_cohort,
-            model_commitment=self.model_commitment(ctx),
+            bind_model=self.model_commitment,
         )
-        result = run_protocol(config, inputs, drops, client_seconds=seconds)
+        digests = self._model_digests(ids, ctx) if self.model_commitment else None
+        result = run_protocol(config, inputs, drops, client_seconds=seconds, model_digests=digests)
         t0 = time.perf_counter()
         total = decode(result.residue_sum, encoding)  # (d,) float64
         decode_seconds = time.perf_counter() - t0
@@ -277,11 +289,17 @@ class SecAggTransport(Transport):
             info=info,
         )
 
-    def model_commitment(self, ctx: RoundContext) -> bytes:
-        """The hash of the broadcast model, once the round context carries one (the broadcast
-        stage); it is bound into key derivation, signatures and the consistency round."""
-        value = getattr(ctx, "model_commitment", None)
-        return bytes(value) if value else b""
+    def _model_digests(self, ids: tuple[int, ...], ctx: RoundContext) -> dict[int, bytes]:
+        """The SHA-256 of the model each client received, from the broadcast stage; without
+        one every client received the global model."""
+        if ctx.model_digests is None:
+            digest = model_digest(ctx.global_params)
+            return dict.fromkeys(ids, digest)
+        if len(ctx.model_digests) != len(ids):
+            raise ProtocolViolation(
+                f"the round lists {len(ctx.model_digests)} model digests for {len(ids)} clients."
+            )
+        return {cid: bytes(d) for cid, d in zip(ids, ctx.model_digests, strict=True)}
 
     def _drop_points(self, ids: tuple[int, ...], ctx: RoundContext) -> dict[int, int]:
         if self.dropout_rate == 0.0:

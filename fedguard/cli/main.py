@@ -103,11 +103,14 @@ def report(
     path: Annotated[Path, typer.Argument(help="Run or matrix directory.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="Also write the same content as PDF.")] = False,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Mask planted secrets in leaked-text examples.")
+    ] = False,
 ) -> None:
     """Write one self-contained HTML audit report (images embedded, no network)."""
     from fedguard.cli.report_command import report_command
 
-    report_command(path, out_file, pdf)
+    report_command(path, out_file, pdf, redact)
 
 
 @app.command()

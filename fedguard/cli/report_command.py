@@ -12,10 +12,10 @@ from fedguard.report.builder import build_report
 from fedguard.storage import atomic
 
 
-def report_command(path: Path, out: Path | None, pdf: bool) -> None:
+def report_command(path: Path, out: Path | None, pdf: bool, redact: bool = False) -> None:
     console = Console()
     with step(f"report of {path}: reading results, drawing figures"):
-        html = build_report(path)
+        html = build_report(path, redact=redact)
     out = out or path / "report.html"
     atomic.write_text(out, html)
     console.print(f"report: [bold]{out}[/] ({len(html) / 1024:.0f} KiB, self-contained)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,6 +30,11 @@ class FederatedData:
     normalization: dict | None = None
     #: every client's data before poisoning (kept only when an attack window needs it)
     clean_clients: ClientData | None = None
+    #: text: the secret formats (public) and the planted secrets (ground truth), each secret's
+    #: ``client`` the index of the client holding it (-1: no one client, e.g. not partitioned
+    #: by author)
+    secret_formats: tuple = ()
+    secrets: tuple = ()
 
     def client_arrays(self, client: int) -> tuple[Tensor, Tensor]:
         n = int(self.clients.counts[client])
@@ -90,4 +95,18 @@ def build_federated_data(
         train.value_range,
         normalization,
         clean,
+        dataset.secret_formats,
+        _secrets_by_client(dataset, train, parts, partitioner),
     )
+
+
+def _secrets_by_client(
+    dataset: Dataset, train: Dataset, parts: list[np.ndarray], partitioner
+) -> tuple:
+    """The planted secrets with ``client`` = the client (row of the partition) of their author."""
+    if not dataset.secrets:
+        return ()
+    owner: dict[int, int] = {}
+    if getattr(partitioner, "uses_natural_clients", False) and train.groups is not None:
+        owner = {int(train.groups[p[0]]): c for c, p in enumerate(parts) if len(p)}
+    return tuple(replace(s, client=owner.get(s.client, -1)) for s in dataset.secrets)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.grad import conv2d_weight
 
 from fedguard.core.stacked_model import StackedModel, Trace, accumulate_gradients
+from fedguard.models.flat import FlatModel
 
 #: ``(trace, output gradient, k clients, ghost)`` → ``‖∇_layer ℓ_i‖²`` of every sample ``(k, batch)``;
 #: ``ghost`` forces the ghost (True) or the direct (False) norm where a layer has both, None
@@ -220,12 +221,24 @@ def ghost_clipped_blocks(
     return accumulate_gradients(traces, grads, factor, out)
 
 
+def module_ghost_clipped_sums(
+    model: FlatModel, params: Tensor, x: Tensor, y: Tensor, mask: Tensor, clip_norm: float
+) -> Tensor | None:
+    """Ghost clipping of models outside the stacked plan whose layers are Linear (on
+    sequences), Embedding and LayerNorm, each applied once (the GPT; per client):
+    :mod:`fedguard.core.ghost_norms_text`. None where it does not apply."""
+    from fedguard.core.ghost_norms_text import clipped_gradient_sums
+
+    return clipped_gradient_sums(model, params, x, y, mask, clip_norm)
+
+
 __all__ = [
     "SQUARED_NORMS",
     "conv2d_squared_norms",
     "ghost_clipped_blocks",
     "ghost_clipped_gradient_sum",
     "linear_squared_norms",
+    "module_ghost_clipped_sums",
     "per_sample_squared_norms",
     "register_squared_norms",
     "squared_norms_of",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,9 @@ class DataDescription:
     n_classes: int
     value_range: tuple[float, float] | None
     image_shape: tuple[int, int, int] | None = None
+    #: text: the formats of planted secrets (:class:`fedguard.text.secrets.SecretFormat`; public
+    #: knowledge — the candidate spaces — never the secrets)
+    secret_formats: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ class CandidatePool:
             (torch.cat([xm, x_non]), torch.cat([ym, y_non])), population, train_size
         )
 
+    def public_population(self) -> tuple[Tensor, Tensor]:
+        """The attacker's public sample of the data distribution: the validation split, else the
+        test split (never training data) — e.g. to estimate a feature's distribution."""
+        data = self.__data
+        split = data.validation if len(data.validation) > 0 else data.test
+        return split.features, split.labels
+
 
 #: What a threat model may grant beyond the public facts (data description, rounds, clients):
 #: ``architecture`` — an independent copy of the model; ``candidates`` — the membership
@@ -115,7 +126,13 @@ def attacker_knowledge(
     image = shape if len(shape) == 3 else None
     return AttackerKnowledge(
         model=copy.deepcopy(module) if "architecture" in grants else None,
-        data=DataDescription(shape, int(data.n_classes), data.value_range, image),  # type: ignore[arg-type]
+        data=DataDescription(
+            shape,
+            int(data.n_classes),
+            data.value_range,
+            image,  # type: ignore[arg-type]
+            tuple(data.secret_formats),
+        ),
         rounds=rounds,
         n_clients=n_clients,
         candidates=CandidatePool(data) if "candidates" in grants else None,

@@ -38,11 +38,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
-from fedguard.core.ghost_clipping import ghost_clipped_blocks, macs_per_sample
+from fedguard.core.ghost_clipping import (
+    ghost_clipped_blocks,
+    macs_per_sample,
+    module_ghost_clipped_sums,
+)
 from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.poisson_passes import slot_levels
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
+from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
 from fedguard.rng import counter_keys, counter_normals
 
 
@@ -83,7 +88,9 @@ class ClientData:
         width = int(counts.max())
         shape = features[0].shape[1:]
         x = torch.zeros(len(features), width, *shape, dtype=features[0].dtype)
-        y = torch.zeros(len(labels), width, dtype=torch.long)
+        y = torch.zeros(
+            len(labels), width, *labels[0].shape[1:], dtype=torch.long
+        )  # (n, width, *target)
         for i, (xi, yi) in enumerate(zip(features, labels, strict=True)):
             x[i, : len(yi)] = xi
             y[i, : len(yi)] = yi
@@ -134,7 +141,7 @@ def _weighted_loss(flat: Tensor, x: Tensor, y: Tensor, weight: Tensor, model: Fl
     from torch.func import functional_call
 
     logits = functional_call(model.module, model.layout.unflatten(flat), (x,))
-    return (F.cross_entropy(logits, y, reduction="none") * weight).sum()
+    return (per_sample_cross_entropy(logits, y) * weight).sum()
 
 
 #: ``gradient(params, x (k, batch, *input), y, weight (k, batch), out)`` →
@@ -264,7 +271,7 @@ def train_sequential(
             if len(batch) == 0:
                 continue
             opt.zero_grad()
-            loss = F.cross_entropy(module(data.features[cid, batch]), data.labels[cid, batch])
+            loss = mean_cross_entropy(module(data.features[cid, batch]), data.labels[cid, batch])
             if cfg.prox_mu:
                 flat = torch.nn.utils.parameters_to_vector(module.parameters())
                 loss = loss + 0.5 * cfg.prox_mu * (flat - global_params).pow(2).sum()
@@ -346,7 +353,7 @@ def _sample_loss(flat: Tensor, x: Tensor, y: Tensor, model: FlatModel) -> Tensor
     from torch.func import functional_call
 
     logits = functional_call(model.module, model.layout.unflatten(flat), (x.unsqueeze(0),))
-    return F.cross_entropy(logits, y.unsqueeze(0))
+    return mean_cross_entropy(logits, y.unsqueeze(0))
 
 
 def clipped_gradient_sum(
@@ -438,7 +445,10 @@ def train_dp_sgd(
             positions = index[:k, step, :width]  # (k, width)
             x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
             weight = mask[:k, step, :width].to(dtype)
-            total = [clipped_gradient_sum(model, params[0], x, y, weight, dp.clip_norm)]
+            step_args = (model, params[0], x, y, weight, dp.clip_norm)
+            # ghost norms of sequence layers (the GPT) where they apply, else vmap
+            ghost = None if engine == "vmap" else module_ghost_clipped_sums(*step_args)
+            total = [ghost if ghost is not None else clipped_gradient_sum(*step_args)]
         if gens is not None:
             z = torch.stack([_standard_normal(d, gen, dtype) for gen in gens[:k]])
         elif secure_noise:

@@ -89,7 +89,11 @@ def broadcast(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     """What each client receives: the global model, or what a server-side component chose
     (a malicious server: a modified model, or its own model for some clients)."""
     if sim.broadcaster is not None:
-        bctx = BroadcastContext(rs.ctx, sim.model.layout, sim.data.input_shape, sim.data.n_classes)
+        grants: frozenset[str] = getattr(sim.broadcaster, "threat_model", frozenset())
+        knowledge = sim.knowledge(grants)
+        bctx = BroadcastContext(
+            rs.ctx, sim.model.layout, sim.data.input_shape, sim.data.n_classes, knowledge
+        )
         plan = sim.broadcaster.broadcast(state.params, bctx)
         rs.plan = plan
         rs.record.update({f"broadcast_{k}": v for k, v in plan.info.items() if _scalar(v)})
@@ -536,7 +540,9 @@ def _tctx(
     global_params: Tensor | None = None,
 ) -> TransformContext:
     ctx = rs.ctx if global_params is None else replace(rs.ctx, global_params=global_params)
-    return TransformContext(ctx, ids, own_state or {}, sim.sampling, sim.components.aggregator)
+    return TransformContext(
+        ctx, ids, own_state or {}, sim.sampling, sim.components.aggregator, sim.model.layout
+    )
 
 
 def _name(component: object) -> str:

@@ -101,10 +101,7 @@ class Simulation:
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(seed, -1, -1, "model_init"))
-            for m in module.modules():
-                reset = getattr(m, "reset_parameters", None)
-                if callable(reset):
-                    reset()
+            self.components.model.initialize(module)  # pre-trained bases keep their weights
         self.model = FlatModel.of(module.to(self.device))
         self.aggregator = compose(self.components.preaggregators, self.components.aggregator)
         t = spec.training
@@ -167,7 +164,7 @@ class Simulation:
 
     def truth(self) -> Truth:
         private = {i: self.data.client_arrays(i) for i in range(self.spec.clients.n_clients)}
-        return Truth(self.malicious, self.free_riders, private)
+        return Truth(self.malicious, self.free_riders, private, self.data.secrets)
 
     # ------------------------------------------------------------------ one round
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ class Dataset:
     #: "channel" (images) or "feature" (tables): standardise with the TRAINING split's mean and
     #: standard deviation after the split (fedguard.data.normalize), never the whole file's
     normalize: str | None = None
+    #: text datasets: the formats of planted secrets (public: their candidate spaces) and the
+    #: planted secrets themselves (ground truth, ``Secret.client`` = natural group id)
+    secret_formats: tuple[Any, ...] = ()
+    secrets: tuple[Any, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -43,6 +48,8 @@ class Dataset:
             self.value_range,
             None if self.groups is None else self.groups[idx],
             self.normalize,
+            self.secret_formats,
+            self.secrets,
         )
 
 
@@ -150,5 +157,7 @@ def _check_split_size(
 
 
 def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    if labels.ndim != 1:  # sequence targets (next-token windows): a plain random split
+        return None
     counts = np.bincount(labels)
     return labels if counts[counts > 0].min() >= 2 else None

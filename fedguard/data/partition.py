@@ -116,12 +116,12 @@ def _ensure_non_empty(parts: list[np.ndarray], rng: np.random.Generator) -> list
 
 
 def partition_report(labels: np.ndarray, parts: list[np.ndarray], n_classes: int) -> list[dict]:
-    """Samples and label histogram per client."""
+    """Samples and label histogram per client (of target tokens for next-token windows)."""
     return [
         {
             "client": i,
             "samples": len(p),
-            "labels": np.bincount(labels[p], minlength=n_classes).tolist(),
+            "labels": np.bincount(labels[p].reshape(-1), minlength=n_classes).tolist(),
         }
         for i, p in enumerate(parts)
     ]

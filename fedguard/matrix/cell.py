@@ -9,6 +9,7 @@ from typing import Any
 
 from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
+from fedguard.metrics.broadcast_checks import broadcast_check_metrics
 from fedguard.metrics.detection import run_detection
 
 
@@ -74,6 +75,17 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
     if bytes_per_client:
         out["bytes_per_client"] = float(sum(bytes_per_client) / len(bytes_per_client))
     out.update(run_detection(records))
+    checks = broadcast_check_metrics(records)
+    out.update(checks)
+    # A malicious-server attack whose every modified round ended before the server saw an
+    # update (aborted by the model commitment, or refused by every client) recovered nothing;
+    # without this its metrics would be missing and the verdict would judge accuracy instead.
+    broadcaster = getattr(result.simulation, "broadcaster", None)
+    name = getattr(broadcaster, "registry_name", "")
+    modified = checks.get("modified_rounds", 0.0)
+    if name and modified and checks.get("blocked_modified_rounds") == modified:
+        out.setdefault(f"{name}.n_recovered", 0.0)
+        out.setdefault(f"{name}.recovered_fraction", 0.0)
     eps = privacy_epsilon(spec, result.ledger)
     if eps is not None:
         out["epsilon"] = eps

@@ -149,8 +149,12 @@ def expand_defenses(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
     for entry in entries:
         raw: dict[str, Any] = {"aggregator": entry} if isinstance(entry, str) else dict(entry)
         label = raw.pop("label", None)
+        # what clients send may be the model's choice (adapters): merged into ``model``
+        model = raw.pop("model", None)
         raw.setdefault("aggregator", "mean")
         for section, varied in _section_variants(raw):
+            if model is not None:
+                section = {**section, "model": dict(model)}
             if label:
                 name = f"{label}:{varied}" if varied else label
             else:
@@ -254,6 +258,16 @@ def _cell(
 ) -> Cell:
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
     _merge(data, "attack", a_sec, replace=True)
+    d_sec = dict(d_sec)
+    model = d_sec.pop("model", None)
+    if model is not None:  # a defense entry's model overrides (e.g. adapter: lora)
+        current = data.get("model") or {}
+        current = {"name": current} if isinstance(current, str) else dict(current)
+        if "params" in current:
+            current["params"] = {**current["params"], **model}
+        else:
+            current.update(model)
+        data["model"] = current
     _merge(data, "defense", d_sec, replace=True)
     # the same tolerance f in every column, so a defense is one fixed rule across attacks
     data["defense"].setdefault("n_byzantine", count)

@@ -43,6 +43,8 @@ CHANCE_MARGIN = 0.05  # an accuracy ≤ 1/classes + this is "at chance"
 BACKDOOR_THRESHOLD = 0.20
 PSNR_THRESHOLD = 20.0  # dB: below it a reconstruction is not recognisable on 8×8 digits
 AUC_THRESHOLD = 0.55
+#: samples a malicious-server inversion may recover from a defense that held: none
+RECOVERED_THRESHOLD = 0.0
 CONFIDENCE = 0.95
 
 HELD = "held"
@@ -140,6 +142,11 @@ def _values(group: pd.DataFrame, suffix: str) -> np.ndarray:
 def _judge(group: pd.DataFrame) -> tuple[str, float, float, int, bool, str]:
     """(measure, mean, upper, seeds, within threshold, note) of the attack's effect."""
     psnr, auc = _values(group, ".psnr_db"), _values(group, ".auc")
+    recovered = _values(group, ".n_recovered")  # malicious-server inversion: exact samples
+    if len(recovered) and not len(psnr):
+        up = upper_bound(recovered)
+        ok = up <= RECOVERED_THRESHOLD
+        return "samples recovered", float(np.nanmean(recovered)), up, len(recovered), ok, ""
     if len(psnr):
         up = upper_bound(psnr)
         ok = up <= PSNR_THRESHOLD
@@ -244,7 +251,7 @@ def rule_text(tidy: pd.DataFrame) -> str:
     privacy_judged = {
         a
         for a, m in zip(tidy["attack"], tidy["metric"], strict=True)
-        if m.endswith((".psnr_db", ".auc"))
+        if m.endswith((".psnr_db", ".auc", ".n_recovered"))
     }
     accuracy_judged = set(tidy["attack"]) - privacy_judged - {NO_ATTACK}
     bounds = []
@@ -261,6 +268,12 @@ def rule_text(tidy: pd.DataFrame) -> str:
         )
     if any(m.endswith(".auc") for m in metrics):
         bounds.append(f"the membership-inference AUC is at most {AUC_THRESHOLD:g}")
+    if any(m.endswith(".n_recovered") for m in metrics):
+        bounds.append(
+            f"the number of training samples recovered is at most {RECOVERED_THRESHOLD:g} "
+            "(malicious-server inversion; a sample is recovered at PSNR ≥ 30 dB and 3 dB over "
+            "its class mean)"
+        )
     return (
         "Rule: a defense held when the one-sided 95% upper confidence bound over seeds "
         f"(Student t) of {'; '.join(bounds) or 'the attack metric'}. "

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fedguard.models.losses import per_sample_accuracy, per_sample_cross_entropy
+
 
 @dataclass(frozen=True)
 class ParamLayout:
@@ -67,13 +69,14 @@ class FlatModel:
     def evaluate(
         self, flat: Tensor, x: Tensor, y: Tensor, batch: int = 4096
     ) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of parameters ``flat`` on (x, y)."""
+        """(accuracy, mean cross-entropy) of parameters ``flat`` on (x, y); for next-token
+        models the per-token accuracy and cross-entropy (nats) averaged over samples."""
         if len(y) == 0:
             return float("nan"), float("nan")
         correct, loss = 0.0, 0.0
         for start in range(0, len(y), batch):
             logits = self.forward(flat, x[start : start + batch])
             target = y[start : start + batch]
-            loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
-            correct += float((logits.argmax(-1) == target).sum())
+            loss += float(per_sample_cross_entropy(logits, target).sum())
+            correct += float(per_sample_accuracy(logits, target).sum())
         return correct / len(y), loss / len(y)

@@ -60,9 +60,11 @@ def _interrupted(path: Path, done: int, rounds: int) -> Section:
     return Section("status", "Status", paragraph(text, "statement warn"))
 
 
-def build_report(path: Path) -> str:
+def build_report(path: Path, redact: bool = False) -> str:
+    """The report of a run or matrix directory; ``redact`` masks planted secrets in the
+    language-model section's leaked-text examples."""
     if (path / "results.sqlite").is_file():
-        title, sections = matrix_sections.matrix_report(path)
+        title, sections = matrix_sections.matrix_report(path, redact)
         kind = "attack × defense matrix"
     elif (path / "spec.yaml").is_file():
         title, sections = run_report(path)

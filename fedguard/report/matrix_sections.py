@@ -15,6 +15,7 @@ from fedguard.matrix.summary import pivot, tidy_frame
 from fedguard.matrix.verdict import Verdict, rule_text, verdicts
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
+from fedguard.report.lm_privacy_section import has_text_attacks, lm_privacy_html
 from fedguard.report.matrix_summary import base_spec, setup_html, summary_html
 from fedguard.storage.run_dir import environment
 
@@ -132,7 +133,7 @@ def _heatmaps(tidy: Any) -> dict[str, str]:
         }
 
 
-def matrix_report(path: Path) -> tuple[str, list[Any]]:
+def matrix_report(path: Path, redact: bool = False) -> tuple[str, list[Any]]:
     from fedguard.report.section import Section
 
     store = ResultStore(path / "results.sqlite", read_only=True)
@@ -152,6 +153,12 @@ def matrix_report(path: Path) -> tuple[str, list[Any]]:
         Section("setup", "Setup", setup_html(path, spec, rows, versions)),
         Section("attacks", "Attack results", results_html(path, tidy, rows)),
         Section("training", "Accuracy of every run", curves_html(rows)),
+    ]
+    if has_text_attacks(tidy):
+        sections.append(
+            Section("lm_privacy", "Language-model privacy", lm_privacy_html(tidy, rows, redact))
+        )
+    sections += [
         Section("privacy", "Privacy", privacy_html(tidy)),
         Section("environment", "Environment", key_values(sorted(environment().items()))),
         Section("findings", "Findings: the rule and every verdict", findings_html(tidy, vs)),

@@ -30,6 +30,10 @@ EXEMPT = {
         "replaces local training (per-sample clipping and noise inside training); its __call__ is "
         "never used. tests/dp/test_dp_sgd.py compares it with Opacus"
     ),
+    ("client_transform", "uldp_avg"): (
+        "replaces local training (per-user clipping and noise inside training); its __call__ is "
+        "never used. tests/dp/test_user_level_dp.py checks its bounds and noise"
+    ),
     ("server_transform", "identity"): "the core's no-op default (no server transform)",
     ("transport", "plain"): "the core's default: the server receives the updates as sent",
 }
@@ -39,6 +43,8 @@ EXEMPT = {
 PARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("transport", "secagg_discrete_gaussian"): {"expected_clients": N},
     ("transport", "secagg_skellam"): {"expected_clients": N},
+    ("server_transform", "bandmf"): {"rounds": 4},  # the strategy's horizon
+    ("server_transform", "dp_ftrl_tree"): {"rounds": 4},
 }
 
 
@@ -72,8 +78,12 @@ def aggregation_ctx(x: torch.Tensor) -> AggregationContext:
     )
 
 
-def transform_ctx(x: torch.Tensor, state: Any = None) -> TransformContext:
-    rc = RoundContext(1, 0, torch.zeros(x.shape[-1], dtype=x.dtype), tuple(range(N)), N)
+#: Stateful mechanisms whose noise correlates across rounds start at round 0 with empty state.
+FIRST_ROUND = {("server_transform", "bandmf"), ("server_transform", "dp_ftrl_tree")}
+
+
+def transform_ctx(x: torch.Tensor, state: Any = None, round_index: int = 1) -> TransformContext:
+    rc = RoundContext(round_index, 0, torch.zeros(x.shape[-1], dtype=x.dtype), tuple(range(N)), N)
     return TransformContext(
         round=rc,
         client_ids=tuple(range(N)),
@@ -120,7 +130,8 @@ def test_client_transform_changes_the_updates(name: str) -> None:
 def test_server_transform_changes_the_aggregate(name: str) -> None:
     x = crafted_updates()
     agg = x[: N - F].mean(dim=0)
-    out = build("server_transform", name)(agg, transform_ctx(x)).values
+    first = 0 if ("server_transform", name) in FIRST_ROUND else 1
+    out = build("server_transform", name)(agg, transform_ctx(x, round_index=first)).values
     assert torch.isfinite(out).all()
     assert not torch.allclose(out.to(agg.dtype), agg), f"{name} is a no-op"
 

@@ -85,3 +85,26 @@ def test_a_client_without_samples_takes_no_step() -> None:
     _, mask = batch_schedule([0, 4], [0, 1], cfg, seed=0, round_index=0)
     assert not mask[0].any()
     assert int(mask[1].any(-1).sum()) == local_steps(4, cfg)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        LocalTrainingConfig(batch_size=3, learning_rate=0.1, momentum=0.9, prox_mu=0.1),
+        LocalTrainingConfig(algorithm="fedsgd", learning_rate=0.5),
+    ],
+)
+def test_vectorized_matches_sequential_for_next_token_prediction(cfg) -> None:
+    """The GPT on token windows: (B, L, V) logits, (B, L) targets, mean over tokens per sample."""
+    from fedguard.models.gpt import GPT
+
+    gen = torch.Generator().manual_seed(1)
+    windows = [torch.randint(0, 259, (n, 9), generator=gen) for n in (5, 2, 7)]
+    clients = ClientData.pad([w[:, :-1].float() for w in windows], [w[:, 1:] for w in windows])
+    torch.manual_seed(0)
+    model = FlatModel.of(GPT(n_layer=1, n_head=2, d_model=16, context=8).build((8,), 259))
+    p0 = model.initial_params()
+    vec = train_vectorized(model, p0, clients, [0, 1, 2], cfg, seed=5, round_index=3)
+    seq = train_sequential(model, p0, clients, [0, 1, 2], cfg, seed=5, round_index=3)
+    assert vec.abs().max() > 0
+    torch.testing.assert_close(vec, seq, atol=2e-5, rtol=1e-4)

@@ -152,12 +152,24 @@ def test_missing_csv_label_column(tmp_path: Path) -> None:
     assert code == 0, output
 
 
+#: configs on data a user downloads (`fedguard data fetch`); each has a `*_synthetic` twin of the
+#: official shapes that runs here, and tests/data/test_workload_matrices.py runs it on tiny files
+NEEDS_DOWNLOAD = {"privacy_cifar10.yaml"}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_example_configs_validate_and_run_briefly(path: Path) -> None:
+def test_example_configs_validate_and_run_briefly(path: Path, tmp_path: Path, monkeypatch) -> None:
     from fedguard.components import build_components
 
     spec = load_spec(path)
     build_components(spec)
+    if path.name in NEEDS_DOWNLOAD:
+        # nothing is downloaded implicitly: without the data, one sentence says what to do
+        monkeypatch.setenv("FEDGUARD_DATA", str(tmp_path))
+        with pytest.raises(ConfigError, match="fedguard data fetch"):
+            execute(spec.with_overrides(rounds=1))
+        assert (ROOT / "configs" / path.name.replace(".yaml", "_synthetic.yaml")).is_file()
+        return
     result = execute(spec.with_overrides(rounds=1))
     assert len(result.records) == 1 and result.records[0]["test_accuracy"] >= 0
 

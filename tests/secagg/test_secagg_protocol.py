@@ -440,3 +440,26 @@ def test_server_rejects_wrong_share_kinds_and_misaddressed_shares() -> None:
 
     with pytest.raises(ProtocolViolation, match="not one of its neighbours"):
         run_protocol(plus, x, intercept=misaddress)
+
+
+def test_server_rejects_a_share_addressed_twice_or_to_itself() -> None:
+    """The addressees of all SHARES messages are checked at once (complete graph, honest
+    variant): a client naming one peer twice, or itself, is rejected and named."""
+    ids = (2, 4, 6, 8)
+    cfg = ProtocolConfig(round_index=1, dim=3, bits=8, threshold=3, graph=complete_graph(ids))
+    x = {u: np.arange(3, dtype=np.uint32) for u in ids}
+    for target in ("twice", "itself"):
+
+        def readdress(stage: Stage, msgs: list[bytes], target: str = target) -> list[bytes]:
+            if stage != Stage.SHARES:
+                return msgs
+            h = peek(msgs[1])
+            m = bytearray(msgs[1])
+            size = (len(m) - HEADER_BYTES - 4) // 3  # three fixed-size entries follow the count
+            first = m[HEADER_BYTES + 4 : HEADER_BYTES + 8]
+            peer = first if target == "twice" else struct.pack(">I", h.sender)
+            m[HEADER_BYTES + 4 + size : HEADER_BYTES + 8 + size] = peer
+            return [msgs[0], bytes(m), *msgs[2:]]
+
+        with pytest.raises(ProtocolViolation, match="client 4 addressed a share to client"):
+            run_protocol(cfg, x, intercept=readdress)
