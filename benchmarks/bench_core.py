@@ -8,14 +8,16 @@
 2. synthetic data (64 features, 10 classes, ~14 samples per client), 1,000 and 10,000 clients
    per round: s per round (whole round), cost per client and its growth from 1,000 to 10,000,
    peak memory in copies of the stacked parameters (n·d float32).
-3. ``fedguard run configs/quickstart.yaml``: wall seconds beyond ``python -c "import torch"``
-   (both in fresh subprocesses, interleaved).
+3. ``fedguard run configs/quickstart.yaml``: wall and CPU seconds beyond
+   ``python -c "import torch"`` (both in fresh subprocesses, interleaved).
+4. the quickstart matrix (108 cells, default flags): CPU seconds per cell and wall seconds, alone
+   and with another process busy on one core (interleaved).
 
 Every figure is the median of interleaved trials with its spread (min–max); the machine may be
-shared, so compare ratios, not absolute times, across runs. One torch thread throughout
-(``OMP_NUM_THREADS=1`` in subprocesses).
+shared (the load average is printed at the start and the end), so compare ratios, not absolute
+times, across runs. One torch thread throughout (``OMP_NUM_THREADS=1`` in subprocesses).
 
-    PYTHONPATH=$PWD python benchmarks/bench_core.py [--trials 7] [--skip-10k] [--only digits ...]
+    PYTHONPATH=$PWD python benchmarks/bench_core.py [--trials 7] [--skip-10k] [--only digits matrix ...]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -241,40 +244,90 @@ def bench_memory(sizes: list[int]) -> None:
 # ---------------------------------------------------------------------------------- start-up
 
 
+def _child_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_child(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one subprocess run to completion."""
+    cpu, start = _child_cpu(), time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start, _child_cpu() - cpu
+
+
 def bench_startup(trials: int) -> None:
+    """``fedguard run configs/quickstart.yaml`` against ``python -c "import torch"``, fresh
+    processes, interleaved: wall and CPU seconds beyond the import of torch (CPU seconds move
+    less than wall time when other jobs share the machine)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torch_only: list[float] = []
-    quickstart: list[float] = []
+    runs: dict[str, list[tuple[float, float]]] = {"torch": [], "quickstart": []}
     with tempfile.TemporaryDirectory() as tmp:
         for t in range(trials):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True)
-            torch_only.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            runs["torch"].append(_timed_child([sys.executable, "-c", "import torch"], env))
             command = ["-m", "fedguard.cli.main", "run", "configs/quickstart.yaml"]
-            subprocess.run(
-                [sys.executable, *command, "--out", f"{tmp}/run{t}"],
-                env=env,
-                check=True,
-                capture_output=True,
+            runs["quickstart"].append(
+                _timed_child([sys.executable, *command, "--out", f"{tmp}/run{t}"], env)
             )
-            quickstart.append(time.perf_counter() - start)
-    beyond = [q - t for q, t in zip(quickstart, torch_only, strict=True)]
     print("\nfedguard run configs/quickstart.yaml (fresh processes, OMP_NUM_THREADS=1)")
-    print(f"python -c 'import torch' (baseline): {_median(torch_only)} s")
-    print(f"fedguard run quickstart:             {_median(quickstart)} s")
-    print(f"wall beyond import torch:            {_median(beyond)} s")
+    for i, unit in ((0, "wall"), (1, "CPU")):
+        torch_only = [r[i] for r in runs["torch"]]
+        quickstart = [r[i] for r in runs["quickstart"]]
+        beyond = [q - t for q, t in zip(quickstart, torch_only, strict=True)]
+        print(f"python -c 'import torch' (baseline), {unit} s: {_median(torch_only)}")
+        print(f"fedguard run quickstart, {unit} s:             {_median(quickstart)}")
+        print(f"{unit} s beyond import torch:                  {_median(beyond)}")
+
+
+def _busy_core(seconds: float) -> subprocess.Popen[bytes]:
+    """Another process keeping one core busy (a pure-Python loop) for ``seconds``."""
+    loop = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    return subprocess.Popen([sys.executable, "-c", loop])
+
+
+def bench_matrix(trials: int) -> None:
+    """The quickstart matrix (``fedguard matrix configs/matrices/quickstart.yaml``, default
+    flags: one worker per usable core) in a fresh process: wall seconds and CPU seconds per
+    cell (the CLI process and its workers together), alone and with another process busy on
+    one core, interleaved."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cells = 108
+    runs: dict[str, list[tuple[float, float]]] = {"alone": [], "one core busy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in range(trials):
+            for label in runs:
+                command = [sys.executable, "-m", "fedguard.cli.main", "matrix"]
+                command += ["configs/matrices/quickstart.yaml", "--out", f"{tmp}/{label}{t}"]
+                busy = _busy_core(3600) if label != "alone" else None
+                try:
+                    runs[label].append(_timed_child(command, env))
+                finally:
+                    if busy is not None:
+                        busy.kill()
+                        busy.wait()
+    print(f"\nquickstart matrix, {cells} cells, default flags (fresh processes, interleaved)")
+    alone = statistics.median(r[0] for r in runs["alone"])
+    for label, values in runs.items():
+        walls, cpus = [r[0] for r in values], [r[1] / cells for r in values]
+        ratio = statistics.median(walls) / alone
+        print(f"{label:<14} wall s: {_median(walls)}  (x{ratio:.2f} the median alone)")
+        print(f"{'':<14} CPU s per cell: {_median(cpus)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=7)
     ap.add_argument("--skip-10k", action="store_true")
-    sections = ["digits", "scaling", "memory", "startup"]
+    sections = ["digits", "scaling", "memory", "startup", "matrix"]
     ap.add_argument("--only", nargs="+", choices=sections, default=sections)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs visible")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs visible, "
+        f"load average (1, 5, 15 min) at start: {load}"
+    )
     sizes = [1000] + ([] if args.skip_10k else [10000])
     if "digits" in args.only:
         bench_digits(args.trials)
@@ -284,6 +337,10 @@ def main() -> None:
         bench_memory(sizes)
     if "startup" in args.only:
         bench_startup(max(3, args.trials // 2))
+    if "matrix" in args.only:
+        bench_matrix(max(1, args.trials // 4))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average (1, 5, 15 min) at the end: {load}")
 
 
 if __name__ == "__main__":

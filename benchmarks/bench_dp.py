@@ -10,7 +10,8 @@ Sections (run all, or some with ``--only NAME ...``):
 - ``dp_sgd``: DP-SGD samples/s of Opacus vs fedguard's torch.func per-sample path vs
   non-private training, same model and batch, same process (ratio against non-private).
 - ``dp_trainer``: a DP-SGD round of the vectorized trainer (ghost norms, and the vmap
-  reference) against the non-private vectorized round, 10 and 100 clients (issue 17).
+  reference) against the non-private vectorized round: MLP, CNN and LeNet-5, 10 and 100
+  clients (issue 17).
 
 Further sections are functions ``bench_<name>() -> None`` added to ``SECTIONS``.
 
@@ -244,12 +245,16 @@ def bench_dp_sgd() -> None:
 def bench_dp_trainer() -> None:
     """DP-SGD round of the vectorized trainer vs the non-private vectorized round, interleaved.
 
-    MLP 64-32-10 on 64 features and the bundled CNN (channels 8, 16) on 1×8×8 images; every
-    client 128 samples, batch 64 (2 steps a round, Poisson batches of expected size 64 for
-    DP-SGD), clip 1, noise multiplier 1, one thread; 10 and 100 clients. For the MLP also the
-    vmap per-sample reference path (what DP-SGD used before ghost norms). Medians of 7
-    interleaved trials; ratio = DP round / non-private round of the same model and cohort.
+    MLP 64-32-10 on 64 features, the bundled CNN (channels 8, 16) on 1×8×8 images (every client
+    128 samples, batch 64: 2 steps a round, Poisson batches of expected size 64 for DP-SGD) and
+    LeNet-5 on FEMNIST-shaped 1×28×28 images, 62 classes (32 samples, batch 16: 2 steps); clip
+    1, noise multiplier 1, one thread; 10 and 100 clients. For the MLP also the vmap per-sample
+    reference path (what DP-SGD used before ghost norms). Medians of 7 interleaved trials of the
+    process's CPU time (one thread: the round's compute, less disturbed than wall time by other
+    jobs on the machine) and wall time; ratio = DP round / non-private round (CPU), same model
+    and cohort.
     """
+    import os
     import statistics
 
     import torch
@@ -263,56 +268,80 @@ def bench_dp_trainer() -> None:
     )
     from fedguard.models.cnn import CNN
     from fedguard.models.flat import FlatModel
+    from fedguard.models.lenet import LeNet5
     from fedguard.models.mlp import MLP
 
     torch.set_num_threads(1)
-    cfg = LocalTrainingConfig(batch_size=64, learning_rate=0.05)
     dp = DPSGDConfig(noise_multiplier=1.0, clip_norm=1.0)
     rows = []
+    load_before = os.getloadavg()
     models = (
-        ("MLP 64-32-10", MLP(hidden=(32,)), (64,), True),
-        ("CNN 8-16, 1x8x8", CNN(channels=(8, 16)), (1, 8, 8), False),
+        ("MLP 64-32-10", MLP(hidden=(32,)), (64,), 10, 128, 64, True),
+        ("CNN 8-16, 1x8x8", CNN(channels=(8, 16)), (1, 8, 8), 10, 128, 64, False),
+        ("LeNet-5, 1x28x28", LeNet5(), (1, 28, 28), 62, 32, 16, False),
     )
-    for label, model_spec, shape, with_reference in models:
+    for label, model_spec, shape, classes, samples, batch, with_reference in models:
+        cfg = LocalTrainingConfig(batch_size=batch, learning_rate=0.05)
         torch.manual_seed(0)
-        model = FlatModel.of(model_spec.build(shape, 10))
+        model = FlatModel.of(model_spec.build(shape, classes))
         p0 = model.initial_params()
         for n in (10, 100):
             gen = torch.Generator().manual_seed(n)
             data = ClientData.pad(
-                [torch.randn(128, *shape, generator=gen) for _ in range(n)],
-                [torch.randint(0, 10, (128,), generator=gen) for _ in range(n)],
+                [torch.randn(samples, *shape, generator=gen) for _ in range(n)],
+                [torch.randint(0, classes, (samples,), generator=gen) for _ in range(n)],
             )
             ids = list(range(n))
 
             def private(
-                engine: str, m: Any = model, p: Any = p0, d: Any = data, i: list[int] = ids
+                engine: str,
+                m: Any = model,
+                p: Any = p0,
+                d: Any = data,
+                i: list[int] = ids,
+                c: Any = cfg,
             ) -> Any:
-                return lambda: train_dp_sgd(m, p, d, i, cfg, dp, 0, 0, engine=engine)
+                return lambda: train_dp_sgd(m, p, d, i, c, dp, 0, 0, engine=engine)
 
-            def plain(m: Any = model, p: Any = p0, d: Any = data, i: list[int] = ids) -> Any:
-                return lambda: train_vectorized(m, p, d, i, cfg, 0, 0)
+            def plain(
+                m: Any = model, p: Any = p0, d: Any = data, i: list[int] = ids, c: Any = cfg
+            ) -> Any:
+                return lambda: train_vectorized(m, p, d, i, c, 0, 0)
 
             paths = {"non-private vectorized": plain(), "DP-SGD ghost norms": private("auto")}
             if with_reference:
                 paths["DP-SGD vmap reference"] = private("vmap")
-            times: dict[str, list[float]] = {name: [] for name in paths}
+            cpu: dict[str, list[float]] = {name: [] for name in paths}
+            wall: dict[str, list[float]] = {name: [] for name in paths}
             for fn in paths.values():
                 fn()  # warm-up
             for _ in range(7):
                 for name, fn in paths.items():
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     fn()
-                    times[name].append(time.perf_counter() - start)
-            base = statistics.median(times["non-private vectorized"])
-            for name, ts in times.items():
+                    cpu[name].append(time.process_time() - start_cpu)
+                    wall[name].append(time.perf_counter() - start)
+            base = statistics.median(cpu["non-private vectorized"])
+            for name, ts in cpu.items():
                 med = statistics.median(ts)
-                spread = f"{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}"
-                rows.append((label, str(n), name, f"{1e3 * med:.1f}", spread, f"{med / base:.2f}"))
+                rows.append(
+                    (
+                        label,
+                        str(n),
+                        name,
+                        f"{1e3 * med:.1f}",
+                        f"{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}",
+                        f"{1e3 * statistics.median(wall[name]):.1f}",
+                        f"{med / base:.2f}",
+                    )
+                )
+    load = ", ".join(
+        f"{a:.1f} -> {b:.1f}" for a, b in zip(load_before, os.getloadavg(), strict=True)
+    )
     _table(
-        "DP-SGD in the vectorized trainer (batch 64, 2 steps/round, 1 thread; median of 7 "
-        "interleaved trials; ratio vs the non-private round)",
-        ("model", "clients", "path", "ms/round", "min-max ms", "x non-private"),
+        "DP-SGD in the vectorized trainer (2 steps/round, 1 thread; median of 7 interleaved "
+        f"trials; ratio vs the non-private round, CPU time; load average 1/5/15 min {load})",
+        ("model", "clients", "path", "CPU ms/round", "min-max CPU ms", "wall ms", "x non-private"),
         rows,
     )
 

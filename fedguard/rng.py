@@ -7,6 +7,7 @@ trainers see exactly the same batches.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
@@ -15,8 +16,10 @@ import torch
 GLOBAL = -1  # "client" index for streams that belong to no client (server, partitioner, ...)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stream_seed(seed: int, round_index: int, client: int, component: str) -> int:
-    """64-bit seed of the stream named by (seed, round, client, component)."""
+    """64-bit seed of the stream named by (seed, round, client, component) (a pure function,
+    cached: DP-SGD asks for the same stream at every local step)."""
     tag = zlib.crc32(component.encode())
     entropy = [seed & 0xFFFFFFFF, round_index + 1, client + 2, tag]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -83,8 +86,7 @@ def counter_normals(
     Counter-based like :func:`counter_keys` (a value depends only on seed, round, component,
     client, step and coordinate), so a whole cohort's noise is one vectorized draw and a client
     gets the same noise whoever trains with it. Two 53-bit uniforms per pair of normals
-    (Box–Muller), float64 maths; the hashing runs in torch's int64 arithmetic (wrapping, with
-    logical shifts), which has the bits of the uint64 SplitMix64.
+    (Box–Muller), float64 maths; SplitMix64 hashing in numpy's uint64 arithmetic.
 
     References
     ----------
@@ -98,32 +100,36 @@ def counter_normals(
         per_client = _splitmix64(base ^ _splitmix64(clients.astype(np.uint64)))  # (n,)
         position = np.arange(2 * half, dtype=np.uint64) | (np.uint64(step) << np.uint64(40))
         hashed = _splitmix64(position)  # (2·half,)
-    keys = torch.from_numpy(per_client.view(np.int64))[:, None] ^ torch.from_numpy(
-        hashed.view(np.int64)
-    )  # (n, 2·half)
-    uniform = _shift_right(_splitmix64_int64(keys), 11).to(torch.float64)  # [0, 2^53)
-    radius = uniform[:, :half].add_(1.0).mul_(2.0**-53).log_().mul_(-2.0).sqrt_()
-    angle = uniform[:, half:].mul_(2.0 * np.pi * 2.0**-53)
-    z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    z = torch.empty(len(clients), 2 * half, dtype=torch.float64)
+    # Columns in blocks of a fixed width (never dependent on the cohort, so a client's values
+    # do not depend on who else is drawn): the hashing passes and the Box–Muller maths run on
+    # cache-sized blocks instead of streaming (n, d) arrays through memory again and again.
+    for start in range(0, half, _NOISE_BLOCK):
+        stop = min(half, start + _NOISE_BLOCK)
+        columns = np.concatenate([hashed[start:stop], hashed[half + start : half + stop]])
+        uniform = torch.from_numpy(_uniform53(per_client[:, None] ^ columns))  # (n, 2·width)
+        width = stop - start
+        radius = uniform[:, :width].add_(1.0).mul_(2.0**-53).log_().mul_(-2.0).sqrt_()
+        angle = uniform[:, width:].mul_(2.0 * np.pi * 2.0**-53)
+        torch.mul(radius, torch.cos(angle), out=z[:, start:stop])
+        torch.mul(radius, torch.sin(angle), out=z[:, half + start : half + stop])
     return z[:, :size]
 
 
-def _signed(value: np.uint64) -> int:
-    v = int(value)
-    return v - (1 << 64) if v >= 1 << 63 else v
+#: columns per block of :func:`counter_normals` (fixed: the blocks must not depend on the cohort)
+_NOISE_BLOCK = 1024
 
 
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _splitmix64_int64(x: torch.Tensor) -> torch.Tensor:
-    """:func:`_splitmix64` on the int64 view of uint64 values (same bits)."""
-    x = x + _signed(_GOLDEN)
-    x ^= _shift_right(x, 30)
-    x.mul_(_signed(_MIX_1))
-    x ^= _shift_right(x, 27)
-    x.mul_(_signed(_MIX_2))
-    x ^= _shift_right(x, 31)
-    return x
+def _uniform53(keys: np.ndarray) -> np.ndarray:
+    """:func:`_splitmix64` of uint64 ``keys`` (modified in place), top 53 bits as float64
+    (numpy's uint64 arithmetic: several times faster than torch's int64 kernels here)."""
+    with np.errstate(over="ignore"):
+        x = keys
+        x += _GOLDEN
+        x ^= x >> np.uint64(30)
+        x *= _MIX_1
+        x ^= x >> np.uint64(27)
+        x *= _MIX_2
+        x ^= x >> np.uint64(31)
+        x >>= np.uint64(11)
+    return x.astype(np.float64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,8 +69,22 @@ def free_memory(device: str) -> int:
         return 4 * 10**9
 
 
+_ACTIVATIONS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def activation_elements(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Numbers every layer outputs for one sample (a forward pass with hooks; no grad)."""
+    """Numbers every layer outputs for one sample (a forward pass with hooks; no grad), cached
+    per module and shape (the trainer asks every round)."""
+    cache = _ACTIVATIONS.setdefault(module, {})
+    key = tuple(int(s) for s in input_shape)
+    if key not in cache:
+        cache[key] = _count_activations(module, key)
+    return cache[key]
+
+
+def _count_activations(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     total = 0
 
     def hook(_m: nn.Module, _i: object, out: object) -> None:

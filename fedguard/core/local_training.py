@@ -38,8 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
-from fedguard.core.ghost_clipping import ghost_clipped_blocks, module_ghost_clipped_sums
+from fedguard.core.ghost_clipping import (
+    ghost_clipped_blocks,
+    macs_per_sample,
+    module_ghost_clipped_sums,
+)
 from fedguard.core.per_client_gradients import per_client_gradient_fn
+from fedguard.core.poisson_passes import slot_levels
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
@@ -392,7 +397,9 @@ def train_dp_sgd(
     :func:`train_vectorized` (post-processing). The clipped sum comes from ghost norms
     (:mod:`fedguard.core.ghost_clipping`) where the model allows, else from per-sample
     gradients (``vmap``). Clients run in order of decreasing step count (the ones still
-    training are a prefix) and each step's batches are cut to the largest real batch among them.
+    training are a prefix); with ghost norms a step runs in passes over slot ranges of the
+    batches, cut so that padding costs less than another pass
+    (:mod:`fedguard.core.poisson_passes`); the vmap path pads to the largest batch.
 
     Noise: by default the counter-based stream ``(seed, round, client, "dp_sgd_noise")``
     (:func:`fedguard.rng.counter_normals`), one draw per step for the whole cohort, the same for
@@ -425,16 +432,21 @@ def train_dp_sgd(
     std = dp.noise_multiplier * dp.clip_norm
     d = global_params.numel()
     stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
+    macs = macs_per_sample(plan, tuple(data.features.shape[2:])) if plan is not None else 0
     for step, k in enumerate(active):
-        width = max(int(sizes[:k, step].max()), 1)  # no slots beyond the largest real batch
-        positions = index[:k, step, :width]  # (k, width)
-        x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
-        weight = mask[:k, step, :width].to(dtype)
         params, out = stack.prefix(k)
-        step_args = (model, params[0], x, y, weight, dp.clip_norm)
         if plan is not None:
-            total = ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
-        else:  # ghost norms of sequence layers (the GPT) where they apply, else vmap
+            levels = slot_levels(sizes[:k, step].tolist(), macs)
+            total = _clipped_sum_in_passes(
+                plan, params, out, data, rows[:k], index[:k, step], mask[:k, step], levels, dp
+            )
+        else:
+            width = max(int(sizes[:k, step].max()), 1)  # no slots beyond the largest real batch
+            positions = index[:k, step, :width]  # (k, width)
+            x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
+            weight = mask[:k, step, :width].to(dtype)
+            step_args = (model, params[0], x, y, weight, dp.clip_norm)
+            # ghost norms of sequence layers (the GPT) where they apply, else vmap
             ghost = None if engine == "vmap" else module_ghost_clipped_sums(*step_args)
             total = [ghost if ghost is not None else clipped_gradient_sum(*step_args)]
         if gens is not None:
@@ -449,6 +461,41 @@ def train_dp_sgd(
             g.add_(noise_block, alpha=std).div_(scale)
         stack.sgd_update(params, total, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
     return stack.deltas(order)
+
+
+def _clipped_sum_in_passes(
+    plan: StackedModel,
+    params: list[Tensor],  # blocks (k, *shape): the clients of this step
+    out: list[Tensor],  # gradient blocks (k, *shape), written in place
+    data: ClientData,
+    rows: Tensor,  # (k, 1) the clients' rows of ``data``
+    index: Tensor,  # (k, width) positions of this step's batches, real samples first
+    mask: Tensor,  # (k, width)
+    levels: list[int],
+    dp: DPSGDConfig,
+) -> list[Tensor]:
+    """The step's clipped gradient sums in passes over slot ranges (:mod:`.poisson_passes`):
+    the first over all k clients straight into ``out``, each later one over the clients whose
+    batch reaches into its range (their parameters gathered), added in. Per-sample clipping
+    makes the sum additive over the passes."""
+    dtype = params[0].dtype
+    start = 0
+    for level in levels:
+        clients = None if start == 0 else torch.nonzero(mask[:, start]).squeeze(1)
+        part_rows = rows if clients is None else rows[clients]
+        positions = index[:, start:level] if clients is None else index[clients, start:level]
+        weight = mask[:, start:level] if clients is None else mask[clients, start:level]
+        x, y = data.features[part_rows, positions], data.labels[part_rows, positions]
+        if clients is None:
+            ghost_clipped_blocks(plan, params, x, y, weight.to(dtype), dp.clip_norm, out)
+        else:
+            part = [p[clients] for p in params]  # gathered copies (k', *shape)
+            sums = [torch.empty_like(p) for p in part]
+            ghost_clipped_blocks(plan, part, x, y, weight.to(dtype), dp.clip_norm, sums)
+            for o, g in zip(out, sums, strict=True):
+                o.index_add_(0, clients, g)
+        start = level
+    return out
 
 
 def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:

@@ -172,3 +172,170 @@ def test_secure_noise_differs_between_calls() -> None:
     assert not torch.equal(a, b) and not torch.equal(a, seeded)
     noise = ((a - b) * 8).double().numpy().ravel() / np.sqrt(2.0)
     assert scipy.stats.kstest(noise, "norm").pvalue > 1e-3
+
+
+# ------------------------------------------------------------------ issue 17: CNN / LeNet-5 path
+
+
+def _lenet() -> nn.Module:
+    from fedguard.models.lenet import LeNet5
+
+    torch.manual_seed(0)
+    return LeNet5().build((1, 12, 12), 3)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook")
+def test_lenet5_gets_the_stacked_plan_and_opacus_clipped_sum() -> None:
+    """LeNet-5 nests its feature block in a Sequential: it runs on the stacked plan (not the
+    vmap fallback) and its ghost-norm clipped sum equals Opacus'."""
+    shape = (1, 12, 12)
+    model = FlatModel.of(_lenet())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, *shape, generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+    params = model.initial_params()
+    ours = ghost_clipped_gradient_sum(plan, params[None], x[None], y[None], torch.ones(1, 6), 0.05)
+    torch.testing.assert_close(
+        ours[0], _opacus_clipped_sum(_lenet(), x, y, 0.05), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("ghost_conv", [True, False])
+def test_conv_norms_are_exact_across_chunk_boundaries(monkeypatch, ghost_conv: bool) -> None:
+    """The convolution norms run in chunks of samples; chunks that split a client's batch and
+    a last partial chunk give the same norms as the per-sample gradients."""
+    from torch.func import grad, vmap
+
+    from fedguard.core import ghost_clipping
+    from fedguard.core.local_training import _sample_loss
+
+    monkeypatch.setattr(ghost_clipping, "_CONV_CHUNK", 3)
+    monkeypatch.setattr(ghost_clipping, "_GRAM_FLOATS", 2 * 36**2)  # 2 samples of 6×6 maps
+    build, shape = SHAPES["cnn"]
+    model = FlatModel.of(build())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    g = torch.Generator().manual_seed(8)
+    params = model.initial_params() + 0.1 * torch.randn(3, model.layout.dim, generator=g)
+    x = torch.randn(3, 5, *shape, generator=g)  # 15 samples: chunks of 3 (or 2), last partial
+    y = torch.randint(0, 3, (3, 5), generator=g)
+    per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
+    expected = per_sample(params, x, y, model).pow(2).sum(-1)  # (3, 5)
+    logits, traces = plan.forward(plan.blocks(params), x, trace=True)
+    loss = nn.functional.cross_entropy(logits.reshape(15, -1), y.reshape(-1), reduction="sum")
+    grads = torch.autograd.grad(loss, [t.outputs for t in traces])
+    norms = per_sample_squared_norms(traces, grads, 3, ghost_conv)
+    torch.testing.assert_close(norms, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_norm_dispatch_by_layer_type() -> None:
+    from fedguard.core.ghost_clipping import (
+        SQUARED_NORMS,
+        linear_squared_norms,
+        register_squared_norms,
+        squared_norms_of,
+    )
+
+    class MyLinear(nn.Linear):
+        pass
+
+    assert squared_norms_of(MyLinear(2, 3)) is linear_squared_norms  # a subclass: its base's
+    with pytest.raises(TypeError, match="LayerNorm"):
+        squared_norms_of(nn.LayerNorm(3))
+    try:
+        register_squared_norms(nn.LayerNorm, linear_squared_norms)
+        assert squared_norms_of(nn.LayerNorm(3)) is linear_squared_norms
+    finally:
+        SQUARED_NORMS.pop(nn.LayerNorm)
+
+
+def test_slot_levels_are_the_cheapest_cut() -> None:
+    """The pass cut points minimise slots·cost + passes·pass cost (brute force over cuts)."""
+    import itertools
+
+    from fedguard.core.poisson_passes import slot_levels
+
+    def cost(levels: list[int], sizes: np.ndarray, macs: int, per_pass: int) -> int:
+        total, low = 0, 0
+        for j, high in enumerate(levels):
+            clients = len(sizes) if j == 0 else int((sizes > low).sum())
+            total += clients * (high - low) * macs + (per_pass if j else 0)
+            low = high
+        return total
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        sizes = rng.integers(0, 15, int(rng.integers(1, 12)))
+        macs, per_pass = int(rng.choice([1, 10, 1000])), int(rng.choice([0, 5, 100, 10**6]))
+        max_passes = int(rng.integers(1, 5))
+        got = slot_levels(sizes.tolist(), macs, max_passes, per_pass)
+        top = max(int(sizes.max()), 1)
+        assert got[-1] == top and len(got) <= max_passes
+        assert all(a < b for a, b in itertools.pairwise(got))
+        cuts = sorted({int(s) for s in sizes if 0 < s < top})
+        best = min(
+            cost([*cut, top], sizes, macs, per_pass)
+            for g in range(max_passes)
+            for cut in itertools.combinations(cuts, g)
+        )
+        assert cost(got, sizes, macs, per_pass) == best
+    assert slot_levels([0, 0], 10) == [1]  # empty batches still take one (masked) slot
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_dp_trainer_in_passes_equals_one_padded_pass(monkeypatch, name: str) -> None:
+    """Running a step's Poisson batches in several passes (forced: a pass costs nothing) gives
+    the clipped sums, hence the deltas, of one pass padded to the largest batch."""
+    from fedguard.core import poisson_passes
+
+    build, shape = SHAPES[name]
+    model = FlatModel.of(build())
+    p0 = model.initial_params()
+    data = _clients([9, 30, 17, 4, 25, 12], shape)
+    cfg = LocalTrainingConfig(local_epochs=2, batch_size=6, learning_rate=0.2, momentum=0.5)
+    dp = DPSGDConfig(noise_multiplier=0.8, clip_norm=0.5)
+    ids = [2, 0, 3, 1, 5, 4]
+    monkeypatch.setattr(poisson_passes, "MAX_PASSES", 1)
+    padded = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    calls = []
+    original = poisson_passes.slot_levels
+
+    def spy(sizes, macs, max_passes=None, pass_cost=None):
+        levels = original(sizes, macs, 4, 0)
+        calls.append(levels)
+        return levels
+
+    import fedguard.core.local_training as local_training
+
+    monkeypatch.setattr(local_training, "slot_levels", spy)
+    passes = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    assert any(len(levels) > 1 for levels in calls)  # several passes did run
+    torch.testing.assert_close(passes, padded, rtol=1e-5, atol=1e-6)
+    vmapped = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="vmap")
+    torch.testing.assert_close(passes, vmapped, rtol=1e-4, atol=1e-6)
+
+
+def test_cohort_noise_in_blocks_equals_the_one_shot_formula() -> None:
+    """The noise is drawn in column blocks: across block boundaries (and an odd size) it is
+    SplitMix64 + Box–Muller of the whole row at once, and a client's row is bit for bit the
+    same alone or in a cohort."""
+    from fedguard import rng
+
+    clients = np.array([7, 3, 11])
+    size = 2 * rng._NOISE_BLOCK + 2 * 37 + 1  # two full blocks, a partial one, an odd size
+    z = counter_normals(5, 2, "dp_sgd_noise", clients, 3, size)
+    half = (size + 1) // 2
+    base = np.uint64(rng.stream_seed(5, 2, rng.GLOBAL, "dp_sgd_noise"))
+    with np.errstate(over="ignore"):
+        per_client = rng._splitmix64(base ^ rng._splitmix64(clients.astype(np.uint64)))
+        position = np.arange(2 * half, dtype=np.uint64) | (np.uint64(3) << np.uint64(40))
+        keys = rng._splitmix64(per_client[:, None] ^ rng._splitmix64(position)[None, :])
+    uniform = torch.from_numpy((keys >> np.uint64(11)).astype(np.float64))
+    radius = torch.sqrt(-2.0 * torch.log((uniform[:, :half] + 1.0) * 2.0**-53))
+    angle = uniform[:, half:] * (2.0 * np.pi * 2.0**-53)
+    expected = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], 1)[:, :size]
+    torch.testing.assert_close(z, expected, rtol=0, atol=1e-12)
+    alone = counter_normals(5, 2, "dp_sgd_noise", clients[1:2], 3, size)
+    assert torch.equal(z[1], alone[0])
