@@ -69,7 +69,7 @@ def test_alie_z_loads_scipy_special_only() -> None:
     scipy.stats.norm.ppf evaluates, bit for bit), so scipy.stats is never loaded."""
     from scipy.stats import norm
 
-    from attacks.poisoning.alie import alie_z
+    from fedguard.attacks.poisoning.alie import alie_z
 
     for n, f in [(25, 5), (10, 2), (20, 4), (101, 30)]:
         s = n // 2 + 1 - f
