@@ -32,7 +32,7 @@ packages = ["attacks", "defenses"]
 """
 
 CHECK = """\
-import fedguard.attacks, defenses
+import attacks, defenses
 assert attacks.ORIGIN == defenses.ORIGIN == "someone else", "the other distribution is shadowed"
 import fedguard.attacks.inversion.grid as grid
 import fedguard.defenses.robust.krum as krum
