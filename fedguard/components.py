@@ -23,7 +23,7 @@ from fedguard.api import (
 from fedguard.config import ComponentSpec, RunSpec
 from fedguard.data.datasets import DatasetSource
 from fedguard.data.partition import Partitioner
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, IncompatibleError
 from fedguard.models.base import ModelSpec
 
 
@@ -133,14 +133,31 @@ def build_components(spec: RunSpec) -> Components:
     for comp in everything:
         if comp is not None:
             comp.check_compatible(spec, comps)
+    check_payload_aggregation(comps.payload, (comps.aggregator, *comps.preaggregators))
     if not comps.transport.reveals_individual_updates:
         rules: tuple[Aggregator | PreAggregator, ...] = (comps.aggregator, *comps.preaggregators)
         for rule in rules:
             if getattr(rule, "requires_individual_updates", True):
-                from fedguard.errors import IncompatibleError
-
                 raise IncompatibleError(
                     f"{rule.registry_name or type(rule).__name__} needs individual updates, which "
                     f"{d.transport.name!r} hides (the server only learns their sum)."
                 )
     return comps
+
+
+def check_payload_aggregation(
+    payload: PayloadPolicy | None, rules: tuple[Aggregator | PreAggregator, ...]
+) -> None:
+    """A payload policy that sends part of each update is averaged per coordinate over the
+    clients that sent it; a rule that needs whole individual updates (Krum, the median, …)
+    cannot run on that, and would otherwise be silently replaced by the mean."""
+    if payload is None:
+        return
+    for rule in rules:
+        if getattr(rule, "requires_individual_updates", True):
+            raise IncompatibleError(
+                f"defense.payload {payload.registry_name or type(payload).__name__!r} sends a "
+                f"part of each update, averaged per coordinate; "
+                f"{rule.registry_name or type(rule).__name__!r} needs whole individual updates "
+                "(use the mean)."
+            )

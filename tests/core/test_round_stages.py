@@ -259,3 +259,17 @@ def test_specs_without_the_new_hooks_keep_their_hash() -> None:
     assert parse_spec(attacked).spec_hash() == "640484025aebbb1e"
     windowed = {**attacked, "attack": {**attacked["attack"], "stop_round": 5}}
     assert parse_spec(windowed).spec_hash() != "640484025aebbb1e"
+
+
+def test_a_payload_policy_refuses_rules_that_need_whole_updates() -> None:
+    """Masked payloads are averaged per coordinate; a robust rule would otherwise be replaced by
+    the mean without a word (the old stage did exactly that)."""
+    from fedguard.components import check_payload_aggregation
+    from fedguard.core.mean import Mean
+    from fedguard.errors import IncompatibleError
+    from fedguard.registry import build
+
+    check_payload_aggregation(HalfAndHalf(), (Mean(),))
+    krum = build("aggregator", "krum", {}, "defense.aggregator", n_byzantine=1)
+    with pytest.raises(IncompatibleError, match="krum"):
+        check_payload_aggregation(HalfAndHalf(), (krum,))
