@@ -485,6 +485,11 @@ def _record_completed(sim: Simulation, state: SimulationState, rs: RoundState) -
             **{f"transport_{k}": v for k, v in rs.transported.info.items() if _scalar(v)},
         }
     )
+    if rs.sent_mask is not None and rs.transported.updates is not None:
+        # in the clear a client sends only its masked part (the server chose, or knows, which
+        # coordinates): bytes of the values it sends, not of the dense vector the core holds
+        sent = rs.sent_mask.sum(dim=1).double().mean().item()
+        rs.record["transport_bytes_per_client"] = sent * rs.transported.updates.element_size()
     if sim.spec.save_updates:
         out = rs.transported
         rs.saved = {

@@ -192,6 +192,8 @@ def test_payload_keeps_private_coordinates_off_the_transport_every_round() -> No
         w = torch.tensor(out.view.num_samples, dtype=torch.float32)
         expected = (w @ updates) / (w[:, None] * out.view.sent_mask).sum(0)
         torch.testing.assert_close(state.params - before, expected)
+        d_bytes = updates.shape[1] * updates.element_size()
+        assert out.record["transport_bytes_per_client"] == pytest.approx(d_bytes / 2, rel=0.01)
     assert set(state.payload_state) == {str(i) for i in range(6)}
 
 
