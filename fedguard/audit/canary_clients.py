@@ -45,12 +45,17 @@ def canary_trainer(base: Trainer, first_canary_id: int, canary_updates: Tensor) 
         ids = torch.as_tensor(list(client_ids), dtype=torch.long)  # (n,)
         is_canary = ids >= first_canary_id  # (n,)
         out = torch.empty(
-            len(ids), global_params.numel(), dtype=global_params.dtype, device=global_params.device
+            len(ids),
+            global_params.shape[-1],
+            dtype=global_params.dtype,
+            device=global_params.device,
         )  # (n, d)
         real_rows = torch.nonzero(~is_canary).flatten()
         if real_rows.numel():
             real_ids = ids[real_rows].tolist()
-            out[real_rows] = base(model, global_params, data, real_ids, cfg, seed, round_index)
+            # per-client starting points (n, d) follow their clients, as the trainers' contract says
+            starts = global_params[real_rows] if global_params.dim() == 2 else global_params
+            out[real_rows] = base(model, starts, data, real_ids, cfg, seed, round_index)
         canary_rows = torch.nonzero(is_canary).flatten()
         if canary_rows.numel():
             rows = ids[canary_rows] - first_canary_id

@@ -180,6 +180,21 @@ def test_canary_rows_replace_training_and_real_rows_are_untouched() -> None:
     assert torch.equal(out[1], updates[1]) and torch.equal(out[3], updates[0])
 
 
+def test_canary_trainer_follows_per_client_starting_points() -> None:
+    """The trainers take ``(n, d)`` per-client starts (a broadcast or payload stage): real rows
+    train from their own row; the old wrapper sized its output by ``numel()`` and passed every
+    row to the base trainer."""
+    sim = Simulation(make_spec(0))
+    params = sim.initial_state().params
+    updates = torch.randn(2, params.numel(), generator=torch.Generator().manual_seed(0))
+    starts = torch.stack([params, params + 0.1, params - 0.1])
+    trainer = canary_trainer(train_vectorized, 20, updates)
+    out = trainer(sim.model, starts, sim.clients, [4, 21, 7], sim.local, 0, 0)
+    reference = train_vectorized(sim.model, starts[[0, 2]], sim.clients, [4, 7], sim.local, 0, 0)
+    assert out.shape == (3, params.numel())
+    assert torch.equal(out[[0, 2]], reference) and torch.equal(out[1], updates[1])
+
+
 def test_install_canaries_grows_the_population_and_keeps_the_rate() -> None:
     sim = Simulation(make_spec(0, sampling="fixed", cohort_size=10))
     counts = sim.clients.counts.clone()
