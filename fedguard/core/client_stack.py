@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fedguard.core.huge_pages import empty_huge
 from fedguard.core.stacked_model import StackedModel
 
 
@@ -29,7 +30,9 @@ class ClientStack:
 
     @staticmethod
     def of(plan: StackedModel | None, global_params: Tensor, n: int, momentum: bool) -> ClientStack:
-        params = global_params.expand(n, -1).clone()
+        # a fresh (n, d) every round (it becomes the deltas): huge pages spare its page faults
+        params = empty_huge((n, global_params.shape[-1]), global_params.dtype, global_params.device)
+        params.copy_(global_params.expand(n, -1))
         blocks = plan.blocks(params) if plan is not None else [params]
         grads = _gradient_workspace(blocks)
         buffer = [torch.zeros_like(g) for g in grads] if momentum else None

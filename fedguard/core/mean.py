@@ -20,6 +20,13 @@ def weighted_mean(updates: Tensor, weights: Tensor | None) -> Tensor:
     return (w @ updates) / w.sum()
 
 
+def mean_from_sum(update_sum: Tensor, weights: Tensor) -> AggregationResult:
+    """:class:`Mean`'s result from ``update_sum`` = ``weights @ updates`` already computed (by
+    the plain transport): the same operations on the same values, so the same bits."""
+    w = weights.to(update_sum.dtype)
+    return AggregationResult(update_sum / w.sum(), weights=w / w.sum())
+
+
 @dataclass(frozen=True)
 class Mean(Aggregator):
     """FedAvg's weighted mean (McMahan et al. 2017). Not robust: one client can move it anywhere.

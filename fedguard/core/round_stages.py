@@ -30,10 +30,12 @@ from fedguard.api import (
     TransformContext,
 )
 from fedguard.core.finite_rows import finite_rows
+from fedguard.core.mean import Mean, mean_from_sum
 from fedguard.core.round_state import RoundOutcome, RoundState
 from fedguard.core.sampling import sample_clients
 from fedguard.core.server_optimizer import server_step
 from fedguard.core.simulation_state import SimulationState
+from fedguard.core.transport import PlainTransport
 from fedguard.errors import ConfigError, RoundAborted
 from fedguard.types import AggregationContext, AggregationResult, ServerView
 
@@ -191,24 +193,34 @@ def local_training(sim: Simulation, state: SimulationState, rs: RoundState) -> N
 
 
 def _trained_rows(sim: Simulation, rs: RoundState) -> list[int]:
-    free = set(sim.free_riders) if rs.attacking else set()
+    if not (rs.attacking and sim.free_riders):  # everybody trains (no per-client loop)
+        return list(range(len(rs.ids)))
+    free = set(sim.free_riders)
     return [k for k, i in enumerate(rs.ids) if i not in free]
 
 
 def _start_groups(start: Tensor, rows: list[int]) -> list[tuple[list[int], Tensor]]:
     """Rows that start from the same model, with that model (one group without per-client
-    starts; one group per distinct row otherwise)."""
+    starts; one group per distinct row otherwise, in order of first appearance).
+
+    Rows are grouped by their bytes in one pass (a dictionary, not a comparison with every group
+    so far) under ``torch.equal``'s equality: ``-0.0`` is written as ``0.0`` first, and a row
+    holding a NaN equals no other row (a group of its own).
+    """
     if start.dim() == 1:
         return [(rows, start)]
-    groups: list[tuple[list[int], Tensor]] = []
-    for r in rows:
-        for members, model in groups:
-            if torch.equal(model, start[r]):
-                members.append(r)
-                break
+    canonical = (start[rows] + 0.0).contiguous()  # (k, d); + 0.0 turns -0.0 into 0.0
+    has_nan = torch.isnan(canonical).any(dim=1).tolist()
+    raw = canonical.view(torch.uint8).cpu().numpy()  # (k, d · element size) bytes of each row
+    groups: dict[bytes | int, tuple[list[int], Tensor]] = {}
+    for k, (r, nan) in enumerate(zip(rows, has_nan, strict=True)):
+        key: bytes | int = k if nan else raw[k].tobytes()
+        group = groups.get(key)
+        if group is None:
+            groups[key] = ([r], start[r])
         else:
-            groups.append(([r], start[r]))
-    return groups
+            group[0].append(r)
+    return list(groups.values())
 
 
 def send(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
@@ -263,6 +275,8 @@ def attacks(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
         return
     assert rs.deltas is not None
     comps, t = sim.components, state.round
+    if comps.model_attack is None and comps.free_rider is None:
+        return  # nobody replaces an update (no per-client loop)
     mal, free = set(sim.malicious), set(sim.free_riders)
     mal_rows = [k for k, i in enumerate(rs.ids) if i in mal]
     honest_rows = [k for k, i in enumerate(rs.ids) if i not in mal and i not in free]
@@ -298,7 +312,11 @@ def attacks(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
 def finite_check(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     """Faulty rows (NaN/inf) never reach an aggregator."""
     assert rs.deltas is not None and rs.weights is not None
-    finite = finite_rows(rs.deltas).tolist()
+    finite_mask = finite_rows(rs.deltas)  # (n,)
+    if bool(finite_mask.all()):  # the common case: nothing to drop, no per-client loop
+        rs.faulty, rs.kept_ids, rs.kept_counts = [], rs.ids, tuple(rs.counts)
+        return
+    finite = finite_mask.tolist()
     rs.faulty = [i for i, ok in zip(rs.ids, finite, strict=True) if not ok]
     keep = [k for k, ok in enumerate(finite) if ok]
     if not keep:  # nothing finite to aggregate: local training diverged everywhere
@@ -366,6 +384,9 @@ def aggregate(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     if rs.sent_mask is not None:
         per_coordinate = (rs.weights[:, None] * rs.sent_mask).sum(dim=0)  # public: who sent what
         rs.result = AggregationResult(out.update_sum / per_coordinate.clamp_min(1e-12))
+    elif out.updates is not None and _plain_mean(sim):
+        # the transport's weighted sum is the mean's numerator: not computed a second time
+        rs.result = mean_from_sum(out.update_sum, rs.weights)
     elif out.updates is not None:
         ctx = AggregationContext(
             round=state.round,
@@ -382,6 +403,12 @@ def aggregate(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     else:
         rs.result = AggregationResult(comps.aggregator.from_sum(out.update_sum, out.weight_sum))
     rs.events.add(rs.result.events, _name(comps.aggregator))
+
+
+def _plain_mean(sim: Simulation) -> bool:
+    """The default pair, FedAvg's mean behind the plain transport: the transport's
+    ``update_sum`` is then exactly the ``weights @ updates`` the mean would compute."""
+    return type(sim.aggregator) is Mean and type(sim.components.transport) is PlainTransport
 
 
 def _cohort_shortfall(sim: Simulation, n: int) -> str | None:
@@ -470,13 +497,12 @@ def finish(sim: Simulation, state: SimulationState, rs: RoundState) -> Simulatio
 
 def _record_completed(sim: Simulation, state: SimulationState, rs: RoundState) -> None:
     assert rs.result is not None and rs.transported is not None and rs.params is not None
-    mal, free = set(sim.malicious), set(sim.free_riders)
     result, kept = rs.result, rs.kept_ids
     rs.record.update(
         {
             "train_seconds": rs.train_seconds,
-            "malicious": [i for i in rs.ids if i in mal] if rs.attacking else [],
-            "free_riders": [i for i in rs.ids if i in free] if rs.attacking else [],
+            "malicious": _members(rs.ids, sim.malicious) if rs.attacking else [],
+            "free_riders": _members(rs.ids, sim.free_riders) if rs.attacking else [],
             "flagged": sorted({kept[r] for r in result.flagged} | set(rs.faulty)),
             "faulty": rs.faulty,
             "scores": _id_map(kept, result.scores),
@@ -557,7 +583,16 @@ def _name(component: object) -> str:
 def _id_map(ids: tuple[int, ...], values: Tensor | None) -> dict[str, float] | None:
     if values is None or len(values) != len(ids):
         return None
-    return {str(i): float(v) for i, v in zip(ids, values.tolist(), strict=True)}
+    # tolist() already gives Python floats (float32 values widened exactly)
+    return dict(zip(map(str, ids), values.tolist(), strict=True))
+
+
+def _members(ids: tuple[int, ...], group: Any) -> list[int]:
+    """The ``ids`` that belong to ``group`` (in cohort order); no loop when the group is empty."""
+    if not group:
+        return []
+    members = set(group)
+    return [i for i in ids if i in members]
 
 
 def _scalar(v: Any) -> bool:
