@@ -142,26 +142,61 @@ def bench_digits(trials: int) -> dict[str, Any]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+#: issue 17's goals, printed next to the figures they judge
+GOAL_10K_SECONDS = 0.3  # s per round at 10,000 clients
+GOAL_PER_CLIENT_GROWTH = 1.5  # cost per client, 10,000 vs 1,000 clients
+GOAL_MATRIX_CPU_PER_CELL = 0.25  # CPU s per cell of the quickstart matrix
+GOAL_MATRIX_BUSY_RATIO = 1.8  # wall with one core busy / wall alone
+
+
+def _verdict(value: float, goal: float) -> str:
+    return f"goal <= {goal:g}: {'met' if value <= goal else 'NOT met'}"
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def bench_scaling(trials: int, sizes: list[int]) -> None:
+    """Whole rounds (``compute_seconds``: wall, without evaluation) and this process's CPU
+    seconds per round, interleaved across sizes; the 1,000-client round is the baseline of the
+    cost per client."""
     from fedguard.core.simulation import Simulation
 
     print("\nsynthetic, 64 features, ~14 samples/client, MLP 64-32-10, batch 8, one thread")
-    print(f"{'clients':>8}  {'s/round: median (min, max, n)':<44}{'ms per 1k clients':>18}")
-    per_client = {}
+    print(f"load average before: {_load()}")
+    print(
+        f"{'clients':>8}  {'wall s/round: median (min, max, n)':<48}"
+        f"{'CPU s/round: median (min, max, n)':<48}{'CPU ms/1k clients':>18}"
+    )
     sims = {n: Simulation(spec(synthetic(n), n)) for n in sizes}
     states = {n: sims[n].run_round(sims[n].initial_state())[0] for n in sizes}  # warm-up
-    times: dict[int, list[float]] = {n: [] for n in sizes}
+    walls: dict[int, list[float]] = {n: [] for n in sizes}
+    cpus: dict[int, list[float]] = {n: [] for n in sizes}
     for _ in range(trials):
         for n in sizes:
+            cpu = time.process_time()
             states[n], out = sims[n].run_round(states[n])
-            times[n].append(out.record["compute_seconds"])
+            cpus[n].append(time.process_time() - cpu)
+            walls[n].append(out.record["compute_seconds"])
+    per_client = {}
     for n in sizes:
-        med = statistics.median(times[n])
-        per_client[n] = med / n
-        print(f"{n:>8}  {_median(times[n]):<44}{1e6 * med / n:>18.3f}")
+        per_client[n] = statistics.median(cpus[n]) / n
+        print(f"{n:>8}  {_median(walls[n]):<48}{_median(cpus[n]):<48}{1e6 * per_client[n]:>18.3f}")
+    print(f"load average after: {_load()}")
+    if 10000 in sizes:
+        wall, cpu = statistics.median(walls[10000]), statistics.median(cpus[10000])
+        print(
+            f"10,000 clients: {wall:.3f} s/round wall, {cpu:.3f} CPU s/round "
+            f"({_verdict(wall, GOAL_10K_SECONDS)} on wall; {_verdict(cpu, GOAL_10K_SECONDS)} on CPU)"
+        )
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
-        print(f"cost per client, {hi:,} vs {lo:,} clients: {per_client[hi] / per_client[lo]:.2f}x")
+        growth = per_client[hi] / per_client[lo]
+        print(
+            f"CPU cost per client, {hi:,} vs {lo:,} clients (baseline): {growth:.2f}x "
+            f"({_verdict(growth, GOAL_PER_CLIENT_GROWTH)})"
+        )
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -290,15 +325,20 @@ def bench_matrix(trials: int) -> None:
     """The quickstart matrix (``fedguard matrix configs/matrices/quickstart.yaml``, default
     flags: one worker per usable core) in a fresh process: wall seconds and CPU seconds per
     cell (the CLI process and its workers together), alone and with another process busy on
-    one core, interleaved."""
+    one core, interleaved. Baseline: the same cells run directly in this process (no CLI, no
+    workers, no outputs), CPU seconds per cell."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cells = 108
+    config = "configs/matrices/quickstart.yaml"
+    cells = _direct_cells(config)
     runs: dict[str, list[tuple[float, float]]] = {"alone": [], "one core busy": []}
+    loads: list[str] = []
+    direct: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for t in range(trials):
+            direct.append(_direct_cpu_per_cell(cells[t % 3 :: 3]))
             for label in runs:
                 command = [sys.executable, "-m", "fedguard.cli.main", "matrix"]
-                command += ["configs/matrices/quickstart.yaml", "--out", f"{tmp}/{label}{t}"]
+                command += [config, "--out", f"{tmp}/{label}{t}"]
                 busy = _busy_core(3600) if label != "alone" else None
                 try:
                     runs[label].append(_timed_child(command, env))
@@ -306,13 +346,49 @@ def bench_matrix(trials: int) -> None:
                     if busy is not None:
                         busy.kill()
                         busy.wait()
-    print(f"\nquickstart matrix, {cells} cells, default flags (fresh processes, interleaved)")
+                loads.append(_load())
+    n = len(cells)
+    print(f"\nquickstart matrix, {n} cells, default flags (fresh processes, interleaved)")
+    print(f"load average after each matrix run: {'; '.join(loads)}")
     alone = statistics.median(r[0] for r in runs["alone"])
     for label, values in runs.items():
-        walls, cpus = [r[0] for r in values], [r[1] / cells for r in values]
+        walls, cpus = [r[0] for r in values], [r[1] / n for r in values]
         ratio = statistics.median(walls) / alone
         print(f"{label:<14} wall s: {_median(walls)}  (x{ratio:.2f} the median alone)")
         print(f"{'':<14} CPU s per cell: {_median(cpus)}")
+    cpu = statistics.median(r[1] / n for r in runs["alone"])
+    busy_ratio = statistics.median(r[0] for r in runs["one core busy"]) / alone
+    base = statistics.median(direct)
+    print(
+        f"baseline: the same cells run directly in this process (a third of them per trial), "
+        f"CPU s per cell: {_median(direct)}; the matrix command adds {cpu - base:.3f} CPU s per "
+        "cell (its start-up, the workers' imports, results and outputs)"
+    )
+    print(f"CPU s per cell alone: {cpu:.3f} ({_verdict(cpu, GOAL_MATRIX_CPU_PER_CELL)})")
+    print(
+        f"wall with one core busy / alone: {busy_ratio:.2f} "
+        f"({_verdict(busy_ratio, GOAL_MATRIX_BUSY_RATIO)})"
+    )
+
+
+def _direct_cells(config: str) -> list[dict[str, Any]]:
+    from pathlib import Path
+
+    from fedguard.matrix.runner import plan_matrix
+
+    plan = plan_matrix(Path(config), confirmed=True)
+    return [c.spec.model_dump(mode="json") for c in plan.cells]
+
+
+def _direct_cpu_per_cell(cells: list[dict[str, Any]]) -> float:
+    """CPU seconds per cell of ``cells`` run one after the other in this process."""
+    from fedguard.matrix.cell import run_cell
+
+    run_cell(cells[0])  # warm-up: lazy imports and first calls are not a cell's cost
+    cpu = time.process_time()
+    for cell in cells:
+        run_cell(cell)
+    return (time.process_time() - cpu) / len(cells)
 
 
 def main() -> None:
