@@ -271,6 +271,8 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
             + (f" (here {sens}; noise std = ledger multiplier × sensitivity)" if sens else ""),
             highlight=False,
         )
+    for line in matrix_check_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
     for level, entry in report["levels"].items():
         table = Table(title=f"{level}-level: {entry['unit']['description']}")
         table.add_column("accountant")
@@ -316,6 +318,23 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
         console.print("the run stopped itself when its privacy budget was spent.")
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
+
+
+def matrix_check_lines(report: dict[str, Any]) -> list[str]:
+    """One line per DP-FTRL / BandMF mechanism: what its cross-checks re-derived from the
+    records (realised sensitivity, schedule) and their result, printed before ε per unit."""
+    checks = ((report.get("evidence") or {}).get("cross_checks") or {}).get("checks") or []
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for check in checks:
+        for suffix in (" realised sensitivity", " schedule"):
+            if check["name"].endswith(suffix):
+                by_path.setdefault(check["name"][: -len(suffix)], []).append(check)
+    lines = []
+    for path, found in by_path.items():
+        word = "passed" if all(c["status"] == "passed" for c in found) else "FAILED"
+        details = "; ".join(c["detail"] for c in found)
+        lines.append(f"matrix mechanism {path}: {details} — cross-checks {word}")
+    return lines
 
 
 def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
