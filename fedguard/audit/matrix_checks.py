@@ -257,26 +257,53 @@ def realised_prefix_sensitivity(
     in clip norms, of the rows of C released by round t: ``√Σ_{i,j∈π} |G_t[i, j]|`` with
     ``G_t = Σ_{rows released ≤ t} r rᵀ``."""
     rounds = strategy.shape[1]
-    out = np.zeros(rounds)
     if not patterns:
-        return out
+        return np.zeros(rounds)
+    if np.all(strategy >= 0):
+        return _nonnegative_prefix(strategy, release_round, patterns)
+    return _signed_prefix(strategy, release_round, patterns)
+
+
+def _nonnegative_prefix(
+    strategy: np.ndarray, release_round: np.ndarray, patterns: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """C ≥ 0: |G| = G, so ``Σ_{i,j∈π} G_t[i, j] = ‖C_{≤t} 1_π‖²`` grows row by row."""
+    rounds = strategy.shape[1]
     indicator = np.zeros((len(patterns), rounds))  # (patterns, rounds)
     for g, pattern in enumerate(patterns):
         indicator[g, list(pattern)] = 1.0
-    if np.all(strategy >= 0):  # |G| = G: ‖C_{≤t} π‖² grows row by row
-        squared = np.zeros(len(patterns))
-        for t in range(rounds):
-            rows = strategy[release_round == t]  # (new rows, rounds)
-            squared += np.sum((rows @ indicator.T) ** 2, axis=0)
-            out[t] = math.sqrt(squared.max())
-        return out
+    out = np.zeros(rounds)
+    squared = np.zeros(len(patterns))
+    for t in range(rounds):
+        rows = strategy[release_round == t]  # (new rows, rounds)
+        squared += np.sum((rows @ indicator.T) ** 2, axis=0)
+        out[t] = math.sqrt(squared.max())
+    return out
+
+
+def _signed_prefix(
+    strategy: np.ndarray, release_round: np.ndarray, patterns: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Any sign: a released row r changes G only on its support S × S, so each pattern's
+    ``Σ |G|`` is updated there (cost Σ_rows |S|² per pattern, not rounds² per round)."""
+    rounds = strategy.shape[1]
+    members = [np.zeros(rounds, dtype=bool) for _ in patterns]
+    for mask, pattern in zip(members, patterns, strict=True):
+        mask[list(pattern)] = True
     gram = np.zeros((rounds, rounds))
+    totals = np.zeros(len(patterns))
+    out = np.zeros(rounds)
     for t in range(rounds):
         for row in strategy[release_round == t]:
             support = np.flatnonzero(row)
-            gram[np.ix_(support, support)] += np.outer(row[support], row[support])
-        absolute = np.abs(gram)
-        out[t] = math.sqrt(max(float(v @ absolute @ v) for v in indicator))
+            block = np.ix_(support, support)
+            before = np.abs(gram[block])
+            gram[block] += np.outer(row[support], row[support])
+            change = np.abs(gram[block]) - before  # (|S|, |S|)
+            for g, mask in enumerate(members):
+                inside = mask[support]
+                totals[g] += change[np.ix_(inside, inside)].sum()
+        out[t] = math.sqrt(max(totals.max(), 0.0))
     return out
 
 

@@ -232,3 +232,23 @@ def test_audit_prints_the_cross_check_and_epsilon_per_unit(
     code, out, err = cli("audit", str(forged))
     assert code == 2 and "Traceback" not in err
     assert "ledger round 1: noise_multiplier" in err and out == ""
+
+
+def test_realised_sensitivity_of_a_signed_strategy_is_the_brute_force_sum() -> None:
+    rng = np.random.default_rng(0)
+    rounds = 7
+    strategy = np.tril(rng.normal(size=(rounds, rounds)))  # signed: the general path
+    release = np.arange(rounds)
+    patterns = [(0, 3, 6), (1, 4), (2, 5), (0, 1, 2, 3, 4, 5, 6)]
+    got = realised_prefix_sensitivity(strategy, release, patterns)
+    for t in range(rounds):
+        released = strategy[: t + 1]
+        absolute = np.abs(released.T @ released)
+        brute = max(float(absolute[np.ix_(p, p)].sum()) for p in patterns)
+        assert got[t] ** 2 == pytest.approx(brute, rel=1e-12)
+    # a non-negative strategy gives the same through either path
+    positive = np.abs(strategy)
+    fast = realised_prefix_sensitivity(positive, release, patterns)
+    from fedguard.audit.matrix_checks import _signed_prefix
+
+    assert np.allclose(fast, _signed_prefix(positive, release, patterns), rtol=1e-12)
