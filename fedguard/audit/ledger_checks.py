@@ -513,9 +513,9 @@ def _check_mechanisms(
         if slot.name in MATRIX_MECHANISMS:
             derived = derive(slot, spec)
             if isinstance(derived, str):
-                unknown.append(f"{slot.path} ({slot.name})")
-            else:
-                matrices[slot.path] = derived
+                checker.skip("mechanisms", derived)
+                return
+            matrices[slot.path] = derived
     if unknown:
         why = (
             f"spec.yaml's {', '.join(unknown)} is not a mechanism these checks know, so which "

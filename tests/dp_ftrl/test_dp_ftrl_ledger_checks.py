@@ -252,3 +252,15 @@ def test_realised_sensitivity_of_a_signed_strategy_is_the_brute_force_sum() -> N
     from fedguard.audit.matrix_checks import _signed_prefix
 
     assert np.allclose(fast, _signed_prefix(positive, release, patterns), rtol=1e-12)
+
+
+def test_a_spec_whose_events_cannot_be_derived_is_not_checkable_and_says_why(
+    runs: dict[str, RunDirectory],
+) -> None:
+    run = runs["bandmf"]
+    # bands above the separation cannot be amplified: the mechanism refuses that schedule
+    spec = run.spec().with_overrides(**{"clients.sampling_rate": 0.5, "clients.min_separation": 2})
+    result = cross_check_data(spec, [dict(r) for r in run.rounds()], run.ledger(), run.summary())
+    skipped = {c.name: c.detail for c in result.checks if c.status == "not_checked"}
+    assert "amplified bandmf needs bands" in skipped["mechanisms"]
+    assert "not checkable" in result.line()
