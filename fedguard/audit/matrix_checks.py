@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 
 from fedguard.audit.mechanism_events import Finding, RoundEvents, Slot, close, num
-from fedguard.config import RunSpec
 from fedguard.core.sampling import min_separation_groups, sample_clients
 from fedguard.errors import UserError
 from fedguard.privacy.events import PrivacyEvent, Sampled
 from fedguard.privacy.matrix_events import MatrixGaussian
+from fedguard.spec import RunSpec
 
 #: registry names of the server transforms checked here
 MATRIX_MECHANISMS = ("dp_ftrl_tree", "bandmf")

@@ -20,8 +20,8 @@ from fedguard.audit.ledger_checks import CrossCheckResult, cross_check, cross_ch
 from fedguard.audit.matrix_checks import realised_prefix_sensitivity
 from fedguard.cli.main import main
 from fedguard.config import RunSpec, parse_spec
-from fedguard.core.runner import execute
 from fedguard.core.sampling import min_separation_groups
+from fedguard.launch import execute
 from fedguard.storage.run_dir import RunDirectory
 
 ROUNDS, SEPARATION, CLIP = 6, 3, 0.5
