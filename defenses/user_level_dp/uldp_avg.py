@@ -191,7 +191,13 @@ class ULDPAvg(ClientTransform):
         return float(self.user_sampling_rate)
 
     def round_pairs(
-        self, users: Tensor, counts: Tensor, silos: list[int], seed: int, round_index: int
+        self,
+        users: Tensor,
+        counts: Tensor,
+        silos: list[int],
+        seed: int,
+        round_index: int,
+        n_users: int | None = None,
     ) -> tuple[UserPairs, Tensor]:
         """The round's (silo, user) pairs over ``silos`` and their cross-silo weights ``(P,)``.
 
@@ -199,9 +205,10 @@ class ULDPAvg(ClientTransform):
         ``counts``). Records past the caps are dropped (once per run: the draw is keyed by seed
         and user), weights come from every kept record of the population (a user's n_u counts
         all its silos), then the round's sample keeps whole users or single records.
+        ``n_users``: the size of the user population (public; default: the largest id + 1).
         """
         n_population = int(users.shape[0])
-        n_users = int(users.max()) + 1
+        n_users = int(users.max()) + 1 if n_users is None else n_users
         kept = bound_contributions(
             users, counts, self.max_records_per_user_per_silo, self.max_records_per_user, seed
         )

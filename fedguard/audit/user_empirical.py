@@ -66,8 +66,17 @@ CONVENTION = (
 
 
 def user_privacy_levels(run: str | Path) -> list[str]:
-    """The privacy levels (``"client"``, ``"user"``, ``"record"``) the run's ledger accounts."""
-    return sorted(run_ledgers(RunDirectory(Path(run)).ledger()))
+    """The privacy levels (``"client"``, ``"user"``, ``"record"``) the run's ledger accounts
+    (none for a run without a ledger)."""
+    run_dir = RunDirectory(Path(run))
+    return sorted(run_ledgers(run_dir.ledger())) if run_dir.has_ledger() else []
+
+
+def describe_levels(levels: Sequence[str]) -> str:
+    """``levels`` as the end of "RUN accounts …" in an error sentence."""
+    if not levels:
+        return "no privacy level (its ledger has no DP events)"
+    return f"the {', '.join(levels)} level{'s' if len(levels) != 1 else ''}"
 
 
 def _user_mechanism(components: Any) -> Any:
@@ -124,12 +133,12 @@ def user_level_empirical_audit(
     started = time.perf_counter()
     run_dir = RunDirectory(Path(run))
     spec = run_dir.spec()
-    ledger = run_dir.ledger()
+    ledger = run_dir.ledger() if run_dir.has_ledger() else {"rounds": []}
     levels = sorted(run_ledgers(ledger))
     if "user" not in levels:
         raise ConfigError(
             f"user-level canaries need a run whose privacy unit is 'user' (ULDP-AVG); {run} "
-            f"accounts the {', '.join(levels) or 'no'} level{'s' if len(levels) != 1 else ''}."
+            f"accounts {describe_levels(levels)}."
         )
     components = build_components(spec)
     mechanism = _user_mechanism(components)
@@ -165,7 +174,9 @@ def user_level_empirical_audit(
     released = torch.zeros(dimension, dtype=torch.float64)
     noiseless = torch.zeros(dimension, dtype=torch.float64)
     for t in range(n_rounds):
-        pairs, weights = mechanism.round_pairs(table, counts, silos, spec.seed, t)
+        pairs, weights = mechanism.round_pairs(
+            table, counts, silos, spec.seed, t, n_users=n_canaries
+        )
         updates = CANARY_OVERSHOOT * clip * directions[pairs.user]  # (P, d)
         ctx = RoundContext(t, spec.seed, torch.zeros(dimension), tuple(silos), n_silos)
         sent = mechanism.release(updates, pairs.silo, weights, silos, n_silos, n_canaries, ctx)
@@ -242,4 +253,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["CONVENTION", "user_level_empirical_audit", "user_privacy_levels"]
+__all__ = [
+    "CONVENTION",
+    "describe_levels",
+    "user_level_empirical_audit",
+    "user_privacy_levels",
+]

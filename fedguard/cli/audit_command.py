@@ -327,7 +327,7 @@ CANARY_UNITS = ("auto", "client", "user")
 def canary_unit_for(run: Path, requested: str) -> str:
     """``"client"`` or ``"user"``: which canaries audit ``run`` (``auto``: user canaries when the
     ledger's headline unit is the user, i.e. a ULDP-AVG run)."""
-    from fedguard.audit.user_empirical import user_privacy_levels
+    from fedguard.audit.user_empirical import describe_levels, user_privacy_levels
     from fedguard.privacy.budget import headline_level
 
     if requested not in CANARY_UNITS:
@@ -339,7 +339,7 @@ def canary_unit_for(run: Path, requested: str) -> str:
     if requested == "user" and "user" not in levels:
         raise UserError(
             f"--canary-unit user needs a run whose privacy unit is 'user' (ULDP-AVG); {run} "
-            f"accounts the {', '.join(levels) or 'no'} level{'s' if len(levels) != 1 else ''}."
+            f"accounts {describe_levels(levels)}."
         )
     if requested == "client" and headline == "user":
         raise UserError(

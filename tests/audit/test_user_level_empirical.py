@@ -168,8 +168,13 @@ def test_cli_prints_the_user_level_bound_beside_the_ledger(
 @pytest.mark.parametrize(
     ("which", "flags", "message"),
     [
-        ("record", ["--canary-unit", "user"], "--canary-unit user needs a run whose privacy unit"),
-        ("user", ["--silos-per-canary", "9"], "silos_per_canary"),
+        (
+            "record",
+            ["--empirical", "--canary-unit", "user"],
+            "--canary-unit user needs a run whose privacy unit is 'user' (ULDP-AVG);",
+        ),
+        ("user", ["--empirical", "--silos-per-canary", "9"], "silos_per_canary"),
+        ("user", ["--canary-unit", "user"], "apply to the empirical audit of a run"),
     ],
 )
 def test_cli_usage_error_is_one_sentence_and_exit_2(
@@ -182,7 +187,7 @@ def test_cli_usage_error_is_one_sentence_and_exit_2(
 ) -> None:
     run = user_run if which == "user" else record_run
     before = sorted(p.name for p in run.iterdir())
-    code, out = _cli(monkeypatch, "audit", str(run), "--empirical", *flags)
+    code, out = _cli(monkeypatch, "audit", str(run), *flags)
     assert code == 2, out
     error = out[out.index("error:") :]
     assert message in " ".join(error.split()) and "Traceback" not in out
