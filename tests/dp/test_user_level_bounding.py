@@ -50,7 +50,7 @@ def _held(table: torch.Tensor, counts: torch.Tensor) -> dict[int, list[int]]:
 
 
 layouts = st.lists(st.lists(st.integers(0, 6), min_size=1, max_size=15), min_size=1, max_size=5)
-caps = st.one_of(st.none(), st.integers(1, 5))
+caps = st.sampled_from([None, 1, 2, 3, 4, 5])  # uniform: one_of would draw None most often
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
@@ -81,16 +81,16 @@ def test_no_user_exceeds_either_cap(
         assert torch.equal(kept_without[others], kept[others])
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(
     silos=layouts,
-    per_silo=caps,
+    per_silo=st.integers(1, 4),
     per_user=st.integers(1, 5),
     sampling=st.sampled_from(["user", "example"]),
     round_index=st.integers(0, 50),
 )
 def test_round_pairs_respect_both_caps(
-    silos: list[list[int]], per_silo: int | None, per_user: int, sampling: str, round_index: int
+    silos: list[list[int]], per_silo: int, per_user: int, sampling: str, round_index: int
 ) -> None:
     """The pairs the defense trains on, every round, under either sampling: a pair never holds
     more than the per-silo cap, a user's pairs never more than the cross-silo cap, and the
@@ -104,8 +104,7 @@ def test_round_pairs_respect_both_caps(
         **rate,  # type: ignore[arg-type]
     )
     pairs, weights = uldp.round_pairs(users, counts, list(range(len(silos))), 3, round_index)
-    if per_silo is not None:
-        assert bool((pairs.count <= per_silo).all())
+    assert bool((pairs.count <= per_silo).all())
     for u in pairs.user.unique().tolist():
         mine = pairs.user == u
         assert int(pairs.count[mine].sum()) <= per_user
@@ -192,7 +191,7 @@ def test_example_level_accounting_dominates_the_exact_mixture(epsilon: float) ->
     of the Poisson-sampled Gaussian at the recorded rate 1 − (1 − q)^k; the worst layout (every
     non-empty draw clips to +C) attains it, and so exceeds what rate q alone would claim."""
     q, k, clip, sigma = 0.2, 3, 1.0, 1.0
-    grid = np.linspace(-14.0, 16.0, 300_001)
+    grid = np.linspace(-14.0, 16.0, 60_001)
     dx = float(grid[1] - grid[0])
     gamma = math.exp(epsilon)
     absent = norm.pdf(grid, 0.0, sigma)
