@@ -63,7 +63,7 @@ def bench_canaries() -> None:
 
 def bench_utility() -> None:
     from fedguard.config import load_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
     from fedguard.privacy.budget import ledger_report
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "uldp_avg.yaml")
