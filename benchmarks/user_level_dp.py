@@ -92,8 +92,8 @@ RECORD_CAPS = (8, 4)
 def bench_sampling() -> None:
     """User- vs example-level sampling at equal user-level ε (same z, same user-level rate)."""
     from fedguard.config import load_spec
-    from fedguard.core.runner import execute
     from fedguard.core.user_level import example_level_participation
+    from fedguard.launch import execute
     from fedguard.privacy.budget import ledger_report
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "uldp_avg.yaml")
@@ -150,7 +150,7 @@ def bench_run_audit() -> None:
 
     from fedguard.audit.user_empirical import user_level_empirical_audit
     from fedguard.config import load_spec, parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     one_round = parse_spec(
         {

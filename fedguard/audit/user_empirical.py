@@ -47,11 +47,10 @@ import torch
 
 from fedguard.api import require
 from fedguard.audit.user_canaries import CANARY_OVERSHOOT, canary_layout
-from fedguard.components import build_components
 from fedguard.core.canaries import canary_directions, canary_inclusion, canary_round_cosines
-from fedguard.core.simulation import Simulation
 from fedguard.core.user_level import bounded_silo_sums
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation
 from fedguard.privacy.audit.one_run import one_run_audit
 from fedguard.privacy.budget import ledger_report, run_ledgers
 from fedguard.storage import atomic
@@ -140,8 +139,8 @@ def user_level_empirical_audit(
             f"user-level canaries need a run whose privacy unit is 'user' (ULDP-AVG); {run} "
             f"accounts {describe_levels(levels)}."
         )
-    components = build_components(spec)
-    mechanism = _user_mechanism(components)
+    simulation = build_simulation(spec)  # the run's components, built and checked
+    mechanism = _user_mechanism(simulation.components)
     if mechanism is None:
         raise ConfigError(
             f"{run} has user-level events but no client transform that releases per-user "
@@ -161,7 +160,7 @@ def user_level_empirical_audit(
         f"in (0, 1/(2·n_canaries) = {1.0 / (2.0 * n_canaries):.3g}] for the one-run bound",
     )
     seed = spec.seed if canary_seed is None else canary_seed
-    dimension = int(Simulation(spec, components).initial_state().params.numel())
+    dimension = int(simulation.initial_state().params.numel())
     n_rounds = len(ledger.get("rounds", []))
     require(n_rounds >= 1, "run", "a run with at least one recorded round")
 

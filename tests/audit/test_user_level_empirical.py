@@ -20,8 +20,8 @@ from fedguard.audit.user_empirical import user_level_empirical_audit
 from fedguard.cli.audit_command import canary_unit_for
 from fedguard.cli.main import main
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
 from fedguard.errors import ConfigError, UserError
+from fedguard.launch import execute
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 
 DELTA = 1e-5

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from fedguard.config import parse_spec
-from fedguard.core.simulation import Simulation
 from fedguard.core.user_level import (
     bound_contributions,
     example_level_participation,
@@ -23,6 +22,7 @@ from fedguard.core.user_level import (
 )
 from fedguard.defenses.user_level_dp.uldp_avg import ULDPAvg
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.events import sampled_gaussian
 from fedguard.types import RoundContext
@@ -243,7 +243,7 @@ def _spec(**transform: Any) -> Any:
 
 
 def test_example_sampling_runs_and_files_the_user_level_rate() -> None:
-    sim = Simulation(
+    sim = build_simulation(
         _spec(
             sampling="example",
             example_sampling_rate=0.3,
