@@ -63,7 +63,7 @@ def matrix_command(
                 f"fedguard matrix {config} --out {out}"
             ) from None
     console.print(f"ran {summary['ran']} cells, {summary['skipped']} already finished")
-    show_matrix(out, console, metric)
+    show_matrix(out, console, metric, summary.get("tables"))
     console.print(
         f"\nresults: {out}/results.sqlite, {out}/matrix.csv, {out}/verdicts.csv, heatmaps: "
         + ", ".join(p.name for p in summary["heatmaps"])

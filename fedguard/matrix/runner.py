@@ -24,7 +24,7 @@ from fedguard.matrix.config import (
 from fedguard.matrix.executors import run_local, run_ray
 from fedguard.matrix.lock import matrix_lock
 from fedguard.matrix.store import ResultStore, cell_key
-from fedguard.matrix.summary import tidy_frame, write_heatmaps
+from fedguard.matrix.summary import MatrixTables, tidy_frame, write_heatmaps
 from fedguard.matrix.verdict import verdict_frame, verdicts
 from fedguard.storage import atomic
 
@@ -128,10 +128,19 @@ def _run_locked(
     finally:
         store.close()
     tidy = tidy_frame(rows)
+    judged = verdicts(tidy)
     atomic.write_text(out / "matrix.csv", tidy.to_csv(index=False))
-    atomic.write_text(out / "verdicts.csv", verdict_frame(verdicts(tidy)).to_csv(index=False))
+    atomic.write_text(out / "verdicts.csv", verdict_frame(judged).to_csv(index=False))
     heatmaps = write_heatmaps(tidy, out)
-    return {"cells": len(keys), "ran": len(todo), "skipped": skipped, "heatmaps": heatmaps}
+    # what was just computed, for the command's terminal table (not read and judged again)
+    tables = MatrixTables(plan.config.name, plan.config.metric, rows, tidy, judged)
+    return {
+        "cells": len(keys),
+        "ran": len(todo),
+        "skipped": skipped,
+        "heatmaps": heatmaps,
+        "tables": tables,
+    }
 
 
 def drain(

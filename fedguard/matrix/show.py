@@ -18,7 +18,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from fedguard.matrix.store import ResultStore
-from fedguard.matrix.summary import pivot, status_cells, tidy_frame
+from fedguard.matrix.summary import MatrixTables, pivot, status_cells, tidy_frame
 from fedguard.matrix.verdict import (
     AT_CHANCE,
     DIVERGED,
@@ -134,16 +134,24 @@ def metric_cells(
     return [markup_safe(str(r)) for r in rows], [markup_safe(str(a)) for a in attacks], cells
 
 
-def show_matrix(path: Path, console: Console, metric: str | None = None) -> None:
-    store = ResultStore(path / "results.sqlite", read_only=True)
-    try:
-        meta = store.meta()
-        rows = store.rows(set(meta.get("keys", [])) or None)
-    finally:
-        store.close()
-    tidy = tidy_frame(rows)
-    name = meta.get("name", path.name)
-    vs = verdicts(tidy)
+def show_matrix(
+    path: Path, console: Console, metric: str | None = None, tables: MatrixTables | None = None
+) -> None:
+    """Print the matrix in ``path``; ``tables``: what the matrix command just computed from the
+    same database (the same rows, frame and verdicts; not read and judged a second time)."""
+    if tables is None:
+        store = ResultStore(path / "results.sqlite", read_only=True)
+        try:
+            meta = store.meta()
+            rows = store.rows(set(meta.get("keys", [])) or None)
+        finally:
+            store.close()
+        frame = tidy_frame(rows)
+        name = meta.get("name", path.name)
+        tables = MatrixTables(
+            name, meta.get("metric", "test_accuracy"), rows, frame, verdicts(frame)
+        )
+    rows, tidy, name, vs = tables.rows, tables.tidy, tables.name, tables.verdicts
     console.print(f"[bold]Which defenses held — {name}[/]")
     for line in answer(vs):
         console.print("  " + line, highlight=False)
@@ -156,7 +164,7 @@ def show_matrix(path: Path, console: Console, metric: str | None = None) -> None
             console.print(part, highlight=False)
     if vs:
         console.print(f"[dim]{rule_text(tidy)}[/]", highlight=False)
-    metric = metric or meta.get("metric", "test_accuracy")
+    metric = metric or tables.metric
     for digits in (3, 2):  # fewer digits before splitting the table (full precision: matrix.csv)
         row_names, columns, values = metric_cells(tidy, metric, digits)
         title = f"{metric.replace('_', ' ')} (mean±std over seeds, {digits} decimals)"

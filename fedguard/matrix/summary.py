@@ -6,6 +6,7 @@ Which defenses held is decided in one place, :mod:`fedguard.matrix.verdict`.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,18 @@ def pivot(tidy: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     # the undefended baseline first, then the defenses in name order
     rows = sorted(mean.index, key=lambda r: (r.split(" [")[0] != NO_DEFENSE, r))
     return mean.loc[rows, cols], std.reindex(index=rows, columns=cols)
+
+
+@dataclass(frozen=True)
+class MatrixTables:
+    """A finished matrix as the terminal table shows it: its name and metric, the stored rows,
+    the tidy frame and the verdicts (``fedguard.matrix.verdict.Verdict``)."""
+
+    name: str
+    metric: str
+    rows: list[dict[str, Any]]
+    tidy: pd.DataFrame
+    verdicts: list[Any]
 
 
 def status_cells(tidy: pd.DataFrame) -> dict[tuple[str, str], str]:

@@ -1,17 +1,22 @@
-"""The local executor: this process computes cells next to its pool, every cell exactly once,
-with the same result wherever it ran."""
+"""The matrix command's own work: this process computes cells next to its pool (every cell
+exactly once, the same result wherever it ran), and the terminal table reuses the tables the run
+just computed."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from fedguard.matrix import executors
 from fedguard.matrix.executors import run_local
-from fedguard.matrix.runner import plan_matrix
+from fedguard.matrix.runner import plan_matrix, run_matrix
+from fedguard.matrix.show import show_matrix
 from fedguard.matrix.store import cell_key
+from fedguard.matrix.summary import MatrixTables
 
 BASE = {
     "name": "t",
@@ -23,13 +28,17 @@ BASE = {
 }
 
 
-def _jobs(tmp_path: Path) -> list[tuple[str, dict]]:
+def _config(tmp_path: Path) -> Path:
     import yaml
 
     path = tmp_path / "m.yaml"
     cfg = {"name": "m", "base": BASE, "n_malicious": 1, "attacks": ["sign_flip", "gaussian"]}
     path.write_text(yaml.safe_dump({**cfg, "defenses": ["median"], "seeds": [0, 1]}))
-    plan = plan_matrix(path)
+    return path
+
+
+def _jobs(tmp_path: Path) -> list[tuple[str, dict]]:
+    plan = plan_matrix(_config(tmp_path))
     return [(cell_key(c.key), c.spec.model_dump(mode="json")) for c in plan.cells]
 
 
@@ -62,3 +71,18 @@ def test_this_process_runs_cells_next_to_the_pool_with_the_same_results(
     # the last cell is queued behind what one spawning worker can take (2 s to import torch)
     assert len(here) >= 1
     assert torch.get_num_threads() == threads  # its own thread setting is restored
+
+
+def test_terminal_table_from_the_runs_tables_equals_the_one_read_back(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_matrix(plan_matrix(_config(tmp_path)), out, workers=1)
+
+    def shown(tables: MatrixTables | None) -> str:
+        buf = io.StringIO()
+        show_matrix(out, Console(file=buf, width=120, color_system=None), None, tables)
+        return buf.getvalue()
+
+    assert isinstance(summary["tables"], MatrixTables)
+    read_back = shown(None)
+    assert "median" in read_back and "sign_flip" in read_back
+    assert shown(summary["tables"]) == read_back
