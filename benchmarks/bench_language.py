@@ -10,12 +10,15 @@ papers' claims — each figure next to its baseline and its spread.
    after client), interleaved trials in this process, median (min–max) and the ratio; and the
    CPU time of one DP-SGD clipped sum of the GPT by ghost norms against per-sample gradients.
 3. The papers' claims: FFA-LoRA's test perplexity against LoRA's under DP-SGD at equal ε (3
-   seeds), the size of FedAvg-on-LoRA's product-of-averages mismatch after one round, and :func:`papers_claims`, which the attacks of the track extend with theirs
-   (exposure, extraction, membership inference) where they are measured.
+   seeds), the size of FedAvg-on-LoRA's product-of-averages mismatch after one round, exposure
+   against repetitions and DP, extraction against rounds and public data, FedRand's membership
+   inference against LoRA's (3c–3e, in ``lm_claims.py``), and :func:`papers_claims`, one verdict
+   line per claim.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_language.py [--trials 5]
         [--pretrain-steps 1500] [--pretrain-seeds 0 1 2] [--seeds 0 1 2]
-        [--only base speed ghost ffa mismatch claims]
+        [--only base speed ghost ffa mismatch memorization public fedrand claims]
+        [--mia-seeds 0 1 … 9]
 
 The first call pre-trains and caches the base model of each seed (minutes on one core); later
 calls read the cache (``$FEDGUARD_DATA`` or ``~/.cache/fedguard/data/models``).
@@ -335,6 +338,8 @@ def papers_claims(results: dict[str, Any]) -> None:
             f"claim): median {statistics.median(frozen_runs):.3f} vs "
             f"{statistics.median(lora_runs):.3f} — {verdict} (same seed, same data, same ε)"
         )
+    for line in __import__("lm_claims").claims_lines(results):  # 3c–3e (benchmarks/lm_claims.py)
+        print(f"   {line}")
     base = results.get("base")
     if base is not None:
         gain = base["unigram"] - statistics.median(base["bits_per_char"])
@@ -349,8 +354,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", default=["base", "speed", "ffa", "mismatch", "claims"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["base", "speed", "ffa", "mismatch", "memorization", "public", "fedrand", "claims"],
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    # 3e's cells take ≈ 3 CPU-s each: more seeds than the others, for the AUCs' spread
+    parser.add_argument("--mia-seeds", type=int, nargs="+", default=list(range(10)))
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict[str, Any] = {}
@@ -364,6 +375,14 @@ def main() -> None:
         results["ffa"] = bench_ffa_vs_lora(args.seeds, args.pretrain_steps)
     if "mismatch" in args.only:
         results["mismatch"] = bench_averaging_mismatch(args.seeds, args.pretrain_steps)
+    claims = __import__("lm_claims")  # 3c–3e: memorization and membership (lm_claims.py)
+    if "memorization" in args.only:
+        results["memorization"] = claims.bench_memorization(args.seeds)
+    if "public" in args.only:
+        no_dp = results.get("memorization", {}).get("runs", {}).get("no DP")
+        results["public"] = claims.bench_public_data(args.seeds, no_dp=no_dp)
+    if "fedrand" in args.only:
+        results["fedrand"] = claims.bench_fedrand_mia(args.mia_seeds)
     if "claims" in args.only:
         papers_claims(results)
     if "dager" in args.only:  # issue 20: DAGER against the adapters' rank (--only dager)
