@@ -22,7 +22,9 @@ Workload of 3c/3d (CPU-sized: ≈ 8 CPU-s a run without DP, ≈ 20 with DP-SGD, 
 bundled text, 6 authors × 600 characters, each author holding 3 PINs planted 1, 4 and 16 times
 (32-byte windows, 10% test split), GPT 2 × 64 (context 32) pre-trained 600 steps on the public
 corpus (2.93 bits/char), full fine-tuning of all 6 clients a round, 12 rounds of 2 local epochs,
-batch 8, learning rate 0.3.
+batch 8, learning rate 0.3. The attacks observe what the server holds in a round: the global
+model it broadcasts (after as many rounds of training; the last round's is after 11) and, in
+plain FedAvg, each client's update.
 
 References
 ----------
@@ -42,7 +44,7 @@ from typing import Any
 
 REPETITIONS = (1, 4, 16)
 ROUNDS = 12
-EARLY_ROUND = 1  # a second exposure measurement: the baseline at comparable perplexity
+EARLY_ROUND = 2  # a second exposure measurement: the baseline at comparable perplexity
 UNSEEN_EXPOSURE = math.log2(math.e)  # E[log2 N − log2 rank], rank uniform on 1..N, N → ∞
 MATRIX = Path(__file__).resolve().parent.parent / "configs" / "matrices" / "lora_privacy.yaml"
 
@@ -127,11 +129,19 @@ def run_memorization(seed: int, **kwargs: Any) -> dict[str, Any]:
     exposure: dict[int, list[float]] = {r: [] for r in REPETITIONS}
     early: dict[int, list[float]] = {r: [] for r in REPETITIONS}
     extracted: dict[str, list[tuple[float, float]]] = {"global": [], "client": []}
+    perplexity: dict[str, float] = {}
+
+    def perplexity_of(params: Any) -> float:  # on the test windows
+        return math.exp(sim.model.evaluate(params, *sim.test)[1])
+
     for _, attack, output in sim.privacy_outputs:
         if output is None:
             continue
         if isinstance(attack, CanaryExposure):
             into = early if attack.at_round == EARLY_ROUND else exposure
+            # the model attacked: the one broadcast in that round (after as many rounds)
+            key = "early" if attack.at_round == EARLY_ROUND else "last"
+            perplexity[key] = perplexity_of(output.target.params)
             for row in attack.exposures(output, truth):
                 into[planted[row["secret"]]].append(row["exposure"])
         elif isinstance(attack, Extraction):
@@ -139,15 +149,14 @@ def run_memorization(seed: int, **kwargs: Any) -> dict[str, Any]:
             key = "client" if attack.target == "client" else "global"
             extracted[key].append((m["extracted_greedy"], m["extracted"]))
     eps = privacy_epsilon(spec, result.ledger)
-    _, base_loss = sim.model.evaluate(sim.initial_state().params, *sim.test)  # before training
     return {
         "exposure": {r: statistics.mean(v) for r, v in exposure.items()},
         "exposure_max": max(max(v) for v in exposure.values()),
         "early": {r: statistics.mean(v) for r, v in early.items()},
-        "early_perplexity": math.exp(float(result.records[EARLY_ROUND]["test_loss"])),
+        "early_perplexity": perplexity["early"],
         "extracted": extracted,
-        "perplexity": math.exp(float(result.records[-1]["test_loss"])),
-        "base_perplexity": math.exp(base_loss),
+        "perplexity": perplexity["last"],
+        "base_perplexity": perplexity_of(sim.initial_state().params),  # before fine-tuning
         "epsilon": math.inf if eps is None else eps,
     }
 
@@ -157,9 +166,10 @@ def bench_memorization(
 ) -> dict[str, Any]:
     """3c and the rounds half of 3d (the no-DP runs)."""
     print(
-        f"\n3c. exposure of planted PINs (bits, of log2 10⁴ = 13.29) on the global model after "
-        f"{ROUNDS} rounds of full fine-tuning, by times planted; median (min–max) over seeds "
-        f"{seeds}; a never-seen secret: {UNSEEN_EXPOSURE:.2f} expected"
+        f"\n3c. exposure of planted PINs (bits, of log2 10⁴ = 13.29) on the global model of the "
+        f"last round (after {ROUNDS - 1} rounds of full fine-tuning), by times planted; median "
+        f"(min–max) over seeds {seeds}; perplexity of that model on the test windows; a "
+        f"never-seen secret: {UNSEEN_EXPOSURE:.2f} expected"
     )
     settings: list[tuple[str, float | None]] = [("no DP", None)] + [
         (f"DP-SGD z={z}", z) for z in noise_multipliers
@@ -179,7 +189,8 @@ def bench_memorization(
     plain = runs["no DP"]
     cells = "".join(f"{_spread([r['early'][rep] for r in plain]):>20}" for rep in REPETITIONS)
     ppl = _spread([r["early_perplexity"] for r in plain], ".2f")
-    print(f"   {f'no DP, round {EARLY_ROUND}':<14}{cells}{'':>8}{ppl:>22}{'inf':>14}")
+    label = f"no DP, {EARLY_ROUND} round" + ("s" if EARLY_ROUND > 1 else "")
+    print(f"   {label:<14}{cells}{'':>8}{ppl:>22}{'inf':>14}")
     base = _spread([r["base_perplexity"] for r in runs["no DP"]])
     print(f"   baseline: the base model before fine-tuning, perplexity {base} (test windows)")
     _print_rounds(runs["no DP"], seeds)
@@ -189,7 +200,8 @@ def bench_memorization(
 def _print_rounds(runs: list[dict[str, Any]], seeds: list[int]) -> None:
     print(
         f"\n3d. secrets extracted verbatim by prompting 'my PIN is ' (no DP runs of 3c), per "
-        f"round: greedy / greedy-or-any-of-16-samples, summed over seeds {seeds}"
+        f"round r (the global model after r rounds; client 0's after its local training in "
+        f"round r): greedy / greedy-or-any-of-16-samples, summed over seeds {seeds}"
     )
     for key, n in (("global", 18), ("client", 3)):
         label = "global model" if key == "global" else "client 0's local model"
@@ -267,7 +279,16 @@ def bench_fedrand_mia(seeds: list[int]) -> dict[str, Any]:
             f"   {name:>8}: LiRA AUC {_sd(row['lira'])}, loss AUC {_sd(row['loss'])}, "
             f"perplexity {_sd(row['perplexity'])}"
         )
+    if {"lora", "fedrand"} <= set(out) and len(seeds) > 1:
+        print(f"   paired by seed, FedRand − LoRA: LiRA AUC {_paired(out['fedrand'], out['lora'])}")
     return out
+
+
+def _paired(a: dict[str, list[float]], b: dict[str, list[float]]) -> str:
+    """Mean ± standard error of the per-seed differences of the LiRA AUCs (same data, seed)."""
+    diffs = [x - y for x, y in zip(a["lira"], b["lira"], strict=True)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return f"{statistics.mean(diffs):+.3f} ± {se:.3f} (s.e., n = {len(diffs)})"
 
 
 def claims_lines(results: dict[str, Any]) -> list[str]:
@@ -304,7 +325,7 @@ def claims_lines(results: dict[str, Any]) -> list[str]:
                 early = statistics.median(p["early"][16] for p in plain)
                 early_ppl = statistics.median(p["early_perplexity"] for p in plain)
                 lines.append(
-                    f"  … and below plain training stopped after round {EARLY_ROUND} (perplexity "
+                    f"  … and below plain training after {EARLY_ROUND} round(s) (perplexity "
                     f"{early_ppl:.2f}) on {lower} of {len(plain)} seeds ({_med(dp_runs, 16):.2f} "
                     f"vs {early:.2f} bits)"
                 )
@@ -320,7 +341,8 @@ def claims_lines(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"FedRand's LiRA AUC below LoRA's (Park et al. 2025) on {lower} of {len(lo['lira'])} "
             f"seeds: {_sd(fr['lira'])} vs {_sd(lo['lira'])}, at perplexity "
-            f"{_sd(fr['perplexity'])} vs {_sd(lo['perplexity'])}"
+            f"{_sd(fr['perplexity'])} vs {_sd(lo['perplexity'])}; paired difference "
+            f"{_paired(fr, lo)}"
         )
     return lines
 
