@@ -59,7 +59,11 @@ def _sd(xs: list[float]) -> str:
 
 
 def memorization_spec(
-    seed: int, *, pretrain_steps: int = 600, noise_multiplier: float | None = None
+    seed: int,
+    *,
+    pretrain_steps: int = 600,
+    noise_multiplier: float | None = None,
+    adapter: str = "none",
 ) -> Any:
     from fedguard.config import parse_spec
 
@@ -93,7 +97,9 @@ def memorization_spec(
                 "d_model": 64,
                 "context": 32,
                 "pretrain_steps": pretrain_steps,
-                "adapter": "none",
+                "adapter": adapter,
+                "lora_rank": 4,
+                "lora_targets": ["query", "key", "value"],
             },
             "clients": {"n_clients": 6, "weighting": "uniform"},
             "training": {"local_epochs": 2, "batch_size": 8, "learning_rate": 0.3},
@@ -116,7 +122,7 @@ def run_memorization(seed: int, **kwargs: Any) -> dict[str, Any]:
     secrets per round (global and client 0; greedy and greedy-or-sampled), perplexity, ε."""
     from fedguard.attacks.text.canary_exposure import CanaryExposure
     from fedguard.attacks.text.extraction import Extraction
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
     from fedguard.matrix.cell import privacy_epsilon
 
     spec = memorization_spec(seed, **kwargs)
@@ -171,14 +177,20 @@ def bench_memorization(
         f"(min–max) over seeds {seeds}; perplexity of that model on the test windows; a "
         f"never-seen secret: {UNSEEN_EXPOSURE:.2f} expected"
     )
-    settings: list[tuple[str, float | None]] = [("no DP", None)] + [
-        (f"DP-SGD z={z}", z) for z in noise_multipliers
+    settings: list[tuple[str, float | None, str]] = [("no DP", None, "none")]
+    settings += [(f"DP-SGD z={z}", z, "none") for z in noise_multipliers]
+    # the same recipe sending LoRA adapters (r = 4 on query, key, value): DP-SGD on adapters
+    settings += [
+        ("LoRA, no DP", None, "lora"),
+        (f"LoRA DP z={noise_multipliers[-1]}", noise_multipliers[-1], "lora"),
     ]
     runs: dict[str, list[dict[str, Any]]] = {}
     header = "".join(f"{f'×{r}':>20}" for r in REPETITIONS)
     print(f"   {'':<14}{header}{'max':>8}{'perplexity':>22}{'ε (δ=1e-5)':>14}")
-    for label, z in settings:
-        runs[label] = [run_memorization(seed, noise_multiplier=z) for seed in seeds]
+    for label, z, adapter in settings:
+        runs[label] = [
+            run_memorization(seed, noise_multiplier=z, adapter=adapter) for seed in seeds
+        ]
         cells = "".join(
             f"{_spread([r['exposure'][rep] for r in runs[label]]):>20}" for rep in REPETITIONS
         )
@@ -250,7 +262,7 @@ def bench_public_data(
 
 def bench_fedrand_mia(seeds: list[int]) -> dict[str, Any]:
     """3e: the lora_privacy matrix's sequence_membership × {lora, fedrand} cells, per seed."""
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
     from fedguard.matrix.cell import cell_metrics
     from fedguard.matrix.config import expand_cells, load_matrix
 
@@ -305,20 +317,22 @@ def claims_lines(results: dict[str, Any]) -> list[str]:
             f"×16 {_med(plain, 16):.2f} bits)"
         )
         for label, dp_runs in runs.items():
-            if label == "no DP":
+            if label in ("no DP", "LoRA, no DP"):
                 continue
+            adapters = label.startswith("LoRA")  # compared with LoRA without DP
+            base = runs["LoRA, no DP"] if adapters else plain
             lower = sum(
-                d["exposure"][16] < p["exposure"][16] for d, p in zip(dp_runs, plain, strict=True)
+                d["exposure"][16] < p["exposure"][16] for d, p in zip(dp_runs, base, strict=True)
             )
             eps = statistics.median(r["epsilon"] for r in dp_runs)
             lines.append(
                 f"exposure falls under {label} (ε = {eps:.3g}): ×16 exposure below the no-DP "
-                f"run's on {lower} of {len(plain)} seeds ({_med(dp_runs, 16):.2f} vs "
-                f"{_med(plain, 16):.2f} bits), at perplexity "
+                f"run's on {lower} of {len(base)} seeds ({_med(dp_runs, 16):.2f} vs "
+                f"{_med(base, 16):.2f} bits), at perplexity "
                 f"{statistics.median(r['perplexity'] for r in dp_runs):.2f} vs "
-                f"{statistics.median(r['perplexity'] for r in plain):.2f}"
+                f"{statistics.median(r['perplexity'] for r in base):.2f}"
             )
-            if all("early" in p for p in plain):  # the baseline at comparable perplexity
+            if not adapters and all("early" in p for p in plain):  # at comparable perplexity
                 lower = sum(
                     d["exposure"][16] < p["early"][16] for d, p in zip(dp_runs, plain, strict=True)
                 )

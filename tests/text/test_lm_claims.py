@@ -60,3 +60,12 @@ def test_dp_is_also_compared_with_plain_training_at_comparable_perplexity() -> N
         f"after {EARLY_ROUND} round(s) (perplexity 7.00) on 2 of 3 seeds (3.00 vs 4.00 bits)"
         in lines[2]
     )
+
+
+def test_dp_on_adapters_is_compared_with_adapters_without_dp() -> None:
+    plain = [_run((1.0, 3.0, 9.0), 4.5) for _ in range(3)]
+    lora = [_run((1.0, 1.0, e), 8.0) for e in (2.0, 2.5, 3.0)]
+    lora_dp = [_run((1.0, 1.0, 2.2), 9.0, 20.0) for _ in range(3)]
+    runs = {"no DP": plain, "LoRA, no DP": lora, "LoRA DP z=1.0": lora_dp}
+    (line,) = claims_lines({"memorization": {"runs": runs}})[1:]
+    assert "on 2 of 3 seeds (2.20 vs 2.50 bits), at perplexity 9.00 vs 8.00" in line
