@@ -312,7 +312,7 @@ def claims_lines(results: dict[str, Any]) -> list[str]:
         plain = runs["no DP"]
         rising = sum(r["exposure"][1] < r["exposure"][4] < r["exposure"][16] for r in plain)
         lines.append(
-            f"exposure rises with repetitions (Carlini et al. 2019): ×1 < ×4 < ×16 on {rising} "
+            f"does exposure rise with repetitions (Carlini et al. 2019)? ×1 < ×4 < ×16 on {rising} "
             f"of {len(plain)} seeds (median ×1 {_med(plain, 1):.2f}, ×4 {_med(plain, 4):.2f}, "
             f"×16 {_med(plain, 16):.2f} bits)"
         )
@@ -326,7 +326,7 @@ def claims_lines(results: dict[str, Any]) -> list[str]:
             )
             eps = statistics.median(r["epsilon"] for r in dp_runs)
             lines.append(
-                f"exposure falls under {label} (ε = {eps:.3g}): ×16 exposure below the no-DP "
+                f"does exposure fall under {label} (ε = {eps:.3g})? ×16 exposure below the no-DP "
                 f"run's on {lower} of {len(base)} seeds ({_med(dp_runs, 16):.2f} vs "
                 f"{_med(base, 16):.2f} bits), at perplexity "
                 f"{statistics.median(r['perplexity'] for r in dp_runs):.2f} vs "
