@@ -2,15 +2,14 @@
 
 One step of the vectorized trainer on the stacked plan (:mod:`fedguard.core.stacked_model`)
 runs every layer for all k clients at once. At LeNet-5 scale on FEMNIST (100 clients × 16
-images) a layer's stacked activation is 30 MB: larger than the processor's cache, and larger
-than the C allocator's threshold for serving a block from fresh pages, so every element-wise
-operation, pooling and gradient streams through main memory and each fresh tensor pays its
-page faults again. The step's gradients are a sum over clients of independent terms (each
-client's own parameters, samples and loss), so they can be computed for consecutive groups of
-clients, each group's activations small enough to stay in cache, and written into the
-matching rows of the gradient blocks. The result is the same up to float rounding of the
-kernels (the same kernels, with fewer groups per call).
-"""
+images) a layer's stacked activation is 30 MB: larger than the processor's cache, and large
+enough that the C allocator returns it to the system when it is freed, so every element-wise
+operation, pooling and gradient streams through main memory and the next step's tensor pays its
+page faults again. A client's gradient depends only on its own parameters, samples and weights,
+so the step can run for consecutive groups of clients, each group's activations small enough to
+stay in cache, each writing its clients' rows of the gradient blocks. The kernels are the same,
+with fewer groups per call; results agree with one group up to float rounding (test).
+On a GPU all clients run at once."""
 
 from __future__ import annotations
 
@@ -20,16 +19,22 @@ from torch import Tensor
 
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 
-#: bytes of one group's activations (its forward values and their gradients): about the share
-#: of a server processor's last-level cache one core can keep (measured on LeNet-5, one thread:
-#: groups of 10–25 clients × 16 images were 1.3× faster than all 100 at once, 5 slower again)
-CACHE_BYTES = 8 * 2**20
+#: bytes of one group's activations (forward values and their gradients, as the module runs
+#: them): about twice a server processor's last-level cache. Measured on LeNet-5, FEMNIST shapes,
+#: one thread (AMD EPYC, 32 MB L3), one step of 100 clients × 16 images: groups of 34 (this
+#: budget) took 0.78× the CPU time of one group of 100, groups of 4 0.83×
+#: (benchmarks/bench_client_groups.py); in whole rounds groups of 12–34 clients did equally well
+CACHE_BYTES = 64 * 2**20
 
 
-def clients_per_group(plan: StackedModel, batch: int, element_bytes: int) -> int:
-    """Clients whose forward and backward activations of a ``batch`` fit in :data:`CACHE_BYTES`."""
+def clients_per_group(plan: StackedModel, k: int, batch: int, element_bytes: int) -> int:
+    """Clients per group when ``k`` clients run a ``batch`` each: the fewest groups whose
+    forward and backward activations fit in :data:`CACHE_BYTES`, of equal sizes (a small last
+    group would cost a pass's fixed overheads for little work)."""
     per_client = 2 * batch * plan.activation_elements * element_bytes
-    return max(1, CACHE_BYTES // max(per_client, 1))
+    fits = max(1, CACHE_BYTES // max(per_client, 1))
+    groups = -(-k // fits)
+    return -(-k // groups)
 
 
 def stacked_gradients(
@@ -40,10 +45,11 @@ def stacked_gradients(
     weight: Tensor,  # (k, batch)
     out: list[Tensor],  # contiguous blocks (k, *shape), written in place
 ) -> list[Tensor]:
-    """``Σ_j weight_cj ∇ℓ(θ_c; x_cj, y_cj)`` of every client c into ``out``, in groups of
-    :func:`clients_per_group` clients."""
+    """``Σ_j weight_cj ∇ℓ(θ_c; x_cj, y_cj)`` of every client c into ``out``: on a CPU in
+    groups of :func:`clients_per_group` clients, elsewhere all at once (a GPU wants the largest
+    kernels it can get)."""
     k, batch = x.shape[0], x.shape[1]
-    size = clients_per_group(plan, batch, x.element_size())
+    size = clients_per_group(plan, k, batch, x.element_size()) if x.device.type == "cpu" else k
     for start in range(0, k, size):
         rows = slice(start, min(start + size, k))
         _gradients(

@@ -187,7 +187,7 @@ class StackedModel:
                 assert layer.weight is not None
                 w = params[layer.weight].reshape(-1, *m.weight.shape[1:])  # (k·out, C, kh, kw)
                 b = params[layer.bias].reshape(-1) if layer.bias is not None else None
-                z = stacked_conv2d(inputs, w, b, m, k)
+                z = F.conv2d(inputs, w, b, m.stride, m.padding, m.dilation, groups=k)
                 z = _traced(z, trace, traces)
                 if trace:
                     traces.append(Trace(layer, inputs.detach(), z, client_minor=True))
@@ -204,72 +204,6 @@ class StackedModel:
             else:
                 h = m(h)
         return h, traces
-
-
-def stacked_conv2d(
-    inputs: Tensor, weight: Tensor, bias: Tensor | None, m: nn.Conv2d, k: int
-) -> Tensor:
-    """``m``'s convolution of k clients at once: one group per client on ``inputs``
-    (batch, k·C, H, W) with ``weight`` (k·out, C, kh, kw).
-
-    Where the input requires grad, the input gradient is computed as a grouped convolution of
-    the output gradient with the flipped, transposed kernels (:class:`_FlippedInputGradient`).
-    """
-    if inputs.requires_grad and _flippable(m):
-        padding = (int(m.padding[0]), int(m.padding[1]))
-        return _FlippedInputGradient.apply(inputs, weight, bias, padding, k)
-    return F.conv2d(inputs, weight, bias, m.stride, m.padding, m.dilation, groups=k)
-
-
-def _flippable(m: nn.Conv2d) -> bool:
-    pad = m.padding
-    return (
-        m.stride == (1, 1)
-        and m.dilation == (1, 1)
-        and not isinstance(pad, str)
-        and all(0 <= p < s for p, s in zip(pad, m.kernel_size, strict=True))
-    )
-
-
-class _FlippedInputGradient(torch.autograd.Function):
-    """A stride-1 grouped convolution whose backward computes only the input gradient, as the
-    forward convolution of the output gradient (padded by ``kernel − 1 − padding``) with every
-    client's kernels flipped in space and with input and output channels swapped.
-
-    The two are the same sum (the transposed convolution of a stride-1 convolution); oneDNN's
-    forward kernel runs it about 1.6× faster on one thread than its backward-data kernel for
-    LeNet-5's second convolution over groups of clients (benchmarks/bench_workloads.py).
-    The parameters never require grad here: weight gradients come from book-keeping
-    (:func:`accumulate_gradients`).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        inputs: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        padding: tuple[int, int],
-        k: int,
-    ) -> Tensor:
-        ctx.save_for_backward(weight)
-        ctx.padding, ctx.k = padding, k  # type: ignore[attr-defined]
-        return F.conv2d(inputs, weight, bias, 1, padding, 1, groups=k)
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
-    ) -> tuple[Tensor, None, None, None, None]:
-        weight: Tensor = ctx.saved_tensors[0]  # type: ignore[attr-defined]
-        pad: tuple[int, int] = ctx.padding  # type: ignore[attr-defined]
-        k: int = ctx.k  # type: ignore[attr-defined]
-        out, c, kh, kw = weight.shape[0] // k, weight.shape[1], weight.shape[2], weight.shape[3]
-        flipped = (
-            weight.view(k, out, c, kh, kw).flip(3, 4).transpose(1, 2).reshape(k * c, out, kh, kw)
-        )
-        padding = (kh - 1 - pad[0], kw - 1 - pad[1])
-        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(grad_out, flipped, None, 1, padding, 1, groups=k), None, None, None, None
 
 
 def _pool_before_relu(layers: list[StackedLayer]) -> tuple[StackedLayer, ...]:
@@ -401,6 +335,5 @@ __all__ = [
     "Trace",
     "accumulate_gradients",
     "output_gradients",
-    "stacked_conv2d",
     "unfolded_inputs",
 ]

@@ -1,13 +1,10 @@
-"""The vectorized trainer's speed paths on the stacked plan stay exact: the flipped-kernel input
-gradient of a grouped convolution equals autograd's, gradients computed in groups of clients
-equal those of one group, and padding slots past every real batch are not computed."""
+"""The vectorized trainer's speed paths on the stacked plan stay exact: gradients computed in
+groups of clients equal those of one group, and padding slots past every real batch are not
+computed."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import fedguard.core.local_training as local_training
 import fedguard.core.stacked_gradients as stacked_gradients
@@ -19,58 +16,9 @@ from fedguard.core.local_training import (
     train_vectorized,
 )
 from fedguard.core.stacked_gradients import clients_per_group
-from fedguard.core.stacked_model import StackedModel, _flippable, stacked_conv2d
+from fedguard.core.stacked_model import StackedModel
 from fedguard.models.flat import FlatModel
 from fedguard.models.lenet import LeNet5
-
-
-@pytest.mark.parametrize(
-    "conv",
-    [
-        nn.Conv2d(6, 16, 5),  # LeNet-5's second convolution
-        nn.Conv2d(1, 6, 5, padding=2),  # its first, "same" padding
-        nn.Conv2d(3, 4, (3, 5), padding=(1, 2)),  # rectangular kernel and padding
-        nn.Conv2d(2, 3, 3, padding=2),  # padding = kernel − 1 (full convolution)
-    ],
-    ids=["lenet-conv2", "lenet-conv1", "rectangular", "full"],
-)
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_flipped_input_gradient_equals_autograds(conv: nn.Conv2d, channels_last: bool) -> None:
-    assert _flippable(conv)
-    k, batch = 3, 4
-    g = torch.Generator().manual_seed(0)
-    c_in = conv.in_channels
-    # float64: the identity itself is checked, not float32 rounding of two summation orders
-    x = torch.randn(batch, k * c_in, 9, 11, generator=g, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w = torch.randn(k * conv.out_channels, c_in, *conv.kernel_size, generator=g, dtype=x.dtype)
-    b = torch.randn(k * conv.out_channels, generator=g, dtype=x.dtype)
-    ours_in = x.clone().requires_grad_()
-    ref_in = x.clone().requires_grad_()
-    ours = stacked_conv2d(ours_in, w, b, conv, k)
-    ref = F.conv2d(ref_in, w, b, conv.stride, conv.padding, conv.dilation, groups=k)
-    torch.testing.assert_close(ours, ref)
-    r = torch.randn(ref.shape, generator=g, dtype=x.dtype)  # a generic output gradient
-    (ours * r).sum().backward()
-    (ref * r).sum().backward()
-    assert ours_in.grad is not None and ref_in.grad is not None
-    assert type(ours.grad_fn).__name__ == "_FlippedInputGradientBackward"
-    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "conv",
-    [nn.Conv2d(2, 3, 3, stride=2), nn.Conv2d(2, 3, 3, dilation=2), nn.Conv2d(2, 3, 3, padding=3)],
-    ids=["stride", "dilation", "padding-beyond-kernel"],
-)
-def test_other_convolutions_keep_autograds_backward(conv: nn.Conv2d) -> None:
-    assert not _flippable(conv)
-    k = 2
-    x = torch.randn(2, k * 2, 9, 9, requires_grad=True)
-    w = torch.randn(k * 3, 2, 3, 3)
-    z = stacked_conv2d(x, w, None, conv, k)
-    assert type(z.grad_fn).__name__ == "ConvolutionBackward0"
 
 
 def _lenet_inputs(k: int, batch: int) -> tuple[FlatModel, StackedModel, list, tuple]:
@@ -93,7 +41,7 @@ def test_groups_of_clients_give_the_gradients_of_one_group(monkeypatch) -> None:
     results = {}
     for size in (1, 2, k):
         monkeypatch.setattr(stacked_gradients, "CACHE_BYTES", size * per_sample)
-        assert clients_per_group(plan, batch, 4) == size
+        assert clients_per_group(plan, k, batch, 4) == size
         out = [torch.full(b.shape, float("nan")) for b in blocks]  # every row must be written
         results[size] = StackedModel.join(
             stacked_gradients.stacked_gradients(plan, blocks, x, y, weight, out)
@@ -101,6 +49,18 @@ def test_groups_of_clients_give_the_gradients_of_one_group(monkeypatch) -> None:
     assert not results[k].isnan().any() and float(results[k].abs().max()) > 0
     for size in (1, 2):
         torch.testing.assert_close(results[size], results[k], rtol=1e-5, atol=1e-6)
+
+
+def test_groups_are_the_fewest_that_fit_and_of_equal_sizes(monkeypatch) -> None:
+    _, plan, _, _ = _lenet_inputs(1, 1)
+    per_client = 2 * 16 * plan.activation_elements * 4
+    monkeypatch.setattr(stacked_gradients, "CACHE_BYTES", 17 * per_client + 5)
+    assert clients_per_group(plan, 17, 16, 4) == 17  # one group
+    assert clients_per_group(plan, 20, 16, 4) == 10  # 10 + 10, not 17 + 3
+    assert clients_per_group(plan, 35, 16, 4) == 12  # 12 + 12 + 11, not 17 + 17 + 1
+    assert clients_per_group(plan, 100, 1, 4) == 100  # small batches: all at once
+    monkeypatch.setattr(stacked_gradients, "CACHE_BYTES", 1)
+    assert clients_per_group(plan, 3, 16, 4) == 1  # not even one client fits: one at a time
 
 
 def test_lenet5_activation_count() -> None:
