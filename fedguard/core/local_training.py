@@ -221,14 +221,16 @@ def train_vectorized(
     rows = torch.as_tensor(ids, dtype=torch.long)
     if order is not None:
         rows, index, mask = rows[order], index[order], mask[order]
+    # slots past every real batch of a step's clients hold padding only (real samples come
+    # first): each step runs the largest real batch's width (on the CPU: no device sync)
+    sizes = mask.sum(dim=2)  # (n, steps)
+    widths = [max(int(sizes[:k, step].max()), 1) for step, k in enumerate(active)]
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
 
     if global_params.dim() == 2 and order is not None:  # per-client starts, in stack order
         global_params = global_params[order.to(global_params.device)]
     stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
-    sizes = mask.sum(dim=2)  # (n, steps) real samples of each batch, a prefix of its slots
-    for step, k in enumerate(active):
-        width = max(int(sizes[:k, step].max()), 1)  # slots past every real batch: padding only
+    for step, (k, width) in enumerate(zip(active, widths, strict=True)):
         positions = index[:k, step, :width]  # (k, width)
         weight = mask[:k, step, :width].to(dtype)
         weight /= weight.sum(dim=1, keepdim=True).clamp_min(1)  # mean over each real batch
