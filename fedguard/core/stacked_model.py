@@ -127,7 +127,7 @@ class StackedModel:
         if logits.dim() != 3:
             return None
         plan.n_classes = int(logits.shape[-1])
-        plan.activation_elements = _activation_elements(module, input_shape)
+        plan.activation_elements = _activation_elements(module, x[0])
         return plan
 
     # ------------------------------------------------------------------ parameter blocks
@@ -233,8 +233,8 @@ def _leaves(module: nn.Sequential, prefix: str = "") -> list[tuple[str, nn.Modul
     return out
 
 
-def _activation_elements(module: nn.Sequential, input_shape: tuple[int, ...]) -> int:
-    """Numbers the layers of ``module`` output for one sample of ``input_shape``."""
+def _activation_elements(module: nn.Sequential, x: Tensor) -> int:
+    """Numbers the layers of ``module`` output for the sample batch ``x`` (1, *input)."""
     total = 0
 
     def count(_m: nn.Module, _i: object, out: Tensor) -> None:
@@ -244,8 +244,7 @@ def _activation_elements(module: nn.Sequential, input_shape: tuple[int, ...]) ->
     handles = [layer.register_forward_hook(count) for _, layer in _leaves(module)]
     try:
         with torch.no_grad():
-            p = next(module.parameters())
-            module(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+            module(x)
     finally:
         for h in handles:
             h.remove()
