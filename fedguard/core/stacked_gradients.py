@@ -2,10 +2,10 @@
 
 One step of the vectorized trainer on the stacked plan (:mod:`fedguard.core.stacked_model`)
 runs every layer for all k clients at once. At LeNet-5 scale on FEMNIST (100 clients × 16
-images) a layer's stacked activation is 30 MB: larger than the processor's cache, and large
-enough that the C allocator returns it to the system when it is freed, so every element-wise
-operation, pooling and gradient streams through main memory and the next step's tensor pays its
-page faults again. A client's gradient depends only on its own parameters, samples and weights,
+images) a layer's stacked activation is 30 MB, larger than the processor's cache, so every
+element-wise operation, pooling and gradient streams through main memory. (Page faults of fresh
+large tensors were a small part: keeping freed memory in the heap through ``mallopt`` changed a
+round by 2–7%.) A client's gradient depends only on its own parameters, samples and weights,
 so the step can run for consecutive groups of clients, each group's activations small enough to
 stay in cache, each writing its clients' rows of the gradient blocks. The kernels are the same,
 with fewer groups per call; results agree with one group up to float rounding (test).
