@@ -157,7 +157,58 @@ def bench_speed(trials: int, pretrain_steps: int) -> dict[str, Any]:
         f"(largest |Δ| of the vectorized and sequential deltas: {gap:.1e}, of entries up to "
         f"{scale:.1e})"
     )
-    return {"tokens_per_second": rates, "ratio": ratio}
+    bound = _step_bound(sim, model, params, 2 * trials + 1)
+    print(
+        "   one step of the 10 clients (8 windows each), CPU ms, median of "
+        f"{2 * trials + 1} interleaved trials: "
+        + ", ".join(f"{k} {statistics.median(v) * 1e3:.1f}" for k, v in bound.items())
+        + " — 'one model' runs a single adapter copy on all the step's tokens: the bound of "
+        "batching clients"
+    )
+    return {"tokens_per_second": rates, "ratio": ratio, "step_seconds": bound}
+
+
+def _step_bound(sim: Any, model: Any, params: torch.Tensor, trials: int) -> dict[str, list[float]]:
+    """CPU seconds of one step's gradients: the adapter path, the vmap path, one model on all
+    the clients' tokens at once (what batching clients cannot beat) and client by client."""
+    from fedguard.core.adapter_gradients import adapter_gradient_fn
+    from fedguard.core.local_training import _gradient_fn
+    from fedguard.models.losses import mean_cross_entropy
+
+    module = model.module
+    x, y = sim.clients.features[:, :8], sim.clients.labels[:, :8]  # (10, 8, L)
+    k, batch = x.shape[0], x.shape[1]
+    stacked = params.expand(k, -1).clone()
+    weight = torch.full((k, batch), 1.0 / batch)
+    adapter, vmapped = adapter_gradient_fn(model), _gradient_fn(model, None)
+    assert adapter is not None
+
+    def one_model() -> None:
+        module.zero_grad()
+        flat_x, flat_y = x.reshape(k * batch, -1), y.reshape(k * batch, -1)
+        mean_cross_entropy(module(flat_x), flat_y).backward()
+
+    def client_by_client() -> None:
+        for c in range(k):
+            module.zero_grad()
+            mean_cross_entropy(module(x[c]), y[c]).backward()
+
+    paths: dict[str, Callable[[], object]] = {
+        "adapter path": lambda: adapter([stacked], x, y, weight, []),
+        "vmap path": lambda: vmapped([stacked], x, y, weight, []),
+        "one model": one_model,
+        "sequential": client_by_client,
+    }
+    for f in paths.values():
+        f()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(trials):
+        for name, f in paths.items():
+            started = time.process_time()
+            f()
+            times[name].append(time.process_time() - started)
+    module.zero_grad()
+    return times
 
 
 def bench_ghost(trials: int) -> dict[str, Any]:
