@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedguard.core.adapter_gradients import adapter_gradient_fn
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
 from fedguard.core.ghost_clipping import (
     ghost_clipped_blocks,
@@ -45,7 +45,8 @@ from fedguard.core.ghost_clipping import (
 )
 from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.poisson_passes import slot_levels
-from fedguard.core.stacked_model import StackedModel, accumulate_gradients
+from fedguard.core.stacked_gradients import stacked_gradients
+from fedguard.core.stacked_model import StackedModel
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
 from fedguard.rng import counter_keys, counter_normals
@@ -185,12 +186,7 @@ def _gradient_fn(model: FlatModel, plan: StackedModel | None) -> GradientFn:
     def stacked(
         params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor, out: list[Tensor]
     ) -> list[Tensor]:
-        k, batch = x.shape[0], x.shape[1]
-        logits, traces = plan.forward(params, x, trace=True)
-        losses = F.cross_entropy(logits.reshape(k * batch, -1), y.reshape(-1), reduction="none")
-        loss = (losses.view(k, batch) * weight).sum()
-        grads = torch.autograd.grad(loss, [t.outputs for t in traces])
-        return accumulate_gradients(traces, grads, None, out)
+        return stacked_gradients(plan, params, x, y, weight, out)
 
     return stacked
 
@@ -221,11 +217,16 @@ def train_vectorized(
     gradient = _gradient_fn(model, plan)
     if plan is None and engine == "auto":  # ResNet-GN on a CPU: client by client, in cache
         gradient = per_client_gradient_fn(model, str(global_params.device)) or gradient
+        gradient = adapter_gradient_fn(model) or gradient  # adapted GPT: one autograd pass
     order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)
     if order is not None:
         rows, index, mask = rows[order], index[order], mask[order]
+    # slots past every real batch of a step's clients hold padding only (real samples come
+    # first): each step runs the largest real batch's width (on the CPU: no device sync)
+    sizes = mask.sum(dim=2)  # (n, steps)
+    widths = [max(int(sizes[:k, step].max()), 1) for step, k in enumerate(active)]
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
 
     if global_params.dim() == 2 and order is not None:  # per-client starts, in stack order
@@ -237,11 +238,11 @@ def train_vectorized(
     # several times faster than advanced indexing with a (client, position) pair)
     features, labels = data.features.flatten(0, 1), data.labels.flatten(0, 1)
     first = rows * data.features.shape[1]  # (n, 1) row of each client's first sample
-    for step, k in enumerate(active):
-        flat = (first[:k] + index[:k, step]).view(-1)  # (k · batch,)
-        weight = weights[:k, step]  # (k, batch)
-        x = features.index_select(0, flat).view(k, -1, *features.shape[1:])
-        y = labels.index_select(0, flat).view(k, -1, *labels.shape[1:])
+    for step, (k, width) in enumerate(zip(active, widths, strict=True)):
+        flat = (first[:k] + index[:k, step, :width]).view(-1)  # (k · width,)
+        weight = weights[:k, step, :width]  # (k, width)
+        x = features.index_select(0, flat).view(k, width, *features.shape[1:])
+        y = labels.index_select(0, flat).view(k, width, *labels.shape[1:])
         params, out = stack.prefix(k)
         g = gradient(params, x, y, weight, out)
         stack.sgd_update(params, g, cfg.learning_rate, cfg.momentum, cfg.prox_mu)
