@@ -48,7 +48,7 @@ from fedguard.core.poisson_passes import slot_levels
 from fedguard.core.stacked_model import StackedModel, accumulate_gradients
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
-from fedguard.rng import counter_keys, counter_normals
+from fedguard.rng import counter_keys, keyed_normals
 
 
 @dataclass(frozen=True)
@@ -401,8 +401,8 @@ def train_dp_sgd(
     batches, cut so that padding costs less than another pass
     (:mod:`fedguard.core.poisson_passes`); the vmap path pads to the largest batch.
 
-    Noise: by default the counter-based stream ``(seed, round, client, "dp_sgd_noise")``
-    (:func:`fedguard.rng.counter_normals`), one draw per step for the whole cohort, the same for
+    Noise: by default the keyed stream ``(seed, round, client, "dp_sgd_noise")`` at position
+    ``step`` (:func:`fedguard.rng.keyed_normals`), drawn for the whole cohort, the same for
     a client whoever trains with it; ``secure_noise``: the OS CSPRNG; ``noise[c]``: client c's
     own ``torch.Generator`` (None: the CSPRNG), drawn client by client (the reference path).
 
@@ -454,7 +454,7 @@ def train_dp_sgd(
         elif secure_noise:
             z = _secure_normals((k, d), dtype)
         else:
-            z = counter_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
+            z = keyed_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
         z = z.to(device=device, dtype=dtype)
         for g, noise_block in zip(total, stack.split(z), strict=True):
             scale = expected[:k].view(k, *([1] * (g.dim() - 1)))
