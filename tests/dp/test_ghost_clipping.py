@@ -339,3 +339,50 @@ def test_cohort_noise_in_blocks_equals_the_one_shot_formula() -> None:
     torch.testing.assert_close(z, expected, rtol=0, atol=1e-12)
     alone = counter_normals(5, 2, "dp_sgd_noise", clients[1:2], 3, size)
     assert torch.equal(z[1], alone[0])
+
+
+@pytest.mark.parametrize("keep_bytes", [1 << 26, 0])
+def test_kept_per_sample_conv_gradients_give_the_clipped_sum(monkeypatch, keep_bytes: int) -> None:
+    """Convolutions whose direct norm is used keep their per-sample gradients (computed in
+    channels-last chunks that split the batch, the last one partial) and weight them into the
+    clipped sum; with no memory for them the norm is computed alone and the sum by
+    book-keeping. Both equal the vmap reference and the per-sample gradients' norms."""
+    from torch.func import grad, vmap
+
+    from fedguard.core import ghost_clipping
+    from fedguard.core.local_training import _sample_loss
+
+    monkeypatch.setattr(ghost_clipping, "_SAMPLE_CHUNK", 6)  # 2 rows of 3 clients per chunk
+    monkeypatch.setattr(ghost_clipping, "_KEEP_BYTES", keep_bytes)
+    build, shape = SHAPES["cnn"]
+    model = FlatModel.of(build())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    g = torch.Generator().manual_seed(9)
+    params = model.initial_params() + 0.3 * torch.randn(3, model.layout.dim, generator=g)
+    x = torch.randn(3, 5, *shape, generator=g) * 2.0
+    y = torch.randint(0, 3, (3, 5), generator=g)
+    mask = torch.ones(3, 5)
+    mask[1, 3:] = 0
+    _, traces = plan.forward(plan.blocks(params), x, trace=True)
+    kept = [ghost_clipping.keeps_per_sample_gradients(t, 3) for t in traces]
+    assert kept == [bool(keep_bytes), bool(keep_bytes), False]  # two convolutions, a Linear
+    assert not any(ghost_clipping.keeps_per_sample_gradients(t, 3, True) for t in traces)
+    ours = ghost_clipped_gradient_sum(plan, params, x, y, mask, 0.2)
+    torch.testing.assert_close(
+        ours, clipped_gradient_sum(model, params, x, y, mask, 0.2), rtol=1e-5, atol=1e-6
+    )
+    # the kept gradients are the per-sample gradients, and their norms those gradients' norms
+    per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
+    expected = per_sample(params, x, y, model)  # (3, 5, d)
+    logits, traces = plan.forward(plan.blocks(params), x, trace=True)
+    loss = nn.functional.cross_entropy(logits.reshape(15, -1), y.reshape(-1), reduction="sum")
+    grads = torch.autograd.grad(loss, [t.outputs for t in traces])
+    norms, weights, bias = ghost_clipping.conv2d_per_sample_gradients(traces[0], grads[0], 3)
+    first = model.layout.sizes[0]  # the first convolution's weight, then its bias
+    torch.testing.assert_close(weights, expected[..., :first], rtol=1e-5, atol=1e-6)
+    assert bias is not None
+    torch.testing.assert_close(bias, expected[..., first : first + 3], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        norms, expected[..., : first + 3].pow(2).sum(-1), rtol=1e-5, atol=1e-7
+    )
