@@ -380,7 +380,9 @@ def test_kept_per_sample_conv_gradients_give_the_clipped_sum(monkeypatch, keep_b
     grads = torch.autograd.grad(loss, [t.outputs for t in traces])
     norms, weights, bias = ghost_clipping.conv2d_per_sample_gradients(traces[0], grads[0], 3)
     first = model.layout.sizes[0]  # the first convolution's weight, then its bias
-    torch.testing.assert_close(weights, expected[..., :first], rtol=1e-5, atol=1e-6)
+    assert weights.shape == (3, 5, 3, 2, 3, 3)  # (k, batch, out, C, kh, kw)
+    flat = weights.reshape(3, 5, -1)
+    torch.testing.assert_close(flat, expected[..., :first], rtol=1e-5, atol=1e-6)
     assert bias is not None
     torch.testing.assert_close(bias, expected[..., first : first + 3], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
