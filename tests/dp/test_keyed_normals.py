@@ -32,14 +32,16 @@ def test_values_are_standard_normal() -> None:
 
 
 def test_rows_are_box_muller_of_the_documented_sfc64_stream() -> None:
-    """Recomputed in float64 from the SFC64 bits of (stream seed of the client, step)."""
+    """Recomputed in float64 from the SFC64 words of (stream seed of the client, step)."""
     size, half = 2 * 37 + 1, 38
     z = keyed_normals(5, 2, "dp_sgd_noise", np.array([7, 3]), 3, size)
     for row, client in enumerate([7, 3]):
         entropy = [stream_seed(5, 2, client, "dp_sgd_noise"), 3]
-        bits = np.random.SFC64(np.random.SeedSequence(entropy)).random_raw(2 * half)
-        u = ((bits[:half] & np.uint64((1 << 53) - 1)).astype(np.float64) + 1) * 2.0**-53
-        theta = (bits[half:] & np.uint64((1 << 24) - 1)).astype(np.float64) * 2 * np.pi / 2**24
+        bits = np.random.SFC64(np.random.SeedSequence(entropy)).random_raw((3 * half + 1) // 2)
+        words = bits.view(np.uint32).astype(np.float64)
+        lo, hi, angle = words[:half], words[half : 2 * half], words[2 * half : 3 * half]
+        u = ((hi % 2**22) * 2**31 + (lo % 2**31) + 1) * 2.0**-53
+        theta = (angle % 2**24) * 2 * np.pi / 2**24
         r = np.sqrt(-2 * np.log(u))
         expected = np.concatenate([r * np.cos(theta), r * np.sin(theta)])[:size]
         np.testing.assert_allclose(z[row].double().numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -47,9 +49,12 @@ def test_rows_are_box_muller_of_the_documented_sfc64_stream() -> None:
 
 def test_radius_uses_53_bit_uniforms() -> None:
     """The smallest uniform is 2⁻⁵³, not float32's 2⁻²⁴: the radius reaches √(106 ln 2) ≈ 8.57
-    (a 24-bit uniform stops at 5.77σ, see the docstring); a uniform of 2⁻²³ gives √(46 ln 2)."""
-    bits = np.array([0, (1 << 30) - 1 + (1 << 60), 0, 0], dtype=np.uint64)  # high bits ignored
-    out = box_muller_53(bits, torch.empty(4))
-    assert abs(out[0].item() - math.sqrt(106 * math.log(2))) < 1e-5
-    assert abs(out[1].item() - math.sqrt(-2 * math.log(2.0**-23))) < 1e-5
-    assert out[2].item() == 0.0 and out[3].item() == 0.0  # θ = 0: cos 1, sin 0
+    (a 24-bit uniform stops at 5.77σ, see the docstring); the bits above 31 (lo), 22 (hi) and
+    24 (angle) are ignored."""
+    # words: lo of pairs 0, 1; hi of pairs 0, 1; angle of pairs 0, 1
+    words = np.array([0, 2**32 - 1, 0, 2, 0, 2**24 + 2**23], dtype=np.uint32)
+    out = box_muller_53(words, torch.empty(4))
+    assert abs(out[0].item() - math.sqrt(106 * math.log(2))) < 1e-5  # u = 2⁻⁵³, θ = 0
+    u = 2 * 2.0**-22 + 2.0**31 * 2.0**-53  # hi = 2, lo = 2³¹ − 1 → + 1
+    assert abs(out[1].item() + math.sqrt(-2 * math.log(u))) < 1e-5  # θ = π: cos = −1
+    assert out[2].item() == 0.0 and abs(out[3].item()) < 1e-5  # sin 0, sin π
