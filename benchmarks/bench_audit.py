@@ -155,7 +155,7 @@ def validity_table(n_seeds: int, n_canaries: int, dimension: int) -> None:
 def cost_table(n_canaries: int) -> None:
     from fedguard.audit.empirical import empirical_audit
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     print(f"\n3. Cost of empirical_audit (m={n_canaries}) relative to the audited run")
     print(

@@ -111,9 +111,9 @@ def vectorized_trainer(sim: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def bench_digits(trials: int) -> dict[str, Any]:
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
-    sim = Simulation(spec("digits", 100))
+    sim = build_simulation(spec("digits", 100))
     plain, trainer = plain_loop(sim), vectorized_trainer(sim)
     state = sim.initial_state()
     p_plain = p_vec = state.params
@@ -143,12 +143,12 @@ def bench_digits(trials: int) -> dict[str, Any]:
 
 
 def bench_scaling(trials: int, sizes: list[int]) -> None:
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     print("\nsynthetic, 64 features, ~14 samples/client, MLP 64-32-10, batch 8, one thread")
     print(f"{'clients':>8}  {'s/round: median (min, max, n)':<44}{'ms per 1k clients':>18}")
     per_client = {}
-    sims = {n: Simulation(spec(synthetic(n), n)) for n in sizes}
+    sims = {n: build_simulation(spec(synthetic(n), n)) for n in sizes}
     states = {n: sims[n].run_round(sims[n].initial_state())[0] for n in sizes}  # warm-up
     times: dict[int, list[float]] = {n: [] for n in sizes}
     for _ in range(trials):
@@ -179,11 +179,11 @@ def _probe(kind: str, n_clients: int) -> dict[str, float]:
     """Run in a fresh process: peak RSS growth (bytes) over one round of ``kind``, after a
     warm-up round (one-time library set-up is not the round's memory); the peak is reset
     through ``/proc/self/clear_refs`` (Linux)."""
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     torch.set_num_threads(1)
     dataset: Any = "digits" if n_clients == 100 else synthetic(n_clients)
-    sim = Simulation(spec(dataset, n_clients))
+    sim = build_simulation(spec(dataset, n_clients))
     state = sim.initial_state()
     plain = plain_loop(sim) if kind == "plain" else None
 

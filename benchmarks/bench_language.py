@@ -77,7 +77,7 @@ def bench_base(steps: int, seeds: list[int]) -> dict[str, Any]:
 
 def _lora_setup(pretrain_steps: int) -> tuple[Any, Any, Any, list[int], Any]:
     from fedguard.config import parse_spec
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     spec = parse_spec(
         {
@@ -98,7 +98,7 @@ def _lora_setup(pretrain_steps: int) -> tuple[Any, Any, Any, list[int], Any]:
             "training": {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.05},
         }
     )
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     params = sim.initial_state().params
     return sim, sim.model, params, list(range(10)), sim.local
 
@@ -214,7 +214,7 @@ def bench_ffa_vs_lora(seeds: list[int], pretrain_steps: int) -> dict[str, Any]:
     """FFA-LoRA's claim (Sun et al. 2024): under DP-SGD at equal ε, freezing A gives a better
     model than LoRA. Same noise multiplier, clip, sampling and steps for both, so ε is equal;
     test perplexity per byte token after 5 rounds, ``len(seeds)`` seeds each."""
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
     from fedguard.privacy.budget import epsilon_of_ledger
 
     dp = {"client_transforms": [{"name": "dp_sgd", "noise_multiplier": 1.0, "clip_norm": 1.0}]}
@@ -277,9 +277,9 @@ def bench_averaging_mismatch(seeds: list[int], pretrain_steps: int) -> dict[str,
 
 
 def _lm_spec_sim(adapter: str, seed: int, pretrain_steps: int) -> Any:
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
-    return Simulation(_lm_spec(adapter, seed, pretrain_steps, {}))
+    return build_simulation(_lm_spec(adapter, seed, pretrain_steps, {}))
 
 
 def papers_claims(results: dict[str, Any]) -> None:

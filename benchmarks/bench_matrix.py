@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.matrix.runner import plan_matrix, run_matrix
 
 

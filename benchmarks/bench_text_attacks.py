@@ -24,7 +24,7 @@ def _run(adapter: str, rank: int, seed: int, at_round: int) -> list[tuple[int, f
     """``(tokens, token recovery, status)`` of every client of one run."""
     from fedguard.attacks.text.dager_attack import Dager
     from fedguard.config import parse_spec
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     spec = {
         "rounds": at_round + 1,
@@ -56,7 +56,7 @@ def _run(adapter: str, rank: int, seed: int, at_round: int) -> list[tuple[int, f
         "training": {"algorithm": "fedsgd", "learning_rate": 0.1},
         "attack": {"privacy_attacks": [{"name": "dager", "at_round": at_round, "max_clients": 3}]},
     }
-    sim = Simulation(parse_spec(spec))
+    sim = build_simulation(parse_spec(spec))
     state = sim.initial_state()
     for _ in range(at_round + 1):
         state, _ = sim.run_round(state)

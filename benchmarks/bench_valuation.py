@@ -149,8 +149,7 @@ def digits_run(root: Path, n: int, n_rounds: int, save: bool = True) -> Path:
     """Train the scenario: of the clients the seed makes neither the random-label client nor the
     free-rider, the largest id gets an exact copy of the smallest's data (n = 8, seed 0: 7 ← 0)."""
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation, execute
 
     config = {
         "name": f"bench-contrib-{n}",
@@ -165,7 +164,7 @@ def digits_run(root: Path, n: int, n_rounds: int, save: bool = True) -> Path:
             "free_riders": {"name": "zero", "count": 1},
         },
     }
-    sim = Simulation(parse_spec(config))  # roles depend on the seed and n only
+    sim = build_simulation(parse_spec(config))  # roles depend on the seed and n only
     honest = [i for i in range(n) if i not in {*sim.malicious, *sim.free_riders}]
     spec = parse_spec({**config, "data": {"duplicate_clients": {honest[-1]: honest[0]}}})
     out = root / f"digits-{n}-{n_rounds}"

@@ -147,7 +147,7 @@ def utility_specs(epsilon: float, rounds: int, separation: int, n_clients: int) 
 
 def bench_utility(quick: bool = False) -> None:
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
     from fedguard.privacy.budget import epsilon_of_ledger
 
     epsilon, rounds, separation, n_clients, clip = 2.0, 60, 10, 300, 0.5

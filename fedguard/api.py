@@ -22,7 +22,9 @@ from fedguard.errors import ConfigError, require
 from fedguard.privacy.events import ClientEvent, PrivacyEvent, UnitEvent
 
 if TYPE_CHECKING:
+    from fedguard.core.built_components import Components
     from fedguard.core.knowledge import AttackerKnowledge
+    from fedguard.spec import RunSpec
 from fedguard.types import (
     AggregationContext,
     AggregationResult,
@@ -42,7 +44,7 @@ class Component:
     def check_cohort(self, n_clients: int, n_byzantine: int) -> None:
         """Raise :class:`ConfigError` if the rule cannot work with this many clients per round."""
 
-    def check_compatible(self, spec: Any, components: Any) -> None:
+    def check_compatible(self, spec: RunSpec, components: Components) -> None:
         """Raise :class:`~fedguard.errors.IncompatibleError` if this component cannot be combined
         soundly with the rest of the run (``spec``: the RunSpec, ``components``: all built
         components), e.g. central DP calibrated for a clipped mean next to Krum."""

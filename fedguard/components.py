@@ -1,56 +1,31 @@
-"""Build a run's components from its spec, validating every parameter before any training."""
+"""Build a run's components from its spec, validating every parameter before any training.
+
+The built set is the core type :class:`~fedguard.core.built_components.Components` (re-exported
+here); this module is the registry layer that fills it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fedguard import registry
 from fedguard.api import (
     Aggregator,
-    ClientCheck,
-    ClientTransform,
     Component,
-    DataAttack,
-    FreeRider,
-    ModelAttack,
     PayloadPolicy,
     PreAggregator,
-    PrivacyAttack,
-    ServerTransform,
-    Transport,
 )
 from fedguard.config import ComponentSpec, RunSpec
-from fedguard.data.datasets import DatasetSource
-from fedguard.data.partition import Partitioner
+from fedguard.core.built_components import Components
 from fedguard.errors import ConfigError, IncompatibleError
-from fedguard.models.base import ModelSpec
+
+__all__ = ["Components", "build_components", "check_payload_aggregation", "instantiate"]
 
 
 def instantiate(kind: str, spec: ComponentSpec, where: str, **inherited: Any) -> Any:
     """Create the component ``spec`` of ``kind`` with the one builder (:func:`registry.build`);
     ``where`` names the config field in errors, ``inherited`` fills unset matching fields."""
     return registry.build(kind, spec.name, spec.params, where, **inherited)
-
-
-@dataclass(frozen=True)
-class Components:
-    """A run's built plugins, each typed by its kind's contract (:mod:`fedguard.api`)."""
-
-    dataset: DatasetSource
-    partitioner: Partitioner
-    model: ModelSpec
-    aggregator: Aggregator
-    preaggregators: tuple[PreAggregator, ...]
-    client_transforms: tuple[ClientTransform, ...]
-    server_transforms: tuple[ServerTransform, ...]
-    transport: Transport
-    model_attack: ModelAttack | None
-    data_attack: DataAttack | None
-    free_rider: FreeRider | None
-    privacy_attacks: tuple[PrivacyAttack, ...]
-    client_checks: tuple[ClientCheck, ...] = ()
-    payload: PayloadPolicy | None = None
 
 
 def build_components(spec: RunSpec) -> Components:

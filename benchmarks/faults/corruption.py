@@ -121,7 +121,7 @@ def build_folders(root: Path) -> Folders:
 
 def _interrupted_run(out: Path) -> Path:
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     def stop(done: int, total: int, record: dict[str, Any]) -> None:
         if done == INTERRUPT_AFTER:

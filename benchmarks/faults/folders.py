@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 
 #: A DP run (central Gaussian on clipped updates, Poisson sampling) with saved updates and a
 #: privacy attack: it holds every kind of file a run folder can hold.

@@ -158,7 +158,7 @@ FORGERIES: dict[str, Callable[[Path], None]] = {
 def make_run(root: Path, config: dict[str, Any] | None = None) -> Path:
     """Train the DP run (in process) into ``root/honest``."""
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     out = root / "honest"
     execute(parse_spec(config or DP_RUN), out)

@@ -63,7 +63,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from crash_harness import crash_spec
 from pathlib import Path
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 execute(crash_spec(rounds=6), Path({out!r}))
 """
 
@@ -75,7 +75,7 @@ def sigkills(trials: int, seed: int = 1) -> dict[str, int]:
     counts = {"tried": 0, "identical": 0, "refused": 0, "different": 0, "finished_first": 0}
     with tempfile.TemporaryDirectory() as tmp:
         reference = Path(tmp) / "reference"
-        from fedguard.core.runner import execute
+        from fedguard.launch import execute
 
         execute(spec, reference)
         expected = committed(reference)

@@ -59,8 +59,8 @@ from fedguard.core.canaries import (
     canary_max_round_cosines,
     canary_round_cosines,
 )
-from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation
 from fedguard.privacy.audit.canary_estimate import canary_epsilon_estimate
 from fedguard.privacy.audit.one_run import one_run_audit
 from fedguard.privacy.budget import epsilon_of_ledger, has_events
@@ -205,7 +205,7 @@ def empirical_audit(
     seed = spec.seed if canary_seed is None else canary_seed
 
     started = time.perf_counter()
-    sim = Simulation(spec, components)
+    sim = build_simulation(spec, components)
     norm = _default_canary_norm(sim.components) if canary_norm is None else canary_norm
     require(norm > 0.0 and math.isfinite(norm), "canary_norm", "a finite number > 0")
     state = sim.initial_state()

@@ -17,7 +17,11 @@ spec and of what its records say happened:
   that round (none when the spec has none);
 * one check per mechanism parameter (``defense.server_transforms[0].noise_multiplier``, …): the
   event's noise multiplier, sensitivity, surviving clients, … are those the mechanism computes
-  from its parameters, the sampling's neighbouring relation and the round's record.
+  from its parameters, the sampling's neighbouring relation and the round's record;
+* DP-FTRL / BandMF (:mod:`fedguard.audit.matrix_checks`): each round's event is the one the
+  strategy derives for the spec's horizon and schedule (rounds releasing nothing new file none),
+  the participation the records show respects the min-separation schedule, and the sensitivity
+  that participation realises never exceeds what the ledger states.
 
 Mechanisms are recognised by their registry names; the event each one must have filed is
 derived in :mod:`fedguard.audit.mechanism_events` (as ``defenses/dp`` documents it). A
@@ -40,6 +44,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedguard.audit.matrix_checks import (
+    MATRIX_MECHANISMS,
+    MatrixDerivation,
+    derive,
+    event_findings,
+    run_findings,
+)
 from fedguard.audit.mechanism_events import (
     POPULATION_RULES,
     RoundEvents,
@@ -175,7 +186,7 @@ def cross_check_data(
         by_round = {r["round"]: r for r in records if isinstance(r.get("round"), int)}
         _check_sampled(checker, rounds, sampling)
         _check_participants(checker, spec, records)
-        _check_mechanisms(checker, spec, rounds, by_round, sampling)
+        _check_mechanisms(checker, spec, rounds, by_round, sampling, records)
     return CrossCheckResult(tuple(checker.checks))
 
 
@@ -465,6 +476,8 @@ def _slots(spec: RunSpec) -> tuple[list[Slot], list[Slot], list[str]]:
     for path, comp in _components(spec):
         if comp.name in POPULATION_MECHANISMS:
             population.append(Slot(path, comp.name, comp.params, POPULATION_MECHANISMS[comp.name]))
+        elif comp.name in MATRIX_MECHANISMS and path.startswith("defense.server_transforms"):
+            population.append(Slot(path, comp.name, comp.params, "server"))
         elif comp.name in CLIENT_MECHANISMS:
             per_client.append(Slot(path, comp.name, comp.params, "client"))
         elif any("noise" in key for key in comp.params):
@@ -492,8 +505,17 @@ def _check_mechanisms(
     rounds: Sequence[RoundEvents],
     by_round: Mapping[int, Mapping[str, Any]],
     sampling: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
 ) -> None:
     population, per_client, unknown = _slots(spec)
+    matrices: dict[str, MatrixDerivation] = {}
+    for slot in population:
+        if slot.name in MATRIX_MECHANISMS:
+            derived = derive(slot, spec)
+            if isinstance(derived, str):
+                checker.skip("mechanisms", derived)
+                return
+            matrices[slot.path] = derived
     if unknown:
         why = (
             f"spec.yaml's {', '.join(unknown)} is not a mechanism these checks know, so which "
@@ -501,10 +523,16 @@ def _check_mechanisms(
         )
         checker.skip("mechanisms", why)
         return
+
+    def files_event(slot: Slot, number: int) -> bool:
+        # a matrix mechanism files an event only when the released sensitivity grows
+        ran = slot.stage in _stages_run(by_round.get(number))
+        return ran and (slot.path not in matrices or matrices[slot.path].expects_event(number))
+
     failure: str | None = None
     names = ", ".join(f"{s.path} {s.name}" for s in population) or "none"
     for r in rounds:
-        expected = [s for s in population if s.stage in _stages_run(by_round.get(r.number))]
+        expected = [s for s in population if files_event(s, r.number)]
         if len(r.population) != len(expected):
             failure = (
                 f"ledger round {r.number}: {len(r.population)} population privacy events where "
@@ -523,10 +551,15 @@ def _check_mechanisms(
     results: dict[str, str | None] = {}
     for r in rounds:
         record = by_round.get(r.number, {})
-        expected = [s for s in population if s.stage in _stages_run(record)]
+        expected = [s for s in population if files_event(s, r.number)]
         for slot, event in zip(expected, r.population, strict=True):
-            rule = POPULATION_RULES[slot.name]
-            for key, failure_text in rule(slot, event, r.number, record, spec, sampling):
+            if slot.path in matrices:
+                findings = event_findings(matrices[slot.path], r.number, event)
+            else:
+                findings = POPULATION_RULES[slot.name](
+                    slot, event, r.number, record, spec, sampling
+                )
+            for key, failure_text in findings:
                 if results.get(key) is None:
                     results[key] = failure_text
         for slot in per_client:
@@ -535,6 +568,9 @@ def _check_mechanisms(
                     results[key] = failure_text
     for key, failure_text in results.items():
         checker.result(key, failure_text, f"{key} matches every ledger round")
+    for derivation in matrices.values():
+        for finding in run_findings(derivation, spec, rounds, records):
+            checker.result(finding.name, finding.failure, finding.passed)
 
 
 __all__ = [

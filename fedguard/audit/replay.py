@@ -89,7 +89,7 @@ def replay(
 ) -> VerifyResult:
     """Replay ``run`` (all of it, or the prefix covering ``rounds`` drawn rounds) and compare."""
     from fedguard.core.runner import RoundPlayer
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     spec = run.spec()
     if spec.privacy.secure_rng:
@@ -105,7 +105,7 @@ def replay(
     drawn = draw_rounds(available, rounds, seed)
     last = max(drawn)
     spec = spec.model_copy(update={"device": "cpu"})
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     state = sim.initial_state()
     records: list[dict[str, Any]] = []
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": spec.privacy.delta, "rounds": []}

@@ -99,21 +99,27 @@ class UserCanaryDesign:
         return one if self.rounds == 1 else Composed((one,), count=self.rounds)
 
 
-def _canary_layout(design: UserCanaryDesign) -> tuple[Tensor, Tensor]:
+def canary_layout(
+    n_canaries: int, n_silos: int, silos_per_canary: int, seed: int
+) -> tuple[Tensor, Tensor]:
     """Padded (n_silos, width) user table of the canaries (−1 padding) and each silo's count:
     canary j in ``silos_per_canary`` random silos, 1–5 records in each."""
-    gen = torch_generator(design.seed, -1, -1, "audit.user_canary_layout")
-    per_silo: list[list[int]] = [[] for _ in range(design.n_silos)]
-    for j in range(design.n_canaries):
-        silos = torch.randperm(design.n_silos, generator=gen)[: design.silos_per_canary]
-        records = torch.randint(1, 6, (design.silos_per_canary,), generator=gen)
+    gen = torch_generator(seed, -1, -1, "audit.user_canary_layout")
+    per_silo: list[list[int]] = [[] for _ in range(n_silos)]
+    for j in range(n_canaries):
+        silos = torch.randperm(n_silos, generator=gen)[:silos_per_canary]
+        records = torch.randint(1, 6, (silos_per_canary,), generator=gen)
         for s, n in zip(silos.tolist(), records.tolist(), strict=True):
             per_silo[s].extend([j] * n)
     counts = torch.tensor([len(ids) for ids in per_silo], dtype=torch.long)
-    users = torch.full((design.n_silos, max(1, int(counts.max()))), -1, dtype=torch.long)
+    users = torch.full((n_silos, max(1, int(counts.max()))), -1, dtype=torch.long)
     for s, ids in enumerate(per_silo):
         users[s, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return users, counts
+
+
+def _canary_layout(design: UserCanaryDesign) -> tuple[Tensor, Tensor]:
+    return canary_layout(design.n_canaries, design.n_silos, design.silos_per_canary, design.seed)
 
 
 def user_canary_release(design: UserCanaryDesign) -> tuple[Tensor, Tensor, Tensor]:

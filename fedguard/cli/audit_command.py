@@ -8,7 +8,9 @@ Three forms:
   ``RUN/privacy_epsilon.png``); the verdict against ``privacy.target_epsilon``; a warning for
   each accountant that cannot handle an event. ``--empirical`` instead trains the run's canary
   variant and bounds ε from below (:func:`fedguard.audit.empirical.empirical_audit`),
-  writing ``RUN/audit.json``.
+  writing ``RUN/audit.json``; for a run whose privacy unit is the user (ULDP-AVG) it uses
+  canary users spread over the silos instead (``--canary-unit auto|client|user``,
+  ``--silos-per-canary``; :func:`fedguard.audit.user_empirical.user_level_empirical_audit`).
 * ``fedguard audit --sampling-rate q --noise-multiplier z --steps T --delta δ`` — the standalone
   calculator (like TF Privacy's ``compute_dp_sgd_privacy``); ``--sampling fixed --population N``
   for a fixed cohort (sampling without replacement, replace-one).
@@ -271,6 +273,8 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
             + (f" (here {sens}; noise std = ledger multiplier × sensitivity)" if sens else ""),
             highlight=False,
         )
+    for line in matrix_check_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
     for level, entry in report["levels"].items():
         table = Table(title=f"{level}-level: {entry['unit']['description']}")
         table.add_column("accountant")
@@ -318,7 +322,126 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]warning:[/] {w}")
 
 
-def empirical(run: Path, canaries: int, confidence: float, console: Console, as_json: bool) -> None:
+def matrix_check_lines(report: dict[str, Any]) -> list[str]:
+    """One line per DP-FTRL / BandMF mechanism: what its cross-checks re-derived from the
+    records (realised sensitivity, schedule) and their result, printed before ε per unit."""
+    checks = ((report.get("evidence") or {}).get("cross_checks") or {}).get("checks") or []
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for check in checks:
+        for suffix in (" realised sensitivity", " schedule"):
+            if check["name"].endswith(suffix):
+                by_path.setdefault(check["name"][: -len(suffix)], []).append(check)
+    lines = []
+    for path, found in by_path.items():
+        word = "passed" if all(c["status"] == "passed" for c in found) else "FAILED"
+        details = "; ".join(c["detail"] for c in found)
+        lines.append(f"matrix mechanism {path}: {details} — cross-checks {word}")
+    return lines
+
+
+#: ``--canary-unit`` values: the run's own privacy unit, client canaries, user canaries
+CANARY_UNITS = ("auto", "client", "user")
+
+
+def canary_unit_for(run: Path, requested: str) -> str:
+    """``"client"`` or ``"user"``: which canaries audit ``run`` (``auto``: user canaries when the
+    ledger's headline unit is the user, i.e. a ULDP-AVG run)."""
+    from fedguard.audit.user_empirical import describe_levels, user_privacy_levels
+    from fedguard.privacy.budget import headline_level
+
+    if requested not in CANARY_UNITS:
+        raise UserError(
+            f"--canary-unit must be one of {', '.join(CANARY_UNITS)} (got {requested!r})."
+        )
+    levels = user_privacy_levels(run)
+    headline = headline_level(levels) if levels else None
+    if requested == "user" and "user" not in levels:
+        raise UserError(
+            f"--canary-unit user needs a run whose privacy unit is 'user' (ULDP-AVG); {run} "
+            f"accounts {describe_levels(levels)}."
+        )
+    if requested == "client" and headline == "user":
+        raise UserError(
+            f"--canary-unit client does not apply to {run}: its privacy unit is the user "
+            "(ULDP-AVG trains per user, not per client); use --canary-unit user."
+        )
+    if requested == "auto":
+        return "user" if headline == "user" else "client"
+    return requested
+
+
+def user_empirical(
+    run: Path,
+    canaries: int,
+    confidence: float,
+    silos_per_canary: int | None,
+    console: Console,
+    as_json: bool,
+) -> None:
+    """User-level canaries spread over silos through the run's own mechanism
+    (:func:`fedguard.audit.user_empirical.user_level_empirical_audit`)."""
+    from fedguard.audit.user_empirical import user_level_empirical_audit
+    from fedguard.cli.status import step
+    from fedguard.privacy.audit.summary import describe_empirical_audit
+    from fedguard.storage.atomic import write_text
+
+    with step(f"user-level canary audit of {run}: {canaries} canary users over its silos"):
+        result = user_level_empirical_audit(
+            run, canaries, confidence, silos_per_canary=silos_per_canary, out=run / "audit"
+        )
+    summary = {
+        "unit": "user",
+        "convention": result["convention"],
+        "method": result["method"],
+        "confidence": result["confidence"],
+        "epsilon_lower_bound": result["epsilon_lower"],
+        "epsilon_upper_bound": result["epsilon_upper"],
+        "ratio": result["ratio"],
+        "baseline_noise_off": result["baseline_noise_off"],
+        "n_canaries": result["n_canaries"],
+        "silos_per_canary": result["silos_per_canary"],
+        "delta": result["delta"],
+        "ceiling": result["ceiling"],
+        "ceiling_all_guesses": result["ceiling_all_guesses"],
+    }
+    write_text(run / "audit.json", json.dumps(jsonable(summary), indent=1) + "\n")
+    if as_json:
+        print(json.dumps(jsonable({**summary, "result": result}), default=str))
+        return
+    upper = result["epsilon_upper"]
+    console.print(
+        f"[bold]user level[/] (unit: one user's records in every silo, added or removed): "
+        f"empirical ε ≥ {_number(result['epsilon_lower'])} at {100 * confidence:g}% confidence "
+        f"vs the ledger's ε = {_number(upper)} at δ = {result['delta']:g}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    rounds = result["rounds"]
+    console.print(
+        f"design: {result['n_canaries']} canary users, each with 1–5 records in "
+        f"{result['silos_per_canary']} of the run's {result['n_silos']} silos and inserted with "
+        f"probability ½, through {rounds} round{'s' if rounds != 1 else ''} of the run's "
+        f"{result['mechanism']}; {result['convention']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(describe_empirical_audit(result), highlight=False)
+    console.print(
+        f"baseline: the same canaries with the noise switched off give ε ≥ "
+        f"{_number(result['baseline_noise_off'])} (what this design detects at all)",
+        highlight=False,
+    )
+
+
+def empirical(
+    run: Path,
+    canaries: int,
+    confidence: float,
+    console: Console,
+    as_json: bool,
+    canary_unit: str = "auto",
+    silos_per_canary: int | None = None,
+) -> None:
     from fedguard.audit.empirical import empirical_audit
     from fedguard.cli.status import step
     from fedguard.privacy.audit.summary import describe_empirical_audit
@@ -330,8 +453,14 @@ def empirical(run: Path, canaries: int, confidence: float, console: Console, as_
     from fedguard.storage.run_dir import RunDirectory
 
     evidence = gather_evidence(RunDirectory(run))  # a contradicted ledger is refused first
+    unit = canary_unit_for(run, canary_unit)
+    if unit == "client" and silos_per_canary is not None:
+        raise UserError("--silos-per-canary applies to user-level canaries (--canary-unit user).")
     if not as_json:
         console.print(evidence.line(), highlight=False, soft_wrap=True)
+    if unit == "user":
+        user_empirical(run, canaries, confidence, silos_per_canary, console, as_json)
+        return
     with step(
         f"canary audit of {run}: training its canary variant with {canaries} canaries, then "
         "the one-run test",
@@ -375,10 +504,17 @@ def audit_command(
     confidence: float,
     dp_sgd_canaries: bool = False,
     canary_options: SampleCanaryOptions | None = None,
+    canary_unit: str = "auto",
+    silos_per_canary: int | None = None,
 ) -> None:
     console = Console()
     if delta is not None and not (0 < delta < 1):
         raise UserError(f"--delta must be in (0, 1) (got {delta!r}).")
+    if not run_empirical and (canary_unit != "auto" or silos_per_canary is not None):
+        raise UserError(
+            "--canary-unit and --silos-per-canary apply to the empirical audit of a run "
+            "(RUN --empirical)."
+        )
     if dp_sgd_canaries or (canary_options is not None and canary_options.given()):
         from fedguard.cli.sample_canary_command import SampleCanaryOptions, sample_canary_command
 
@@ -439,7 +575,7 @@ def audit_command(
             raise UserError(f"--canaries must be at least 10 (got {canaries}).")
         if not (0 < confidence < 1):
             raise UserError(f"--confidence must be in (0, 1) (got {confidence!r}).")
-        empirical(run, canaries, confidence, console, as_json)
+        empirical(run, canaries, confidence, console, as_json, canary_unit, silos_per_canary)
         return
     report = run_report(run, delta, accountant)
     if as_json:

@@ -221,6 +221,19 @@ def audit(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Directory for the canary audit's JSON and plot.")
     ] = None,
+    canary_unit: Annotated[
+        str,
+        typer.Option(
+            help="--empirical: auto (the run's privacy unit), client, or user (canary users "
+            "spread over silos, for ULDP-AVG runs)."
+        ),
+    ] = "auto",
+    silos_per_canary: Annotated[
+        int | None,
+        typer.Option(
+            help="--empirical with user canaries: silos each canary user is in (default 3)."
+        ),
+    ] = None,
 ) -> None:
     """ε of a run from its privacy ledger, of a sampled-Gaussian setting (calculator), or a
     DP-SGD canary audit (--dp-sgd-canaries)."""
@@ -246,6 +259,8 @@ def audit(
         confidence,
         dp_sgd_canaries,
         options,
+        canary_unit=canary_unit,
+        silos_per_canary=silos_per_canary,
     )
 
 

@@ -10,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedguard.cli.exit_codes import FAILED
 from fedguard.cli.tables import run_epsilon, summary_table
 from fedguard.config import load_spec
-from fedguard.core.runner import default_run_dir, execute
-from fedguard.core.simulation import Simulation
+from fedguard.core.runner import default_run_dir
 from fedguard.errors import Interrupted, UserError
+from fedguard.launch import build_simulation, execute
 from fedguard.safe_text import markup_safe
 from fedguard.storage.run_dir import RunDirectory
 
@@ -56,7 +56,7 @@ def run_command(
             if existing.complete
             else f"{out} holds an interrupted run; continue it with --resume {out}."
         )
-    sim = Simulation(spec)  # validates components, data and device before anything is written
+    sim = build_simulation(spec)  # validates components, data and device before anything is written
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -1,4 +1,4 @@
-"""Run a spec to completion with checkpoints, resume, and a progress bar."""
+"""Run a simulation to completion with checkpoints, resume, and a progress bar."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedguard.config import RunSpec
 from fedguard.core.simulation import RoundOutput, Simulation, SimulationState
 from fedguard.errors import UserError
+from fedguard.spec import RunSpec
 from fedguard.storage.run_dir import STATE, RunDirectory
 from fedguard.storage.run_journal import RunJournal
 
@@ -32,14 +32,14 @@ def default_run_dir(spec: RunSpec, root: Path = Path("reports/runs")) -> Path:
     return root / f"{spec.name}-{spec.spec_hash()}"
 
 
-def execute(
-    spec: RunSpec,
+def run_simulation(
+    sim: Simulation,
     out: Path | None = None,
     progress: ProgressFn | None = None,
     resume: bool = False,
-    simulation: Simulation | None = None,
 ) -> RunResult:
-    """Train ``spec``; with ``out`` write (or resume) a run directory there.
+    """Train ``sim`` to the end of its spec; with ``out`` write (or resume) a run directory there
+    (:func:`fedguard.launch.execute` builds the simulation from a spec first).
 
     Everything that can fail on user input (components, data, device) is checked before the
     directory is created, so a bad config never leaves a half-written run behind. Each round is
@@ -47,7 +47,7 @@ def execute(
     attacks' metrics included — and its ledger line are appended, then the state is replaced, so
     a crash at any instant resumes to the same records, ledger and ε.
     """
-    sim = simulation or Simulation(spec)
+    spec = sim.spec
     state: SimulationState = sim.initial_state()
     records: list[dict[str, Any]] = []
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": spec.privacy.delta, "rounds": []}

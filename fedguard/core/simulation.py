@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 
 from fedguard.api import ServerBroadcast
-from fedguard.components import Components, build_components
-from fedguard.config import RunSpec
+from fedguard.core.built_components import Components
 from fedguard.core.compose import compose
 from fedguard.core.federated_data import FederatedData, build_federated_data
 from fedguard.core.knowledge import GRANTS, AttackerKnowledge, attacker_knowledge
@@ -33,6 +32,7 @@ from fedguard.core.simulation_state import RoundOutput, SimulationState
 from fedguard.errors import ConfigError
 from fedguard.models.flat import FlatModel
 from fedguard.rng import numpy_generator, stream_seed, torch_generator
+from fedguard.spec import RunSpec
 from fedguard.types import AggregationContext, LocalTrainingRecipe, RoundContext, Truth
 
 
@@ -70,10 +70,12 @@ def resolve_device(requested: str) -> str:
 class Simulation:
     """A federated training run in memory; :mod:`fedguard.core.runner` adds storage."""
 
-    def __init__(self, spec: RunSpec, components: Components | None = None) -> None:
+    def __init__(self, spec: RunSpec, components: Components) -> None:
+        """``components`` are ``spec``'s, built and checked by the registry layer
+        (:func:`fedguard.launch.build_simulation` does both)."""
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.components = components or build_components(spec)
+        self.components = components
         self.malicious, self.free_riders = _choose_roles(spec)
         # roles and data follow spec.seed; everything trained follows the training seed
         seed = spec.seed if spec.training_seed is None else spec.training_seed

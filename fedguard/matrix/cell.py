@@ -24,7 +24,7 @@ def init_worker() -> None:
 def run_cell(spec_data: dict[str, Any]) -> dict[str, Any]:
     """Never raises: returns ``{"status": done|diverged|failed|incompatible, ...}``; a diverged
     cell keeps its metrics (of the last finite model) and says why in ``error``."""
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     started = time.perf_counter()
     try:

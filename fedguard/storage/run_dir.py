@@ -26,9 +26,9 @@ import torch
 import yaml
 
 from fedguard import __version__
-from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import UserError
 from fedguard.privacy.ledger_journal import JOURNAL_NAME
+from fedguard.spec import RunSpec, canonical_json
 from fedguard.storage import atomic
 
 COMPLETE = "complete.json"
@@ -48,8 +48,6 @@ def _reason(exc: BaseException) -> str:
 def spec_file_hash(data: Any, version: Any) -> str:
     """``RunSpec.spec_hash`` of a loaded ``spec.yaml`` under the fedguard ``version`` that wrote
     it. It catches damage and accidental edits only: anyone can recompute it."""
-    from fedguard.config import canonical_json
-
     payload = canonical_json({"spec": data, "version": version})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -85,12 +83,14 @@ class RunDirectory:
             raise UserError(f"{self.path} is not a fedguard run directory (no spec.yaml).")
         data = self._yaml(f)
         try:
-            spec = parse_spec(data)
+            # written canonical (defaults filled in): it hashes without asking the registry
+            spec = RunSpec.from_canonical(data)
         except UserError as exc:
             raise UserError(f"{f} is not a valid run spec: {exc}") from None
         if self.complete:
             self._check_spec_hash(data)
         elif spec.canonical() != data:
+            # resuming also compares the spec's hash with the one recorded at the start
             raise UserError(
                 f"{f} is incomplete or edited: it is not the canonical spec fedguard wrote "
                 "(keys missing or added)."

@@ -23,10 +23,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from fedguard.config import RunSpec
 from fedguard.errors import UserError
 from fedguard.privacy.ledger import LedgerError
 from fedguard.privacy.ledger_journal import JOURNAL_NAME, read_journal, round_line
+from fedguard.spec import RunSpec
 from fedguard.storage import atomic
 from fedguard.storage.run_dir import RECORDS, STATE, RunDirectory
 

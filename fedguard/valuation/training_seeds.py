@@ -39,7 +39,7 @@ def seed_runs(
 ) -> list[LoadedRun]:
     """The run itself plus ``n_seeds − 1`` retrained with the next training seeds (made or
     resumed as needed, with saved updates)."""
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     base = run.spec.seed if run.spec.training_seed is None else run.spec.training_seed
     runs = [run]

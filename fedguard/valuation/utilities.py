@@ -71,14 +71,14 @@ class LoadedRun:
 
 def load_run(path: Path | str) -> LoadedRun:
     """Open a run directory: spec, model and data split, and the saved updates if any."""
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     run_dir = RunDirectory(Path(path))
     if not run_dir.exists():
         raise UserError(f"{path} is not a fedguard run directory (no spec.yaml).")
     spec = run_dir.spec()
     quiet = {"attack.privacy_attacks": [], "device": "cpu", "eval_every": spec.rounds}
-    sim = Simulation(spec.with_overrides(**quiet))
+    sim = build_simulation(spec.with_overrides(**quiet))
     rounds = tuple(_round_updates(run_dir.load_updates(f), spec) for f in run_dir.update_files())
     val = sim.data.validation
     if len(val) > 0:

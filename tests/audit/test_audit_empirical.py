@@ -28,9 +28,8 @@ from fedguard.audit.empirical import empirical_audit
 from fedguard.components import Components, build_components
 from fedguard.config import RunSpec, parse_spec
 from fedguard.core.local_training import train_vectorized
-from fedguard.core.runner import execute
-from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation, execute
 from fedguard.privacy.audit.summary import describe_empirical_audit
 from fedguard.privacy.events import Gaussian
 
@@ -170,7 +169,7 @@ def test_audit_of_a_run_directory_writes_truth_owner_only(tmp_path: Path) -> Non
 
 
 def test_canary_rows_replace_training_and_real_rows_are_untouched() -> None:
-    sim = Simulation(make_spec(0))
+    sim = build_simulation(make_spec(0))
     params = sim.initial_state().params
     updates = torch.randn(3, params.numel(), generator=torch.Generator().manual_seed(0))
     trainer = canary_trainer(train_vectorized, 20, updates)
@@ -184,7 +183,7 @@ def test_canary_trainer_follows_per_client_starting_points() -> None:
     """The trainers take ``(n, d)`` per-client starts (a broadcast or payload stage): real rows
     train from their own row; the old wrapper sized its output by ``numel()`` and passed every
     row to the base trainer."""
-    sim = Simulation(make_spec(0))
+    sim = build_simulation(make_spec(0))
     params = sim.initial_state().params
     updates = torch.randn(2, params.numel(), generator=torch.Generator().manual_seed(0))
     starts = torch.stack([params, params + 0.1, params - 0.1])
@@ -196,7 +195,7 @@ def test_canary_trainer_follows_per_client_starting_points() -> None:
 
 
 def test_install_canaries_grows_the_population_and_keeps_the_rate() -> None:
-    sim = Simulation(make_spec(0, sampling="fixed", cohort_size=10))
+    sim = build_simulation(make_spec(0, sampling="fixed", cohort_size=10))
     counts = sim.clients.counts.clone()
     ids = install_canaries(sim, torch.zeros(20, sim.initial_state().params.numel()))
     assert ids == tuple(range(20, 40))
@@ -207,7 +206,7 @@ def test_install_canaries_grows_the_population_and_keeps_the_rate() -> None:
 
 
 def test_mechanisms_are_told_a_population_that_does_not_depend_on_inclusion() -> None:
-    sim = Simulation(make_spec(0, sampling="poisson", sampling_rate=0.5))
+    sim = build_simulation(make_spec(0, sampling="poisson", sampling_rate=0.5))
     install_canaries(sim, torch.zeros(7, sim.initial_state().params.numel()), 20 + 30)
     assert sim.spec.clients.n_clients == 27
     assert sim.sampling["population"] == 50 and sim.sampling["expected_cohort"] == 25.0

@@ -19,7 +19,7 @@ from typing import IO, Any
 import torch
 
 from fedguard.config import RunSpec, parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.privacy.budget import epsilon_of_ledger
 from fedguard.storage import atomic
 from fedguard.storage.run_dir import RunDirectory

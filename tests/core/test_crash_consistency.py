@@ -190,7 +190,7 @@ def test_resume_from_the_cli_refuses_with_one_sentence(
 
 def resume_or_raise(directory: Path) -> None:
     """Resume as ``fedguard run --resume`` does: with the folder's own spec.yaml."""
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     execute(RunDirectory(directory).spec(), directory, resume=True)
 

@@ -28,6 +28,7 @@ from fedguard.core.local_training import train_sequential, train_vectorized
 from fedguard.core.round_stages import STAGES
 from fedguard.core.simulation import Simulation
 from fedguard.core.transport import PlainTransport
+from fedguard.launch import build_simulation
 from fedguard.types import BroadcastPlan, RoundContext, ServerView, Truth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ TARGET = 3
 
 def _sim(spec: dict[str, Any] | None = None, **parts: Any) -> Simulation:
     run = parse_spec(spec or SPEC)
-    return Simulation(run, replace(build_components(run), **parts))
+    return build_simulation(run, replace(build_components(run), **parts))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from fedguard.cli.main import app
 from fedguard.config import load_spec, parse_spec
-from fedguard.core.runner import execute
 from fedguard.errors import ConfigError
+from fedguard.launch import execute
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
@@ -201,12 +201,12 @@ def test_list_components() -> None:
 def test_the_aggregator_oracle_draws_from_the_keyed_streams() -> None:
     """An attack's aggregator oracle (aggregator-aware attacks) draws from the run's keyed stream;
     on the old code it used ``torch.Generator().manual_seed(round)``, the same for every seed."""
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
     from fedguard.types import AggregationResult
 
     draws = []
     for seed in (0, 1):
-        sim = Simulation(parse_spec({**SMALL, "rounds": 1, "seed": seed}))
+        sim = build_simulation(parse_spec({**SMALL, "rounds": 1, "seed": seed}))
         state = sim.initial_state()
 
         def recording(updates: torch.Tensor, weights: object, ctx: object) -> AggregationResult:

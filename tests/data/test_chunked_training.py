@@ -18,8 +18,8 @@ from fedguard.core.local_training import (
     train_sequential,
     train_vectorized,
 )
-from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation
 from fedguard.models.flat import FlatModel
 from fedguard.models.lenet import LeNet5
 
@@ -80,7 +80,7 @@ def test_a_run_under_a_small_budget_equals_the_default_run() -> None:
     small = {**base, "training": {"batch_size": 32, "max_memory": "100kB"}}
     spec_a, spec_b = parse_spec(base), parse_spec(small)
     assert spec_a.spec_hash() == spec_b.spec_hash()  # the budget never changes a result
-    sims = [Simulation(spec_a), Simulation(spec_b)]
+    sims = [build_simulation(spec_a), build_simulation(spec_b)]
     assert isinstance(sims[1].trainer, ChunkedTrainer)
     ids = list(range(6))
     sizes = [
@@ -96,4 +96,4 @@ def test_a_run_under_a_small_budget_equals_the_default_run() -> None:
         finals.append(state.params)
     torch.testing.assert_close(finals[0], finals[1], atol=1e-6, rtol=1e-5)
     with pytest.raises(ConfigError, match="training.max_memory"):
-        Simulation(parse_spec({**base, "training": {"max_memory": "plenty"}}))
+        build_simulation(parse_spec({**base, "training": {"max_memory": "plenty"}}))

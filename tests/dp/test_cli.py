@@ -12,8 +12,8 @@ import pytest
 
 from fedguard.cli.audit_command import run_report, standalone_report
 from fedguard.config import load_spec, parse_spec
-from fedguard.core.runner import execute
 from fedguard.errors import UserError
+from fedguard.launch import execute
 
 ROOT = Path(__file__).resolve().parents[2]
 

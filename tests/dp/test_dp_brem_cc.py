@@ -260,7 +260,7 @@ MEAN_SAME_NOISE = {  # the same noise std z·τ on the sum of clipped updates, /
 @cache
 def _run(defense: str, attack: str, rounds: int) -> tuple[list[dict], dict]:
     from fedguard.config import parse_spec
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     torch.set_num_threads(1)
     cfg: dict[str, Any] = {
@@ -274,7 +274,7 @@ def _run(defense: str, attack: str, rounds: int) -> tuple[list[dict], dict]:
         "defense": json.loads(defense),
         "attack": json.loads(attack),
     }
-    sim = Simulation(parse_spec(cfg))
+    sim = build_simulation(parse_spec(cfg))
     state = sim.initial_state()
     records, ledger = [], {"sampling": sim.sampling, "rounds": []}
     for _ in range(rounds):

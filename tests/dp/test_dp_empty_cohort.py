@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 
 
 def test_empty_poisson_rounds_are_noised_and_accounted() -> None:

@@ -16,8 +16,8 @@ from fedguard.core.local_training import (
     poisson_batch_schedule,
     train_dp_sgd,
 )
-from fedguard.core.simulation import Simulation
 from fedguard.defenses.dp.dp_sgd import dp_sgd_round_event
+from fedguard.launch import build_simulation
 from fedguard.models.flat import FlatModel
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.budget import run_ledgers
@@ -144,7 +144,7 @@ def test_run_records_record_level_events_per_participating_client() -> None:
             ],
         }
     )
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     state = sim.initial_state()
     ledger = {"sampling": sim.sampling, "rounds": []}
     taken: dict[int, int] = {}

@@ -10,11 +10,11 @@ import scipy.stats
 import torch
 
 from fedguard.components import build_components
-from fedguard.core.simulation import Simulation
 from fedguard.defenses.dp.central_gaussian import CentralGaussian
 from fedguard.defenses.dp.clip import Clip
 from fedguard.defenses.dp.distributed_gaussian import DistributedGaussian, honest_noise_stddev
 from fedguard.errors import ConfigError, IncompatibleError
+from fedguard.launch import build_simulation
 from fedguard.privacy.events import Gaussian, Sampled, event_from_dict
 from tests.dp.helpers import small_spec, transform_context
 
@@ -95,7 +95,7 @@ def test_end_to_end_noise_in_a_run_matches_the_ledger() -> None:
         },
     )
     clean = small_spec(**base)
-    sim_n, sim_c = Simulation(noisy), Simulation(clean)
+    sim_n, sim_c = build_simulation(noisy), build_simulation(clean)
     state_n, out_n = sim_n.run_round(sim_n.initial_state())
     state_c, _ = sim_c.run_round(sim_c.initial_state())
     n = out_n.record["clients"]
@@ -237,7 +237,7 @@ def test_fixed_cohort_run_is_accounted_without_replacement(mechanism: str) -> No
     spec = small_spec(
         **{"clients.sampling": "fixed", "clients.cohort_size": 4, "rounds": 2}, **defense
     )
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     state, ledger = sim.initial_state(), {"sampling": sim.sampling, "rounds": []}
     for _ in range(2):
         state, out = sim.run_round(state)

@@ -22,6 +22,7 @@ from fedguard.core.user_level import (
 )
 from fedguard.defenses.user_level_dp.uldp_avg import ULDPAvg
 from fedguard.errors import ConfigError, IncompatibleError
+from fedguard.launch import build_simulation
 from fedguard.privacy.accountants import get_accountant
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 from fedguard.privacy.budget import headline_level, ledger_report, run_ledgers
@@ -131,7 +132,7 @@ def _spec(**defense: Any) -> Any:
 
 
 def _run(spec: Any) -> tuple[Simulation, dict[str, Any]]:
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     state = sim.initial_state()
     ledger: dict[str, Any] = {"sampling": sim.sampling, "delta": DELTA, "rounds": []}
     for _ in range(spec.rounds):
@@ -183,7 +184,7 @@ def _train_once(sim: Simulation) -> Any:
 def test_untrusted_silos_reduce_the_accounted_noise() -> None:
     """Up to f = n_byzantine silos may skip their noise share: only (S − f)/S of the variance
     is accounted, z·√((S − f)/S)."""
-    sim = Simulation(_spec())
+    sim = build_simulation(_spec())
     object.__setattr__(sim.components.client_transforms[0], "_n_untrusted", 1)
     (event,) = _train_once(sim).events
     assert event.level == "user"
@@ -194,7 +195,7 @@ def test_untrusted_silos_reduce_the_accounted_noise() -> None:
 def test_the_noise_on_the_sum_has_the_claimed_variance() -> None:
     """With local training all but switched off (learning rate 1e-12, updates ~1e-12) the rows are the noise
     shares, scaled by S/(qU): their sum over silos is N(0, (zC)²) per coordinate."""
-    sim = Simulation(_spec().with_overrides(**{"training.learning_rate": 1e-12}))
+    sim = build_simulation(_spec().with_overrides(**{"training.learning_rate": 1e-12}))
     out = _train_once(sim)
     noise_sum = out.values.double().sum(0) / (4 / 40)  # (d,)
     d = noise_sum.numel()
@@ -206,7 +207,7 @@ def test_the_noise_on_the_sum_has_the_claimed_variance() -> None:
 
 
 def test_digits_users_spreads_users_over_silos() -> None:
-    sim = Simulation(_spec())
+    sim = build_simulation(_spec())
     data = sim.data
     users = sim.clients.users
     assert users is not None
@@ -231,9 +232,9 @@ def test_refusals_name_the_field() -> None:
         **{"clients.sampling": "poisson", "clients.sampling_rate": 0.5}
     )
     with pytest.raises(IncompatibleError, match="clients.sampling 'all'"):
-        Simulation(poisson)
+        build_simulation(poisson)
     no_users = _spec().with_overrides(**{"data.dataset": "digits"})
-    sim = Simulation(no_users)
+    sim = build_simulation(no_users)
     with pytest.raises(IncompatibleError, match="user id"):
         sim.run_round(sim.initial_state())
 

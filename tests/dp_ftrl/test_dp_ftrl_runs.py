@@ -13,8 +13,7 @@ import torch
 from fedguard.audit.canary_clients import install_canaries
 from fedguard.audit.ledger_checks import cross_check, cross_check_data
 from fedguard.config import RunSpec, parse_spec
-from fedguard.core.runner import execute
-from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation, execute
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 from fedguard.privacy.budget import epsilon_of_ledger
 from fedguard.storage.run_dir import RunDirectory
@@ -101,7 +100,7 @@ def test_cross_checks_catch_a_cohort_outside_the_schedule(one_thread: None, tmp_
 
 
 def test_canaries_join_the_schedule(one_thread: None) -> None:
-    sim = Simulation(make_spec(BANDMF, sampling_rate=0.5))
+    sim = build_simulation(make_spec(BANDMF, sampling_rate=0.5))
     install_canaries(sim, torch.zeros(6, 10), public_population=12 + 6)
     assert sim.sampling["min_separation"] == SEPARATION
     assert sim.sampling["expected_cohort"] == pytest.approx(0.5 * 18 / SEPARATION)

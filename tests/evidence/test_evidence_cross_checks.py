@@ -23,7 +23,7 @@ from benchmarks.faults.forgery import (
 )
 from fedguard.audit.ledger_checks import cross_check, cross_check_data
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.storage.run_dir import RunDirectory
 
 

@@ -11,8 +11,7 @@ import yaml
 
 from fedguard.cli.main import run_cli
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
-from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation, execute
 from fedguard.types import AggregationResult
 
 # two malicious clients send their update × 10³⁷: every row is finite, the model is not usable
@@ -53,7 +52,7 @@ def test_infinite_aggregate_does_not_blame_clients(monkeypatch) -> None:
     """An aggregate overflowing to inf ends the round as diverged; no client is recorded faulty
     (before: the next round dropped every honest client as "non-finite")."""
     spec = parse_spec({"name": "inf", "rounds": 2, "model": "logreg", "clients": {"n_clients": 4}})
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     real = sim.aggregator
 
     def overflowing(updates, weights, ctx):

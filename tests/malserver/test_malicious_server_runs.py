@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fedguard.config import parse_spec
-from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation
 
 BASE: dict[str, Any] = {
     "rounds": 2,
@@ -26,7 +26,7 @@ def _run(attack: str, defense: dict[str, Any]) -> tuple[list[dict], list[dict]]:
         attack={"privacy_attacks": [{"name": attack, "params": {"at_round": 1}}]},
         defense=defense,
     )
-    sim = Simulation(parse_spec(spec))
+    sim = build_simulation(parse_spec(spec))
     state = sim.initial_state()
     records = []
     for _ in range(sim.spec.rounds):

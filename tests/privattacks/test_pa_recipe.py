@@ -33,6 +33,7 @@ from fedguard.config import load_spec, parse_spec
 from fedguard.core.local_training import batch_schedule, local_steps
 from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation
 from fedguard.types import LocalTrainingRecipe, ServerView
 
 FEDSGD = {"algorithm": "fedsgd", "learning_rate": 0.5}
@@ -51,7 +52,7 @@ def _last_view(spec_dict: dict) -> tuple[Simulation, ServerView]:
         {"rounds": 2, "clients": {"n_clients": 10}, "model": {"name": "mlp", "hidden": [16]}}
         | spec_dict
     )
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     state = sim.initial_state()
     for _ in range(spec.rounds):
         state, out = sim.run_round(state)
@@ -149,7 +150,7 @@ def test_a_view_without_recipe() -> None:
 def _shipped_fedsgd_run() -> tuple[Simulation, ServerView]:
     spec = load_spec("configs/privacy_attacks.yaml")
     assert spec.training.algorithm == "fedsgd"
-    sim = Simulation(spec.with_overrides(**{"attack.privacy_attacks": []}))
+    sim = build_simulation(spec.with_overrides(**{"attack.privacy_attacks": []}))
     state = sim.initial_state()
     for _ in range(spec.rounds):
         state, out = sim.run_round(state)

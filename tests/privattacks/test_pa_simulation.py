@@ -9,10 +9,11 @@ import torch
 
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation
 
 
 def _run(spec_dict: dict) -> Simulation:
-    sim = Simulation(parse_spec(spec_dict))
+    sim = build_simulation(parse_spec(spec_dict))
     state = sim.initial_state()
     for _ in range(sim.spec.rounds):
         state, _ = sim.run_round(state)

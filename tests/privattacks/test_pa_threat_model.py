@@ -16,6 +16,7 @@ from fedguard.config import parse_spec
 from fedguard.core.federated_data import FederatedData
 from fedguard.core.knowledge import AttackerKnowledge
 from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation
 from fedguard.types import Truth
 
 SPEC = {
@@ -54,7 +55,7 @@ def _reachable(root: Any) -> list[Any]:
 
 
 def test_attacks_receive_attacker_knowledge_not_the_simulation() -> None:
-    sim = Simulation(parse_spec(SPEC))
+    sim = build_simulation(parse_spec(SPEC))
     received: list[Any] = []
     (attack,) = sim.components.privacy_attacks
     original = attack.observe
@@ -71,7 +72,7 @@ def test_attacks_receive_attacker_knowledge_not_the_simulation() -> None:
 
 
 def test_nothing_private_is_reachable_from_the_knowledge() -> None:
-    sim = Simulation(parse_spec(SPEC))
+    sim = build_simulation(parse_spec(SPEC))
     knowledge = sim.knowledge()
     found = _reachable(knowledge)
     forbidden = (Simulation, Truth, FederatedData, type(sim.data.clients))
@@ -87,7 +88,7 @@ def test_nothing_private_is_reachable_from_the_knowledge() -> None:
 
 def test_the_candidate_pool_mixes_members_with_held_out_records() -> None:
     """What the pool grants: the target's records plus as many held-out ones, labels withheld."""
-    sim = Simulation(parse_spec(SPEC))
+    sim = build_simulation(parse_spec(SPEC))
     pool = sim.knowledge().candidates.membership_candidates(
         "client", 2, 2, torch.Generator().manual_seed(0)
     )
@@ -111,7 +112,7 @@ def test_an_attack_gets_only_what_its_declared_threat_model_grants() -> None:
             "privacy_attacks": [{"name": "analytic", "at_round": 0}, {"name": "loss_threshold"}],
         },
     }
-    sim = Simulation(parse_spec(spec))
+    sim = build_simulation(parse_spec(spec))
     given: dict[str, Any] = {}
     for attack in sim.components.privacy_attacks:
         original = attack.observe

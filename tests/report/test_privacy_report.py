@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.privacy.audit.one_run import default_guess_grid, max_certifiable_epsilon
 from fedguard.report.accountants import refutation_sentence
 from fedguard.report.builder import build_report

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.matrix.runner import plan_matrix, run_matrix
 from fedguard.report.browser import chromium, screenshot
 from fedguard.report.builder import build_report

@@ -108,12 +108,12 @@ def test_random_labels_are_uniform_and_seeded() -> None:
 
 def test_duplicate_clients_get_an_exact_copy() -> None:
     from fedguard.config import parse_spec
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
     spec = parse_spec(
         {"clients": {"n_clients": 6}, "data": {"duplicate_clients": {5: 0}}, "model": "logreg"}
     )
-    sim = Simulation(spec)
+    sim = build_simulation(spec)
     x0, y0 = sim.data.client_arrays(0)
     x5, y5 = sim.data.client_arrays(5)
     assert torch.equal(x0, x5) and torch.equal(y0, y5)

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from fedguard.config import parse_spec
-from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation
 from fedguard.metrics.detection import detection_summary, first_detection_round
 
 IID: dict[str, Any] = {"name": "iid"}
@@ -63,7 +63,7 @@ def _run(partition: str, defense: str, attack: str, rounds: int = 20) -> tuple[A
         "defense": json.loads(defense),
         "attack": json.loads(attack),
     }
-    sim = Simulation(parse_spec(cfg))
+    sim = build_simulation(parse_spec(cfg))
     state = sim.initial_state()
     records = []
     for _ in range(rounds):

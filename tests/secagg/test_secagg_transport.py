@@ -179,7 +179,7 @@ def test_built_from_a_run_config_and_feeds_a_sum_based_aggregator() -> None:
 
 def test_an_aborted_round_is_recorded_and_the_run_goes_on() -> None:
     from fedguard.config import parse_spec
-    from fedguard.core.runner import execute
+    from fedguard.launch import execute
 
     spec = parse_spec(
         {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 
 
 def _spec(**overrides: Any):
@@ -76,9 +76,9 @@ def test_base_weights_never_move() -> None:
     result = execute(spec)
     sim = result.simulation
     before = _buffers(sim.model.module)
-    from fedguard.core.simulation import Simulation
+    from fedguard.launch import build_simulation
 
-    fresh = Simulation(spec)
+    fresh = build_simulation(spec)
     for name, value in _buffers(fresh.model.module).items():
         assert torch.equal(before[name], value), name
 
@@ -90,14 +90,14 @@ def test_fedrand_never_hands_the_transport_a_private_part_in_a_real_run() -> Non
 
     from fedguard.api import TransformContext
     from fedguard.components import build_components
-    from fedguard.core.simulation import Simulation
     from fedguard.defenses.lora.fedrand import pair_masks
+    from fedguard.launch import build_simulation
     from fedguard.types import RoundContext
     from tests.core.test_round_stages import SpyTransport
 
     spec = _spec(rounds=4, defense={"payload": {"name": "fedrand"}})
     spy = SpyTransport(seen=[])
-    sim = Simulation(spec, replace(build_components(spec), transport=spy))
+    sim = build_simulation(spec, replace(build_components(spec), transport=spy))
     layout = sim.model.layout
     a_mask, b_mask = pair_masks(layout.names, layout.sizes)
     policy = sim.components.payload

@@ -12,6 +12,7 @@ import pytest
 from fedguard.attacks.text.dager_attack import AGGREGATE
 from fedguard.config import parse_spec
 from fedguard.core.simulation import Simulation
+from fedguard.launch import build_simulation
 
 
 def run(
@@ -64,7 +65,7 @@ def run(
         "defense": {"transport": transport},
         "attack": {"privacy_attacks": attacks},
     }
-    sim = Simulation(parse_spec(spec))
+    sim = build_simulation(parse_spec(spec))
     state = sim.initial_state()
     for _ in range(rounds):
         state, _ = sim.run_round(state)

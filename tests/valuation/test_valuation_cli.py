@@ -11,8 +11,8 @@ import torch
 
 from fedguard.cli.contrib_command import contrib_command, contrib_or_exit, default_method
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
 from fedguard.errors import ConfigError, UserError
+from fedguard.launch import execute
 from fedguard.valuation.reconstruction import MultiRoundReconstruction, RoundUpdates
 from fedguard.valuation.utilities import build_game, duplicate_pairs, load_run
 

@@ -11,7 +11,7 @@ from scipy import stats
 
 from fedguard.cli.contrib_command import contrib_command, valuate
 from fedguard.config import load_spec, parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.valuation.audit import (
     FREE_RIDER,
     POISONER,

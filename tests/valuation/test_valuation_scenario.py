@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
+from fedguard.launch import execute
 from fedguard.valuation.exact import ExactShapley
 from fedguard.valuation.game import RoundGame
 from fedguard.valuation.kernel_shap import KernelShap

@@ -13,9 +13,8 @@ from scipy import stats
 
 from fedguard.cli.contrib_command import contrib_command
 from fedguard.config import parse_spec
-from fedguard.core.runner import execute
-from fedguard.core.simulation import Simulation
 from fedguard.errors import ConfigError
+from fedguard.launch import build_simulation, execute
 from fedguard.valuation.base import Scores
 from fedguard.valuation.training_seeds import SEEDS_DIR, combine_over_seeds
 
@@ -41,9 +40,9 @@ def test_unset_training_seed_keeps_every_earlier_hash() -> None:
 
 def test_training_seed_changes_training_but_not_data_or_roles() -> None:
     torch.set_num_threads(1)
-    base = Simulation(parse_spec(CONFIG))
-    same = Simulation(parse_spec({**CONFIG, "training_seed": 3}))
-    other = Simulation(parse_spec({**CONFIG, "training_seed": 4}))
+    base = build_simulation(parse_spec(CONFIG))
+    same = build_simulation(parse_spec({**CONFIG, "training_seed": 3}))
+    other = build_simulation(parse_spec({**CONFIG, "training_seed": 4}))
     assert (base.malicious, base.free_riders) == (other.malicious, other.free_riders)
     assert torch.equal(base.clients.features, other.clients.features)  # same partition
     assert torch.equal(base.clients.labels, other.clients.labels)  # same poisoned labels
