@@ -130,9 +130,11 @@ def conv2d_squared_norms(t: Trace, g: Tensor, k: int, ghost: bool | None = None)
 def _samples_as_groups(x: Tensor) -> Tensor:
     """``(rows, k·C, H, W)`` channels-last → ``(1, rows·k·C, H, W)`` channels-last: every
     sample becomes a group of one batch row (one copy, the layout oneDNN's grouped kernels are
-    fast on)."""
+    fast on; none for a single row)."""
     rows, channels, h, w = x.shape
     size = rows * channels
+    if rows == 1 and x.stride() == (size * h * w, 1, w * size, size):
+        return x  # one batch row is already that layout
     grouped = torch.empty(h, w, size, dtype=x.dtype, device=x.device)  # (H, W, rows·k·C)
     grouped.view(h, w, rows, channels).copy_(x.permute(2, 3, 0, 1))
     # the strides of channels_last exactly, the leading one included: oneDNN takes a view

@@ -341,18 +341,21 @@ def test_cohort_noise_in_blocks_equals_the_one_shot_formula() -> None:
     assert torch.equal(z[1], alone[0])
 
 
-@pytest.mark.parametrize("keep_bytes", [1 << 26, 0])
-def test_kept_per_sample_conv_gradients_give_the_clipped_sum(monkeypatch, keep_bytes: int) -> None:
+@pytest.mark.parametrize(("keep_bytes", "chunk"), [(1 << 26, 6), (1 << 26, 3), (0, 6)])
+def test_kept_per_sample_conv_gradients_give_the_clipped_sum(
+    monkeypatch, keep_bytes: int, chunk: int
+) -> None:
     """Convolutions whose direct norm is used keep their per-sample gradients (computed in
-    channels-last chunks that split the batch, the last one partial) and weight them into the
-    clipped sum; with no memory for them the norm is computed alone and the sum by
-    book-keeping. Both equal the vmap reference and the per-sample gradients' norms."""
+    channels-last chunks that split the batch — 2 rows of 3 clients, the last chunk partial, or
+    single rows that need no copy) and weight them into the clipped sum; with no memory for
+    them the norm is computed alone and the sum by book-keeping. All equal the vmap reference
+    and the per-sample gradients' norms."""
     from torch.func import grad, vmap
 
     from fedguard.core import ghost_clipping
     from fedguard.core.local_training import _sample_loss
 
-    monkeypatch.setattr(ghost_clipping, "_SAMPLE_CHUNK", 6)  # 2 rows of 3 clients per chunk
+    monkeypatch.setattr(ghost_clipping, "_SAMPLE_CHUNK", chunk)  # rows of 3 clients per chunk
     monkeypatch.setattr(ghost_clipping, "_KEEP_BYTES", keep_bytes)
     build, shape = SHAPES["cnn"]
     model = FlatModel.of(build())
