@@ -18,6 +18,8 @@ def test_rows_are_keyed_per_client_and_step_and_cohort_independent() -> None:
     assert z.shape == (4, 1001) and z.dtype == torch.float32
     alone = keyed_normals(3, 1, "dp_sgd_noise", clients[2:3], 4, 1001)
     assert torch.equal(z[2], alone[0])  # bit for bit, whoever trains with it
+    many = keyed_normals(3, 1, "dp_sgd_noise", np.arange(200), 4, 1001)  # several blocks
+    assert torch.equal(many[9], alone[0]) and torch.equal(many[40], z[3])
     assert not torch.equal(z[2], keyed_normals(3, 1, "dp_sgd_noise", clients[2:3], 5, 1001)[0])
     assert not torch.equal(z[2], keyed_normals(3, 2, "dp_sgd_noise", clients[2:3], 4, 1001)[0])
     assert not torch.equal(z[2], keyed_normals(4, 1, "dp_sgd_noise", clients[2:3], 4, 1001)[0])
@@ -32,12 +34,22 @@ def test_values_are_standard_normal() -> None:
 
 
 def test_rows_are_box_muller_of_the_documented_sfc64_stream() -> None:
-    """Recomputed in float64 from the SFC64 words of (stream seed of the client, step)."""
+    """Recomputed in float64 from the words of an SFC64 seeded as documented (through numpy's
+    own state setter), in a block of several clients and alone."""
+    from fedguard.rng import _splitmix64
+
     size, half = 2 * 37 + 1, 38
-    z = keyed_normals(5, 2, "dp_sgd_noise", np.array([7, 3]), 3, size)
-    for row, client in enumerate([7, 3]):
-        entropy = [stream_seed(5, 2, client, "dp_sgd_noise"), 3]
-        bits = np.random.SFC64(np.random.SeedSequence(entropy)).random_raw((3 * half + 1) // 2)
+    z = keyed_normals(5, 2, "dp_sgd_noise", np.array([7, 3, 12]), 3, size)
+    for row, client in enumerate([7, 3, 12]):
+        key = np.uint64(stream_seed(5, 2, client, "dp_sgd_noise"))
+        with np.errstate(over="ignore"):
+            abc = _splitmix64(key ^ _splitmix64(np.arange(3, dtype=np.uint64) + np.uint64(9)))
+        generator = np.random.SFC64(0)
+        state = generator.state
+        state["state"]["state"] = np.array([*abc, 1], dtype=np.uint64)
+        generator.state = state
+        generator.random_raw(12)
+        bits = generator.random_raw((3 * half + 1) // 2)
         words = bits.view(np.uint32).astype(np.float64)
         lo, hi, angle = words[:half], words[half : 2 * half], words[2 * half : 3 * half]
         u = ((hi % 2**22) * 2**31 + (lo % 2**31) + 1) * 2.0**-53
