@@ -3,34 +3,56 @@
 FEMNIST-format: LeNet-5, 100 clients per round, 62 classes, 1×28×28. CIFAR-10-format: ResNet-8-GN,
 50 clients per round, 10 classes, 3×32×32. Without the real data (the default) both run on
 synthetic stand-ins of those shapes whose class means differ, so accuracy can rise above chance.
-For each workload it prints the median seconds of one round of local training (1 epoch, batch 16)
-for the vectorized and the sequential trainer in the same process and their ratio, the largest
-parameter difference between them (exactness), the vectorized trainer's estimated peak bytes
-(fedguard.core.chunked_training) next to the process's peak RSS, and the test accuracy after a
-fixed budget of FedAvg rounds (chance = 1/classes).
 
-    python benchmarks/bench_workloads.py [--samples 20] [--repeats 3] [--rounds 3] [--device cpu]
+For each workload and seed (model initialisation and data) it times one round of local training
+(1 epoch, batch 16) by the vectorized trainer — through the memory-budget chunking a run uses
+(``training.max_memory``, ``--max-memory``) — and by the sequential trainer, in interleaved
+trials in the same process (the order alternating), and prints per trainer the median and
+min–max of process CPU seconds (the figure to read on a shared machine) and of wall seconds, the
+ratio sequential/vectorized of the medians and the min–max of the trials' paired ratios. Then
+the largest parameter difference between the two trainers (exactness), the vectorized round's
+peak resident memory over the process's memory before it (Linux: VmHWM after resetting it)
+beside the chunker's estimate and the budget, and the test accuracy after a fixed budget of
+FedAvg rounds (chance = 1/classes).
+
+    python benchmarks/bench_workloads.py [--samples 20] [--repeats 5] [--seeds 0 1 2]
+        [--rounds 3] [--max-memory auto] [--only femnist|cifar10] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import ctypes
+import gc
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from fedguard.core.chunked_training import bytes_per_client
+from fedguard.core.chunked_training import (
+    AUTO_SHARE,
+    ChunkedTrainer,
+    bytes_per_client,
+    free_memory,
+    parse_memory,
+)
 from fedguard.core.local_training import (
     ClientData,
     LocalTrainingConfig,
     train_sequential,
     train_vectorized,
 )
+from fedguard.models.base import ModelSpec
 from fedguard.models.flat import FlatModel
 from fedguard.models.lenet import LeNet5
 from fedguard.models.resnet_gn import ResNet8GN
+
+MIB = 2**20
+#: speed goals of issue 18 (median CPU-time ratio sequential/vectorized)
+GOALS = {"femnist": 3.0, "cifar10": 1.0}
 
 
 def stand_in(
@@ -49,81 +71,196 @@ def stand_in(
     return ClientData.pad([p[0] for p in parts], [p[1] for p in parts]), test_x, test_y
 
 
-def timed(fn, repeats: int) -> tuple[float, float, torch.Tensor]:
-    """Median wall seconds, median process CPU seconds (less sensitive to other processes on a
-    shared machine) and the last output."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
+@dataclass
+class Trials:
+    """CPU and wall seconds of one trainer's trials."""
+
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+    def run(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         started, cpu = time.perf_counter(), time.process_time()
         out = fn()
-        walls.append(time.perf_counter() - started)
-        cpus.append(time.process_time() - cpu)
-    assert out is not None
-    return statistics.median(walls), statistics.median(cpus), out
+        self.wall.append(time.perf_counter() - started)
+        self.cpu.append(time.process_time() - cpu)
+        return out
 
 
-def workload(name, spec, shape, classes, n_clients, args) -> None:
-    torch.manual_seed(0)
-    module = spec.build(shape, classes).to(args.device)
-    model = FlatModel.of(module)
-    data, test_x, test_y = stand_in(n_clients, args.samples, shape, classes, seed=1)
+def interleaved(
+    vec: Callable[[], torch.Tensor], seq: Callable[[], torch.Tensor], repeats: int
+) -> tuple[Trials, Trials, torch.Tensor, torch.Tensor]:
+    """``repeats`` paired trials, vectorized first in even pairs and sequential first in odd
+    ones (a drift in machine load hits both alike); the last outputs of each."""
+    tv, ts = Trials(), Trials()
+    out_v = out_s = torch.empty(0)
+    for r in range(repeats):
+        if r % 2 == 0:
+            out_v = tv.run(vec)
+            out_s = ts.run(seq)
+        else:
+            out_s = ts.run(seq)
+            out_v = tv.run(vec)
+    return tv, ts, out_v, out_s
+
+
+def _rss_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_over(fn: Callable[[], object]) -> float | None:
+    """MiB by which the process's peak resident memory during ``fn`` exceeds its resident
+    memory before it (Linux: freed heap memory handed back to the system first, so that ``fn``
+    cannot reuse pages it already touched unseen, then the peak reset through
+    ``/proc/self/clear_refs``); None where that is not available."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    before = _rss_kib("VmRSS")
+    fn()
+    peak = _rss_kib("VmHWM")
+    if before is None or peak is None:
+        return None
+    return (peak - before) / 1024
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} [{min(values):.3f}–{max(values):.3f}]"
+
+
+@dataclass
+class SeedResult:
+    vec: Trials
+    seq: Trials
+    max_diff: float
+    peak_mib: float | None
+    accuracy: float
+
+
+def one_seed(
+    spec: ModelSpec,
+    shape: tuple[int, ...],
+    classes: int,
+    n_clients: int,
+    seed: int,
+    args: argparse.Namespace,
+) -> SeedResult:
+    torch.manual_seed(seed)
+    model = FlatModel.of(spec.build(shape, classes).to(args.device))
+    data, test_x, test_y = stand_in(n_clients, args.samples, shape, classes, seed=seed + 1)
     data = data.to(args.device)
     test_x, test_y = test_x.to(args.device), test_y.to(args.device)
     cfg = LocalTrainingConfig(batch_size=16, learning_rate=0.05)
     params = model.initial_params()
     ids = list(range(n_clients))
+    chunked = ChunkedTrainer(train_vectorized, parse_memory(args.max_memory), shape)
 
     def vec() -> torch.Tensor:
-        return train_vectorized(model, params, data, ids, cfg, 0, 0)
+        return chunked(model, params, data, ids, cfg, seed, 0)
 
     def seq() -> torch.Tensor:
-        return train_sequential(model, params, data, ids, cfg, 0, 0)
+        return train_sequential(model, params, data, ids, cfg, seed, 0)
 
-    vec()  # warm-up (torch.func tracing, allocator)
+    vec()  # warm-up (plans, allocator, oneDNN kernel selection)
     seq()
-    t_vec, c_vec, d_vec = timed(vec, args.repeats)
-    t_seq, c_seq, d_seq = timed(seq, args.repeats)
-    steps = -(-args.samples // cfg.batch_size)
-    estimate = n_clients * bytes_per_client(model, shape, steps, cfg, args.device)
-    acc = []
+    peak = peak_rss_over(vec)
+    tv, ts, d_vec, d_seq = interleaved(vec, seq, args.repeats)
     for round_index in range(args.rounds):  # FedAvg with server learning rate 1
-        delta = train_vectorized(model, params, data, ids, cfg, 0, round_index).mean(0)
-        params = params + delta
-        acc.append(model.evaluate(params, test_x, test_y)[0])
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
-    print(f"{name}: {model.layout.dim:,} parameters, {n_clients} clients × {args.samples} samples")
+        params = params + chunked(model, params, data, ids, cfg, seed, round_index).mean(0)
+    accuracy = model.evaluate(params, test_x, test_y)[0]
+    return SeedResult(tv, ts, float((d_vec - d_seq).abs().max()), peak, accuracy)
+
+
+def workload(
+    key: str,
+    name: str,
+    spec: ModelSpec,
+    shape: tuple[int, ...],
+    classes: int,
+    n_clients: int,
+    args: argparse.Namespace,
+) -> None:
+    results = [one_seed(spec, shape, classes, n_clients, s, args) for s in args.seeds]
+    model = FlatModel.of(spec.build(shape, classes))
+    cfg = LocalTrainingConfig(batch_size=16)
+    steps = -(-args.samples // cfg.batch_size)
+    estimate = n_clients * bytes_per_client(model, shape, steps, cfg, args.device) / MIB
+    budget = parse_memory(args.max_memory)
+    budget_mib = (budget or AUTO_SHARE * free_memory(args.device)) / MIB
+    vec_cpu = [t for r in results for t in r.vec.cpu]
+    seq_cpu = [t for r in results for t in r.seq.cpu]
+    vec_wall = [t for r in results for t in r.vec.wall]
+    seq_wall = [t for r in results for t in r.seq.wall]
+    paired_cpu = [s / v for s, v in zip(seq_cpu, vec_cpu, strict=True)]
+    paired_wall = [s / v for s, v in zip(seq_wall, vec_wall, strict=True)]
+    ratio_cpu = statistics.median(seq_cpu) / statistics.median(vec_cpu)
+    ratio_wall = statistics.median(seq_wall) / statistics.median(vec_wall)
+    seeds = ", ".join(str(s) for s in args.seeds)
     print(
-        f"  s/round local training: vectorized {t_vec:.3f}, sequential {t_seq:.3f} "
-        f"(median of {args.repeats}); ratio sequential/vectorized {t_seq / t_vec:.2f}×"
+        f"{name}: {model.layout.dim:,} parameters, {n_clients} clients × {args.samples} samples, "
+        f"batch 16; seeds {seeds} × {args.repeats} interleaved trials"
     )
+    print("  s/round local training, median [min–max] over all trials; baseline = sequential")
+    print(f"    CPU:  vectorized {_spread(vec_cpu)}, sequential {_spread(seq_cpu)}")
     print(
-        f"  CPU s/round: vectorized {c_vec:.3f}, sequential {c_seq:.3f}; ratio {c_seq / c_vec:.2f}×"
+        f"          ratio sequential/vectorized {ratio_cpu:.2f}× "
+        f"(paired trials {min(paired_cpu):.2f}–{max(paired_cpu):.2f}×; per seed "
+        + ", ".join(
+            f"{statistics.median(r.seq.cpu) / statistics.median(r.vec.cpu):.2f}×" for r in results
+        )
+        + ")"
     )
-    print(f"  max |vectorized − sequential| update: {float((d_vec - d_seq).abs().max()):.2e}")
+    print(f"    wall: vectorized {_spread(vec_wall)}, sequential {_spread(seq_wall)}")
     print(
-        f"  vectorized peak estimate {estimate / 2**20:.0f} MiB; process peak RSS {peak_rss:.0f} MiB"
+        f"          ratio {ratio_wall:.2f}× (paired trials "
+        f"{min(paired_wall):.2f}–{max(paired_wall):.2f}×)"
     )
+    goal = GOALS[key]
+    verdict = "met" if ratio_cpu >= goal else "not met"
+    print(f"  goal ≥ {goal:g}× (median CPU ratio): {verdict}")
     print(
-        f"  test accuracy after {args.rounds} rounds: {acc[-1]:.3f} (chance {1 / classes:.3f}; "
-        "synthetic stand-in, one seed)\n"
+        f"  max |vectorized − sequential| update over seeds: {max(r.max_diff for r in results):.2e}"
+    )
+    peaks = [r.peak_mib for r in results if r.peak_mib is not None]
+    measured = f"{max(peaks):.0f} MiB" if peaks else "not measurable here"
+    print(
+        f"  vectorized round's peak memory over the process's before it: {measured} "
+        f"(largest over seeds); chunker's estimate {estimate:.0f} MiB; budget "
+        f"{args.max_memory} = {budget_mib:.0f} MiB"
+    )
+    accs = [r.accuracy for r in results]
+    print(
+        f"  test accuracy after {args.rounds} FedAvg rounds: median {statistics.median(accs):.3f} "
+        f"[{min(accs):.3f}–{max(accs):.3f}] over seeds (chance {1 / classes:.3f}; "
+        "synthetic stand-in)\n"
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=20, help="samples per client")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved trial pairs per seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-memory", default="auto", help="training.max_memory of the chunker")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", choices=["femnist", "cifar10"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}\n")
     if args.only in (None, "femnist"):
-        workload("FEMNIST-format / LeNet-5", LeNet5(), (1, 28, 28), 62, 100, args)
+        workload("femnist", "FEMNIST-format / LeNet-5", LeNet5(), (1, 28, 28), 62, 100, args)
     if args.only in (None, "cifar10"):
-        workload("CIFAR-10-format / ResNet-8-GN", ResNet8GN(), (3, 32, 32), 10, 50, args)
+        workload("cifar10", "CIFAR-10-format / ResNet-8-GN", ResNet8GN(), (3, 32, 32), 10, 50, args)
 
 
 if __name__ == "__main__":

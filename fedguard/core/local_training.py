@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
@@ -45,7 +44,8 @@ from fedguard.core.ghost_clipping import (
 )
 from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.poisson_passes import slot_levels
-from fedguard.core.stacked_model import StackedModel, accumulate_gradients
+from fedguard.core.stacked_gradients import stacked_gradients
+from fedguard.core.stacked_model import StackedModel
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
 from fedguard.rng import counter_keys, keyed_normals
@@ -185,12 +185,7 @@ def _gradient_fn(model: FlatModel, plan: StackedModel | None) -> GradientFn:
     def stacked(
         params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor, out: list[Tensor]
     ) -> list[Tensor]:
-        k, batch = x.shape[0], x.shape[1]
-        logits, traces = plan.forward(params, x, trace=True)
-        losses = F.cross_entropy(logits.reshape(k * batch, -1), y.reshape(-1), reduction="none")
-        loss = (losses.view(k, batch) * weight).sum()
-        grads = torch.autograd.grad(loss, [t.outputs for t in traces])
-        return accumulate_gradients(traces, grads, None, out)
+        return stacked_gradients(plan, params, x, y, weight, out)
 
     return stacked
 
@@ -226,14 +221,18 @@ def train_vectorized(
     rows = torch.as_tensor(ids, dtype=torch.long)
     if order is not None:
         rows, index, mask = rows[order], index[order], mask[order]
+    # slots past every real batch of a step's clients hold padding only (real samples come
+    # first): each step runs the largest real batch's width (on the CPU: no device sync)
+    sizes = mask.sum(dim=2)  # (n, steps)
+    widths = [max(int(sizes[:k, step].max()), 1) for step, k in enumerate(active)]
     rows, index, mask = rows.to(device)[:, None], index.to(device), mask.to(device)
 
     if global_params.dim() == 2 and order is not None:  # per-client starts, in stack order
         global_params = global_params[order.to(global_params.device)]
     stack = ClientStack.of(plan, global_params, len(ids), bool(cfg.momentum))
-    for step, k in enumerate(active):
-        positions = index[:k, step]  # (k, batch)
-        weight = mask[:k, step].to(dtype)
+    for step, (k, width) in enumerate(zip(active, widths, strict=True)):
+        positions = index[:k, step, :width]  # (k, width)
+        weight = mask[:k, step, :width].to(dtype)
         weight /= weight.sum(dim=1, keepdim=True).clamp_min(1)  # mean over each real batch
         x, y = data.features[rows[:k], positions], data.labels[rows[:k], positions]
         params, out = stack.prefix(k)

@@ -80,6 +80,8 @@ class StackedModel:
         self.dim = model.layout.dim
         self._sizes = list(model.layout.sizes)  # computed once: this runs several times a step
         self._shapes = model.layout.shapes
+        #: numbers all layers output for one sample (sizes the groups of clients that fit in cache)
+        self.activation_elements = 0
 
     @staticmethod
     def of(model: FlatModel, input_shape: tuple[int, ...]) -> StackedModel | None:
@@ -125,6 +127,7 @@ class StackedModel:
         if logits.dim() != 3:
             return None
         plan.n_classes = int(logits.shape[-1])
+        plan.activation_elements = _activation_elements(module, x[0])
         return plan
 
     # ------------------------------------------------------------------ parameter blocks
@@ -228,6 +231,24 @@ def _leaves(module: nn.Sequential, prefix: str = "") -> list[tuple[str, nn.Modul
         else:
             out.append((f"{prefix}{name}", child))
     return out
+
+
+def _activation_elements(module: nn.Sequential, x: Tensor) -> int:
+    """Numbers the layers of ``module`` output for the sample batch ``x`` (1, *input)."""
+    total = 0
+
+    def count(_m: nn.Module, _i: object, out: Tensor) -> None:
+        nonlocal total
+        total += out.numel()
+
+    handles = [layer.register_forward_hook(count) for _, layer in _leaves(module)]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 class _Unsupported(Exception):
