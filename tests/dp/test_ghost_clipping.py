@@ -391,3 +391,37 @@ def test_kept_per_sample_conv_gradients_give_the_clipped_sum(
     torch.testing.assert_close(
         norms, expected[..., : first + 3].pow(2).sum(-1), rtol=1e-5, atol=1e-7
     )
+
+
+def test_dp_trainer_in_client_groups_equals_one_group(monkeypatch) -> None:
+    """On a CPU each pass runs in cache-sized groups of clients (forced here: one client per
+    group, with several passes): the deltas equal those of all clients at once."""
+    from fedguard.core import local_training, poisson_passes, stacked_gradients
+
+    build, shape = SHAPES["cnn"]
+    model = FlatModel.of(build())
+    p0 = model.initial_params()
+    data = _clients([9, 30, 17, 4, 25, 12], shape)
+    cfg = LocalTrainingConfig(local_epochs=2, batch_size=6, learning_rate=0.2, momentum=0.5)
+    dp = DPSGDConfig(noise_multiplier=0.8, clip_norm=0.5)
+    ids = [2, 0, 3, 1, 5, 4]
+    levels = []
+    original = poisson_passes.slot_levels
+
+    def spy(sizes, macs, max_passes=None, pass_cost=None):
+        levels.append(original(sizes, macs, 4, 0))
+        return levels[-1]
+
+    monkeypatch.setattr(local_training, "slot_levels", spy)
+    whole = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    groups = []
+    original_groups = stacked_gradients.clients_per_group
+
+    def one_each(plan, k, batch, element_bytes):
+        groups.append(original_groups(plan, k, batch, element_bytes))
+        return 1
+
+    monkeypatch.setattr(local_training, "clients_per_group", one_each)
+    split = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    assert any(len(cut) > 1 for cut in levels) and any(g > 1 for g in groups)
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
