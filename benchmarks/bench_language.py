@@ -10,12 +10,15 @@ papers' claims — each figure next to its baseline and its spread.
    after client), interleaved trials in this process, median (min–max) and the ratio; and the
    CPU time of one DP-SGD clipped sum of the GPT by ghost norms against per-sample gradients.
 3. The papers' claims: FFA-LoRA's test perplexity against LoRA's under DP-SGD at equal ε (3
-   seeds), the size of FedAvg-on-LoRA's product-of-averages mismatch after one round, and :func:`papers_claims`, which the attacks of the track extend with theirs
-   (exposure, extraction, membership inference) where they are measured.
+   seeds), the size of FedAvg-on-LoRA's product-of-averages mismatch after one round, exposure
+   against repetitions and DP, extraction against rounds and public data, FedRand's membership
+   inference against LoRA's (3c–3e, in ``lm_claims.py``), and :func:`papers_claims`, one verdict
+   line per claim.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_language.py [--trials 5]
         [--pretrain-steps 1500] [--pretrain-seeds 0 1 2] [--seeds 0 1 2]
-        [--only base speed ghost ffa mismatch claims]
+        [--only base speed ghost ffa mismatch memorization public fedrand claims]
+        [--mia-seeds 0 1 … 9]
 
 The first call pre-trains and caches the base model of each seed (minutes on one core); later
 calls read the cache (``$FEDGUARD_DATA`` or ``~/.cache/fedguard/data/models``).
@@ -112,30 +115,100 @@ def bench_speed(trials: int, pretrain_steps: int) -> dict[str, Any]:
     tokens = sum(c * cfg.local_epochs for c in counts) * window  # every sample once per epoch
     trainers: dict[str, Callable[[], torch.Tensor]] = {
         "vectorized": lambda: train_vectorized(model, params, sim.clients, ids, cfg, 0, 0),
+        # the vectorized trainer's generic path (vmap(grad)), the adapted GPT's path before
+        # the one-pass adapter gradients (fedguard.core.adapter_gradients)
+        "vmap": lambda: train_vectorized(model, params, sim.clients, ids, cfg, 0, 0, engine="vmap"),
         "sequential": lambda: train_sequential(model, params, sim.clients, ids, cfg, 0, 0),
     }
     seconds: dict[str, list[float]] = {k: [] for k in trainers}
+    cpu: dict[str, list[float]] = {k: [] for k in trainers}
     outputs = {k: f() for k, f in trainers.items()}  # warm-up (and the equivalence check)
     gap = float((outputs["vectorized"] - outputs["sequential"]).abs().max())
+    scale = float(outputs["sequential"].abs().max())
     for _ in range(trials):
         for name, run in trainers.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             run()
             seconds[name].append(time.perf_counter() - started)
-    rates = {k: [tokens / s for s in v] for k, v in seconds.items()}
-    ratio = [v / s for v, s in zip(rates["vectorized"], rates["sequential"], strict=True)]
+            cpu[name].append(time.process_time() - started_cpu)
+    rates = {k: [tokens / s for s in v] for k, v in cpu.items()}
+    wall = {k: [tokens / s for s in v] for k, v in seconds.items()}
+
+    def ratio_of(a: str, b: str, of: dict[str, list[float]]) -> list[float]:
+        return [x / y for x, y in zip(of[a], of[b], strict=True)]
+
+    ratio = ratio_of("vectorized", "sequential", rates)
     d = params.numel()
     print(
         f"\n2. speed: one round of LoRA (r=4 on query, value: {d:,} trained parameters), "
-        f"10 clients, {tokens:,} tokens, batch 8, one thread, {trials} interleaved trials"
+        f"10 clients, {tokens:,} tokens, batch 8, one thread, {trials} interleaved trials; "
+        "tokens per CPU second (wall-clock in brackets)"
     )
     for name in trainers:
-        print(f"   {name:>10}: {_spread(rates[name], '.0f')} tokens/s")
+        print(
+            f"   {name:>10}: {_spread(rates[name], '.0f')} tokens/s "
+            f"[wall {_spread(wall[name], '.0f')}]"
+        )
     print(
         f"   vectorized / sequential: {_spread(ratio, '.2f')}× "
-        f"(largest |Δ| of the two trainers' deltas: {gap:.1e})"
+        f"[wall {_spread(ratio_of('vectorized', 'sequential', wall), '.2f')}×]; "
+        f"vmap path / sequential: {_spread(ratio_of('vmap', 'sequential', rates), '.2f')}×; "
+        f"vectorized / vmap path: {_spread(ratio_of('vectorized', 'vmap', rates), '.2f')}× "
+        f"(largest |Δ| of the vectorized and sequential deltas: {gap:.1e}, of entries up to "
+        f"{scale:.1e})"
     )
-    return {"tokens_per_second": rates, "ratio": ratio}
+    bound = _step_bound(sim, model, params, 2 * trials + 1)
+    print(
+        "   one step of the 10 clients (8 windows each), CPU ms, median of "
+        f"{2 * trials + 1} interleaved trials: "
+        + ", ".join(f"{k} {statistics.median(v) * 1e3:.1f}" for k, v in bound.items())
+        + " — 'one model' runs a single adapter copy on all the step's tokens: the bound of "
+        "batching clients"
+    )
+    return {"tokens_per_second": rates, "ratio": ratio, "step_seconds": bound}
+
+
+def _step_bound(sim: Any, model: Any, params: torch.Tensor, trials: int) -> dict[str, list[float]]:
+    """CPU seconds of one step's gradients: the adapter path, the vmap path, one model on all
+    the clients' tokens at once (what batching clients cannot beat) and client by client."""
+    from fedguard.core.adapter_gradients import adapter_gradient_fn
+    from fedguard.core.local_training import _gradient_fn
+    from fedguard.models.losses import mean_cross_entropy
+
+    module = model.module
+    x, y = sim.clients.features[:, :8], sim.clients.labels[:, :8]  # (10, 8, L)
+    k, batch = x.shape[0], x.shape[1]
+    stacked = params.expand(k, -1).clone()
+    weight = torch.full((k, batch), 1.0 / batch)
+    adapter, vmapped = adapter_gradient_fn(model), _gradient_fn(model, None)
+    assert adapter is not None
+
+    def one_model() -> None:
+        module.zero_grad()
+        flat_x, flat_y = x.reshape(k * batch, -1), y.reshape(k * batch, -1)
+        mean_cross_entropy(module(flat_x), flat_y).backward()
+
+    def client_by_client() -> None:
+        for c in range(k):
+            module.zero_grad()
+            mean_cross_entropy(module(x[c]), y[c]).backward()
+
+    paths: dict[str, Callable[[], object]] = {
+        "adapter path": lambda: adapter([stacked], x, y, weight, []),
+        "vmap path": lambda: vmapped([stacked], x, y, weight, []),
+        "one model": one_model,
+        "sequential": client_by_client,
+    }
+    for f in paths.values():
+        f()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(trials):
+        for name, f in paths.items():
+            started = time.process_time()
+            f()
+            times[name].append(time.process_time() - started)
+    module.zero_grad()
+    return times
 
 
 def bench_ghost(trials: int) -> dict[str, Any]:
@@ -316,6 +389,8 @@ def papers_claims(results: dict[str, Any]) -> None:
             f"claim): median {statistics.median(frozen_runs):.3f} vs "
             f"{statistics.median(lora_runs):.3f} — {verdict} (same seed, same data, same ε)"
         )
+    for line in __import__("lm_claims").claims_lines(results):  # 3c–3e (benchmarks/lm_claims.py)
+        print(f"   {line}")
     base = results.get("base")
     if base is not None:
         gain = base["unigram"] - statistics.median(base["bits_per_char"])
@@ -330,8 +405,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", default=["base", "speed", "ffa", "mismatch", "claims"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["base", "speed", "ffa", "mismatch", "memorization", "public", "fedrand", "claims"],
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    # 3e's cells take ≈ 3 CPU-s each: more seeds than the others, for the AUCs' spread
+    parser.add_argument("--mia-seeds", type=int, nargs="+", default=list(range(10)))
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict[str, Any] = {}
@@ -345,6 +426,14 @@ def main() -> None:
         results["ffa"] = bench_ffa_vs_lora(args.seeds, args.pretrain_steps)
     if "mismatch" in args.only:
         results["mismatch"] = bench_averaging_mismatch(args.seeds, args.pretrain_steps)
+    claims = __import__("lm_claims")  # 3c–3e: memorization and membership (lm_claims.py)
+    if "memorization" in args.only:
+        results["memorization"] = claims.bench_memorization(args.seeds)
+    if "public" in args.only:
+        no_dp = results.get("memorization", {}).get("runs", {}).get("no DP")
+        results["public"] = claims.bench_public_data(args.seeds, no_dp=no_dp)
+    if "fedrand" in args.only:
+        results["fedrand"] = claims.bench_fedrand_mia(args.mia_seeds)
     if "claims" in args.only:
         papers_claims(results)
     if "dager" in args.only:  # issue 20: DAGER against the adapters' rank (--only dager)

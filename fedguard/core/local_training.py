@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedguard.core.adapter_gradients import adapter_gradient_fn
 from fedguard.core.client_stack import ClientStack, schedule_prefixes
 from fedguard.core.ghost_clipping import (
     ghost_clipped_blocks,
@@ -217,6 +218,7 @@ def train_vectorized(
     gradient = _gradient_fn(model, plan)
     if plan is None and engine == "auto":  # ResNet-GN on a CPU: client by client, in cache
         gradient = per_client_gradient_fn(model, str(global_params.device)) or gradient
+        gradient = adapter_gradient_fn(model) or gradient  # adapted GPT: one autograd pass
     order, active = schedule_prefixes(mask.any(dim=2).sum(dim=1))
     device, dtype = global_params.device, global_params.dtype
     rows = torch.as_tensor(ids, dtype=torch.long)

@@ -109,10 +109,26 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.frozen(x) + self.scaling * self.lora_B(self.lora_A(x))
+        a, b = self.lora_A.weight, self.lora_B.weight
+        if a.dim() == 2 and b.dim() == 2:  # one model (hooks on lora_A/lora_B see the call)
+            return self.frozen(x) + self.scaling * self.lora_B(self.lora_A(x))
+        return self.frozen(x) + self.scaling * stacked_low_rank(x, a, b)
 
     def merged_weight(self) -> Tensor:
         return self.frozen.weight + self.scaling * self.lora_B.weight @ self.lora_A.weight
+
+
+def stacked_low_rank(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``B_c A_c x`` for k clients at once: ``x`` ``(k·m, ..., in)`` holds client c's rows at
+    ``[c·m, (c+1)·m)``; ``a`` is ``(k, r, in)`` or one shared ``(r, in)`` (FFA-LoRA's frozen
+    A), ``b`` ``(k, out, r)`` or ``(out, r)``. One batched product per factor, so k clients'
+    adapters cost what one client's do on k times the tokens (the frozen ``W x`` around it is
+    already one product over every client's tokens)."""
+    k = a.shape[0] if a.dim() == 3 else b.shape[0]
+    rows = x.reshape(k, -1, x.shape[-1])  # (k, m·…, in), client-major
+    low = rows @ a.transpose(-1, -2) if a.dim() == 3 else F.linear(rows, a)  # (k, m·…, r)
+    up = low @ b.transpose(-1, -2) if b.dim() == 3 else F.linear(low, b)  # (k, m·…, out)
+    return up.reshape(*x.shape[:-1], up.shape[-1])
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -239,4 +255,5 @@ __all__ = [
     "averaging_mismatch",
     "init_adapters",
     "merge_adapters",
+    "stacked_low_rank",
 ]
