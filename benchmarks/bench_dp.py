@@ -249,10 +249,11 @@ def bench_dp_trainer() -> None:
     128 samples, batch 64: 2 steps a round, Poisson batches of expected size 64 for DP-SGD) and
     LeNet-5 on FEMNIST-shaped 1×28×28 images, 62 classes (32 samples, batch 16: 2 steps); clip
     1, noise multiplier 1, one thread; 10 and 100 clients. For the MLP also the vmap per-sample
-    reference path (what DP-SGD used before ghost norms). Medians of 7 interleaved trials of the
+    reference path (what DP-SGD used before ghost norms). Medians of 9 interleaved trials of the
     process's CPU time (one thread: the round's compute, less disturbed than wall time by other
     jobs on the machine) and wall time; ratio = DP round / non-private round (CPU), same model
-    and cohort.
+    and cohort, with the range of the per-trial ratios (each DP trial over the non-private
+    trial run just before it).
     """
     import os
     import statistics
@@ -315,15 +316,17 @@ def bench_dp_trainer() -> None:
             wall: dict[str, list[float]] = {name: [] for name in paths}
             for fn in paths.values():
                 fn()  # warm-up
-            for _ in range(7):
+            for _ in range(9):
                 for name, fn in paths.items():
                     start, start_cpu = time.perf_counter(), time.process_time()
                     fn()
                     cpu[name].append(time.process_time() - start_cpu)
                     wall[name].append(time.perf_counter() - start)
-            base = statistics.median(cpu["non-private vectorized"])
+            plain_cpu = cpu["non-private vectorized"]
+            base = statistics.median(plain_cpu)
             for name, ts in cpu.items():
                 med = statistics.median(ts)
+                paired = [a / b for a, b in zip(ts, plain_cpu, strict=True)]
                 rows.append(
                     (
                         label,
@@ -333,15 +336,25 @@ def bench_dp_trainer() -> None:
                         f"{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}",
                         f"{1e3 * statistics.median(wall[name]):.1f}",
                         f"{med / base:.2f}",
+                        f"{min(paired):.2f}-{max(paired):.2f}",
                     )
                 )
     load = ", ".join(
         f"{a:.1f} -> {b:.1f}" for a, b in zip(load_before, os.getloadavg(), strict=True)
     )
     _table(
-        "DP-SGD in the vectorized trainer (2 steps/round, 1 thread; median of 7 interleaved "
+        "DP-SGD in the vectorized trainer (2 steps/round, 1 thread; median of 9 interleaved "
         f"trials; ratio vs the non-private round, CPU time; load average 1/5/15 min {load})",
-        ("model", "clients", "path", "CPU ms/round", "min-max CPU ms", "wall ms", "x non-private"),
+        (
+            "model",
+            "clients",
+            "path",
+            "CPU ms/round",
+            "min-max CPU ms",
+            "wall ms",
+            "x non-private",
+            "per-trial ratios",
+        ),
         rows,
     )
 

@@ -43,13 +43,14 @@ from fedguard.core.ghost_clipping import (
     macs_per_sample,
     module_ghost_clipped_sums,
 )
+from fedguard.core.heap import retain_freed_memory
 from fedguard.core.per_client_gradients import per_client_gradient_fn
 from fedguard.core.poisson_passes import slot_levels
-from fedguard.core.stacked_gradients import stacked_gradients
+from fedguard.core.stacked_gradients import clients_per_group, stacked_gradients
 from fedguard.core.stacked_model import StackedModel
 from fedguard.models.flat import FlatModel
 from fedguard.models.losses import mean_cross_entropy, per_sample_cross_entropy
-from fedguard.rng import counter_keys, counter_normals
+from fedguard.rng import counter_keys, keyed_normals
 
 
 @dataclass(frozen=True)
@@ -408,8 +409,8 @@ def train_dp_sgd(
     batches, cut so that padding costs less than another pass
     (:mod:`fedguard.core.poisson_passes`); the vmap path pads to the largest batch.
 
-    Noise: by default the counter-based stream ``(seed, round, client, "dp_sgd_noise")``
-    (:func:`fedguard.rng.counter_normals`), one draw per step for the whole cohort, the same for
+    Noise: by default the keyed stream ``(seed, round, client, "dp_sgd_noise")`` at position
+    ``step`` (:func:`fedguard.rng.keyed_normals`), drawn for the whole cohort, the same for
     a client whoever trains with it; ``secure_noise``: the OS CSPRNG; ``noise[c]``: client c's
     own ``torch.Generator`` (None: the CSPRNG), drawn client by client (the reference path).
 
@@ -418,6 +419,8 @@ def train_dp_sgd(
     Abadi et al., "Deep learning with differential privacy", CCS 2016.
     Yousefpour et al., "Opacus: User-friendly differential privacy library in PyTorch", 2021.
     """
+    if global_params.device.type == "cpu":
+        retain_freed_memory()  # the step's temporaries would be page-faulted back every step
     ids = list(client_ids)
     counts = _counts(data, ids)
     plan = _plan_for(model, data, engine)
@@ -461,7 +464,7 @@ def train_dp_sgd(
         elif secure_noise:
             z = _secure_normals((k, d), dtype)
         else:
-            z = counter_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
+            z = keyed_normals(seed, round_index, "dp_sgd_noise", ordered_ids[:k], step, d)
         z = z.to(device=device, dtype=dtype)
         for g, noise_block in zip(total, stack.split(z), strict=True):
             scale = expected[:k].view(k, *([1] * (g.dim() - 1)))
@@ -484,25 +487,48 @@ def _clipped_sum_in_passes(
     """The step's clipped gradient sums in passes over slot ranges (:mod:`.poisson_passes`):
     the first over all k clients straight into ``out``, each later one over the clients whose
     batch reaches into its range (their parameters gathered), added in. Per-sample clipping
-    makes the sum additive over the passes."""
-    dtype = params[0].dtype
+    makes the sum additive over the passes. On a CPU each pass runs in groups of clients whose
+    activations stay in cache (:func:`fedguard.core.stacked_gradients.clients_per_group`, as
+    the non-private step); a client's clipped sum depends on its own rows only."""
+    on_cpu = params[0].device.type == "cpu"
     start = 0
     for level in levels:
         clients = None if start == 0 else torch.nonzero(mask[:, start]).squeeze(1)
-        part_rows = rows if clients is None else rows[clients]
-        positions = index[:, start:level] if clients is None else index[clients, start:level]
-        weight = mask[:, start:level] if clients is None else mask[clients, start:level]
-        x, y = data.features[part_rows, positions], data.labels[part_rows, positions]
-        if clients is None:
-            ghost_clipped_blocks(plan, params, x, y, weight.to(dtype), dp.clip_norm, out)
-        else:
-            part = [p[clients] for p in params]  # gathered copies (k', *shape)
+        count = rows.shape[0] if clients is None else len(clients)
+        size = count
+        if on_cpu:
+            size = clients_per_group(plan, count, level - start, params[0].element_size())
+        for first in range(0, count, size):
+            group = slice(first, min(count, first + size))
+            if clients is None:  # views of the stack's rows, written in place
+                views = [p[group] for p in params], [o[group] for o in out]
+                slots = index[group, start:level], mask[group, start:level]
+                _clipped_sum_of_group(plan, *views, data, rows[group], *slots, dp)
+                continue
+            members = clients[group]
+            part = [p[members] for p in params]  # gathered copies (k', *shape)
             sums = [torch.empty_like(p) for p in part]
-            ghost_clipped_blocks(plan, part, x, y, weight.to(dtype), dp.clip_norm, sums)
+            slots = index[members, start:level], mask[members, start:level]
+            _clipped_sum_of_group(plan, part, sums, data, rows[members], *slots, dp)
             for o, g in zip(out, sums, strict=True):
-                o.index_add_(0, clients, g)
+                o.index_add_(0, members, g)
         start = level
     return out
+
+
+def _clipped_sum_of_group(
+    plan: StackedModel,
+    params: list[Tensor],
+    out: list[Tensor],
+    data: ClientData,
+    rows: Tensor,  # (k', 1)
+    positions: Tensor,  # (k', slots)
+    mask: Tensor,  # (k', slots)
+    dp: DPSGDConfig,
+) -> None:
+    x, y = data.features[rows, positions], data.labels[rows, positions]
+    weight = mask.to(params[0].dtype)
+    ghost_clipped_blocks(plan, params, x, y, weight, dp.clip_norm, out)
 
 
 def _standard_normal(d: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:

@@ -339,3 +339,89 @@ def test_cohort_noise_in_blocks_equals_the_one_shot_formula() -> None:
     torch.testing.assert_close(z, expected, rtol=0, atol=1e-12)
     alone = counter_normals(5, 2, "dp_sgd_noise", clients[1:2], 3, size)
     assert torch.equal(z[1], alone[0])
+
+
+@pytest.mark.parametrize(("keep_bytes", "chunk"), [(1 << 26, 6), (1 << 26, 3), (0, 6)])
+def test_kept_per_sample_conv_gradients_give_the_clipped_sum(
+    monkeypatch, keep_bytes: int, chunk: int
+) -> None:
+    """Convolutions whose direct norm is used keep their per-sample gradients (computed in
+    channels-last chunks that split the batch — 2 rows of 3 clients, the last chunk partial, or
+    single rows that need no copy) and weight them into the clipped sum; with no memory for
+    them the norm is computed alone and the sum by book-keeping. All equal the vmap reference
+    and the per-sample gradients' norms."""
+    from torch.func import grad, vmap
+
+    from fedguard.core import ghost_clipping
+    from fedguard.core.local_training import _sample_loss
+
+    monkeypatch.setattr(ghost_clipping, "_SAMPLE_CHUNK", chunk)  # rows of 3 clients per chunk
+    monkeypatch.setattr(ghost_clipping, "_KEEP_BYTES", keep_bytes)
+    build, shape = SHAPES["cnn"]
+    model = FlatModel.of(build())
+    plan = stacked_plan(model, shape)
+    assert plan is not None
+    g = torch.Generator().manual_seed(9)
+    params = model.initial_params() + 0.3 * torch.randn(3, model.layout.dim, generator=g)
+    x = torch.randn(3, 5, *shape, generator=g) * 2.0
+    y = torch.randint(0, 3, (3, 5), generator=g)
+    mask = torch.ones(3, 5)
+    mask[1, 3:] = 0
+    _, traces = plan.forward(plan.blocks(params), x, trace=True)
+    kept = [ghost_clipping.keeps_per_sample_gradients(t, 3) for t in traces]
+    assert kept == [bool(keep_bytes), bool(keep_bytes), False]  # two convolutions, a Linear
+    assert not any(ghost_clipping.keeps_per_sample_gradients(t, 3, True) for t in traces)
+    ours = ghost_clipped_gradient_sum(plan, params, x, y, mask, 0.2)
+    torch.testing.assert_close(
+        ours, clipped_gradient_sum(model, params, x, y, mask, 0.2), rtol=1e-5, atol=1e-6
+    )
+    # the kept gradients are the per-sample gradients, and their norms those gradients' norms
+    per_sample = vmap(vmap(grad(_sample_loss), in_dims=(None, 0, 0, None)), in_dims=(0, 0, 0, None))
+    expected = per_sample(params, x, y, model)  # (3, 5, d)
+    logits, traces = plan.forward(plan.blocks(params), x, trace=True)
+    loss = nn.functional.cross_entropy(logits.reshape(15, -1), y.reshape(-1), reduction="sum")
+    grads = torch.autograd.grad(loss, [t.outputs for t in traces])
+    norms, weights, bias = ghost_clipping.conv2d_per_sample_gradients(traces[0], grads[0], 3)
+    first = model.layout.sizes[0]  # the first convolution's weight, then its bias
+    assert weights.shape == (3, 5, 3, 2, 3, 3)  # (k, batch, out, C, kh, kw)
+    flat = weights.reshape(3, 5, -1)
+    torch.testing.assert_close(flat, expected[..., :first], rtol=1e-5, atol=1e-6)
+    assert bias is not None
+    torch.testing.assert_close(bias, expected[..., first : first + 3], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        norms, expected[..., : first + 3].pow(2).sum(-1), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_dp_trainer_in_client_groups_equals_one_group(monkeypatch) -> None:
+    """On a CPU each pass runs in cache-sized groups of clients (forced here: one client per
+    group, with several passes): the deltas equal those of all clients at once."""
+    from fedguard.core import local_training, poisson_passes, stacked_gradients
+
+    build, shape = SHAPES["cnn"]
+    model = FlatModel.of(build())
+    p0 = model.initial_params()
+    data = _clients([9, 30, 17, 4, 25, 12], shape)
+    cfg = LocalTrainingConfig(local_epochs=2, batch_size=6, learning_rate=0.2, momentum=0.5)
+    dp = DPSGDConfig(noise_multiplier=0.8, clip_norm=0.5)
+    ids = [2, 0, 3, 1, 5, 4]
+    levels = []
+    original = poisson_passes.slot_levels
+
+    def spy(sizes, macs, max_passes=None, pass_cost=None):
+        levels.append(original(sizes, macs, 4, 0))
+        return levels[-1]
+
+    monkeypatch.setattr(local_training, "slot_levels", spy)
+    whole = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    groups = []
+    original_groups = stacked_gradients.clients_per_group
+
+    def one_each(plan, k, batch, element_bytes):
+        groups.append(original_groups(plan, k, batch, element_bytes))
+        return 1
+
+    monkeypatch.setattr(local_training, "clients_per_group", one_each)
+    split = train_dp_sgd(model, p0, data, ids, cfg, dp, 7, 2, engine="stacked")
+    assert any(len(cut) > 1 for cut in levels) and any(g > 1 for g in groups)
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
