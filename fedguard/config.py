@@ -57,19 +57,12 @@ __all__ = [
     "load_spec",
     "load_yaml",
     "parse_spec",
-    "resolve",
 ]
 
 
 def parse_spec(data: Any) -> RunSpec:
     """Validate user input into a :class:`RunSpec` that hashes with the registry's defaults."""
     return _spec.parse_spec(data, fill_defaults)
-
-
-def resolve(spec: RunSpec) -> RunSpec:
-    """``spec`` (e.g. read back from a run folder) re-parsed to hash with the registry's
-    defaults, so that components added to it by overrides get theirs filled in."""
-    return parse_spec(spec.model_dump(mode="json"))
 
 
 def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
