@@ -583,7 +583,9 @@ def _name(component: object) -> str:
 def _id_map(ids: tuple[int, ...], values: Tensor | None) -> dict[str, float] | None:
     if values is None or len(values) != len(ids):
         return None
-    # tolist() already gives Python floats (float32 values widened exactly)
+    if not values.is_floating_point():  # the record holds floats whatever the rule returns
+        values = values.double()
+    # tolist() gives Python floats (float32 values widened exactly, as float() did)
     return dict(zip(map(str, ids), values.tolist(), strict=True))
 
 

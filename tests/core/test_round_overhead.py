@@ -102,3 +102,14 @@ def test_huge_page_buffer_is_an_ordinary_tensor() -> None:
     assert big.is_contiguous() and float(big.sum()) == 1.5 * big.numel()
     small = empty_huge((3, 4), torch.float64, torch.device("cpu"))
     assert small.shape == (3, 4) and small.dtype == torch.float64
+
+
+def test_record_scores_are_floats_whatever_the_rule_returns() -> None:
+    """A rule may score clients with an integer or boolean tensor: the record keeps floats (as
+    ``float(v)`` did before the loop-free map), so records never change type with the rule."""
+    from fedguard.core.round_stages import _id_map
+
+    ints = _id_map((3, 7), torch.tensor([1, 0]))
+    assert ints == {"3": 1.0, "7": 0.0} and all(type(v) is float for v in ints.values())
+    assert all(type(v) is float for v in _id_map((3, 7), torch.tensor([True, False])).values())
+    assert _id_map((3, 7), torch.tensor([0.5, 0.25], dtype=torch.float32)) == {"3": 0.5, "7": 0.25}
