@@ -8,7 +8,13 @@ the number; spawned workers inherit it through the environment, and ``env.json``
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 from fedguard.errors import UserError
 
@@ -28,13 +34,51 @@ def requested_threads(value: int | str | None = None) -> int:
 
 
 def configure_threads(value: int | str | None = None) -> int:
-    """Set torch's intra-op threads for this process and the workers it spawns."""
-    import torch
+    """Set torch's intra-op threads for this process and the workers it spawns.
 
+    A command that never trains (``calibrate``, ``show``, ``keys``, …) should not pay for
+    importing torch (over a second) just to set its threads: while torch is not imported yet,
+    the number is set the moment torch finishes importing (:class:`_SetThreadsOnImport`), with
+    ``torch.set_num_threads`` as before (``OMP_NUM_THREADS`` would not do: torch caps it at the
+    number of cores).
+    """
     threads = requested_threads(value)
     os.environ[THREADS_ENV] = str(threads)
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SetThreadsOnImport)]
+    if torch is not None:
+        torch.set_num_threads(threads)
+    else:
+        sys.meta_path.insert(0, _SetThreadsOnImport(threads))
     return threads
+
+
+class _SetThreadsOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``torch`` is first imported it lets the other finders locate
+    it, then wraps that one loader so ``torch.set_num_threads`` runs right after torch's own
+    initialisation, and removes itself."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != "torch":
+            return None
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        spec = importlib.util.find_spec("torch")
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        load, threads = loader.exec_module, self.threads
+
+        def exec_module(module: ModuleType) -> None:
+            load(module)
+            module.set_num_threads(threads)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader
+        return spec
 
 
 def usable_cores() -> int:
