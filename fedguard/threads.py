@@ -36,7 +36,7 @@ def requested_threads(value: int | str | None = None) -> int:
 def configure_threads(value: int | str | None = None) -> int:
     """Set torch's intra-op threads for this process and the workers it spawns.
 
-    A command that never trains (``calibrate``, ``show``, ``keys``, …) should not pay for
+    A command that needs no torch (``calibrate``, ``keys``, …) should not pay for
     importing torch (over a second) just to set its threads: while torch is not imported yet,
     the number is set the moment torch finishes importing (:class:`_SetThreadsOnImport`), with
     ``torch.set_num_threads`` as before (``OMP_NUM_THREADS`` would not do: torch caps it at the
