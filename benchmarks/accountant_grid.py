@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+from text_table import print_table  # sibling module: the scripts run from benchmarks/
+
 SAMPLING_RATES = (0.001, 0.01, 0.1, 1.0)
 NOISE_MULTIPLIERS = (0.5, 0.8, 1.0, 2.0, 5.0)
 STEPS = (1, 10, 100, 1000, 10_000)
@@ -68,15 +70,6 @@ def _call(fn: Callable[[], float]) -> tuple[float, float | None, str | None]:
     except (IncompatibleError, MemoryError) as err:
         value, refusal = None, str(err) or type(err).__name__
     return time.perf_counter() - start, value, refusal
-
-
-def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def _accountants() -> dict[str, tuple[Any, Any]]:
@@ -162,7 +155,7 @@ def bench_grid(quick: bool = False) -> None:
         )
     for line in details:
         print(line)
-    _table(
+    print_table(
         f"accountants on {len(settings)} settings (δ = {DELTA:g}; seconds per call, cold caches, "
         "warm process). Library default = the same accountant at the library's default "
         "precision (PLD: dp-accounting's 1e-4 grid, run by fedguard's vectorised fixed-grid "
@@ -210,7 +203,7 @@ def bench_calibrate() -> None:
                 )
             )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    _table(
+    print_table(
         f"calibrate (δ = 1e-5, rtol 1e-3; cold caches, the first call of each accountant pays "
         f"its imports; load average {load:.1f})",
         ("accountant", "target", "wall s", "CPU s", "z"),
@@ -232,7 +225,7 @@ def bench_rqm() -> None:
         start = time.perf_counter()
         eps = acc.epsilon(event, DELTA)
         rows.append((str(coordinates), f"{time.perf_counter() - start:.3f}", f"{eps:.4g}"))
-    _table(
+    print_table(
         "RQM exact RDP, 256 levels, all default orders (first row cold; the others change only "
         "the number of coordinates)",
         ("coordinates", "seconds", f"ε (δ = {DELTA:g})"),

@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from text_table import print_table  # sibling module: the scripts run from benchmarks/
 
 
 def _timed(fn: Callable[[], float], repeats: int = 1) -> tuple[float, float]:
@@ -37,15 +38,6 @@ def _timed(fn: Callable[[], float], repeats: int = 1) -> tuple[float, float]:
         value = fn()
         best = min(best, time.perf_counter() - start)
     return best, value
-
-
-def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def bench_accountants() -> None:
@@ -119,7 +111,7 @@ def bench_accountants() -> None:
         (name, kind, f"{eps:.4f}", f"{seconds * 1e3:.1f}", f"{seconds / baseline:.2f}")
         for name, kind, seconds, eps in results
     ]
-    _table(
+    print_table(
         f"Accountant time, {steps} steps, q = {q}, z = {z}, delta = {delta} "
         "(ratio vs fedguard rdp)",
         ("accountant", "sampling", "epsilon", "ms", "ratio"),
@@ -148,7 +140,7 @@ def bench_rqm() -> None:
         (str(m), str(g), f"{s * 1e3:.0f}", f"{s / baseline:.1f}", f"{lo:.3f} .. {hi:.3f}")
         for m, g, s, lo, hi in results
     ]
-    _table(
+    print_table(
         f"RQM accounting, c = {clip}, padding = {padding}, q = {keep}, "
         f"{len(DEFAULT_ORDERS)} orders (ratio vs m = 4)",
         ("levels m", "grid inputs", "ms", "ratio", "per-coordinate RDP range"),
@@ -235,7 +227,7 @@ def bench_dp_sgd() -> None:
     rows.append(("Opacus (GradSampleModule + DPOptimizer)", rate(step_opacus)))
     rows.append(("torch.func per-sample, 1 client", rate(func_step(1))))
     rows.append((f"torch.func per-sample, {clients} clients vmapped", rate(func_step(clients))))
-    _table(
+    print_table(
         f"DP-SGD throughput (MLP 64-32-10, batch {batch}, 1 thread)",
         ("path", "samples/s", "× non-private"),
         [(name, f"{r:,.0f}", f"{r / base:.2f}") for name, r in rows],
@@ -342,7 +334,7 @@ def bench_dp_trainer() -> None:
     load = ", ".join(
         f"{a:.1f} -> {b:.1f}" for a, b in zip(load_before, os.getloadavg(), strict=True)
     )
-    _table(
+    print_table(
         "DP-SGD in the vectorized trainer (2 steps/round, 1 thread; median of 9 interleaved "
         f"trials; ratio vs the non-private round, CPU time; load average 1/5/15 min {load})",
         (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from text_table import print_table  # sibling module: the scripts run from benchmarks/
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,15 +53,6 @@ from fedguard.metrics.privacy_attack_metrics import hungarian_match, psnr_per_sa
 from fedguard.types import ServerView, Truth  # noqa: E402
 
 N_IMAGES = 3  # reconstructions averaged per cell
-
-
-def _table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    print(f"\n{title}")
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def bench_inversion() -> None:
@@ -114,7 +106,7 @@ def bench_inversion() -> None:
         if "sme" in psnr_by_attack:
             gain = psnr_by_attack["sme"] - psnr_by_attack["inverting_gradients"]
             rows.append([label, "SME − IG (dB)", "", "", f"{gain:+.1f}", ""])
-    _table(
+    print_table(
         f"Gradient inversion (mean of {N_IMAGES} reconstructions; ratio vs first attack of the row)",
         ["setting", "attack", "s/recon", "ratio", "PSNR dB", "label acc"],
         rows,
@@ -180,7 +172,7 @@ def bench_sme_true_labels() -> None:
                 f"{min(gains):+.1f}",
             ]
         )
-    _table(
+    print_table(
         "FedAvg update, 4 samples, true labels, 1000 iterations: SME vs inverting gradients",
         ["local training", "IG dB", "SME dB", "mean gain", "min gain"],
         rows,
@@ -211,7 +203,7 @@ def bench_shadows() -> None:
         rows.append(
             [n_shadows, f"{t_slow:.2f}", f"{t_fast:.2f}", f"{t_slow / t_fast:.1f}x", f"{err:.1e}"]
         )
-    _table(
+    print_table(
         "LiRA shadow training (MLP 64-32-10, 100 samples each, 100 SGD steps of 50)",
         ["shadows", "one-by-one s", "vectorized s", "speed-up", "max |Δθ|"],
         rows,
@@ -263,7 +255,7 @@ def bench_membership() -> None:
                 f"{tpr / max(base_tpr, 1e-12):.1f}x",
             ]
         )
-    _table(
+    print_table(
         "Membership inference, 4 targets × 200 candidates pooled (400 members / 400 non-members)",
         ["attack", "s/target", "AUC", "TPR@1%FPR [95% CI]", "tie at threshold", "vs loss"],
         rows,

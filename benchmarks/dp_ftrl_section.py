@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from scipy import optimize
+from text_table import print_table  # sibling module: the scripts run from benchmarks/
 
 from fedguard.defenses.dp_ftrl.banded_factorization import bandmf_strategy
 from fedguard.defenses.dp_ftrl.sensitivity import (
@@ -38,15 +39,6 @@ from fedguard.defenses.dp_ftrl.tree_factorization import prefix_workload, tree_f
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 
 DELTA = 1e-5
-
-
-def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def _strategies(rounds: int, separation: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
@@ -89,7 +81,7 @@ def bench_error(quick: bool = False) -> None:
                     f"{seconds:.2f}",
                 )
             )
-    _table(
+    print_table(
         "DP-FTRL: error of the noisy prefix sums at equal privacy (b-min-separation, k = ⌈T/b⌉ "
         "participations; error = sensitivity × decoder norm, per unit noise multiplier and clip "
         "norm; deterministic, no seeds; ratio vs independent noise)",
@@ -196,7 +188,7 @@ def bench_utility(quick: bool = False) -> None:
                 f"{statistics.mean(seconds):.1f}",
             )
         )
-    _table(
+    print_table(
         f"DP-FTRL vs DP-FedAvg at equal ε = {epsilon} (δ = 1e-5; synthetic 24,000 samples, "
         f"{n_clients} clients, {rounds} rounds, min separation b = {separation}, clip {clip}; "
         f"test accuracy mean ± sd over {len(seeds[: 1 if quick else 3])} seeds; ε = ledger PLD)",

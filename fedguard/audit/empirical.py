@@ -291,16 +291,28 @@ def empirical_audit(
         "cost_ratio": audit_seconds / audited_seconds if audited_seconds else None,
     }
     if out is not None:
-        folder = Path(out)
-        atomic.write_json(
-            folder / "canary_truth.json",
-            {
-                "canary_seed": seed,
-                "n_canaries": n_canaries,
-                "included": np.flatnonzero(truth).tolist(),
-                "scores": scores.tolist(),
-            },
-            mode=OWNER_ONLY_FILE,
-        )
-        atomic.write_json(folder / "audit.json", _jsonable(result))
+        write_audit_files(Path(out), seed, n_canaries, truth, scores, result)
     return result
+
+
+def write_audit_files(
+    folder: Path,
+    seed: int,
+    n_canaries: int,
+    truth: np.ndarray,
+    scores: np.ndarray,
+    result: dict[str, Any],
+) -> None:
+    """An audit's two files: ``canary_truth.json`` (which canaries were inserted and their
+    scores; owner-only, it would let anyone re-derive the guesses) and ``audit.json``."""
+    atomic.write_json(
+        folder / "canary_truth.json",
+        {
+            "canary_seed": seed,
+            "n_canaries": n_canaries,
+            "included": np.flatnonzero(truth).tolist(),
+            "scores": scores.tolist(),
+        },
+        mode=OWNER_ONLY_FILE,
+    )
+    atomic.write_json(folder / "audit.json", _jsonable(result))

@@ -42,10 +42,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from fedguard.api import require
+from fedguard.audit.empirical import write_audit_files
 from fedguard.audit.user_canaries import CANARY_OVERSHOOT, canary_layout
 from fedguard.core.canaries import canary_directions, canary_inclusion, canary_round_cosines
 from fedguard.core.user_level import bounded_silo_sums
@@ -53,8 +53,7 @@ from fedguard.errors import ConfigError
 from fedguard.launch import build_simulation
 from fedguard.privacy.audit.one_run import one_run_audit
 from fedguard.privacy.budget import ledger_report, run_ledgers
-from fedguard.storage import atomic
-from fedguard.storage.run_dir import OWNER_ONLY_FILE, RunDirectory
+from fedguard.storage.run_dir import RunDirectory
 from fedguard.types import RoundContext
 
 #: What the printed bound is about, stated beside it.
@@ -229,27 +228,8 @@ def user_level_empirical_audit(
         "audit_seconds": time.perf_counter() - started,
     }
     if out is not None:
-        folder = Path(out)
-        atomic.write_json(
-            folder / "canary_truth.json",
-            {
-                "canary_seed": seed,
-                "n_canaries": n_canaries,
-                "included": np.flatnonzero(truth).tolist(),
-                "scores": scores.tolist(),
-            },
-            mode=OWNER_ONLY_FILE,
-        )
-        atomic.write_json(folder / "audit.json", _finite(result))
+        write_audit_files(Path(out), seed, n_canaries, truth, scores, result)
     return result
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "nan"
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 __all__ = [
