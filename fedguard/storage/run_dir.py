@@ -27,7 +27,7 @@ import yaml
 
 from fedguard import __version__
 from fedguard.errors import UserError
-from fedguard.privacy.ledger_journal import JOURNAL_NAME
+from fedguard.privacy.ledger_journal import JOURNAL_NAME, chain
 from fedguard.spec import RunSpec, canonical_json
 from fedguard.storage import atomic
 
@@ -90,12 +90,39 @@ class RunDirectory:
         if self.complete:
             self._check_spec_hash(data)
         elif spec.canonical() != data:
-            # resuming also compares the spec's hash with the one recorded at the start
             raise UserError(
                 f"{f} is incomplete or edited: it is not the canonical spec fedguard wrote "
                 "(keys missing or added)."
             )
+        else:
+            self._check_started_spec_hash(data)
         return spec
+
+    def _check_started_spec_hash(self, data: Any) -> None:
+        """An interrupted run has no ``complete.json``; its ledger's header line, written (and
+        chained) when the run started, records the spec's hash instead. A value deleted from a
+        component's parameters still reads as canonical, so only the hash catches it."""
+        started = self._started_spec_hash()
+        if started is None:
+            return  # no ledger header yet (or a damaged one, which reading the ledger reports)
+        actual = spec_file_hash(data, self.environment_info().get("fedguard"))
+        if actual != started:
+            raise UserError(
+                f"{self.path / 'spec.yaml'} was changed after the run started (hash {actual}, "
+                f"the ledger's header records {started}); it was edited or damaged."
+            )
+
+    def _started_spec_hash(self) -> str | None:
+        try:
+            with open(self.path / JOURNAL_NAME, "rb") as fh:
+                header = json.loads(fh.readline())
+            body = {k: v for k, v in header.items() if k != "chain"}
+            if chain("", body) != header.get("chain"):
+                return None
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+        started = body.get("spec_hash")
+        return started if isinstance(started, str) else None
 
     def _check_spec_hash(self, data: Any) -> None:
         """A finished run records its spec's hash: the spec.yaml beside it must hash the same,

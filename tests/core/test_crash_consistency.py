@@ -28,6 +28,7 @@ from crash_harness import (
     write_points,
 )
 
+from fedguard.errors import UserError
 from fedguard.privacy.ledger import LedgerError
 from fedguard.storage.run_dir import RunDirectory
 from fedguard.storage.run_journal import ResumeRefused
@@ -136,7 +137,8 @@ def test_an_edited_spec_is_refused(tmp_path: Path) -> None:
     data = yaml.safe_load(spec_file.read_text())
     data["defense"]["server_transforms"][0]["params"]["noise_multiplier"] = 10.0
     spec_file.write_text(yaml.safe_dump(data))
-    with pytest.raises(ResumeRefused, match="changed after the run started"):
+    # refused when the folder's spec is read (the ledger header's hash), before the journals
+    with pytest.raises(UserError, match="changed after the run started"):
         resume_or_raise(directory)
 
 

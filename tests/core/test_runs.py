@@ -216,3 +216,35 @@ def test_the_aggregator_oracle_draws_from_the_keyed_streams() -> None:
         sim.aggregator = recording  # type: ignore[assignment]
         sim.aggregator_oracle(state)(torch.zeros(3, 5))
     assert not torch.equal(draws[0], draws[1])
+
+
+def test_an_interrupted_runs_spec_with_a_deleted_parameter_is_refused(tmp_path: Path) -> None:
+    """Deleting a component's parameter leaves a spec that still reads as canonical; the hash
+    in the ledger's header, written when the run started, must catch it before any reader
+    (show, audit, report) uses the edited spec."""
+    from fedguard.errors import UserError
+    from fedguard.storage.run_dir import RunDirectory
+
+    spec = parse_spec({**SMALL, "rounds": 3})
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_one(done: int, total: int, record: dict) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "part", progress=stop_after_one)
+    run = RunDirectory(tmp_path / "part")
+    assert not run.complete
+    run.spec()  # untouched: reads
+    path = tmp_path / "part" / "spec.yaml"
+    data = yaml.safe_load(path.read_text())
+    params = data["data"]["partition"]["params"]
+    assert "alpha" in params
+    del params["alpha"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="changed after the run started"):
+        run.spec()
+    code, output = run_cli(["show", str(tmp_path / "part")])
+    assert code == 2 and "changed after the run started" in output and "Traceback" not in output

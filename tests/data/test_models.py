@@ -168,3 +168,25 @@ def test_state_changing_buffers_and_rnn_layers_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="layer 'rnn' is LSTM"):
         check_module(Rnn(), (2, 4), 3, "rnn")
+
+
+def test_resnet_convolves_in_channels_last_on_cpu_and_vmaps_in_nchw() -> None:
+    """The CPU speed-up (NHWC convolutions) must not leak into ``torch.func`` transforms, where
+    vmap cannot handle that layout, and must not change what the network computes."""
+    torch.manual_seed(0)
+    module = ResNet8GN(width=4).build((3, 8, 8), 5)
+    x = torch.randn(6, 3, 8, 8)
+    seen: list[bool] = []
+    hook = module.stem[0].register_forward_hook(
+        lambda _m, inputs, _out: seen.append(
+            inputs[0].is_contiguous(memory_format=torch.channels_last)
+        )
+    )
+    out = module(x)
+    hook.remove()
+    assert seen == [True]
+    model = FlatModel.of(module)
+    stacked = model.initial_params().expand(2, -1)
+    batched = torch.func.vmap(model.forward, in_dims=(0, None))(stacked, x)  # NCHW inside
+    torch.testing.assert_close(batched[0], out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batched[1], out, atol=1e-5, rtol=1e-4)
