@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedguard.core.simulation import RoundOutput, Simulation, SimulationState
 from fedguard.errors import UserError
 from fedguard.spec import RunSpec
 from fedguard.storage.run_dir import STATE, RunDirectory
 from fedguard.storage.run_journal import RunJournal
+
+if TYPE_CHECKING:  # the accountants load scipy: imported when a run first asks for ε
+    from fedguard.privacy.budget import RunLedgers
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -106,6 +109,7 @@ class RoundPlayer:
     def __init__(self, sim: Simulation, directory: Path | None) -> None:
         self.sim, self.directory = sim, directory
         self._truth: Any = None  # built once, on the first round a privacy attack observes
+        self._ledgers: RunLedgers | None = None  # built on the first stop_at_epsilon check
 
     def play(
         self, state: SimulationState, ledger: dict[str, Any]
@@ -123,16 +127,18 @@ class RoundPlayer:
         # a non-finite model: nothing later can be trusted (the record says why)
         stopped = "diverged" in record
         stop = spec.privacy.stop_at_epsilon
-        if stop is not None and _spent(ledger, spec) >= stop:
+        if stop is not None and self._spent(ledger) >= stop:
             record["stopped"] = "privacy budget spent"  # part of the committed record
             stopped = True
         return state, output, stopped
 
+    def _spent(self, ledger: dict[str, Any]) -> float:
+        """The headline ε of ``ledger`` so far; its rounds are parsed once each."""
+        from fedguard.privacy.budget import RunLedgers, headline_epsilon
 
-def _spent(ledger: dict[str, Any], spec: RunSpec) -> float:
-    from fedguard.privacy.budget import epsilon_of_ledger
-
-    return epsilon_of_ledger(ledger, spec.privacy.delta)
+        if self._ledgers is None:
+            self._ledgers = RunLedgers(ledger)
+        return headline_epsilon(self._ledgers.update(ledger), self.sim.spec.privacy.delta)
 
 
 def attack_results(

@@ -11,9 +11,11 @@ import pytest
 
 from fedguard.privacy.accountants import PldAccountant, RdpAccountant
 from fedguard.privacy.budget import (
+    RunLedgers,
     epsilon_by_round,
     epsilon_of_ledger,
     has_events,
+    headline_epsilon,
     ledger_report,
     run_ledgers,
 )
@@ -69,6 +71,30 @@ def test_levels_are_split_and_headline_is_client_level() -> None:
     assert pld == pytest.approx(PldAccountant().epsilon(sampled_gaussian(0.1, 1.2, 4), 1e-5))
     curve = epsilon_by_round(ledger, 1e-5)
     assert [t for t, _ in curve] == [1, 2, 3, 4] and curve[-1][1] == pytest.approx(expected)
+
+
+def test_run_ledgers_kept_up_to_date_parse_each_round_once(monkeypatch) -> None:
+    """``stop_at_epsilon`` asks for ε after every round: the incremental ledgers give the ε of
+    a whole parse at every length, parse each round once, and start over when the rounds given
+    are not an extension of those seen."""
+    import fedguard.privacy.budget as budget
+
+    full = run_ledger(rounds=6)
+    parsed: list[int] = []
+    split = budget._split
+    monkeypatch.setattr(budget, "_split", lambda data: (parsed.append(1), split(data))[1])
+    growing = {"sampling": POISSON, "rounds": []}
+    kept = RunLedgers(growing)
+    for entry in full["rounds"]:
+        growing["rounds"].append(entry)
+        incremental = headline_epsilon(kept.update(growing), 1e-5)
+        assert incremental == epsilon_of_ledger(dict(growing, rounds=list(growing["rounds"])), 1e-5)
+    events_per_round = 3  # the central event and two clients' DP-SGD
+    whole_parses = sum(events_per_round * t for t in range(1, 7))  # the checks above
+    assert len(parsed) == whole_parses + 6 * events_per_round
+    other = run_ledger(rounds=2, record_level=False)
+    assert headline_epsilon(kept.update(other), 1e-5) == epsilon_of_ledger(other, 1e-5)
+    assert set(kept.levels) == {"client"}
 
 
 def test_record_level_only_and_no_events() -> None:
