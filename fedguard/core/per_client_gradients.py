@@ -72,8 +72,10 @@ def per_client_gradient_fn(model: FlatModel, device: str) -> GradientFn | None:
                 name: block.detach().requires_grad_()
                 for name, block in model.layout.unflatten(flat[c]).items()
             }
-            # NCHW as the sequential trainer: same kernels, same rounding (channels-last was
-            # 10% faster here but drifted 4e-4 from the reference over two steps)
+            # the module's own forward, as the sequential trainer calls it: same layout (it
+            # moves CPU images to channels-last itself), same kernels, same rounding. A layout
+            # of this path's own drifted 3e-4 from the reference over two steps: a ReLU input
+            # that rounds to the other side of zero changes a gradient by O(1), not by ulps
             logits = functional_call(module, leaves, (x[c, :count],))
             loss = F.cross_entropy(logits, y[c, :count])
             grads = torch.autograd.grad(loss, list(leaves.values()))

@@ -67,12 +67,14 @@ class FlatModel:
 
     @torch.no_grad()
     def evaluate(
-        self, flat: Tensor, x: Tensor, y: Tensor, batch: int = 4096
+        self, flat: Tensor, x: Tensor, y: Tensor, batch: int | None = None
     ) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of parameters ``flat`` on (x, y); for next-token
-        models the per-token accuracy and cross-entropy (nats) averaged over samples."""
+        models the per-token accuracy and cross-entropy (nats) averaged over samples; in
+        batches of ``batch`` samples (default: :func:`evaluation_batch`)."""
         if len(y) == 0:
             return float("nan"), float("nan")
+        batch = batch or evaluation_batch(x)
         correct, loss = 0.0, 0.0
         for start in range(0, len(y), batch):
             logits = self.forward(flat, x[start : start + batch])
@@ -80,3 +82,21 @@ class FlatModel:
             loss += float(per_sample_cross_entropy(logits, target).sum())
             correct += float(per_sample_accuracy(logits, target).sum())
         return correct / len(y), loss / len(y)
+
+
+#: input elements of one evaluation batch on a CPU (1 MiB of float32 images)
+CPU_BATCH_ELEMENTS = 2**18
+
+
+def evaluation_batch(x: Tensor) -> int:
+    """Samples per forward pass when evaluating on ``x``: 4,096 on a GPU; on a CPU the power
+    of two (64–4,096) whose inputs fill :data:`CPU_BATCH_ELEMENTS`, so that a convolutional
+    network's activations stay near the processor's cache. One thread, CPU seconds to evaluate,
+    4,096 → this rule: LeNet-5 on 8,192 FEMNIST-shaped images 0.91 → 0.42 s (batch 256),
+    ResNet-8-GN on 2,048 CIFAR-shaped images 1.84 → 0.67 s (batch 64); an MLP on 64 features
+    keeps 4,096 (smaller batches only add per-call overhead there)."""
+    if x.device.type != "cpu" or len(x) == 0:
+        return 4096
+    per_sample = max(1, x[0].numel())
+    fits = max(1, CPU_BATCH_ELEMENTS // per_sample)
+    return int(min(4096, max(64, 1 << (fits.bit_length() - 1))))

@@ -79,13 +79,13 @@ class ResNet(nn.Module):
 
 
 def _cpu_channels_last(x: Tensor) -> Tensor:
-    """``x`` in channels-last (NHWC) memory on a CPU, where oneDNN's convolutions run 15–30%
-    faster for a training step at CIFAR shapes and 20–40% faster for evaluation than in NCHW
-    (measured on one thread, ResNet-8-GN, batches of 4–512). Every trainer, evaluation and
-    attack goes through this forward, so the sequential reference and the vectorized trainer
-    keep computing with the same kernels (bit for bit). Inside ``torch.func`` transforms
-    (``vmap`` cannot query a channels-last layout) and on other devices the layout is left as
-    it is."""
+    """``x`` in channels-last (NHWC) memory on a CPU, where oneDNN's convolutions are faster than
+    in NCHW: one thread, ResNet-8-GN at CIFAR shapes, A/B in one process, evaluation of 1,000
+    images 28% less CPU time, a round of local training of 50 clients 2–5% less (a lone 16-image
+    step 15–30%). Every trainer, evaluation and attack goes through this forward, so the
+    sequential reference and the vectorized trainer keep computing with the same kernels (bit
+    for bit). Inside ``torch.func`` transforms (``vmap`` cannot query a channels-last layout)
+    and on other devices the layout is left as it is."""
     inside_transform = torch._C._functorch.maybe_current_level() is not None
     if x.dim() != 4 or x.device.type != "cpu" or inside_transform:
         return x

@@ -190,3 +190,22 @@ def test_resnet_convolves_in_channels_last_on_cpu_and_vmaps_in_nchw() -> None:
     batched = torch.func.vmap(model.forward, in_dims=(0, None))(stacked, x)  # NCHW inside
     torch.testing.assert_close(batched[0], out, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(batched[1], out, atol=1e-5, rtol=1e-4)
+
+
+def test_cpu_evaluation_runs_in_cache_sized_batches_with_the_same_result() -> None:
+    """Evaluation on a CPU cuts convolutional inputs into small batches (a 4,096-image batch
+    of LeNet-5 activations streams from main memory: 2× slower); the accuracy and loss are
+    those of one whole batch up to float rounding."""
+    from fedguard.models.flat import evaluation_batch
+
+    assert evaluation_batch(torch.zeros(2, 1, 28, 28)) == 256
+    assert evaluation_batch(torch.zeros(2, 3, 32, 32)) == 64
+    assert evaluation_batch(torch.zeros(2, 64)) == 4096
+    torch.manual_seed(0)
+    model = FlatModel.of(LeNet5().build((1, 14, 14), 4))
+    x, y = torch.randn(700, 1, 14, 14), torch.randint(0, 4, (700,))
+    assert evaluation_batch(x) == 1024  # 196 pixels a sample
+    small = model.evaluate(model.initial_params(), x, y, batch=64)  # 11 batches, one partial
+    whole = model.evaluate(model.initial_params(), x, y, batch=700)
+    assert small[0] == whole[0]
+    assert small[1] == pytest.approx(whole[1], rel=1e-6)
