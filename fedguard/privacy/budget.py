@@ -58,7 +58,7 @@ class RunLedgers:
         self._relation = str(sampling.get("neighbouring_relation", "add_remove"))
         population = sampling.get("population")
         self._population = population if isinstance(population, int) else None
-        self._metadata = {"sampling": dict(sampling)}
+        self._sampling = dict(sampling)
         self.levels: dict[str, PrivacyLedger] = {}
         self._parsed: list[Any] = []  # the round entries already parsed, in order
 
@@ -83,7 +83,7 @@ class RunLedgers:
             self.levels[level] = PrivacyLedger(
                 PrivacyUnit(level=level, relation=self._relation),
                 population_size=self._population,
-                metadata=self._metadata,
+                metadata={"sampling": dict(self._sampling)},
             )
         return self.levels[level]
 
