@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,11 @@ def environment() -> dict[str, Any]:
 @dataclass(frozen=True)
 class RunDirectory:
     path: Path
+    #: the journal sizes of ``state.pt`` by its (inode, mtime, size): the records and the
+    #: ledger both need them, and a large run's state.pt is slow to load twice
+    _committed: dict[tuple[int, int, int], dict[str, Any] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     # ------------------------------------------------------------- reading
     # Every read names the file and what is wrong with it in one sentence (a UserError): a run
@@ -139,13 +144,21 @@ class RunDirectory:
         """The journal sizes committed by the last ``state.pt`` of an interrupted run (bytes of
         ``rounds.jsonl`` and ``ledger.jsonl`` that belong to committed rounds), or ``None`` for a
         complete run, a run with no committed round, or a ``state.pt`` that cannot be read."""
-        if self.complete or not (self.path / STATE).is_file():
+        if self.complete:
             return None
         try:
-            journal = self.load_state().get("journal")
-        except Exception:  # a damaged state.pt: readers fall back to whole files
+            stat = (self.path / STATE).stat()
+        except OSError:
             return None
-        return journal if isinstance(journal, dict) else None
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if key not in self._committed:
+            try:
+                journal = self.load_state().get("journal")
+            except Exception:  # a damaged state.pt: readers fall back to whole files
+                journal = None
+            self._committed.clear()
+            self._committed[key] = journal if isinstance(journal, dict) else None
+        return self._committed[key]
 
     def rounds(self) -> list[dict[str, Any]]:
         """Per-round records, checked: one JSON object per line, rounds numbered 1, 2, …, of an

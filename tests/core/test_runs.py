@@ -248,3 +248,33 @@ def test_an_interrupted_runs_spec_with_a_deleted_parameter_is_refused(tmp_path: 
         run.spec()
     code, output = run_cli(["show", str(tmp_path / "part")])
     assert code == 2 and "changed after the run started" in output and "Traceback" not in output
+
+
+def test_an_interrupted_run_is_read_with_one_load_of_its_state(tmp_path: Path, monkeypatch) -> None:
+    """Records and ledger both need the journal sizes of state.pt; it is loaded once, and
+    again only when a new commit replaced it."""
+    from fedguard.storage.run_dir import RunDirectory
+
+    spec = parse_spec({**SMALL, "rounds": 3})
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_one(done: int, total: int, record: dict) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "part", progress=stop_after_one)
+    run = RunDirectory(tmp_path / "part")
+    loads: list[int] = []
+    original = RunDirectory.load_state
+    monkeypatch.setattr(
+        RunDirectory, "load_state", lambda self: (loads.append(1), original(self))[1]
+    )
+    assert len(run.rounds()) == 1 and len(run.ledger()["rounds"]) == 1
+    assert len(loads) == 1
+    state = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
+    state["journal"] = {**state["journal"], "rounds_bytes": 0}  # a later commit, replaced
+    (tmp_path / "part" / "state.pt").unlink()
+    torch.save(state, tmp_path / "part" / "state.pt")
+    assert run.rounds() == [] and len(loads) == 2
