@@ -347,3 +347,37 @@ def test_membership_metrics_carry_tie_and_sample_size_warnings() -> None:
     assert len(notes) == 3  # too few non-members for 0.1%; ties at both thresholds
     assert "only 100 non-members: TPR at 0.1% FPR" in notes[0]
     assert "1.0% FPR depends on tie-breaking" in notes[1]
+
+
+def test_stacked_logits_run_in_slices_of_the_inputs(monkeypatch) -> None:
+    """Scoring a pool with shadow models runs in slices of the inputs (a whole CIFAR pool at
+    once made gigabyte activations, page-faulted in every layer): images on a CPU model after
+    model in evaluation-sized batches, other inputs vmapped under the input budget. Both give
+    each model's logits on every input."""
+    import fedguard.attacks.membership._shadow as shadow
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    layout = ParamLayout.from_module(model)
+    thetas = torch.stack([module_params(model) + 0.01 * i for i in range(3)])
+    images = torch.randn(50, 1, 8, 8)
+    sizes: list[int] = []
+    call = shadow.functional_call
+    monkeypatch.setattr(
+        shadow,
+        "functional_call",
+        lambda m, p, args: (sizes.append(len(args[0])), call(m, p, args))[1],
+    )
+    monkeypatch.setattr(shadow, "evaluation_batch", lambda inputs: 16)
+    monkeypatch.setattr(shadow, "INPUT_ELEMENTS", 64 * 3 * 7)  # 7 samples for 3 models
+    for x, expected_sizes in ((images, [16, 16, 16, 2] * 3), (images.flatten(1), None)):
+        expected = torch.stack(
+            [torch.func.functional_call(model, layout.unflatten(t), (x,)) for t in thetas]
+        )
+        sizes.clear()
+        got = stacked_logits(model, thetas, x)
+        if expected_sizes is not None:  # model by model
+            assert sizes == expected_sizes
+        else:  # vmapped: traced once a slice
+            assert max(sizes) == 7 and sum(sizes) == 50
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

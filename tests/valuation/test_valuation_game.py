@@ -175,3 +175,39 @@ def test_round_game_restricts_to_participants_and_sums() -> None:
     assert isinstance(single, SingleRoundGame) and single.n_rounds == 1
     with pytest.raises(ConfigError, match="round must be"):
         rg.round_utilities(2, [0])
+
+
+@pytest.mark.parametrize("utility", ["accuracy", "loss"])
+def test_the_evaluator_runs_the_test_set_in_slices(utility: str, monkeypatch) -> None:
+    """Coalitions' models are scored on slices of the test set (256 models on a whole CIFAR
+    test set at once needed 256 copies of every activation): images model by model on a CPU,
+    other inputs vmapped under the input budget; the utilities are those of one pass."""
+    import fedguard.valuation.utilities as utilities
+    from fedguard.models.flat import FlatModel
+
+    torch.manual_seed(0)
+    model = FlatModel.of(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+    params = model.initial_params()[None] + 0.3 * torch.randn(5, model.layout.dim)
+    images, labels = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
+    monkeypatch.setattr(utilities, "evaluation_batch", lambda x: 16)
+    monkeypatch.setattr(utilities, "INPUT_ELEMENTS", 16 * 5 * 6)  # 6 samples for 5 models
+    calls: list[int] = []
+    original = FlatModel.forward
+    monkeypatch.setattr(
+        FlatModel, "forward", lambda self, f, x: (calls.append(len(x)), original(self, f, x))[1]
+    )
+    for x, expected_calls in ((images, [16] * 5 + [16] * 5 + [8] * 5), (images.flatten(1), None)):
+        with torch.no_grad():
+            logits = torch.stack([original(model, p, x) for p in params])  # (5, 40, 3)
+        if utility == "accuracy":
+            expected = (logits.argmax(-1) == labels).double().mean(-1)
+        else:
+            logp = torch.log_softmax(logits.double(), -1)
+            expected = logp.gather(-1, labels.expand(5, -1)[..., None]).squeeze(-1).mean(-1)
+        calls.clear()
+        got = utilities.make_evaluator(model, x, labels, utility)(params)
+        if expected_calls is not None:
+            assert calls == expected_calls
+        else:
+            assert max(calls) == 6 and sum(calls) == 40
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)  # float32 logits
