@@ -89,13 +89,14 @@ CPU_BATCH_ELEMENTS = 2**18
 
 
 def evaluation_batch(x: Tensor) -> int:
-    """Samples per forward pass when evaluating on ``x``: 4,096 on a GPU; on a CPU the power
-    of two (64–4,096) whose inputs fill :data:`CPU_BATCH_ELEMENTS`, so that a convolutional
-    network's activations stay near the processor's cache. One thread, CPU seconds to evaluate,
-    4,096 → this rule: LeNet-5 on 8,192 FEMNIST-shaped images 0.91 → 0.42 s (batch 256),
-    ResNet-8-GN on 2,048 CIFAR-shaped images 1.84 → 0.67 s (batch 64); an MLP on 64 features
-    keeps 4,096 (smaller batches only add per-call overhead there)."""
-    if x.device.type != "cpu" or len(x) == 0:
+    """Samples per forward pass when evaluating on ``x``: for images on a CPU the power of two
+    (64–4,096) whose inputs fill :data:`CPU_BATCH_ELEMENTS`, so that a convolutional network's
+    activations stay near the processor's cache; otherwise (GPUs, tables, token sequences)
+    4,096. One thread, CPU seconds to evaluate, 4,096 → this rule: LeNet-5 on 8,192
+    FEMNIST-shaped images 0.91 → 0.42 s (batch 256), ResNet-8-GN on 2,048 CIFAR-shaped images
+    1.84 → 0.67 s (batch 64). An MLP on 64 features was 2× slower at 256 than at 4,096: small
+    batches only add per-call overhead where activations are small."""
+    if x.device.type != "cpu" or x.dim() < 4 or len(x) == 0:
         return 4096
     per_sample = max(1, x[0].numel())
     fits = max(1, CPU_BATCH_ELEMENTS // per_sample)

@@ -201,6 +201,7 @@ def test_cpu_evaluation_runs_in_cache_sized_batches_with_the_same_result() -> No
     assert evaluation_batch(torch.zeros(2, 1, 28, 28)) == 256
     assert evaluation_batch(torch.zeros(2, 3, 32, 32)) == 64
     assert evaluation_batch(torch.zeros(2, 64)) == 4096
+    assert evaluation_batch(torch.zeros(2, 600)) == 4096  # tables and token sequences keep it
     torch.manual_seed(0)
     model = FlatModel.of(LeNet5().build((1, 14, 14), 4))
     x, y = torch.randn(700, 1, 14, 14), torch.randint(0, 4, (700,))
