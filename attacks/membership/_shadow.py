@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from fedguard.api import require
-from fedguard.models.flat import evaluation_batch
+from fedguard.models.flat import logits_in_slices
 
 from ..inversion._common import ParamLayout
 
@@ -190,63 +190,19 @@ def train_sequential(
     return torch.stack(out)
 
 
-#: input elements of one vmapped forward pass of :func:`stacked_logits` (models × samples ×
-#: elements a sample), so that K models on a pool do not need K copies of its activations
-INPUT_ELEMENTS = 2**22
-
-
-def stacked_logits(model: nn.Module, params: Tensor, inputs: Tensor, chunk: int = 64) -> Tensor:
-    """Logits of ``K`` models on the same inputs: ``(K, d) × (N, ...) → (K, N, C)``.
-
-    Images on a CPU model after model, in the cache-sized batches of evaluation
-    (:func:`fedguard.models.flat.evaluation_batch`); otherwise ``vmap`` over up to ``chunk``
-    models on slices of :data:`INPUT_ELEMENTS`. Scoring 600 CIFAR-sized images with 8
-    ResNet-8-GN shadows on one thread: 3.8–4.3 s vmapped, 1.8 s model by model (a vmapped
-    convolution is a grouped one, outside the channels-last layout); LeNet-5 0.36 → 0.28 s.
-    The vmapped pass used to take every input at once: 1 GB activations for a 2,000-image
-    pool, 8.5 million page faults and 16 s of system time in
-    ``configs/privacy_cifar10_synthetic.yaml``.
-    """
+def stacked_logits(model: nn.Module, params: Tensor, inputs: Tensor) -> Tensor:
+    """Logits of ``K`` models on the same inputs: ``(K, d) × (N, ...) → (K, N, C)``, computed
+    on slices of the inputs (:func:`fedguard.models.flat.logits_in_slices`)."""
     layout = ParamLayout.from_module(model)
-    if params.device.type != "cpu" or inputs.dim() < 4 or len(inputs) == 0:
-        return _vmapped_logits(model, layout, params, inputs, chunk)
-    rows = evaluation_batch(inputs)
-    with torch.no_grad():
-        return torch.stack(
-            [
-                torch.cat(
-                    [
-                        functional_call(model, layout.unflatten(flat), (inputs[j : j + rows],))
-                        for j in range(0, len(inputs), rows)
-                    ]
-                )
-                for flat in params
-            ]
-        )
 
-
-def _vmapped_logits(
-    model: nn.Module, layout: ParamLayout, params: Tensor, inputs: Tensor, chunk: int
-) -> Tensor:
     def logits_fn(flat: Tensor, x: Tensor) -> Tensor:
         return functional_call(model, layout.unflatten(flat), (x,))
 
-    per_sample = max(1, inputs[0].numel()) if len(inputs) else 1
-    parts = []
     with torch.no_grad():
-        for i in range(0, params.shape[0], chunk):
-            models = params[i : i + chunk]
-            rows = max(1, INPUT_ELEMENTS // (per_sample * models.shape[0]))
-            parts.append(
-                torch.cat(
-                    [
-                        vmap(logits_fn, in_dims=(0, None))(models, inputs[j : j + rows])
-                        for j in range(0, max(len(inputs), 1), rows)
-                    ],
-                    dim=1,
-                )
-            )
-    return torch.cat(parts)
+        parts = [logits for _, logits in logits_in_slices(logits_fn, params, inputs)]
+        if not parts:  # no inputs: (K, 0, C) from one empty pass
+            parts = [vmap(logits_fn, in_dims=(0, None))(params, inputs)]
+    return torch.cat(parts, dim=1)
 
 
 __all__ = [

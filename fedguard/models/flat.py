@@ -6,6 +6,7 @@ functionally with :func:`torch.func.functional_call` on views of those vectors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -101,3 +102,37 @@ def evaluation_batch(x: Tensor) -> int:
     per_sample = max(1, x[0].numel())
     fits = max(1, CPU_BATCH_ELEMENTS // per_sample)
     return int(min(4096, max(64, 1 << (fits.bit_length() - 1))))
+
+
+#: input elements of one vmapped pass of :func:`logits_in_slices` (models × samples × elements
+#: a sample), so that k models on a whole data set do not need k copies of its activations
+INPUT_ELEMENTS = 2**22
+
+
+def logits_in_slices(
+    forward: Callable[[Tensor, Tensor], Tensor], params: Tensor, inputs: Tensor
+) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, logits (k, m, C))`` of the ``k`` models ``params`` (k, d) on consecutive slices
+    of ``inputs``; ``forward(flat, x)`` is one model's logits.
+
+    Images on a CPU run model after model in :func:`evaluation_batch` slices: a vmapped
+    convolution is a grouped one, outside the channels-last layout (8 ResNet-8-GN shadows on
+    600 CIFAR-sized images: 3.8–4.3 s vmapped, 1.8 s model by model; LeNet-5 0.36 → 0.28 s).
+    Other inputs run vmapped over the models on slices of :data:`INPUT_ELEMENTS` (an MLP on
+    256 models: 1.5–2.5× faster than a loop over them). Taking every input at once, as the
+    membership attacks and the valuation evaluator did, made gigabyte activations (8.5 million
+    page faults and 16 s of system time in ``configs/privacy_cifar10_synthetic.yaml``), and
+    256 coalitions of a ResNet on CIFAR's test set needed ≈ 240 GB.
+    """
+    n, k = len(inputs), params.shape[0]
+    if params.device.type == "cpu" and inputs.dim() >= 4:
+        rows = evaluation_batch(inputs)
+        for j in range(0, n, rows):
+            x = inputs[j : j + rows]
+            yield slice(j, j + len(x)), torch.stack([forward(flat, x) for flat in params])
+        return
+    batched = torch.func.vmap(forward, in_dims=(0, None))
+    rows = max(1, INPUT_ELEMENTS // (max(k, 1) * max(1, inputs[0].numel() if n else 1)))
+    for j in range(0, n, rows):
+        x = inputs[j : j + rows]
+        yield slice(j, j + len(x)), batched(params, x)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from fedguard.config import RunSpec
 from fedguard.errors import ConfigError, UserError
-from fedguard.models.flat import FlatModel, evaluation_batch
+from fedguard.models.flat import FlatModel, logits_in_slices
 from fedguard.storage.run_dir import RunDirectory
 from fedguard.valuation.game import Game, RoundGame, members
 from fedguard.valuation.reconstruction import (
@@ -104,22 +104,10 @@ def _round_updates(payload: dict[str, Tensor], spec: RunSpec) -> RoundUpdates:
     return RoundUpdates(payload["global_params"], ids.to(torch.int64), deltas, counts)
 
 
-#: input elements of one vmapped pass of the evaluator (models × samples × elements a
-#: sample), so that k models on a whole test set do not need k copies of its activations
-INPUT_ELEMENTS = 2**22
-
-
 def make_evaluator(model: FlatModel, features: Tensor, labels: Tensor, utility: str) -> Evaluator:
-    """Batched ``(k, d)`` flat params → ``(k,)`` accuracy or −cross-entropy on (features, labels).
-
-    The test set runs in slices: images on a CPU model after model in the cache-sized batches
-    of evaluation (:func:`~fedguard.models.flat.evaluation_batch`; a vmapped convolution is a
-    grouped one, outside the channels-last layout: 1.3–2.4× slower for LeNet-5 and
-    ResNet-8-GN), otherwise ``vmap`` over the models on slices of :data:`INPUT_ELEMENTS` (for
-    an MLP on 256 coalitions, 1.5–2× faster than a loop over them). It was vmapped over up to
-    256 coalitions' models on the whole test set at once: 256 copies of every activation,
-    beyond any memory for a ResNet on CIFAR's test set.
-    """
+    """Batched ``(k, d)`` flat params → ``(k,)`` accuracy or −cross-entropy on (features, labels),
+    summed over the slices of :func:`~fedguard.models.flat.logits_in_slices` (not every
+    coalition's model on the whole set at once)."""
     if utility not in UTILITIES:
         raise ConfigError(f"utility must be one of {', '.join(UTILITIES)}; got {utility!r}.")
     dtype = features.dtype
@@ -133,30 +121,14 @@ def make_evaluator(model: FlatModel, features: Tensor, labels: Tensor, utility: 
         picked = log_probs.gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
         return picked.squeeze(-1).sum(-1)
 
-    def logits_of(flat: Tensor, x: Tensor) -> Tensor:
-        return model.forward(flat, x)  # (m, C)
-
-    batched = torch.func.vmap(logits_of, in_dims=(0, None))
-
     @torch.no_grad()
     def evaluate(params: Tensor) -> Tensor:
         params = params.to(dtype)
-        k = params.shape[0]
-        total = torch.zeros(k, dtype=torch.float64, device=params.device)
-        if k == 0:
-            return total
+        total = torch.zeros(params.shape[0], dtype=torch.float64, device=params.device)
         if n == 0:
             return torch.full_like(total, float("nan"))
-        if params.device.type == "cpu" and features.dim() >= 4:  # images: convolutions
-            rows = evaluation_batch(features)
-            for j in range(0, n, rows):
-                x, target = features[j : j + rows], labels[j : j + rows]
-                for i in range(k):
-                    total[i] += totals(logits_of(params[i], x)[None], target)[0]
-        else:
-            rows = max(1, INPUT_ELEMENTS // (k * max(1, features[0].numel())))
-            for j in range(0, n, rows):
-                total += totals(batched(params, features[j : j + rows]), labels[j : j + rows])
+        for rows, logits in logits_in_slices(model.forward, params, features):
+            total += totals(logits, labels[rows])
         return total / n
 
     return evaluate

@@ -51,6 +51,23 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+class _Interrupted(Exception):
+    """The process dies right after a round is committed."""
+
+
+def _interrupt_after(spec, out: Path, rounds: int) -> Path:
+    """Run ``spec`` into ``out`` and die once ``rounds`` rounds are committed."""
+
+    def stop(done: int, total: int, record: dict) -> None:
+        if done == rounds:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        execute(spec, out, progress=stop)
+    assert not (out / "complete.json").exists()
+    return out
+
+
 def test_run_writes_directory(tmp_path: Path) -> None:
     cfg = _write(tmp_path, {**SMALL, "save_updates": True})
     code, output = run_cli(["run", str(cfg), "--out", str(tmp_path / "run")])
@@ -77,17 +94,7 @@ def test_resume_matches_uninterrupted(tmp_path: Path) -> None:
         {**SMALL, "rounds": 4, "clients": {"n_clients": 10, "sampling": "fixed", "cohort_size": 5}}
     )
     execute(spec, tmp_path / "full")
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_two(done: int, total: int, record: dict) -> None:
-        if done == 2:  # round 2 is committed; the process dies before round 3
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "part", progress=stop_after_two)
-    assert not (tmp_path / "part" / "complete.json").exists()
+    _interrupt_after(spec, tmp_path / "part", rounds=2)  # dies before round 3
     code, output = run_cli(["run", "--resume", str(tmp_path / "part")])
     assert code == 0, output
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["params"]
@@ -225,18 +232,7 @@ def test_an_interrupted_runs_spec_with_a_deleted_parameter_is_refused(tmp_path: 
     from fedguard.errors import UserError
     from fedguard.storage.run_dir import RunDirectory
 
-    spec = parse_spec({**SMALL, "rounds": 3})
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_one(done: int, total: int, record: dict) -> None:
-        raise Interrupted
-
-    with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "part", progress=stop_after_one)
-    run = RunDirectory(tmp_path / "part")
-    assert not run.complete
+    run = RunDirectory(_interrupt_after(parse_spec({**SMALL, "rounds": 3}), tmp_path / "part", 1))
     run.spec()  # untouched: reads
     path = tmp_path / "part" / "spec.yaml"
     data = yaml.safe_load(path.read_text())
@@ -255,17 +251,7 @@ def test_an_interrupted_run_is_read_with_one_load_of_its_state(tmp_path: Path, m
     again only when a new commit replaced it."""
     from fedguard.storage.run_dir import RunDirectory
 
-    spec = parse_spec({**SMALL, "rounds": 3})
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_one(done: int, total: int, record: dict) -> None:
-        raise Interrupted
-
-    with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "part", progress=stop_after_one)
-    run = RunDirectory(tmp_path / "part")
+    run = RunDirectory(_interrupt_after(parse_spec({**SMALL, "rounds": 3}), tmp_path / "part", 1))
     loads: list[int] = []
     original = RunDirectory.load_state
     monkeypatch.setattr(

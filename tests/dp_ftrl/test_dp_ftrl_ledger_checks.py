@@ -14,44 +14,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ftrl_spec import SEPARATION, ftrl_spec
 
 from benchmarks.faults.forgery import read_ledger, reseal
 from fedguard.audit.ledger_checks import CrossCheckResult, cross_check, cross_check_data
 from fedguard.audit.matrix_checks import realised_prefix_sensitivity
 from fedguard.cli.main import main
-from fedguard.config import RunSpec, parse_spec
+from fedguard.config import RunSpec
 from fedguard.core.sampling import min_separation_groups
 from fedguard.launch import execute
 from fedguard.storage.run_dir import RunDirectory
 
-ROUNDS, SEPARATION, CLIP = 6, 3, 0.5
 PATH = "defense.server_transforms[0]"
 BANDMF = {"name": "bandmf", "bands": SEPARATION, "noise_multiplier": 2.0}
 TREE = {"name": "dp_ftrl_tree", "estimator": "honaker", "noise_multiplier": 2.0}
 
 
 def make_spec(server: dict[str, Any], **clients: Any) -> RunSpec:
-    return parse_spec(
-        {
-            "name": "ftrl-ledger",
-            "seed": 4,
-            "rounds": ROUNDS,
-            "eval_every": ROUNDS,
-            "model": {"name": "mlp", "hidden": [8]},
-            "clients": {
-                "n_clients": 12,
-                "weighting": "uniform",
-                "sampling": "min_separation",
-                "min_separation": SEPARATION,
-                **clients,
-            },
-            "training": {"batch_size": 32, "learning_rate": 0.1},
-            "defense": {
-                "client_transforms": [{"name": "clip", "clip_norm": CLIP}],
-                "server_transforms": [{"clip_norm": CLIP, **server}],
-            },
-        }
-    )
+    return ftrl_spec("ftrl-ledger", server, **clients)
 
 
 def _run(root: Path, name: str, spec: RunSpec) -> RunDirectory:

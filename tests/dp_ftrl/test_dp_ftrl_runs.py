@@ -9,40 +9,19 @@ from typing import Any
 
 import pytest
 import torch
+from ftrl_spec import ROUNDS, SEPARATION, ftrl_spec
 
 from fedguard.audit.canary_clients import install_canaries
 from fedguard.audit.ledger_checks import cross_check, cross_check_data
-from fedguard.config import RunSpec, parse_spec
+from fedguard.config import RunSpec
 from fedguard.launch import build_simulation, execute
 from fedguard.privacy.accountants.analytic import gaussian_epsilon
 from fedguard.privacy.budget import epsilon_of_ledger
 from fedguard.storage.run_dir import RunDirectory
 
-ROUNDS, SEPARATION, CLIP = 6, 3, 0.5
-
 
 def make_spec(server: dict[str, Any], **clients: Any) -> RunSpec:
-    return parse_spec(
-        {
-            "name": "ftrl-run",
-            "seed": 4,
-            "rounds": ROUNDS,
-            "eval_every": ROUNDS,
-            "model": {"name": "mlp", "hidden": [8]},
-            "clients": {
-                "n_clients": 12,
-                "weighting": "uniform",
-                "sampling": "min_separation",
-                "min_separation": SEPARATION,
-                **clients,
-            },
-            "training": {"batch_size": 32, "learning_rate": 0.1},
-            "defense": {
-                "client_transforms": [{"name": "clip", "clip_norm": CLIP}],
-                "server_transforms": [{"clip_norm": CLIP, **server}],
-            },
-        }
-    )
+    return ftrl_spec("ftrl-run", server, **clients)
 
 
 BANDMF = {"name": "bandmf", "bands": SEPARATION, "noise_multiplier": 2.0}

@@ -182,6 +182,7 @@ def test_the_evaluator_runs_the_test_set_in_slices(utility: str, monkeypatch) ->
     """Coalitions' models are scored on slices of the test set (256 models on a whole CIFAR
     test set at once needed 256 copies of every activation): images model by model on a CPU,
     other inputs vmapped under the input budget; the utilities are those of one pass."""
+    import fedguard.models.flat as flat
     import fedguard.valuation.utilities as utilities
     from fedguard.models.flat import FlatModel
 
@@ -189,8 +190,8 @@ def test_the_evaluator_runs_the_test_set_in_slices(utility: str, monkeypatch) ->
     model = FlatModel.of(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
     params = model.initial_params()[None] + 0.3 * torch.randn(5, model.layout.dim)
     images, labels = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
-    monkeypatch.setattr(utilities, "evaluation_batch", lambda x: 16)
-    monkeypatch.setattr(utilities, "INPUT_ELEMENTS", 16 * 5 * 6)  # 6 samples for 5 models
+    monkeypatch.setattr(flat, "evaluation_batch", lambda x: 16)
+    monkeypatch.setattr(flat, "INPUT_ELEMENTS", 16 * 5 * 6)  # 6 samples for 5 models
     calls: list[int] = []
     original = FlatModel.forward
     monkeypatch.setattr(
