@@ -330,7 +330,8 @@ def answer(vs: Iterable[Verdict]) -> list[str]:
             )
     judged_pairs = [v for v in vs if v.judged and not v.baseline]
     held = sum(v.outcome == HELD for v in judged_pairs)
-    unjudged_pairs = sum(not v.judged for v in vs)
+    # defense pairs only, as judged_pairs: the baseline's own outcomes have their own line
+    unjudged_pairs = sum(not v.judged for v in vs if not v.baseline)
     lines.append(
         f"{held} of {len(judged_pairs)} judged defense × attack pairs held"
         + (f" ({unjudged_pairs} without a verdict)" if unjudged_pairs else "")

@@ -143,6 +143,11 @@ def test_at_chance_and_diverged_cells_get_no_verdict() -> None:
     assert outcome(vs, "mean", "sign_flip") == AT_CHANCE
     assert outcome(vs, "median", "sign_flip") == HELD
     assert outcome(vs, "trimmed_mean", "sign_flip") == DIVERGED
+    # the count covers defense × attack pairs only: the undefended mean at chance is reported on
+    # the baseline's own line, not as a defense pair without a verdict
+    lines = answer(vs)
+    assert lines[0] == "1 of 1 judged defense × attack pairs held (1 without a verdict)."
+    assert any("at chance under sign_flip" in line for line in lines)
 
 
 def test_a_baseline_at_chance_gives_no_verdict() -> None:
