@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from fedguard import registry
+from fedguard.metrics.test_accuracy import accuracy_text
 from fedguard.safe_text import markup_safe
 
 
@@ -66,6 +67,10 @@ SUMMARY_ORDER = (
 )
 
 
+#: facts the final-accuracy line states (its interval and chance), not repeated as rows
+SHOWN_IN_ACCURACY = ("test_samples", "test_sequences", "n_classes")
+
+
 def ordered_summary(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     known = [(k, summary[k]) for k in SUMMARY_ORDER if k in summary]
     rest = [(k, v) for k, v in summary.items() if k not in SUMMARY_ORDER]
@@ -75,15 +80,23 @@ def ordered_summary(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 def summary_table(
     summary: dict[str, Any],
     title: str = "Run summary",
-    epsilon: tuple[float, float] | None = None,
+    *,
+    epsilon: tuple[float, float] | None,
 ) -> Table:
-    """The run summary ordered by meaning; ``epsilon`` = (ε, δ) of a DP run from its ledger."""
+    """The run summary ordered by meaning; ``epsilon`` = (ε, δ) of a DP run from its ledger,
+    None for a run in which no DP mechanism ran (:func:`run_epsilon`)."""
     table = Table(title=title, show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
     if epsilon is not None:
         eps, delta = epsilon
         summary = {**summary, "privacy_epsilon": f"ε = {eps:.4g} at δ = {delta:g} (rdp accountant)"}
+    elif "dp_noise" in summary:  # the field names the noise source of a DP run; this one had none
+        summary = {**summary, "dp_noise": "none: no DP mechanism ran"}
+    accuracy = accuracy_text(summary)
+    if accuracy is not None:
+        summary = {**summary, "final_test_accuracy": accuracy}
+    summary = {k: v for k, v in summary.items() if k not in SHOWN_IN_ACCURACY}
     for k, v in ordered_summary(summary):
         if isinstance(v, dict):
             continue

@@ -204,12 +204,18 @@ def summarize(
     evaluated = [r for r in records if "test_accuracy" in r]
     last = evaluated[-1] if evaluated else {}
     secs = sorted(r.get("train_seconds", 0.0) for r in records)
+    test = sim.data.test
+    # what the accuracy is a proportion of (its interval and chance baseline when shown):
+    # test samples, or, for next-token models, sequences averaging per-token accuracies
+    size = {"test_sequences" if test.labels.dim() > 1 else "test_samples": len(test)}
     return {
         "name": spec.name,
         "spec_hash": spec.spec_hash(),
         "rounds_completed": len(records),
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
+        **size,
+        "n_classes": sim.data.n_classes,
         "backdoor_success": last.get("backdoor_success"),
         "malicious_clients": list(sim.malicious),
         "free_rider_clients": list(sim.free_riders),

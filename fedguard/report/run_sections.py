@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fedguard.metrics.detection import run_detection
+from fedguard.metrics.test_accuracy import accuracy_text
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
 from fedguard.report.paths import checked_png, checked_roc, inside
@@ -131,7 +132,7 @@ def robustness_section(
             "free-rider clients",
             ", ".join(map(str, summary.get("free_rider_clients", []))) or "none",
         ),
-        ("final test accuracy", summary.get("final_test_accuracy")),
+        ("final test accuracy", accuracy_text(summary) or summary.get("final_test_accuracy")),
         ("backdoor success", summary.get("backdoor_success")),
         ("detection TPR (pooled over rounds)", det.get("detection_tpr")),
         ("detection FPR (pooled over rounds)", det.get("detection_fpr")),
@@ -195,7 +196,8 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
     acc = summary.get("final_test_accuracy")
     if acc is not None:
         items.append(
-            f"Final test accuracy {acc:.3f} after {summary.get('rounds_completed')} rounds."
+            f"Final test accuracy {accuracy_text(summary) or f'{acc:.3f}'} after "
+            f"{summary.get('rounds_completed')} rounds."
         )
     if summary.get("malicious_clients"):
         det = run_detection(records)

@@ -87,6 +87,14 @@ def test_run_writes_directory(tmp_path: Path) -> None:
     assert "owner-only" in output
     code, shown = run_cli(["show", str(run), "--partition"])
     assert code == 0 and "final test accuracy" in shown and "label histogram" in shown
+    flat = " ".join(shown.replace("│", " ").split())  # the table wraps long values
+    # no DP mechanism ran: the noise-source row says so instead of naming a source
+    assert "dp noise none: no DP mechanism ran" in flat
+    assert "seeded simulation" not in flat
+    # the accuracy with its 95% interval over the test set and the chance baseline
+    summary = json.loads((run / "complete.json").read_text())
+    assert summary["test_samples"] > 0 and summary["n_classes"] == 10
+    assert f"over {summary['test_samples']} test samples (Wilson); chance 0.100" in flat
 
 
 def test_resume_matches_uninterrupted(tmp_path: Path) -> None:

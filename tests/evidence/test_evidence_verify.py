@@ -122,3 +122,24 @@ def test_an_interrupted_run_is_verified_as_far_as_it_went(run_copy: Path, cli) -
     assert "verify matched (all rounds)" in out.splitlines()[0]
     assert "records: matched — 3 records identical" in out
     assert "model: not compared: the run is interrupted" in out
+
+
+def test_a_summary_written_before_the_test_size_fields_still_matches(run_copy: Path, cli) -> None:
+    # runs written by earlier releases have no test_samples / n_classes in complete.json
+    summary = json.loads((run_copy / "complete.json").read_text())
+    assert summary["test_samples"] > 0 and summary["n_classes"] == 10
+    for key in ("test_samples", "n_classes"):
+        del summary[key]
+    (run_copy / "complete.json").write_text(json.dumps(summary))
+    code, out, _ = cli("verify", str(run_copy))
+    assert "summary: matched — complete.json identical" in out, out
+    assert code == 0, out
+
+
+def test_an_edited_test_size_differs_from_the_replay(run_copy: Path, cli) -> None:
+    summary = json.loads((run_copy / "complete.json").read_text())
+    summary["test_samples"] = 10_000  # a narrower interval than the test set supports
+    (run_copy / "complete.json").write_text(json.dumps(summary))
+    code, out, _ = cli("verify", str(run_copy))
+    assert code == 1
+    assert "summary: DIFFERED — complete.json: test_samples is 10000 in the run" in out

@@ -112,6 +112,8 @@ def test_show_of_a_dp_run_orders_the_summary_by_meaning_and_states_epsilon(
     positions = [summary.index(k) for k in keys]
     assert positions == sorted(positions), positions
     assert re.search(r"ε = \d+(\.\d+)? at δ = 1e-05 \(rdp accountant\)", summary)
+    # a DP run names its noise source (seeded: reproducible from the seed)
+    assert "seeded simulation" in summary and "no DP mechanism" not in summary
 
 
 def test_the_privacy_finding_reads_as_one_plain_sentence() -> None:

@@ -1,0 +1,66 @@
+"""The final test accuracy as a reader needs it: its 95% interval and what chance gets.
+
+A run's test accuracy is a proportion of correctly classified test samples, so its sampling
+uncertainty is a binomial interval over the test-set size. The Wilson score interval is used:
+closed form (no SciPy import on the CLI's path), never outside [0, 1], and with coverage close to
+nominal even for small test sets and accuracies near 0 or 1 (Brown, Cai & DasGupta 2001), where
+the normal ("Wald") interval is not. Next-token accuracy of a language model is a per-sequence
+average of per-token proportions, not one binomial proportion, so it gets no such interval.
+
+References
+----------
+Wilson. "Probable inference, the law of succession, and statistical inference." JASA 22, 1927.
+Brown, Cai, DasGupta. "Interval estimation for a binomial proportion." Statistical Science 16,
+2001.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: two-sided 95% standard-normal quantile
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / trials``."""
+    if trials <= 0:
+        raise ValueError("a binomial interval needs at least one trial.")
+    p = successes / trials
+    z2 = z * z
+    denominator = 1.0 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
+    # at 0 or all successes the bound is exactly 0 or 1 (the formula gives it up to rounding)
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= trials else min(1.0, centre + half)
+    return low, high
+
+
+def accuracy_text(summary: Mapping[str, Any]) -> str | None:
+    """The final test accuracy with its convention: the 95% Wilson interval over the test
+    samples and chance (1/classes) where the summary says how many there were; None without an
+    accuracy (no evaluation, or a summary written before these fields existed gives the bare
+    value)."""
+    acc = summary.get("final_test_accuracy")
+    if not isinstance(acc, int | float) or not math.isfinite(acc):
+        return None
+    classes = summary.get("n_classes")
+    chance = f"chance {1 / classes:.3f}" if isinstance(classes, int) and classes > 0 else None
+    samples = summary.get("test_samples")
+    sequences = summary.get("test_sequences")
+    if isinstance(samples, int) and samples > 0:
+        low, high = wilson_interval(round(acc * samples), samples)
+        parts = [f"95% CI {low:.3f}–{high:.3f} over {samples:,} test samples (Wilson)"]
+    elif isinstance(sequences, int) and sequences > 0:
+        parts = [f"per-token, averaged over {sequences:,} test sequences; no binomial interval"]
+    else:
+        parts = []
+    if chance:
+        parts.append(chance)
+    return "; ".join([f"{acc:.4f}", *parts])
+
+
+__all__ = ["Z95", "accuracy_text", "wilson_interval"]

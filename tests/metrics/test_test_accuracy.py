@@ -1,0 +1,46 @@
+"""The final test accuracy's interval and chance baseline (fedguard.metrics.test_accuracy)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy.stats import binomtest
+
+from fedguard.metrics.test_accuracy import accuracy_text, wilson_interval
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (5, 10), (10, 10), (332, 360), (1, 3), (997, 1000)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(k, n)
+    assert low == pytest.approx(ci.low, abs=1e-12) and high == pytest.approx(ci.high, abs=1e-12)
+    assert low <= k / n <= high
+
+
+def test_wilson_interval_closed_form_at_half() -> None:
+    # 5/10: centre 1/2, half-width z·sqrt(1/40 + z²/400)/(1 + z²/10)
+    z = 1.959963984540054
+    half = z * math.sqrt(0.25 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert wilson_interval(5, 10) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-15)
+
+
+def test_accuracy_text_states_interval_test_size_and_chance() -> None:
+    text = accuracy_text({"final_test_accuracy": 332 / 360, "test_samples": 360, "n_classes": 10})
+    low, high = wilson_interval(332, 360)
+    assert text == (
+        f"0.9222; 95% CI {low:.3f}–{high:.3f} over 360 test samples (Wilson); chance 0.100"
+    )
+
+
+def test_accuracy_text_of_a_language_model_claims_no_binomial_interval() -> None:
+    text = accuracy_text({"final_test_accuracy": 0.4, "test_sequences": 50, "n_classes": 96})
+    assert text == (
+        "0.4000; per-token, averaged over 50 test sequences; no binomial interval; chance 0.010"
+    )
+
+
+def test_accuracy_text_of_an_older_summary_or_no_evaluation() -> None:
+    assert accuracy_text({"final_test_accuracy": 0.5}) == "0.5000"
+    assert accuracy_text({"final_test_accuracy": None}) is None
+    assert accuracy_text({"final_test_accuracy": float("nan"), "test_samples": 10}) is None
