@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedguard.cli.exit_codes import FAILED
-from fedguard.cli.tables import run_epsilon, summary_table
+from fedguard.cli.tables import print_summary
 from fedguard.config import load_spec
 from fedguard.core.runner import default_run_dir
 from fedguard.errors import Interrupted, UserError
@@ -46,9 +46,7 @@ def run_command(
     if resume is None and out_dir is None and existing.complete:
         # the default directory is named by the spec's hash: this exact run is already done
         console.print(f"{out} already holds this run (same spec hash); its summary:")
-        console.print(
-            summary_table(existing.summary(), epsilon=run_epsilon(spec, existing.ledger()))
-        )
+        print_summary(console, existing.summary() or {}, spec, existing.ledger())
         return 0
     if resume is None and existing.exists():
         raise UserError(
@@ -76,7 +74,7 @@ def run_command(
             result = execute(spec, out, progress, resume=resume is not None, simulation=sim)
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(out)) from None
-    console.print(summary_table(result.summary, epsilon=run_epsilon(spec, result.ledger)))
+    print_summary(console, result.summary, spec, result.ledger)
     console.print(f"run directory: [bold]{out}[/]")
     if result.summary.get("diverged"):
         Console(stderr=True).print(

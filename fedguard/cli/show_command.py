@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedguard.cli.tables import rounds_table, run_epsilon, summary_table
+from fedguard.cli.tables import print_summary, rounds_table
 from fedguard.errors import UserError
 from fedguard.storage.run_dir import RunDirectory
 
@@ -32,7 +32,7 @@ def show_command(path: Path, metric: str | None = None, partition: bool = False)
         "name": spec.name,
         "status": f"interrupted after {len(records)} of {spec.rounds} rounds (resume with --resume)",
     }
-    console.print(summary_table(summary, epsilon=run_epsilon(spec, run_dir.ledger())))
+    print_summary(console, summary, spec, run_dir.ledger())
     if partition:
         from fedguard.cli.tables import partition_table
 

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from fedguard import registry
+from fedguard.metrics.attack_headlines import headline
 from fedguard.metrics.test_accuracy import accuracy_text
 from fedguard.safe_text import markup_safe
 
@@ -102,6 +103,33 @@ def summary_table(
             continue
         table.add_row(_fmt(str(k).replace("_", " ")), _fmt(v))
     return table
+
+
+def privacy_attacks_table(summary: dict[str, Any]) -> Table | None:
+    """One row per privacy attack of the run: its headline result beside the baseline a trivial
+    attacker gets and the caveats (:mod:`fedguard.metrics.attack_headlines`); None without
+    privacy attacks."""
+    attacks = summary.get("privacy_attacks")
+    if not isinstance(attacks, dict) or not attacks:
+        return None
+    table = Table(title="Privacy attacks (mean over the rounds each attack observed)")
+    table.add_column("attack", style="bold")
+    table.add_column("result")
+    table.add_column("baseline and caveats", style="dim")
+    for name, metrics in attacks.items():
+        if isinstance(metrics, dict):
+            result, notes = headline(metrics)
+            table.add_row(_fmt(name), _fmt(result), _fmt(notes))
+    table.caption = "every metric of every attack: complete.json (privacy_attacks)"
+    return table
+
+
+def print_summary(console: Any, summary: dict[str, Any], spec: Any, ledger: dict[str, Any]) -> None:
+    """The run summary, then the privacy attacks' headlines where the run had any."""
+    console.print(summary_table(summary, epsilon=run_epsilon(spec, ledger)))
+    attacks = privacy_attacks_table(summary)
+    if attacks is not None:
+        console.print(attacks)
 
 
 def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float] | None:

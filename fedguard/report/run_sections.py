@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fedguard.metrics.attack_headlines import headline
 from fedguard.metrics.detection import run_detection
 from fedguard.metrics.test_accuracy import accuracy_text
 from fedguard.report import figures
@@ -148,7 +149,16 @@ def robustness_section(
             for k, v in m.items()
             if isinstance(v, int | float)
         ]
-        html += "<h3>Privacy attacks</h3>" + table(["attack", "metric", "value"], rows)
+        headlines = [(name, *headline(m)) for name, m in attacks.items() if isinstance(m, dict)]
+        html += (
+            "<h3>Privacy attacks</h3>"
+            + paragraph(
+                "Mean over the rounds each attack observed, beside what a trivial attacker gets."
+            )
+            + table(["attack", "result", "baseline and caveats"], headlines)
+            + "<h4>Every metric</h4>"
+            + table(["attack", "metric", "value"], rows)
+        )
     rocs: dict[str, tuple[list[float], list[float]]] = {}
     for caption, rel in sorted((summary.get("artifacts") or {}).items()):
         path = inside(run.path, rel)
@@ -206,6 +216,10 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
                 f"The defense flagged {100 * det['detection_tpr']:.0f}% of malicious participations "
                 f"with a {100 * det.get('detection_fpr', 0):.0f}% false-positive rate."
             )
+    for name, metrics in (summary.get("privacy_attacks") or {}).items():
+        if isinstance(metrics, dict):
+            result, notes = headline(metrics)
+            items.append(f"Privacy attack {name}: {result} ({notes}).")
     if summary.get("backdoor_success") is not None:
         items.append(f"Backdoor success rate at the end: {100 * summary['backdoor_success']:.1f}%.")
     items.append(privacy_line)

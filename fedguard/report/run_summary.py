@@ -6,7 +6,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from fedguard.metrics.attack_headlines import headline
 from fedguard.metrics.detection import run_detection
+from fedguard.metrics.test_accuracy import accuracy_text
 from fedguard.report.accountants import read_audit
 from fedguard.report.html import bullet_list
 from fedguard.report.run_sections import _component
@@ -31,7 +33,8 @@ def answer(
     acc = summary.get("final_test_accuracy")
     if acc is not None:
         parts.append(
-            f"Final test accuracy {acc:.3f} after {summary.get('rounds_completed')} rounds."
+            f"Final test accuracy {accuracy_text(summary) or f'{acc:.3f}'} after "
+            f"{summary.get('rounds_completed')} rounds."
         )
     elif records:
         parts.append(f"Interrupted after {len(records)} rounds.")
@@ -45,9 +48,9 @@ def answer(
     if summary.get("backdoor_success") is not None:
         parts.append(f"Backdoor success {summary['backdoor_success']:.1%}.")
     for name, metrics in (summary.get("privacy_attacks") or {}).items():
-        shown = [f"{k} {v:.3g}" for k, v in metrics.items() if k in ("psnr_db", "auc")]
-        if shown:
-            parts.append(f"Privacy attack {name}: {', '.join(shown)}.")
+        if isinstance(metrics, dict):  # the result beside what a trivial attacker gets
+            result, notes = headline(metrics)
+            parts.append(f"Privacy attack {name}: {result} ({notes}).")
     parts.append(privacy_line)
     return " ".join(parts)
 
