@@ -32,14 +32,21 @@ def calibrate_command(
         raise UserError(f"--target-epsilon must be a finite number > 0 (got {target_epsilon!r}).")
     if not (0 < delta < 1):
         raise UserError(f"--delta must be in (0, 1) (got {delta!r}).")
-    (name,) = accountant_names(accountant) if accountant != "all" else ("rdp",)
+    names = accountant_names(accountant)
     calculator_event(sampling_rate, 1.0, steps, sampling, population)  # validates the flags
     scheme = "poisson" if sampling == "poisson" else "without_replacement"
-    z = calibrate_clipped_sum_noise(
-        target_epsilon, delta, steps, sampling_rate, scheme, population, accountant=name
-    )
+    # ε falls as z grows, so the smallest z meeting the target under every accountant asked
+    # for ("all") is the largest of their own smallest z
+    per_z = {
+        name: calibrate_clipped_sum_noise(
+            target_epsilon, delta, steps, sampling_rate, scheme, population, accountant=name
+        )
+        for name in names
+    }
+    name = max(per_z, key=lambda n: per_z[n])
+    z = per_z[name]
     event = calculator_event(sampling_rate, z, steps, sampling, population)
-    per = epsilon_per_accountant(event, delta, (name,))
+    per = epsilon_per_accountant(event, delta, names)
     achieved = per[name].get("epsilon")
     result = {
         "noise_multiplier": z,
@@ -47,6 +54,10 @@ def calibrate_command(
         "epsilon": achieved,
         "delta": delta,
         "accountant": name,
+        "by_accountant": {
+            n: {"noise_multiplier": per_z[n], "epsilon_at_chosen": per[n].get("epsilon")}
+            for n in names
+        },
         "sampling_rate": sampling_rate,
         "steps": steps,
         "sampling": scheme,
@@ -66,3 +77,11 @@ def calibrate_command(
         f"{note['sensitivity']})",
         highlight=False,
     )
+    if len(names) > 1:
+        Console().print(
+            f"binding accountant: {name}; each accountant's own smallest z: "
+            + ", ".join(f"{n} {per_z[n]:.4f}" for n in names)
+            + "; ε at the chosen z: "
+            + ", ".join(f"{n} {per[n].get('epsilon'):.4g}" for n in names),
+            highlight=False,
+        )

@@ -276,7 +276,10 @@ def calibrate(
     population: Annotated[
         int | None, typer.Option(help="Population size (with --sampling fixed).")
     ] = None,
-    accountant: Annotated[str, typer.Option(help="rdp, prv or pld.")] = "rdp",
+    accountant: Annotated[
+        str,
+        typer.Option(help="rdp, prv, pld, or all (the smallest z meeting the target under each)."),
+    ] = "rdp",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The smallest noise multiplier (noise std ÷ clip norm, as in run configs) meeting a target
