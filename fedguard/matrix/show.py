@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from fedguard.errors import UserError
 from fedguard.matrix.store import ResultStore
 from fedguard.matrix.summary import MatrixTables, pivot, status_cells, tidy_frame
 from fedguard.matrix.verdict import (
@@ -134,6 +135,26 @@ def metric_cells(
     return [markup_safe(str(r)) for r in rows], [markup_safe(str(a)) for a in attacks], cells
 
 
+#: metric names listed in the error for an unknown ``--metric`` (the rest: matrix.csv)
+LISTED_METRICS = 40
+
+
+def check_metric(tidy: pd.DataFrame, metric: str) -> None:
+    """A UserError naming the metrics this matrix has when ``metric`` is not one of them."""
+    known = sorted(str(m) for m in tidy["metric"].unique()) if "metric" in tidy else []
+    if metric in known:
+        return
+    shown = ", ".join(known[:LISTED_METRICS])
+    more = (
+        f" and {len(known) - LISTED_METRICS} more (see matrix.csv)"
+        if len(known) > LISTED_METRICS
+        else ""
+    )
+    raise UserError(
+        f"--metric {metric!r} is not a metric of this matrix; it has: {shown or 'none'}{more}."
+    )
+
+
 def show_matrix(
     path: Path, console: Console, metric: str | None = None, tables: MatrixTables | None = None
 ) -> None:
@@ -152,6 +173,8 @@ def show_matrix(
             name, meta.get("metric", "test_accuracy"), rows, frame, verdicts(frame)
         )
     rows, tidy, name, vs = tables.rows, tables.tidy, tables.name, tables.verdicts
+    if metric is not None:
+        check_metric(tidy, metric)  # before anything is printed
     console.print(f"[bold]Which defenses held — {name}[/]")
     for line in answer(vs):
         console.print("  " + line, highlight=False)

@@ -90,3 +90,20 @@ def test_a_long_run_says_which_rounds_the_table_leaves_out() -> None:
     text = buf.getvalue()
     assert "rounds 7–14 not shown: every round is in rounds.jsonl" in text
     assert "│     6 │" in text and "│    15 │" in text and "│     7 │" not in text
+
+
+def test_an_unknown_metric_is_one_sentence_naming_the_metrics_and_prints_nothing(
+    matrix_dir: Path,
+) -> None:
+    # it printed a table of dashes and exited 0
+    from fedguard.errors import UserError
+
+    buf = io.StringIO()
+    with pytest.raises(UserError) as err:
+        show_matrix(matrix_dir, Console(file=buf, width=80), metric="bogus")
+    assert str(err.value).startswith("--metric 'bogus' is not a metric of this matrix; it has: ")
+    assert "test_accuracy" in str(err.value) and "accuracy_drop" in str(err.value)
+    assert buf.getvalue() == ""
+    text = io.StringIO()
+    show_matrix(matrix_dir, Console(file=text, width=200), metric="accuracy_drop")
+    assert "accuracy drop (mean±std over seeds" in text.getvalue()
