@@ -8,7 +8,7 @@ from rich.table import Table
 
 from fedguard import registry
 from fedguard.metrics.attack_headlines import headline
-from fedguard.metrics.test_accuracy import accuracy_text
+from fedguard.metrics.test_accuracy import accuracy_text, backdoor_text
 from fedguard.safe_text import markup_safe
 
 
@@ -69,7 +69,7 @@ SUMMARY_ORDER = (
 
 
 #: facts the final-accuracy line states (its interval and chance), not repeated as rows
-SHOWN_IN_ACCURACY = ("test_samples", "test_sequences", "n_classes")
+SHOWN_IN_ACCURACY = ("test_samples", "test_sequences", "n_classes", "triggered_samples")
 
 
 def ordered_summary(summary: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -97,6 +97,9 @@ def summary_table(
     accuracy = accuracy_text(summary)
     if accuracy is not None:
         summary = {**summary, "final_test_accuracy": accuracy}
+    backdoor = backdoor_text(summary)
+    if backdoor is not None:
+        summary = {**summary, "backdoor_success": backdoor}
     summary = {k: v for k, v in summary.items() if k not in SHOWN_IN_ACCURACY}
     for k, v in ordered_summary(summary):
         if isinstance(v, dict):

@@ -208,6 +208,8 @@ def summarize(
     # what the accuracy is a proportion of (its interval and chance baseline when shown):
     # test samples, or, for next-token models, sequences averaging per-token accuracies
     size = {"test_sequences" if test.labels.dim() > 1 else "test_samples": len(test)}
+    if sim.triggered is not None:  # what the backdoor success rate is a proportion of
+        size["triggered_samples"] = len(sim.triggered[1])
     return {
         "name": spec.name,
         "spec_hash": spec.spec_hash(),

@@ -63,4 +63,19 @@ def accuracy_text(summary: Mapping[str, Any]) -> str | None:
     return "; ".join([f"{acc:.4f}", *parts])
 
 
-__all__ = ["Z95", "accuracy_text", "wilson_interval"]
+def backdoor_text(summary: Mapping[str, Any]) -> str | None:
+    """The final backdoor success rate with its convention (the share of triggered test samples
+    of the other classes classified as the target class) and its 95% Wilson interval over them;
+    None without a backdoor."""
+    rate = summary.get("backdoor_success")
+    if not isinstance(rate, int | float) or not math.isfinite(rate):
+        return None
+    samples = summary.get("triggered_samples")
+    text = f"{rate:.4f}; share of triggered non-target test samples classified as the target"
+    if isinstance(samples, int) and samples > 0:
+        low, high = wilson_interval(round(rate * samples), samples)
+        text += f"; 95% CI {low:.3f}–{high:.3f} over {samples:,} of them (Wilson)"
+    return text
+
+
+__all__ = ["Z95", "accuracy_text", "backdoor_text", "wilson_interval"]

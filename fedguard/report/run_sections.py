@@ -9,7 +9,7 @@ import numpy as np
 
 from fedguard.metrics.attack_headlines import headline
 from fedguard.metrics.detection import run_detection
-from fedguard.metrics.test_accuracy import accuracy_text
+from fedguard.metrics.test_accuracy import accuracy_text, backdoor_text
 from fedguard.report import figures
 from fedguard.report.html import bullet_list, image, key_values, paragraph, table
 from fedguard.report.paths import checked_png, checked_roc, inside
@@ -134,7 +134,7 @@ def robustness_section(
             ", ".join(map(str, summary.get("free_rider_clients", []))) or "none",
         ),
         ("final test accuracy", accuracy_text(summary) or summary.get("final_test_accuracy")),
-        ("backdoor success", summary.get("backdoor_success")),
+        ("backdoor success", backdoor_text(summary) or summary.get("backdoor_success")),
         ("detection TPR (pooled over rounds)", det.get("detection_tpr")),
         ("detection FPR (pooled over rounds)", det.get("detection_fpr")),
         ("detection AUROC of the rule's scores (mean over rounds)", det.get("detection_auroc")),
@@ -221,7 +221,7 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
             result, notes = headline(metrics)
             items.append(f"Privacy attack {name}: {result} ({notes}).")
     if summary.get("backdoor_success") is not None:
-        items.append(f"Backdoor success rate at the end: {100 * summary['backdoor_success']:.1f}%.")
+        items.append(f"Backdoor success rate at the end: {backdoor_text(summary)}.")
     items.append(privacy_line)
     if summary.get("saved_updates"):
         items.append(

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedguard.metrics.attack_headlines import headline
 from fedguard.metrics.detection import run_detection
-from fedguard.metrics.test_accuracy import accuracy_text
+from fedguard.metrics.test_accuracy import accuracy_text, backdoor_text
 from fedguard.report.accountants import read_audit
 from fedguard.report.html import bullet_list
 from fedguard.report.run_sections import _component
@@ -46,7 +46,7 @@ def answer(
                 f"{det.get('detection_fpr', 0):.0%} false-positive rate."
             )
     if summary.get("backdoor_success") is not None:
-        parts.append(f"Backdoor success {summary['backdoor_success']:.1%}.")
+        parts.append(f"Backdoor success {backdoor_text(summary)}.")
     for name, metrics in (summary.get("privacy_attacks") or {}).items():
         if isinstance(metrics, dict):  # the result beside what a trivial attacker gets
             result, notes = headline(metrics)

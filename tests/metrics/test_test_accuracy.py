@@ -44,3 +44,34 @@ def test_accuracy_text_of_an_older_summary_or_no_evaluation() -> None:
     assert accuracy_text({"final_test_accuracy": 0.5}) == "0.5000"
     assert accuracy_text({"final_test_accuracy": None}) is None
     assert accuracy_text({"final_test_accuracy": float("nan"), "test_samples": 10}) is None
+
+
+def test_backdoor_text_states_its_convention_and_interval() -> None:
+    from fedguard.metrics.test_accuracy import backdoor_text
+
+    low, high = wilson_interval(206, 324)
+    assert backdoor_text({"backdoor_success": 206 / 324, "triggered_samples": 324}) == (
+        "0.6358; share of triggered non-target test samples classified as the target; "
+        f"95% CI {low:.3f}–{high:.3f} over 324 of them (Wilson)"
+    )
+    assert backdoor_text({"backdoor_success": None}) is None
+
+
+def test_a_backdoor_run_records_how_many_triggered_samples_its_rate_is_over() -> None:
+    from fedguard.config import parse_spec
+    from fedguard.launch import execute
+
+    spec = parse_spec(
+        {
+            "rounds": 1,
+            "data": {"dataset": "digits", "partition": "iid"},
+            "model": "logreg",
+            "clients": {"n_clients": 10},
+            "attack": {"n_malicious": 2, "data_attack": {"name": "backdoor"}},
+        }
+    )
+    result = execute(spec)
+    test_labels = result.simulation.data.test.labels
+    target = result.simulation.components.data_attack.target_label
+    assert result.summary["triggered_samples"] == int((test_labels != target).sum())
+    assert result.summary["test_samples"] == len(test_labels)
