@@ -211,6 +211,10 @@ def train_vectorized(
     from the stacked plan (:mod:`fedguard.core.stacked_model`) where the model allows, else from
     ``vmap(grad)`` (``engine``: "auto", "stacked" or "vmap").
     """
+    if global_params.device.type == "cpu":
+        # the round's stack, workspace and activations are reused every round: returned to the
+        # OS they are page-faulted in again (LeNet-5, 100 clients: 3–7% of a round's CPU time)
+        retain_freed_memory()
     ids = list(client_ids)
     counts = _counts(data, ids)
     index, mask = batch_schedule(counts, ids, cfg, seed, round_index)

@@ -72,3 +72,20 @@ def test_the_dp_trainer_sets_it_on_a_cpu(monkeypatch) -> None:
         model, model.initial_params(), data, [0], cfg, DPSGDConfig(1.0, 1.0), 0, 0
     )
     assert calls == [1]
+
+
+def test_the_vectorized_trainer_sets_it_on_a_cpu(monkeypatch) -> None:
+    import torch
+
+    from fedguard.core import local_training
+    from fedguard.core.local_training import ClientData, LocalTrainingConfig
+    from fedguard.models.flat import FlatModel
+
+    calls = []
+    monkeypatch.setattr(local_training, "retain_freed_memory", lambda: calls.append(1))
+    model = FlatModel.of(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    data = ClientData.pad([torch.zeros(4, 3)], [torch.zeros(4, dtype=torch.long)])
+    local_training.train_vectorized(
+        model, model.initial_params(), data, [0], LocalTrainingConfig(batch_size=2), 0, 0
+    )
+    assert calls == [1]
