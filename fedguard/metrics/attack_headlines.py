@@ -13,8 +13,9 @@ reader needs into a sentence and a second one stating the baseline and the cavea
   mean image and the true class's mean image), recovered samples (PSNR ≥ 3 dB above both);
 - **malicious-server reconstruction** (recovered samples of the attacked groups: PSNR ≥ 30 dB
   and 3 dB above the class-mean guess);
-- **text** attacks: canary exposure (bits; 0 = no memorisation), extraction (secrets completed),
-  DAGER token recovery;
+- **text** attacks: canary exposure (bits), extraction (secrets completed), DAGER token
+  recovery; a canary the model did not memorise has exposure about 1/ln 2 ≈ 1.44
+  bits (its rank uniform among the candidates; Carlini et al. 2019);
 - anything else: its numeric metrics as stored. Metrics a headline does not use stay in
   ``complete.json`` and in the report's full table.
 
@@ -22,6 +23,8 @@ References
 ----------
 Hanley, McNeil. "The meaning and use of the area under a receiver operating characteristic (ROC)
 curve." Radiology 143(1), 1982.
+Carlini, Liu, Erlingsson, Kos, Song. "The Secret Sharer: Evaluating and Testing Unintended
+Memorization in Neural Networks." USENIX Security 2019.
 """
 
 from __future__ import annotations
@@ -140,11 +143,17 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, str]:
     exposure = _num(metrics, "exposure_mean")
     if exposure is not None:
         top = _num(metrics, "exposure_max")
+        share = _num(metrics, "exposure_fraction_of_max")
         parts.append(
             f"canary exposure {exposure:.1f} bits mean"
             + (f", {top:.1f} max" if top is not None else "")
+            + (f" ({100 * share:.0f}% of the most a canary can have)" if share is not None else "")
         )
-        notes.append("exposure 0 bits: the canary ranks like a random candidate (no memorisation)")
+        # rank uniform on 1..|R|: E[log2|R| − log2 rank] → 1/ln 2 bits as |R| grows
+        notes.append(
+            "a canary the model did not memorise ranks like a random candidate: about 1.4 bits "
+            "(1/ln 2) expected"
+        )
         used.update(k for k in metrics if k.startswith("exposure_"))
     extracted, secrets = _num(metrics, "extracted"), _num(metrics, "n_secrets")
     if extracted is not None and secrets:

@@ -104,10 +104,25 @@ def test_reconstruction_headlines_name_their_guessing_baselines_and_recovery_rul
     assert notes == "recovered: PSNR at least 30 dB and 3 dB above the class-mean guess"
 
 
+def test_a_random_canary_has_about_one_over_ln2_bits_of_exposure() -> None:
+    # the note's baseline: rank uniform on 1..|R| gives E[exposure] → 1/ln 2 as |R| grows
+    size = 2**16
+    ranks = np.arange(1, size + 1)
+    expected = float(np.mean(np.log2(size) - np.log2(ranks)))
+    assert expected == pytest.approx(1 / math.log(2), abs=1e-3)
+
+
 def test_text_attacks_and_unknown_metrics() -> None:
-    result, notes = headline({"exposure_mean": 3.21, "exposure_max": 7.9, "n_secrets": 4.0})
-    assert result == "canary exposure 3.2 bits mean, 7.9 max"
-    assert "0 bits" in notes
+    result, notes = headline(
+        {
+            "exposure_mean": 3.21,
+            "exposure_max": 7.9,
+            "exposure_fraction_of_max": 0.2,
+            "n_secrets": 4,
+        }
+    )
+    assert result == "canary exposure 3.2 bits mean, 7.9 max (20% of the most a canary can have)"
+    assert "about 1.4 bits (1/ln 2) expected" in notes
     assert headline({"extracted": 1.0, "n_secrets": 4.0, "extracted_fraction": 0.25})[0] == (
         "1 of 4 secrets extracted"
     )
