@@ -242,8 +242,10 @@ def contrib_command(
         return 0
     pct = round(100 * scores.confidence)
     t = Table(title=f"contributions: {title}")
-    for col in ("client", "value", f"{pct}% interval", "rank", "flag"):
-        t.add_column(col, justify="right" if col != "flag" else "left")
+    # per-client intervals; the flags test all clients together (Holm), so an interval can
+    # exclude 0 without a flag: the column says which is which
+    for col in ("client", "value", f"{pct}% interval (per client)", "rank", "flag (Holm)"):
+        t.add_column(col, justify="left" if col.startswith("flag") else "right")
     for r in table:
         t.add_row(
             str(r["client"]),
