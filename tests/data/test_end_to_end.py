@@ -109,6 +109,11 @@ def test_own_model_contrib(user_setup, capsys) -> None:
     assert len(values) == 6  # one Shapley value per natural client (hospital)
     # exact Shapley's efficiency axiom: the values sum to the grand coalition's gain
     assert sum(values) == pytest.approx(info["grand_utility"] - info["empty_utility"], abs=1e-9)
+    # the table: intervals per client, flags Holm-adjusted over all clients (an interval that
+    # excludes 0 without a flag is not a contradiction, and the headers say why)
+    status, out = cli(capsys, "contrib", str(run), "--method", "exact")
+    assert status == 0, out
+    assert "95% interval (per client)" in out and "flag (Holm)" in out
 
 
 def test_own_model_matrix_and_report(user_setup, capsys) -> None:
