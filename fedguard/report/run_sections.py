@@ -206,8 +206,8 @@ def findings(records: list[dict[str, Any]], summary: dict[str, Any], privacy_lin
     acc = summary.get("final_test_accuracy")
     if acc is not None:
         items.append(
-            f"Final test accuracy {accuracy_text(summary) or f'{acc:.3f}'} after "
-            f"{summary.get('rounds_completed')} rounds."
+            f"Final test accuracy after {summary.get('rounds_completed')} rounds: "
+            f"{accuracy_text(summary) or f'{acc:.3f}'}."
         )
     if summary.get("malicious_clients"):
         det = run_detection(records)

@@ -33,8 +33,8 @@ def answer(
     acc = summary.get("final_test_accuracy")
     if acc is not None:
         parts.append(
-            f"Final test accuracy {accuracy_text(summary) or f'{acc:.3f}'} after "
-            f"{summary.get('rounds_completed')} rounds."
+            f"Final test accuracy after {summary.get('rounds_completed')} rounds: "
+            f"{accuracy_text(summary) or f'{acc:.3f}'}."
         )
     elif records:
         parts.append(f"Interrupted after {len(records)} rounds.")

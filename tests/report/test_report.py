@@ -74,6 +74,14 @@ def test_run_report_has_every_section_and_is_self_contained(run_dir: Path) -> No
     assert "no formal privacy guarantee" in html
     assert "analytic" in html and "psnr_db" in html  # privacy attack results
     assert "Final test accuracy" in html
+    # the summary gives each attack's result beside its guessing baselines, and the accuracy
+    # with its interval and chance
+    summary = html[html.index('class="answer"') :]
+    summary = summary[: summary.index("</p>")]
+    assert re.search(r"Privacy attack analytic: PSNR [\d.]+ dB", summary)
+    assert "guessing the mean image gets" in summary
+    assert re.search(r"Final test accuracy after \d+ rounds: [\d.]+; 95% CI ", summary)
+    assert "chance 0.100" in summary
 
 
 def test_matrix_report_states_the_decision_rule(tmp_path: Path) -> None:
