@@ -65,8 +65,9 @@ def caveats(run: RunDirectory, summary: dict[str, Any]) -> list[str]:
         )
         if isinstance(ceiling, int | float) and isinstance(upper, int | float) and ceiling < upper:
             out.append(
-                f"The canary audit can certify at most ε = {ceiling:.3g} < {upper:.3g}: it could "
-                "not have refuted the claim (see Privacy)."
+                f"The canary audit can certify at most ε = {ceiling:.3g}, below {upper:.3g}, the "
+                "smallest of the accountants' bounds: it could not have refuted the claim (see "
+                "Privacy)."
             )
     if summary.get("saved_updates"):
         out.append("Per-round client updates were saved: they are sensitive (owner-only).")

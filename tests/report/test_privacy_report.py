@@ -80,7 +80,10 @@ def test_dp_report_gives_every_accountant_and_the_audit_ceiling(dp_run: Path) ->
     assert "Empirical audit" in html and "<td>1000</td>" in html
     assert "5.15" in html and "could not have refuted the claim" in html
     summary = html[html.index('id="summary"') : html.index('id="setup"')]
-    assert "can certify at most ε = 5.15 &lt; 6.62" in summary
+    assert (
+        "can certify at most ε = 5.15, below 6.62, the smallest of the accountants&#x27; bounds"
+        in summary
+    )
 
 
 def test_refutation_sentences() -> None:
