@@ -13,9 +13,11 @@ krum, n_byzantine: 4}``); ``nnm+trimmed_mean`` composes pre-aggregators with an 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -324,13 +326,38 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One sentence naming the first offending field and what is allowed."""
+def _section_keys(model: type[BaseModel], path: Sequence[Any]) -> list[str] | None:
+    """The keys the config section at ``path`` (field names from ``model`` down) accepts, or
+    None where the path leaves the typed models (a list index, a component's params)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def describe_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One sentence naming the first offending field and what is allowed (for an unknown key:
+    the keys its section takes, when ``model``, the validated class, is given)."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
     if err["type"] == "extra_forbidden":
-        return f"unknown key {loc!r} in the config; check its spelling against the reference."
+        parts = [p for p in err["loc"] if not str(p).startswith("function-")]
+        keys = _section_keys(model, parts[:-1]) if model is not None else None
+        if not keys:
+            return f"unknown key {loc!r} in the config; check its spelling against the reference."
+        section = ".".join(map(str, parts[:-1])) or "the top level"
+        close = difflib.get_close_matches(str(parts[-1]), keys, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {loc!r} in the config{hint}; {section} takes: {', '.join(keys)}."
     if err["type"] == "missing":
         return f"{loc} is required."
     msg = err["msg"].removeprefix("Value error, ")
@@ -351,7 +378,7 @@ def parse_spec(data: Any, defaults: ComponentDefaults | None) -> RunSpec:
     try:
         spec = RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, model=RunSpec)) from None
     spec._defaults = defaults
     return spec
 

@@ -190,7 +190,7 @@ def load_matrix(path: str | Path) -> tuple[MatrixConfig, dict[str, Any]]:
     try:
         cfg = MatrixConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, model=MatrixConfig)) from None
     base = cfg.base
     if isinstance(base, str):
         base_path = (Path(path).parent / base).resolve()

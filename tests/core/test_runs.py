@@ -152,6 +152,31 @@ def test_bad_input_exits_2_without_directory(tmp_path: Path, patch: dict, messag
     assert not out.exists()
 
 
+def test_an_unknown_key_names_its_section_keys_and_the_likely_one() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_spec({**SMALL, "attack": {"n_free_riders": 2}})
+    assert str(err.value) == (
+        "unknown key 'attack.n_free_riders' in the config (did you mean 'free_riders'?); attack "
+        "takes: data_attack, free_riders, model_attack, n_malicious, privacy_attacks, "
+        "start_round, stop_round."
+    )
+    with pytest.raises(ConfigError, match=r"\(did you mean 'training'\?\); the top level takes: "):
+        parse_spec({**SMALL, "trainig": {}})
+    with pytest.raises(ConfigError, match=r"clients takes: cohort_size, min_separation, n_clients"):
+        parse_spec({**SMALL, "clients": {"n_client": 3}})
+
+
+def test_an_unknown_matrix_key_names_the_matrix_keys(tmp_path: Path) -> None:
+    from fedguard.matrix.config import load_matrix
+
+    path = _write(tmp_path, {"name": "m", "base": SMALL, "seed": [0]}, "m.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'seed' in the config \(did you mean 'seeds'\?\); the top level takes: .*seeds",
+    ):
+        load_matrix(path)
+
+
 def test_missing_csv_label_column(tmp_path: Path) -> None:
     csv = tmp_path / "d.csv"
     csv.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
