@@ -183,7 +183,10 @@ def build_game(run: LoadedRun, builder: str, utility: str) -> Game | RoundGame:
 def duplicate_pairs(
     rounds: tuple[RoundUpdates, ...], tolerance: float = 1e-6
 ) -> list[tuple[int, int]]:
-    """Client pairs whose saved updates are identical in every round both took part in."""
+    """Client pairs whose saved updates and sample counts (their FedAvg weights) are identical in
+    every round both took part in: symmetric players of the valuation game, whose Shapley values
+    must be equal. Identical updates with different weights (two free-riders sending zero from
+    datasets of different sizes) are not: the heavier one dilutes a coalition's mean more."""
     if not rounds:
         return []
     n = max(int(r.client_ids.max()) for r in rounds) + 1
@@ -194,7 +197,8 @@ def duplicate_pairs(
         d = r.deltas.to(torch.float64)  # (m, d)
         dist = torch.cdist(d, d)  # (m, m)
         scale = d.norm(dim=1).max().clamp(min=1e-12)
-        sub = dist <= tolerance * scale
+        weights = r.num_samples.to(torch.float64)
+        sub = (dist <= tolerance * scale) & (weights[:, None] == weights[None, :])
         same[ids.unsqueeze(1), ids.unsqueeze(0)] &= sub
         together[ids.unsqueeze(1), ids.unsqueeze(0)] = True
     pairs = torch.nonzero(torch.triu(same & together, diagonal=1))

@@ -124,6 +124,22 @@ def test_duplicate_pairs_found_from_identical_updates() -> None:
     assert duplicate_pairs(tuple(rounds)) == [(1, 3)]
 
 
+def test_identical_updates_with_different_weights_are_not_symmetric_players() -> None:
+    # two free-riders sending zero from 30 and 45 samples: the heavier one dilutes a coalition's
+    # FedAvg mean more, so exact Shapley values differ and no symmetry is to be checked
+    g = torch.Generator().manual_seed(0)
+    rounds = []
+    for _ in range(2):
+        d = torch.randn(4, 6, generator=g)
+        d[0] = d[3] = 0.0
+        counts = torch.tensor([30.0, 40.0, 40.0, 45.0])
+        rounds.append(RoundUpdates(torch.zeros(6), torch.arange(4), d, counts))
+    assert duplicate_pairs(tuple(rounds)) == []
+    for r in rounds:
+        r.num_samples[3] = 30.0
+    assert duplicate_pairs(tuple(rounds)) == [(0, 3)]
+
+
 def test_surrogate_notes_name_what_reconstruction_approximates() -> None:
     from types import SimpleNamespace
 
