@@ -76,7 +76,7 @@ def _membership(m: Mapping[str, Any], prefix: str, used: set[str]) -> tuple[str,
     label = f"{prefix[:-1]} " if prefix else ""
     text = f"{label}AUC {auc:.3f}"
     notes: list[str] = []
-    if members and nonmembers:
+    if members and nonmembers and members >= 1 and nonmembers >= 1 and 0 <= auc <= 1:
         low, high = auc_interval(auc, round(members), round(nonmembers))
         text += f" (95% CI {low:.3f}–{high:.3f})"
         notes.append(f"{_count(members)} members, {_count(nonmembers)} non-members")
@@ -100,7 +100,11 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, str]:
     used: set[str] = set(_QUIET)
     parts: list[str] = []
     notes: list[str] = []
-    prefixes = sorted(k[: -len("auc")] for k in metrics if k == "auc" or k.endswith(".auc"))
+    prefixes = sorted(
+        k[: -len("auc")]
+        for k in metrics
+        if (k == "auc" or k.endswith(".auc")) and _num(metrics, k) is not None
+    )
     for prefix in prefixes:
         text, extra = _membership(metrics, prefix, used)
         parts.append(text)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 #: two-sided 95% standard-normal quantile
 Z95 = 1.959963984540054
@@ -39,6 +39,11 @@ def wilson_interval(successes: float, trials: int, z: float = Z95) -> tuple[floa
     return low, high
 
 
+def _count(value: Any) -> TypeGuard[int]:
+    """A positive whole count (not a bool, as JSON from elsewhere may hold anything)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def accuracy_text(summary: Mapping[str, Any]) -> str | None:
     """The final test accuracy with its convention: the 95% Wilson interval over the test
     samples and chance (1/classes) where the summary says how many there were; None without an
@@ -48,13 +53,13 @@ def accuracy_text(summary: Mapping[str, Any]) -> str | None:
     if not isinstance(acc, int | float) or not math.isfinite(acc):
         return None
     classes = summary.get("n_classes")
-    chance = f"chance {1 / classes:.3f}" if isinstance(classes, int) and classes > 0 else None
+    chance = f"chance {1 / classes:.3f}" if _count(classes) else None
     samples = summary.get("test_samples")
     sequences = summary.get("test_sequences")
-    if isinstance(samples, int) and samples > 0:
+    if _count(samples) and 0 <= acc <= 1:  # a run folder may come from someone else
         low, high = wilson_interval(round(acc * samples), samples)
         parts = [f"95% CI {low:.3f}–{high:.3f} over {samples:,} test samples (Wilson)"]
-    elif isinstance(sequences, int) and sequences > 0:
+    elif _count(sequences):
         parts = [f"per-token, averaged over {sequences:,} test sequences; no binomial interval"]
     else:
         parts = []
@@ -72,7 +77,7 @@ def backdoor_text(summary: Mapping[str, Any]) -> str | None:
         return None
     samples = summary.get("triggered_samples")
     text = f"{rate:.4f}; share of triggered non-target test samples classified as the target"
-    if isinstance(samples, int) and samples > 0:
+    if _count(samples) and 0 <= rate <= 1:
         low, high = wilson_interval(round(rate * samples), samples)
         text += f"; 95% CI {low:.3f}–{high:.3f} over {samples:,} of them (Wilson)"
     return text

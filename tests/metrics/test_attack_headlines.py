@@ -142,3 +142,12 @@ def test_show_of_a_privacy_attack_run_prints_each_attack_beside_its_baseline(
         assert name in text
     assert "chance: AUC 0.5, TPR = FPR" in text
     assert "guessing the mean image gets" in text
+
+
+def test_hostile_or_corrupt_metrics_give_text_not_a_traceback() -> None:
+    # a run folder may come from someone else: out-of-range values are shown, never crash
+    result, _ = headline({"auc": 1.7, "n_members": -3.0, "n_nonmembers": 26.0})
+    assert result == "AUC 1.700"
+    result, _ = headline({"auc": "0.9", "psnr_db": float("nan"), "weird": True})
+    assert result == "psnr_db nan"  # as stored; the string and the bool are not numbers
+    assert headline({"auc": "0.9"})[0] == "no numeric result"

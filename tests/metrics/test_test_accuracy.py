@@ -75,3 +75,18 @@ def test_a_backdoor_run_records_how_many_triggered_samples_its_rate_is_over() ->
     target = result.simulation.components.data_attack.target_label
     assert result.summary["triggered_samples"] == int((test_labels != target).sum())
     assert result.summary["test_samples"] == len(test_labels)
+
+
+def test_hostile_or_corrupt_summaries_give_text_not_a_traceback() -> None:
+    from fedguard.metrics.test_accuracy import backdoor_text
+
+    assert accuracy_text({"final_test_accuracy": 5.0, "test_samples": 10}) == "5.0000"
+    assert accuracy_text({"final_test_accuracy": 0.5, "test_samples": True, "n_classes": True}) == (
+        "0.5000"
+    )
+    assert accuracy_text({"final_test_accuracy": 0.5, "test_samples": -4, "n_classes": 0}) == (
+        "0.5000"
+    )
+    assert backdoor_text({"backdoor_success": -1.0, "triggered_samples": 9}) == (
+        "-1.0000; share of triggered non-target test samples classified as the target"
+    )
