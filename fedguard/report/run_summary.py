@@ -47,12 +47,18 @@ def answer(
             )
     if summary.get("backdoor_success") is not None:
         parts.append(f"Backdoor success {backdoor_text(summary)}.")
-    for name, metrics in (summary.get("privacy_attacks") or {}).items():
-        if isinstance(metrics, dict):  # the result beside what a trivial attacker gets
-            result, notes = headline(metrics)
-            parts.append(f"Privacy attack {name}: {result} ({notes}).")
     parts.append(privacy_line)
     return " ".join(parts)
+
+
+def attack_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per privacy attack: its result, then what a trivial attacker gets."""
+    lines = []
+    for name, metrics in (summary.get("privacy_attacks") or {}).items():
+        if isinstance(metrics, dict):
+            result, notes = headline(metrics)
+            lines.append(f"{name}: {result} — {notes}.")
+    return lines
 
 
 def caveats(run: RunDirectory, summary: dict[str, Any]) -> list[str]:
@@ -80,6 +86,15 @@ def summary_html(
     spec = run.spec().canonical()
     return (
         f'<p class="answer">{escape(answer(run, records, summary, privacy_line))}</p>'
-        f'<p class="setup-line">{escape(setup_line(spec))}</p>'
+        + _attacks_html(attack_lines(summary))
+        + f'<p class="setup-line">{escape(setup_line(spec))}</p>'
         '<div class="caveats">' + bullet_list(caveats(run, summary)) + "</div>"
     )
+
+
+def _attacks_html(lines: list[str]) -> str:
+    """The privacy attacks' lines as a list under the answer (a paragraph of them is a wall)."""
+    if not lines:
+        return ""
+    head = "Privacy attacks (each result, then what a trivial attacker gets):"
+    return f'<p class="attacks-head">{escape(head)}</p>' + bullet_list(lines)

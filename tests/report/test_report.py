@@ -76,12 +76,15 @@ def test_run_report_has_every_section_and_is_self_contained(run_dir: Path) -> No
     assert "Final test accuracy" in html
     # the summary gives each attack's result beside its guessing baselines, and the accuracy
     # with its interval and chance
-    summary = html[html.index('class="answer"') :]
-    summary = summary[: summary.index("</p>")]
-    assert re.search(r"Privacy attack analytic: PSNR [\d.]+ dB", summary)
-    assert "guessing the mean image gets" in summary
-    assert re.search(r"Final test accuracy after \d+ rounds: [\d.]+; 95% CI ", summary)
-    assert "chance 0.100" in summary
+    summary = html[html.index('id="summary"') : html.index('id="setup"')]
+    answer = summary[summary.index('class="answer"') :]
+    answer = answer[: answer.index("</p>")]
+    assert re.search(r"Final test accuracy after \d+ rounds: [\d.]+; 95% CI ", answer)
+    assert "chance 0.100" in answer
+    # the attacks as a list under the answer, each beside what a trivial attacker gets
+    attacks = summary[summary.index('class="attacks-head"') :]
+    assert re.search(r"<li>analytic: PSNR [\d.]+ dB", attacks)
+    assert "guessing the mean image gets" in attacks
 
 
 def test_matrix_report_states_the_decision_rule(tmp_path: Path) -> None:
