@@ -297,7 +297,7 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
             )
         console.print(table)
     if report["epsilon_by_round"]:
-        table = Table(title="ε after each round")
+        table = Table(title=f"ε after each round ({report['accountant']})")
         table.add_column("round", justify="right")
         table.add_column("ε", justify="right")
         rows = report["epsilon_by_round"]
@@ -315,7 +315,11 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
     if report["budget"] is not None:
         b = report["budget"]
         verdict = "within budget" if b["within_budget"] else "OVER BUDGET"
-        console.print(f"budget: target ε = {b['target_epsilon']:g} → {verdict}")
+        # the headline ε the verdict compares with, and its accountant
+        console.print(
+            f"budget: target ε = {b['target_epsilon']:g}, {report['accountant']} ε = "
+            f"{_number(report['epsilon'])} → {verdict}"
+        )
     if report["stopped_early"]:
         console.print("the run stopped itself when its privacy budget was spent.")
     for w in report["warnings"]:

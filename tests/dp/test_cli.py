@@ -279,3 +279,19 @@ def test_calibrate_with_every_accountant_meets_the_target_under_each() -> None:
         )  # fmt: skip
         alone = json.loads(single)
         assert alone["noise_multiplier"] == pytest.approx(values["noise_multiplier"], rel=1e-9)
+
+
+def test_audit_names_the_accountant_of_the_budget_verdict_and_the_round_table(
+    tmp_path: Path,
+) -> None:
+    """The per-round table and the budget verdict say which accountant's ε they use (the
+    verdict compares the headline ε, not the smallest of the accountants' bounds)."""
+    cfg = _dp_fedavg({"sampling": "poisson", "sampling_rate": 0.25}, rounds=2)
+    cfg["privacy"] = {"target_epsilon": 100.0}
+    execute(parse_spec(cfg), tmp_path / "run")
+    code, out, err = cli("audit", str(tmp_path / "run"), "--accountant", "all")
+    assert code == 0, err
+    flat = " ".join(out.replace("│", " ").split())
+    eps = run_report(tmp_path / "run", 1e-5, "rdp")["epsilon"]
+    assert f"budget: target ε = 100, rdp ε = {eps:.4g} → within budget" in flat
+    assert "ε after each round (rdp)" in flat
