@@ -190,7 +190,9 @@ def show_matrix(
     metric = metric or tables.metric
     for digits in (3, 2):  # fewer digits before splitting the table (full precision: matrix.csv)
         row_names, columns, values = metric_cells(tidy, metric, digits)
-        title = f"{metric.replace('_', ' ')} (mean±std over seeds, {digits} decimals)"
+        # an attack's metric keeps its name as matrix.csv spells it ("analytic.psnr_db")
+        label = metric if "." in metric else metric.replace("_", " ")
+        title = f"{label} (mean±std over seeds, {digits} decimals)"
         parts = fitted_tables(console, title, "defense \\ attack", row_names, columns, values)
         if sum(isinstance(p, Table) for p in parts) == 1:
             break

@@ -107,3 +107,17 @@ def test_an_unknown_metric_is_one_sentence_naming_the_metrics_and_prints_nothing
     text = io.StringIO()
     show_matrix(matrix_dir, Console(file=text, width=200), metric="accuracy_drop")
     assert "accuracy drop (mean±std over seeds" in text.getvalue()
+
+
+def test_an_attack_metric_keeps_its_csv_name_in_the_title(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "results.sqlite")
+    for seed in (0, 1):
+        cell = {"attack": "analytic", "defense": "mean", "seed": seed, "axes": [], "spec": {}}
+        metrics = {"test_accuracy": 0.9, "n_classes": 10, "analytic.psnr_db": 20.0 + seed}
+        store.put(f"k{seed}", cell, "done", metrics=metrics, records=[])
+    store.set_meta("name", "m")
+    store.set_meta("keys", ["k0", "k1"])
+    store.close()
+    buf = io.StringIO()
+    show_matrix(tmp_path, Console(file=buf, width=120), metric="analytic.psnr_db")
+    assert "analytic.psnr_db (mean±std over seeds" in buf.getvalue()
