@@ -120,4 +120,4 @@ def test_an_attack_metric_keeps_its_csv_name_in_the_title(tmp_path: Path) -> Non
     store.close()
     buf = io.StringIO()
     show_matrix(tmp_path, Console(file=buf, width=120), metric="analytic.psnr_db")
-    assert "analytic.psnr_db (mean±std over seeds" in buf.getvalue()
+    assert "analytic.psnr_db (mean±std over seeds" in " ".join(buf.getvalue().split())
