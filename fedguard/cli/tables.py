@@ -82,16 +82,19 @@ def summary_table(
     summary: dict[str, Any],
     title: str = "Run summary",
     *,
-    epsilon: tuple[float, float] | None,
+    epsilon: tuple[float, float, str] | None,
 ) -> Table:
-    """The run summary ordered by meaning; ``epsilon`` = (ε, δ) of a DP run from its ledger,
-    None for a run in which no DP mechanism ran (:func:`run_epsilon`)."""
+    """The run summary ordered by meaning; ``epsilon`` = (ε, δ, unit) of a DP run from its
+    ledger, None for a run in which no DP mechanism ran (:func:`run_epsilon`)."""
     table = Table(title=title, show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
     if epsilon is not None:
-        eps, delta = epsilon
-        summary = {**summary, "privacy_epsilon": f"ε = {eps:.4g} at δ = {delta:g} (rdp accountant)"}
+        eps, delta, unit = epsilon
+        summary = {
+            **summary,
+            "privacy_epsilon": f"ε = {eps:.4g} at δ = {delta:g} (rdp accountant, {unit}-level)",
+        }
     elif "dp_noise" in summary:  # the field names the noise source of a DP run; this one had none
         summary = {**summary, "dp_noise": "none: no DP mechanism ran"}
     accuracy = accuracy_text(summary)
@@ -135,12 +138,16 @@ def print_summary(console: Any, summary: dict[str, Any], spec: Any, ledger: dict
         console.print(attacks)
 
 
-def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float] | None:
-    """(ε, δ) of a run that ran a DP mechanism, else None."""
+def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float, str] | None:
+    """(ε, δ, privacy unit) of a run that ran a DP mechanism, else None; the unit is the
+    headline level's ("client", "user" or "record"), which ε protects."""
     from fedguard.matrix.cell import privacy_epsilon
+    from fedguard.privacy.budget import headline_level, run_ledgers
 
     eps = privacy_epsilon(spec, ledger)
-    return None if eps is None else (eps, spec.privacy.delta)
+    if eps is None:
+        return None
+    return eps, spec.privacy.delta, headline_level(run_ledgers(ledger))
 
 
 def partition_table(partition: list[dict[str, Any]]) -> Table:

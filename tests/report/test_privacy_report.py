@@ -114,7 +114,7 @@ def test_show_of_a_dp_run_orders_the_summary_by_meaning_and_states_epsilon(
     keys = ["name", "spec hash", "final test accuracy", "privacy epsilon", "wall seconds"]
     positions = [summary.index(k) for k in keys]
     assert positions == sorted(positions), positions
-    assert re.search(r"ε = \d+(\.\d+)? at δ = 1e-05 \(rdp accountant\)", summary)
+    assert re.search(r"ε = \d+(\.\d+)? at δ = 1e-05 \(rdp accountant, client-level\)", summary)
     # a DP run names its noise source (seeded: reproducible from the seed)
     assert "seeded simulation" in summary and "no DP mechanism" not in summary
 
@@ -137,3 +137,18 @@ def test_the_privacy_finding_reads_as_one_plain_sentence() -> None:
         "dataset, added or removed, add/remove one neighbours. Trust model: central — a trusted "
         "server adds the noise to the aggregate."
     )
+
+
+def test_show_of_a_user_level_run_says_epsilon_protects_a_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ε of a user-level DP run protects a user, not a client: the summary said neither."""
+    from fedguard.cli.show_command import show_command
+    from fedguard.config import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_spec(root / "configs" / "uldp_avg.yaml").with_overrides(rounds=2)
+    execute(spec, tmp_path / "run")
+    show_command(tmp_path / "run")
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert re.search(r"ε = [\d.]+ at δ = [\d.e-]+ \(rdp accountant, user-level\)", text)
