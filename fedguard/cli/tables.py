@@ -142,11 +142,14 @@ def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float, str] |
     """(ε, δ, privacy unit) of a run that ran a DP mechanism, else None; the unit is the
     headline level's ("client", "user" or "record"), which ε protects."""
     from fedguard.matrix.cell import privacy_epsilon
-    from fedguard.privacy.budget import headline_level, run_ledgers
 
     eps = privacy_epsilon(spec, ledger)
     if eps is None:
         return None
+    # imported only for a DP run: the accountants load SciPy, which `fedguard run` of a run
+    # without DP never needs (tests/core/test_startup.py)
+    from fedguard.privacy.budget import headline_level, run_ledgers
+
     return eps, spec.privacy.delta, headline_level(run_ledgers(ledger))
 
 
