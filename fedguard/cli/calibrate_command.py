@@ -14,6 +14,7 @@ from fedguard.cli.audit_command import (
     neighbouring_note,
 )
 from fedguard.errors import UserError
+from fedguard.privacy.accountants.base import UnsupportedEventError
 
 
 def calibrate_command(
@@ -36,13 +37,26 @@ def calibrate_command(
     calculator_event(sampling_rate, 1.0, steps, sampling, population)  # validates the flags
     scheme = "poisson" if sampling == "poisson" else "without_replacement"
     # ε falls as z grows, so the smallest z meeting the target under every accountant asked
-    # for ("all") is the largest of their own smallest z
-    per_z = {
-        name: calibrate_clipped_sum_noise(
-            target_epsilon, delta, steps, sampling_rate, scheme, population, accountant=name
-        )
-        for name in names
-    }
+    # for ("all") is the largest of their own smallest z; with "all", an accountant that cannot
+    # account the setting (PLD/PRV and fixed cohorts) is skipped and named
+    per_z: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for candidate in names:
+        try:
+            per_z[candidate] = calibrate_clipped_sum_noise(
+                target_epsilon,
+                delta,
+                steps,
+                sampling_rate,
+                scheme,
+                population,
+                accountant=candidate,
+            )
+        except UnsupportedEventError as exc:
+            if len(names) == 1:
+                raise
+            skipped[candidate] = str(exc)
+    names = tuple(per_z)
     name = max(per_z, key=lambda n: per_z[n])
     z = per_z[name]
     event = calculator_event(sampling_rate, z, steps, sampling, population)
@@ -58,6 +72,7 @@ def calibrate_command(
             n: {"noise_multiplier": per_z[n], "epsilon_at_chosen": per[n].get("epsilon")}
             for n in names
         },
+        "skipped_accountants": skipped,
         "sampling_rate": sampling_rate,
         "steps": steps,
         "sampling": scheme,
@@ -77,6 +92,8 @@ def calibrate_command(
         f"{note['sensitivity']})",
         highlight=False,
     )
+    for skipped_name, why in skipped.items():
+        Console().print(f"{skipped_name}: skipped ({why})", highlight=False)
     if len(names) > 1:
         Console().print(
             f"binding accountant: {name}; each accountant's own smallest z: "

@@ -295,3 +295,22 @@ def test_audit_names_the_accountant_of_the_budget_verdict_and_the_round_table(
     eps = run_report(tmp_path / "run", 1e-5, "rdp")["epsilon"]
     assert f"budget: target ε = 100, rdp ε = {eps:.4g} → within budget" in flat
     assert "ε after each round (rdp)" in flat
+
+
+def test_calibrate_with_every_accountant_skips_those_that_cannot_account_fixed_cohorts() -> None:
+    """PLD and PRV refuse sampling without replacement: ``all`` answers with the accountants
+    that can (RDP) and names the ones skipped, instead of failing."""
+    code, out, err = cli(
+        "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.25", "--steps", "3",
+        "--sampling", "fixed", "--population", "40", "--accountant", "all", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["accountant"] == "rdp" and set(result["by_accountant"]) == {"rdp"}
+    assert set(result["skipped_accountants"]) == {"prv", "pld"}
+    assert "sampling without replacement" in result["skipped_accountants"]["pld"]
+    code, _, err = cli(
+        "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.25", "--steps", "3",
+        "--sampling", "fixed", "--population", "40", "--accountant", "pld",
+    )  # fmt: skip
+    assert code == 2 and "cannot account this" in err  # asked for alone, it is still refused
