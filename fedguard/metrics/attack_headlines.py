@@ -66,7 +66,8 @@ def _count(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
-def _membership(m: Mapping[str, Any], prefix: str, used: set[str]) -> tuple[str, list[str]]:
+def _membership(m: Mapping[str, Any], prefix: str, used: set[str]) -> tuple[str, str | None, bool]:
+    """(result, "n members, n non-members" or None, whether its TPR is flagged unreliable)."""
     auc = _num(m, prefix + "auc")
     assert auc is not None
     used.add(prefix + "auc")
@@ -75,12 +76,13 @@ def _membership(m: Mapping[str, Any], prefix: str, used: set[str]) -> tuple[str,
     used.update({prefix + "n_members", prefix + "n_nonmembers", "n_members", "n_nonmembers"})
     label = f"{prefix[:-1]} " if prefix else ""
     text = f"{label}AUC {auc:.3f}"
-    notes: list[str] = []
+    counts = None
     if members and nonmembers and members >= 1 and nonmembers >= 1 and 0 <= auc <= 1:
         low, high = auc_interval(auc, round(members), round(nonmembers))
         text += f" (95% CI {low:.3f}–{high:.3f})"
-        notes.append(f"{_count(members)} members, {_count(nonmembers)} non-members")
+        counts = f"{_count(members)} members, {_count(nonmembers)} non-members"
     tpr = _num(m, prefix + "tpr_at_1pct_fpr")
+    unreliable = False
     if tpr is not None:
         used.update(k for k in m if k.startswith(prefix + "tpr_at_"))
         tpr_low = _num(m, prefix + "tpr_at_1pct_fpr_lower")
@@ -88,11 +90,8 @@ def _membership(m: Mapping[str, Any], prefix: str, used: set[str]) -> tuple[str,
         text += f", TPR {100 * tpr:.1f}% at 1% FPR"
         if tpr_low is not None and tpr_high is not None:
             text += f" (95% CI {100 * tpr_low:.1f}–{100 * tpr_high:.1f}%)"
-        if _num(m, prefix + "tpr_at_1pct_fpr_reliable") == 0.0:
-            notes.append(
-                f"{label}TPR at 1% FPR not reliable (under 100 non-members or a tie at the threshold)"
-            )
-    return text, notes
+        unreliable = _num(m, prefix + "tpr_at_1pct_fpr_reliable") == 0.0
+    return text, counts, unreliable
 
 
 def headline(metrics: Mapping[str, Any]) -> tuple[str, str]:
@@ -105,12 +104,23 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, str]:
         for k in metrics
         if (k == "auc" or k.endswith(".auc")) and _num(metrics, k) is not None
     )
+    counts: list[str] = []
+    unreliable: list[str] = []
     for prefix in prefixes:
-        text, extra = _membership(metrics, prefix, used)
+        text, count, flagged = _membership(metrics, prefix, used)
         parts.append(text)
-        notes += extra
+        if count is not None and count not in counts:  # scores of one attack share their sets
+            counts.append(count)
+        if flagged:
+            unreliable.append(prefix[:-1] or "the")
     if prefixes:
-        notes.insert(0, "chance: AUC 0.5, TPR = FPR")
+        notes += ["chance: AUC 0.5, TPR = FPR", *counts]
+    if unreliable:
+        whose = "" if unreliable == ["the"] else f" of {', '.join(unreliable)}"
+        notes.append(
+            f"the TPR at 1% FPR{whose} is not reliable (under 100 non-members or a tie at the "
+            "threshold)"
+        )
     psnr = _num(metrics, "psnr_db")
     if psnr is not None:
         text = f"PSNR {psnr:.1f} dB"
