@@ -232,7 +232,7 @@ def reference_models(
     pool_x = torch.cat([xc, xp])
     pool_y = torch.cat([yc, yp])
     layout = ParamLayout.from_module(task.model)
-    mask = random_subsets(n_models, pool_x.shape[0], generator, target.train_size)  # (K, N + P)
+    mask = reference_masks(n_models, xc.shape[0], xp.shape[0], target.train_size, generator)
     batches = draw_batches(member_indices(mask), target.recipe, generator)
     if target.start is None:
         init = init_stacked(layout, n_models, generator)
@@ -242,6 +242,39 @@ def reference_models(
     ref_logits = stacked_logits(task.model, params, pool_x)
     tgt_logits = stacked_logits(task.model, target.params[None], pool_x)[0]
     return ReferenceModels(tgt_logits, ref_logits, mask, pool_y, xc.shape[0])
+
+
+def reference_masks(
+    n_models: int,
+    n_candidates: int,
+    n_population: int,
+    train_size: int | None,
+    generator: torch.Generator,
+) -> Tensor:
+    """Which pool points (candidates, then population) each reference model trains on, ``(K, N +
+    P)``, each row holding ``train_size`` points.
+
+    LiRA's and RMIA's online tests need every candidate IN about half of the models (Carlini et
+    al. 2022: random halves of the pool). A training set of half the pool or more (the global
+    model's) is a uniformly random subset of the whole pool. A smaller one — a client's, of its
+    own size — drawn from the whole pool would rarely hold a candidate: 17 of 1,234 points on the
+    CIFAR stand-in, so a candidate sat in 0.1 of 8 shadows on average and the IN Gaussian was
+    mostly a pooled guess (or, with no candidate IN at all, NaN scores that stopped the run).
+    It therefore takes a uniformly random half of the candidates (for a client target its
+    members' count, the whole training set) and fills the rest from the population.
+    """
+    pool = n_candidates + n_population
+    if train_size is None or 2 * train_size >= pool or n_candidates < 2:
+        return random_subsets(n_models, pool, generator, train_size)
+    from_candidates = min(train_size, n_candidates // 2)
+    mask = random_subsets(n_models, n_candidates, generator, from_candidates)  # (K, N)
+    rest = train_size - from_candidates
+    filled = (
+        random_subsets(n_models, n_population, generator, rest)
+        if rest > 0
+        else torch.zeros(n_models, n_population, dtype=torch.bool)
+    )
+    return torch.cat([mask, filled], dim=1)
 
 
 def attack_generator(

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from fedguard.api import require
+from fedguard.errors import ConfigError
 from fedguard.types import ServerView
 
 from ._common import (
@@ -75,6 +76,12 @@ def lira_scores(
     """
     stats = shadow_stats.double()
     phi = target_stat.double()
+    if bool(shadow_in.all()) or (online and not bool(shadow_in.any())):
+        # the Gaussians would be fitted to nothing (NaN scores): say what to change instead
+        raise ConfigError(
+            "LiRA needs candidates both inside and outside the shadow models' training sets; "
+            "raise n_shadows (or n_candidates)."
+        )
     mu_out, var_out, n_out = _masked_mean_var(stats, ~shadow_in)
     glob_out = stats[~shadow_in]
     mu_out = torch.where(n_out > 0, mu_out, glob_out.mean())

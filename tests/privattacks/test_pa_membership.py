@@ -382,3 +382,42 @@ def test_stacked_logits_run_in_slices_of_the_inputs(monkeypatch) -> None:
         else:  # vmapped: traced once a slice
             assert max(sizes) == 7 and sum(sizes) == 50
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_client_sized_reference_sets_hold_each_candidate_about_half_the_time() -> None:
+    """A client target's shadows train on as many points as the client holds. Drawn from the
+    whole pool (34 candidates + 1,200 population points on the CIFAR stand-in), a candidate sat
+    in 17/1,234 of them: no candidate was IN any of 8 shadows for seed 4, and LiRA's scores were
+    NaN. Now a random half of the candidates, filled up from the population."""
+    from fedguard.attacks.membership._common import reference_masks
+
+    gen = torch.Generator().manual_seed(0)
+    mask = reference_masks(256, 34, 1200, 17, gen)
+    assert mask.shape == (256, 1234) and bool((mask.sum(dim=1) == 17).all())
+    candidates = mask[:, :34].double()
+    assert bool((candidates.sum(dim=1) == 17).all())  # the client's whole set: candidates
+    assert not bool(mask[:, 34:].any())
+    assert 0.35 < float(candidates.mean(dim=0).min()) and float(candidates.mean(dim=0).max()) < 0.65
+    # a larger set: half the candidates, the rest from the population
+    mask = reference_masks(8, 20, 100, 30, gen)
+    assert bool((mask[:, :20].sum(dim=1) == 10).all()) and bool(
+        (mask[:, 20:].sum(dim=1) == 20).all()
+    )
+    # half the pool or more (a global target): a uniformly random subset of the whole pool, as
+    # before (the same draws for the same generator state)
+    a = reference_masks(5, 40, 60, 50, torch.Generator().manual_seed(3))
+    b = random_subsets(5, 100, torch.Generator().manual_seed(3), 50)
+    assert torch.equal(a, b)
+
+
+def test_lira_without_any_candidate_in_a_shadow_is_refused_not_nan() -> None:
+    phi = torch.randn(6)
+    stats = torch.randn(4, 6)
+    with pytest.raises(ConfigError, match="raise n_shadows"):
+        lira_scores(
+            phi, stats, torch.zeros(4, 6, dtype=torch.bool), online=True, fixed_variance=True
+        )
+    with pytest.raises(ConfigError, match="raise n_shadows"):
+        lira_scores(
+            phi, stats, torch.ones(4, 6, dtype=torch.bool), online=False, fixed_variance=True
+        )
