@@ -194,16 +194,6 @@ class AttackConfig(_Strict):
 
     @model_validator(mode="after")
     def _window(self) -> AttackConfig:
-        names = [a.name for a in self.privacy_attacks]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            # a round's record and the summary key each attack's results by its name: a second
-            # instance would silently overwrite the first
-            raise ValueError(
-                f"each privacy attack may appear once in a run, but attack.privacy_attacks lists "
-                f"{', '.join(map(repr, twice))} more than once (compare variants as a matrix's "
-                "attacks, each its own cell)"
-            )
         if self.stop_round is not None and self.stop_round <= self.start_round:
             raise ValueError(
                 f"attack.stop_round must be greater than attack.start_round "
