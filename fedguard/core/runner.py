@@ -149,22 +149,42 @@ def attack_results(
     ``directory/artifacts``), so that they are committed with the round and survive a resume."""
     metrics: dict[str, dict[str, float]] = {}
     artifacts: dict[str, str] = {}
-    for _, attack, output in outputs:
+    for key, attack, output in _keyed(outputs):
         if output is None:
             continue
-        name = attack.registry_name or type(attack).__name__
-        metrics[name] = {
+        metrics[key] = {
             k: float(v) if _number(v) else v for k, v in attack.metrics(output, truth).items()
         }
         if directory is not None:
-            written = attack.artifacts(output, truth, directory / "artifacts")
-            artifacts.update({caption: f"artifacts/{f}" for caption, f in written.items()})
+            # a second instance of an attack writes into its own folder (same file names)
+            sub = "" if "#" not in key else f"{key.replace('#', '_')}/"
+            written = attack.artifacts(output, truth, directory / "artifacts" / sub)
+            artifacts.update(
+                {
+                    (caption if not sub else f"{key}: {caption}"): f"artifacts/{sub}{f}"
+                    for caption, f in written.items()
+                }
+            )
     out: dict[str, Any] = {}
     if metrics:
         out["privacy_attacks"] = metrics
     if artifacts:
         out["artifacts"] = artifacts
     return out
+
+
+def _keyed(outputs: list[tuple[int, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """Each privacy attack's key in records and summaries: its registered name, and for the
+    k-th instance of a name listed more than once (two canary audits at different rounds, a
+    global and a client target) ``name#k`` — one key per instance, so none overwrites another.
+    ``outputs`` are in the spec's order, which fixes the numbering."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for _, attack, output in outputs:
+        name = attack.registry_name or type(attack).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keyed.append((name if seen[name] == 1 else f"{name}#{seen[name]}", attack, output))
+    return keyed
 
 
 def privacy_attack_summary(

@@ -297,3 +297,37 @@ def test_an_interrupted_run_is_read_with_one_load_of_its_state(tmp_path: Path, m
     (tmp_path / "part" / "state.pt").unlink()
     torch.save(state, tmp_path / "part" / "state.pt")
     assert run.rounds() == [] and len(loads) == 2
+
+
+def test_the_same_privacy_attack_twice_keeps_both_results(tmp_path: Path) -> None:
+    """Records and the summary keyed results by attack name: a second instance (another target,
+    another round) silently overwrote the first. The k-th instance is now ``name#k``, its
+    artifacts in a folder of their own."""
+    spec = parse_spec(
+        {
+            **SMALL,
+            "rounds": 2,
+            "attack": {
+                "privacy_attacks": [
+                    {"name": "loss_threshold"},
+                    {"name": "loss_threshold", "target": "client", "target_client": 0},
+                ]
+            },
+        }
+    )
+    result = execute(spec, tmp_path / "run")
+    attacks = result.summary["privacy_attacks"]
+    assert set(attacks) == {"loss_threshold", "loss_threshold#2"}
+    # two different evaluations: the client target's members are client 0's samples, the global
+    # target's half of its 200 candidates
+    assert attacks["loss_threshold"]["n_members"] == 100
+    assert attacks["loss_threshold#2"]["n_members"] == len(
+        result.simulation.data.client_arrays(0)[1]
+    )
+    attacked = [r for r in result.records if "privacy_attacks" in r]  # the last round
+    assert attacked and all(
+        set(r["privacy_attacks"]) == {"loss_threshold", "loss_threshold#2"} for r in attacked
+    )
+    files = set(result.summary["artifacts"].values())
+    assert {f.startswith("artifacts/loss_threshold_2/") for f in files} == {True, False}
+    assert all((tmp_path / "run" / f).is_file() for f in files)
