@@ -105,9 +105,11 @@ def lira_scores(
 class LiRA(MembershipAttack):
     """Likelihood-ratio membership inference with shadow models.
 
-    Shadow models train on random subsets of ``candidates ∪ population`` (each of the target's
-    training-set size; half the pool by default), vectorized over shadows; their logit-scaled
-    confidences φ on each candidate, split by IN/OUT, are fitted with Gaussians.
+    Shadow models train on random subsets of ``candidates ∪ population`` of the target's
+    training-set size, each candidate IN about half of them (a client target's shadows: a random
+    half of the candidates, :func:`~attacks.membership._common.reference_masks`), vectorized
+    over shadows; their logit-scaled confidences φ on each candidate, split by IN/OUT, are
+    fitted with Gaussians.
     No test-time augmentation (one query per point).
 
     Parameters
