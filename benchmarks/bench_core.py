@@ -23,8 +23,6 @@ times, across runs. One torch thread throughout (``OMP_NUM_THREADS=1`` in subpro
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import resource
@@ -37,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from bench_workloads import peak_rss_over  # sibling module: the scripts run from benchmarks/
 
 
 def _median(xs: list[float]) -> str:
@@ -204,14 +203,6 @@ def bench_scaling(trials: int, sizes: list[int]) -> None:
 # ---------------------------------------------------------------------------------- memory
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _probe(kind: str, n_clients: int) -> dict[str, float]:
     """Run in a fresh process: peak RSS growth (bytes) over one round of ``kind``, after a
     warm-up round (one-time library set-up is not the round's memory); the peak is reset
@@ -237,15 +228,11 @@ def _probe(kind: str, n_clients: int) -> dict[str, float]:
     # freed heap goes back to the OS first, for both loops alike: otherwise a round that reuses
     # blocks the warm-up round freed shows no growth, and the figure measures the allocator's
     # reuse rather than the memory the round works in
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    before = _status_bytes("VmRSS")
-    one_round()
-    peak = _status_bytes("VmHWM")
+    growth_mib = peak_rss_over(one_round)
+    if growth_mib is None:
+        raise RuntimeError("peak RSS needs Linux (/proc/self/clear_refs) and glibc")
     stacked = n_clients * state.params.numel() * state.params.element_size()
-    return {"growth": float(peak - before), "stacked": float(stacked)}
+    return {"growth": growth_mib * 2**20, "stacked": float(stacked)}
 
 
 def _probe_in_subprocess(kind: str, n_clients: int) -> dict[str, float]:

@@ -68,7 +68,7 @@ SUMMARY_ORDER = (
 )
 
 
-#: facts the final-accuracy line states (its interval and chance), not repeated as rows
+#: sizes the accuracy and backdoor lines state (their intervals and chance), not repeated as rows
 SHOWN_IN_ACCURACY = ("test_samples", "test_sequences", "n_classes", "triggered_samples")
 
 
@@ -141,16 +141,13 @@ def print_summary(console: Any, summary: dict[str, Any], spec: Any, ledger: dict
 def run_epsilon(spec: Any, ledger: dict[str, Any]) -> tuple[float, float, str] | None:
     """(ε, δ, privacy unit) of a run that ran a DP mechanism, else None; the unit is the
     headline level's ("client", "user" or "record"), which ε protects."""
-    from fedguard.matrix.cell import privacy_epsilon
+    from fedguard.matrix.cell import privacy_headline
 
-    eps = privacy_epsilon(spec, ledger)
-    if eps is None:
+    headline = privacy_headline(spec, ledger)
+    if headline is None:
         return None
-    # imported only for a DP run: the accountants load SciPy, which `fedguard run` of a run
-    # without DP never needs (tests/core/test_startup.py)
-    from fedguard.privacy.budget import headline_level, run_ledgers
-
-    return eps, spec.privacy.delta, headline_level(run_ledgers(ledger))
+    eps, level = headline
+    return eps, spec.privacy.delta, level
 
 
 def partition_table(partition: list[dict[str, Any]]) -> Table:

@@ -96,8 +96,17 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
 
 def privacy_epsilon(spec: RunSpec, ledger: dict[str, Any]) -> float | None:
     """ε at the spec's δ from the run's ledger (None when no privacy mechanism ran)."""
+    headline = privacy_headline(spec, ledger)
+    return None if headline is None else headline[0]
+
+
+def privacy_headline(spec: RunSpec, ledger: dict[str, Any]) -> tuple[float, str] | None:
+    """(ε at the spec's δ, the privacy level it protects: "client", "user" or "record") from
+    the run's ledger, parsed once; None when no privacy mechanism ran (the accountants, which
+    load SciPy, are then not imported)."""
     if not any(r.get("population") or r.get("clients") for r in ledger.get("rounds", [])):
         return None
-    from fedguard.privacy.budget import epsilon_of_ledger
+    from fedguard.privacy.budget import headline_epsilon, headline_level, run_ledgers
 
-    return float(epsilon_of_ledger(ledger, spec.privacy.delta))
+    ledgers = run_ledgers(ledger)
+    return float(headline_epsilon(ledgers, spec.privacy.delta)), headline_level(ledgers)

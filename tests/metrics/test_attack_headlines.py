@@ -112,11 +112,14 @@ def test_reconstruction_headlines_name_their_guessing_baselines_and_recovery_rul
 
 
 def test_a_random_canary_has_about_one_over_ln2_bits_of_exposure() -> None:
-    # the note's baseline: rank uniform on 1..|R| gives E[exposure] → 1/ln 2 as |R| grows
-    size = 2**16
-    ranks = np.arange(1, size + 1)
-    expected = float(np.mean(np.log2(size) - np.log2(ranks)))
+    # the note's baseline: a canary ranked uniformly among |R| candidates has, by the attack's
+    # own exposure function, E[exposure] → 1/ln 2 bits as |R| grows
+    from fedguard.attacks.text.exposure import exposure_from_rank
+
+    size = 10_000  # the PIN format's candidate space
+    expected = sum(exposure_from_rank(rank, size) for rank in range(1, size + 1)) / size
     assert expected == pytest.approx(1 / math.log(2), abs=1e-3)
+    assert "about 1.4 bits (1/ln 2)" in headline({"exposure_mean": expected})[1]
 
 
 def test_text_attacks_and_unknown_metrics() -> None:
