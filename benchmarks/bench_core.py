@@ -4,7 +4,10 @@
    ms per round of fedguard's vectorized trainer (the trainer alone, and the whole round of
    :class:`~fedguard.core.simulation.Simulation` without evaluation) against a plain one-thread
    PyTorch loop (``nn.Module`` + ``torch.optim.SGD``, client after client, then the mean) run
-   interleaved with it; peak memory of each (a fresh subprocess each, RSS growth).
+   interleaved with it; peak memory of each: the whole job's peak resident memory (a fresh
+   process per run builds the same simulation, then runs 5 rounds of one loop; also a loop
+   with the SGD step written out, without ``torch.optim``), and the round's own working memory
+   (peak RSS growth over one round after a warm-up, fresh process each).
 2. synthetic data (64 features, 10 classes, ~14 samples per client), 1,000 and 10,000 clients
    per round: s per round (whole round), cost per client and its growth from 1,000 to 10,000,
    peak memory in copies of the stacked parameters (n·d float32).
@@ -73,9 +76,12 @@ def synthetic(n_clients: int) -> dict[str, Any]:
     }
 
 
-def plain_loop(sim: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def plain_loop(sim: Any, optimizer: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """A plain PyTorch round: each client trains an ``nn.Module`` with ``torch.optim.SGD`` on
-    its own shuffled batches (torch.randperm), then the server takes the mean delta."""
+    its own shuffled batches (torch.randperm), then the server takes the mean delta.
+
+    ``optimizer=False``: the same round with the SGD step written out (``p -= lr · p.grad``),
+    for the memory comparison (``torch.optim``'s first step imports ``torch._dynamo``)."""
     module = sim.model.module
     data, local = sim.clients, sim.local
     gen = torch.Generator().manual_seed(0)
@@ -86,13 +92,20 @@ def plain_loop(sim: Any) -> Callable[[torch.Tensor], torch.Tensor]:
             n = int(data.counts[c])
             x, y = data.features[c, :n], data.labels[c, :n]
             torch.nn.utils.vector_to_parameters(params, module.parameters())
-            opt = torch.optim.SGD(module.parameters(), lr=local.learning_rate)
+            opt = (
+                torch.optim.SGD(module.parameters(), lr=local.learning_rate) if optimizer else None
+            )
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, local.batch_size):
                 batch = order[start : start + local.batch_size]
-                opt.zero_grad()
+                module.zero_grad()
                 torch.nn.functional.cross_entropy(module(x[batch]), y[batch]).backward()
-                opt.step()
+                if opt is not None:
+                    opt.step()
+                else:
+                    with torch.no_grad():
+                        for p in module.parameters():
+                            p.add_(p.grad, alpha=-local.learning_rate)
             total += torch.nn.utils.parameters_to_vector(module.parameters()).detach() - params
         return params + total / len(data.counts)
 
@@ -235,11 +248,57 @@ def _probe(kind: str, n_clients: int) -> dict[str, float]:
     return {"growth": growth_mib * 2**20, "stacked": float(stacked)}
 
 
-def _probe_in_subprocess(kind: str, n_clients: int) -> dict[str, float]:
+#: rounds of the whole-job memory probe
+JOB_ROUNDS = 5
+#: the loops of the whole-job probe, in the order printed
+JOB_KINDS = {
+    "plain": "plain loop (torch.optim.SGD, the speed baseline)",
+    "plain-sgd": "plain loop, SGD step written out (no torch.optim)",
+    "vectorized": "fedguard round (Simulation.run_round)",
+}
+
+
+def _job_probe(kind: str, n_clients: int) -> dict[str, float]:
+    """Run in a fresh process: the whole job's peak resident memory (VmHWM, bytes) — build the
+    digits simulation (the same data and imports for every loop), then :data:`JOB_ROUNDS`
+    rounds of ``kind`` — and the resident memory before the first round."""
+    from fedguard.launch import build_simulation
+
+    torch.set_num_threads(1)
+    dataset: Any = "digits" if n_clients == 100 else synthetic(n_clients)
+    sim = build_simulation(spec(dataset, n_clients))
+    state = sim.initial_state()
+    before = {f: _status_kib(f) for f in ("VmRSS", "RssAnon", "RssFile")}
+    if kind == "vectorized":
+        for _ in range(JOB_ROUNDS):
+            state, _ = sim.run_round(state)
+    else:
+        round_, params = plain_loop(sim, optimizer=kind == "plain"), state.params
+        for _ in range(JOB_ROUNDS):
+            params = round_(params)
+    return {
+        "peak": _status_kib("VmHWM") * 1024.0,
+        "before": before["VmRSS"] * 1024.0,
+        # what the rounds added: data (anonymous) and the code pages of the kernels they ran
+        "anon": (_status_kib("RssAnon") - before["RssAnon"]) * 1024.0,
+        "file": (_status_kib("RssFile") - before["RssFile"]) * 1024.0,
+    }
+
+
+def _status_kib(field: str) -> int:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (peak RSS needs Linux)")
+
+
+def _probe_in_subprocess(kind: str, n_clients: int, probe: str = "_probe") -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = (
         "import json, sys; sys.path.insert(0, 'benchmarks'); import bench_core; "
-        f"print(json.dumps(bench_core._probe({kind!r}, {n_clients})))"
+        f"print(json.dumps(bench_core.{probe}({kind!r}, {n_clients})))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
@@ -264,6 +323,7 @@ def bench_memory(sizes: list[int]) -> None:
         f"{vec['growth'] / 2**10:.0f} KiB ({ratio}); stacked parameters "
         f"{vec['stacked'] / 2**10:.0f} KiB"
     )
+    bench_job_memory()
     for n in sizes:
         probe = _probe_in_subprocess("vectorized", n)
         print(
@@ -271,6 +331,38 @@ def bench_memory(sizes: list[int]) -> None:
             f"{probe['growth'] / probe['stacked']:.2f} copies of the stacked parameters "
             f"({probe['stacked'] / 2**20:.0f} MiB)"
         )
+
+
+def bench_job_memory(runs: int = 3) -> None:
+    """Issue 17's "peak memory ≤ the plain loop's" as the process's peak: each loop's whole job
+    in fresh processes (``runs`` each, interleaved), the same data and imports for all."""
+    peaks: dict[str, list[float]] = {kind: [] for kind in JOB_KINDS}
+    probes: dict[str, list[dict[str, float]]] = {kind: [] for kind in JOB_KINDS}
+    for _ in range(runs):
+        for kind in JOB_KINDS:
+            probe = _probe_in_subprocess(kind, 100, "_job_probe")
+            peaks[kind].append(probe["peak"] / 2**20)
+            probes[kind].append(probe)
+    print(
+        f"digits 100 clients, whole job (build the simulation, then {JOB_ROUNDS} rounds; fresh "
+        f"process each, {runs} runs), peak resident memory, MiB [min–max]:"
+    )
+    for kind, label in JOB_KINDS.items():
+
+        def mib(key: str, kind: str = kind) -> float:
+            return statistics.median(p[key] for p in probes[kind]) / 2**20
+
+        print(
+            f"  {label}: {statistics.median(peaks[kind]):.1f} [{min(peaks[kind]):.1f}–"
+            f"{max(peaks[kind]):.1f}]; before the first round {mib('before'):.1f}, the rounds "
+            f"added {mib('anon'):.1f} of data and {mib('file'):.1f} of code pages"
+        )
+    ours, baseline = max(peaks["vectorized"]), min(peaks["plain"])
+    print(
+        f"  goal: peak ≤ the plain loop's (largest fedguard run {ours:.1f} against the smallest "
+        f"plain-loop run {baseline:.1f}): {'met' if ours <= baseline else 'not met'}; without "
+        f"torch.optim the loop peaks at {statistics.median(peaks['plain-sgd']):.1f}"
+    )
 
 
 # ---------------------------------------------------------------------------------- start-up

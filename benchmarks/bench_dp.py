@@ -12,6 +12,10 @@ Sections (run all, or some with ``--only NAME ...``):
 - ``dp_trainer``: a DP-SGD round of the vectorized trainer (ghost norms, and the vmap
   reference) against the non-private vectorized round: MLP, CNN and LeNet-5, 10 and 100
   clients (issue 17).
+- ``accountant_grid``: every accountant on 100 settings against the library default, calibrate,
+  exact RQM (issue 22, ``benchmarks/accountant_grid.py``);
+- ``dp_ftrl``: DP-FTRL / BandMF error of the noisy prefix sums and utility at equal ε (issue 22,
+  ``benchmarks/dp_ftrl_section.py``).
 
 Further sections are functions ``bench_<name>() -> None`` added to ``SECTIONS``.
 
@@ -356,6 +360,9 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "rqm": bench_rqm,
     "dp_sgd": bench_dp_sgd,
     "dp_trainer": bench_dp_trainer,
+    # issue 22's accountant grid, calibrate and exact RQM; DP-FTRL / BandMF error and utility
+    "accountant_grid": lambda: __import__("accountant_grid").main([]),
+    "dp_ftrl": lambda: __import__("dp_ftrl_section").main([]),
 }
 
 
@@ -369,5 +376,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    __import__("accountant_grid").main([])  # issue 22's accountant grid, calibrate, RQM
-    __import__("dp_ftrl_section").main([])  # issue 22: DP-FTRL / BandMF error and utility
