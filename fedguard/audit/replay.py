@@ -204,7 +204,13 @@ def compare_ledger(
 _SUMMARY_EXCLUDED = ("spec_hash", "artifacts")
 #: summary fields added after runs were first written: compared where the stored summary has
 #: them (they restate the data: a changed test set shows in the accuracy as well)
-_SUMMARY_ADDED = ("test_samples", "test_sequences", "n_classes", "triggered_samples")
+_SUMMARY_ADDED = (
+    "test_samples",
+    "test_sequences",
+    "n_classes",
+    "majority_share",
+    "triggered_samples",
+)
 
 
 def compare_summary(

@@ -69,7 +69,13 @@ SUMMARY_ORDER = (
 
 
 #: sizes the accuracy and backdoor lines state (their intervals and chance), not repeated as rows
-SHOWN_IN_ACCURACY = ("test_samples", "test_sequences", "n_classes", "triggered_samples")
+SHOWN_IN_ACCURACY = (
+    "test_samples",
+    "test_sequences",
+    "n_classes",
+    "majority_share",
+    "triggered_samples",
+)
 
 
 def ordered_summary(summary: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedguard.core.simulation import RoundOutput, Simulation, SimulationState
 from fedguard.errors import UserError
+from fedguard.metrics.test_accuracy import majority_share
 from fedguard.spec import RunSpec
 from fedguard.storage.run_dir import STATE, RunDirectory
 from fedguard.storage.run_journal import RunJournal
@@ -238,6 +239,9 @@ def summarize(
         "final_test_loss": last.get("test_loss"),
         **size,
         "n_classes": sim.data.n_classes,
+        # the accuracy of always answering the test set's most frequent class (None for
+        # next-token targets): on skewed data a stronger trivial baseline than 1/classes
+        "majority_share": majority_share(test.labels),
         "backdoor_success": last.get("backdoor_success"),
         "malicious_clients": list(sim.malicious),
         "free_rider_clients": list(sim.free_riders),

@@ -11,6 +11,7 @@ from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
 from fedguard.metrics.broadcast_checks import broadcast_check_metrics
 from fedguard.metrics.detection import run_detection
+from fedguard.metrics.test_accuracy import majority_share
 
 
 def init_worker() -> None:
@@ -64,9 +65,13 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),
         "wall_seconds": sum(r.get("seconds", 0.0) for r in records),
-        # chance level (1/classes) of the verdict rule, so matrix.csv alone implies the verdicts
+        # the chance level of the verdict rule (the larger of 1/classes and the test set's most
+        # frequent class's share), so matrix.csv alone implies the verdicts
         "n_classes": result.simulation.data.n_classes,
     }
+    majority = majority_share(result.simulation.data.test.labels)
+    if majority is not None:
+        out["majority_share"] = majority
     if "backdoor_success" in last:
         out["backdoor_success"] = last["backdoor_success"]
     bytes_per_client = [

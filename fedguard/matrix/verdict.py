@@ -3,9 +3,11 @@
 The rule, in the order it is applied to each (defense, attack, setting):
 
 1. **No verdict** where a cell or one of its baselines diverged (the run-integrity status
-   ``diverged``) or where an accuracy it rests on sits at or below chance (≤ 1/classes + 5 points):
-   a model that no longer learns has no accuracy left to lose, so a drop measured from or to the
-   floor says nothing about the defense.
+   ``diverged``) or where an accuracy it rests on sits at or below chance: ≤ 5 points above the
+   larger of 1/classes and the share of the test set's most frequent class (what a constant
+   prediction scores; on skewed data the higher of the two). A model that no longer learns has
+   no accuracy left to lose, so a drop measured from or to the floor says nothing about the
+   defense.
 2. **Fails without attack** where the defense's own no-attack accuracy (mean over seeds) is more
    than 5 points below the undefended ``mean``'s: "held" would only mean "was already broken".
    A defense *better* than ``mean`` without attack is judged normally.
@@ -39,7 +41,7 @@ from fedguard.matrix.config import NO_ATTACK, NO_DEFENSE
 
 DROP_THRESHOLD = 0.05  # accuracy points (as a fraction) an attack may cost a defense that held
 NO_ATTACK_TOLERANCE = 0.05  # how far below mean's no-attack accuracy a defense is still judged
-CHANCE_MARGIN = 0.05  # an accuracy ≤ 1/classes + this is "at chance"
+CHANCE_MARGIN = 0.05  # an accuracy ≤ the trivial baseline + this is "at chance"
 BACKDOOR_THRESHOLD = 0.20
 PSNR_THRESHOLD = 20.0  # dB: below it a reconstruction is not recognisable on 8×8 digits
 AUC_THRESHOLD = 0.55
@@ -84,9 +86,22 @@ class Verdict:
         return f"{who} × {self.attack}{where}: {self.outcome} — {self.reason}."
 
 
-def chance_level(n_classes: int | None) -> float:
-    """The accuracy at or below which a model is "at chance": 1/classes + 5 points."""
-    return 1.0 / n_classes + CHANCE_MARGIN if n_classes else CHANCE_MARGIN
+def chance_level(n_classes: int | None, majority: float | None = None) -> float:
+    """The accuracy at or below which a model is "at chance": 5 points above the larger of
+    1/classes and ``majority`` (the test set's most frequent class's share)."""
+    trivial = max(1.0 / n_classes if n_classes else 0.0, majority or 0.0)
+    return trivial + CHANCE_MARGIN
+
+
+def setting_chance(tidy: pd.DataFrame, setting: str, n_classes: int | None = None) -> float:
+    """:func:`chance_level` of one setting's cells (settings may differ in their data), from the
+    ``n_classes`` and ``majority_share`` rows its cells recorded (largest over the cells)."""
+    rows = tidy[tidy.setting == setting]
+    majority = rows[rows.metric == "majority_share"]["value"].dropna()
+    return chance_level(
+        n_classes or matrix_classes(rows) or matrix_classes(tidy),
+        float(majority.max()) if len(majority) else None,
+    )
 
 
 def upper_bound(values: np.ndarray, confidence: float = CONFIDENCE) -> float:
@@ -171,12 +186,12 @@ def verdicts(tidy: pd.DataFrame, n_classes: int | None = None) -> list[Verdict]:
     """One verdict per attacked (defense, attack, setting) of a tidy matrix frame (the layout of
     ``matrix.csv``), by the rule of the module docstring. Incompatible and failed cells get none:
     they are listed with their reason instead."""
-    chance = chance_level(n_classes or matrix_classes(tidy))
     cells = tidy[tidy.attack != NO_ATTACK]
     out = []
     for (defense, attack, setting), group in cells.groupby(
         ["defense", "attack", "setting"], sort=True
     ):
+        chance = setting_chance(tidy, setting, n_classes)
         v = _verdict(tidy, Pair(defense, attack, setting), group, chance)
         if v is not None:
             out.append(v)
@@ -280,7 +295,8 @@ def rule_text(tidy: pd.DataFrame) -> str:
         f"It is judged only where its accuracy without attack is within "
         f"{NO_ATTACK_TOLERANCE * 100:.0f} points of the undefended mean's (else: fails without "
         "attack). The mean row is the undefended baseline: vulnerable or not vulnerable by the same "
-        "bound. No verdict for a run that diverged or sits at chance (≤ 1/classes + 5 points)."
+        "bound. No verdict for a run that diverged or sits at chance (≤ 5 points above the larger of 1/classes and the test set's "
+        "most frequent class's share)."
     )
 
 

@@ -193,3 +193,27 @@ def test_matrix_csv_implies_the_same_verdicts(tmp_path: Path) -> None:
     tidy.to_csv(tmp_path / "matrix.csv", index=False)
     again = read_matrix_csv(tmp_path / "matrix.csv")
     pd.testing.assert_frame_equal(verdict_frame(verdicts(tidy)), verdict_frame(verdicts(again)))
+
+
+def test_on_skewed_data_accuracy_at_the_majority_class_share_is_at_chance() -> None:
+    # binary data whose test set is 63% one class: a model that always answers it scores 0.63,
+    # above 1/classes + 5 points (0.55) — judging a drop from there would judge a model that
+    # learned nothing
+    accuracy = {
+        ("mean", "none"): [0.64, 0.65],
+        ("mean", "x"): [0.63, 0.64],
+        ("median", "none"): [0.65, 0.64],
+        ("median", "x"): [0.64, 0.65],
+    }
+    skewed = {
+        (d, a, s): {"n_classes": 2, "majority_share": 0.63}
+        for (d, a) in accuracy
+        for s in range(2)
+    }
+    vs = verdicts(tidy_frame(rows_of(accuracy, extra=skewed)))
+    assert {v.outcome for v in vs} == {AT_CHANCE}
+    assert all("≤ 0.680" in v.reason for v in vs)
+    # the same accuracies on balanced binary data are judged
+    balanced = {k: {"n_classes": 2, "majority_share": 0.5} for k in skewed}
+    vs = verdicts(tidy_frame(rows_of(accuracy, extra=balanced)))
+    assert AT_CHANCE not in {v.outcome for v in vs}

@@ -90,3 +90,43 @@ def test_hostile_or_corrupt_summaries_give_text_not_a_traceback() -> None:
     assert backdoor_text({"backdoor_success": -1.0, "triggered_samples": 9}) == (
         "-1.0000; share of triggered non-target test samples classified as the target"
     )
+
+
+def test_majority_share_is_a_constant_predictors_accuracy() -> None:
+    import torch
+
+    from fedguard.metrics.test_accuracy import majority_share
+
+    assert majority_share(torch.tensor([0, 1, 1, 2, 1])) == pytest.approx(3 / 5)
+    assert majority_share(torch.tensor([3, 3])) == 1.0
+    assert majority_share(torch.zeros(2, 4, dtype=torch.long)) is None  # next-token targets
+    assert majority_share(torch.tensor([], dtype=torch.long)) is None
+
+
+def test_accuracy_text_states_the_most_frequent_class_beside_chance() -> None:
+    summary = {"final_test_accuracy": 0.64, "test_samples": 114, "n_classes": 2}
+    summary["majority_share"] = 72 / 114
+    text = accuracy_text(summary)
+    assert text is not None
+    assert text.endswith("chance 0.500, always the most frequent test class 0.632")
+    # a hostile value is left out, not printed
+    assert accuracy_text({**summary, "majority_share": 7.0}).endswith("chance 0.500")  # type: ignore[union-attr]
+
+
+def test_a_run_records_its_test_sets_most_frequent_class_share() -> None:
+    from fedguard.config import parse_spec
+    from fedguard.launch import execute
+
+    spec = parse_spec(
+        {
+            "rounds": 1,
+            "data": {"dataset": "breast_cancer", "partition": "iid"},
+            "model": "logreg",
+            "clients": {"n_clients": 4},
+        }
+    )
+    result = execute(spec)
+    labels = result.simulation.data.test.labels
+    share = result.summary["majority_share"]
+    assert share == max(int((labels == c).sum()) for c in labels.unique()) / len(labels)
+    assert share > 0.55  # the breast-cancer table is skewed: well above chance's 0.5
