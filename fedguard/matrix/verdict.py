@@ -295,8 +295,8 @@ def rule_text(tidy: pd.DataFrame) -> str:
         f"It is judged only where its accuracy without attack is within "
         f"{NO_ATTACK_TOLERANCE * 100:.0f} points of the undefended mean's (else: fails without "
         "attack). The mean row is the undefended baseline: vulnerable or not vulnerable by the same "
-        "bound. No verdict for a run that diverged or sits at chance (≤ 5 points above the larger of 1/classes and the test set's "
-        "most frequent class's share)."
+        "bound. No verdict for a run that diverged or sits at chance (≤ 5 points above the "
+        "larger of 1/classes and the test set's most frequent class's share)."
     )
 
 
