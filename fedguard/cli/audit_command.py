@@ -280,8 +280,11 @@ def print_run_report(report: dict[str, Any], console: Console) -> None:
         table.add_column("accountant")
         table.add_column("ε overall", justify="right")
         table.add_column("ε population", justify="right")
-        table.add_column("clients", justify="right")
+        table.add_column("clients with own events", justify="right")
         table.add_column("worst client", justify="right")
+        if not any(acc.get("per_client") for acc in entry["accountants"].values()):
+            # a bare 0 and an empty cell read as "no client covered"; the opposite is true
+            table.caption = "No client has events of its own: every client's ε is the population's."
         for name, acc in entry["accountants"].items():
             if "unsupported" in acc:
                 table.add_row(name, "refused" if acc.get("refused") else "unsupported", "", "", "")

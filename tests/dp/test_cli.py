@@ -295,6 +295,8 @@ def test_audit_names_the_accountant_of_the_budget_verdict_and_the_round_table(
     eps = run_report(tmp_path / "run", 1e-5, "rdp")["epsilon"]
     assert f"budget: target ε = 100, rdp ε = {eps:.4g} → within budget" in flat
     assert "ε after each round (rdp)" in flat
+    # central noise only: the per-client columns say why they are empty rather than "0"
+    assert "No client has events of its own: every client's ε is the population's." in flat
 
 
 def test_calibrate_with_every_accountant_skips_those_that_cannot_account_fixed_cohorts() -> None:

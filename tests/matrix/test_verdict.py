@@ -206,9 +206,7 @@ def test_on_skewed_data_accuracy_at_the_majority_class_share_is_at_chance() -> N
         ("median", "x"): [0.64, 0.65],
     }
     skewed = {
-        (d, a, s): {"n_classes": 2, "majority_share": 0.63}
-        for (d, a) in accuracy
-        for s in range(2)
+        (d, a, s): {"n_classes": 2, "majority_share": 0.63} for (d, a) in accuracy for s in range(2)
     }
     vs = verdicts(tidy_frame(rows_of(accuracy, extra=skewed)))
     assert {v.outcome for v in vs} == {AT_CHANCE}
