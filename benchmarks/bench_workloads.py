@@ -21,8 +21,13 @@ FedAvg rounds (its own training budget: more local epochs and momentum 0.5, so t
 learns in a few rounds; beside it chance = 1/classes and the test set's most frequent class's
 share).
 
+It runs one pass per torch thread count (``--threads``; default one thread, then every usable
+core, as torch itself would use): with one thread the goal is read on CPU time, with more on wall
+time (idle OpenMP threads spin, so CPU time counts them). The accuracy figure comes from the
+first pass only.
+
     python benchmarks/bench_workloads.py [--samples 20] [--repeats 5] [--seeds 0 1 2]
-        [--rounds R] [--max-memory auto] [--only femnist|cifar10] [--device cpu]
+        [--rounds R] [--threads 1 2] [--max-memory auto] [--only femnist|cifar10] [--device cpu]
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -220,11 +227,13 @@ def one_seed(
     seq()
     peak = peak_rss_over(vec)
     tv, ts, d_vec, d_seq = interleaved(vec, seq, args.repeats)
-    rounds = budget.rounds if args.rounds is None else args.rounds
-    trained = budget.config()
-    for round_index in range(rounds):  # FedAvg with server learning rate 1
-        params = params + chunked(model, params, data, ids, trained, seed, round_index).mean(0)
-    accuracy = model.evaluate(params, test_x, test_y)[0]
+    accuracy = math.nan
+    if args.accuracy:
+        rounds = budget.rounds if args.rounds is None else args.rounds
+        trained = budget.config()
+        for round_index in range(rounds):  # FedAvg with server learning rate 1
+            params = params + chunked(model, params, data, ids, trained, seed, round_index).mean(0)
+        accuracy = model.evaluate(params, test_x, test_y)[0]
     majority = majority_share(test_y.cpu())
     assert majority is not None  # class labels
     return SeedResult(tv, ts, float((d_vec - d_seq).abs().max()), peak, accuracy, majority)
@@ -275,8 +284,17 @@ def workload(
         f"{min(paired_wall):.2f}–{max(paired_wall):.2f}×)"
     )
     goal = GOALS[key]
-    verdict = "met" if ratio_cpu >= goal else "not met"
-    print(f"  goal ≥ {goal:g}× (median CPU ratio): {verdict}")
+
+    def verdict(ratio: float) -> str:
+        return "met" if ratio >= goal else "not met"
+
+    if args.threads == 1:  # CPU time: the figure that other jobs on the machine disturb least
+        print(f"  goal ≥ {goal:g}× (median CPU ratio): {verdict(ratio_cpu)}")
+    else:  # idle threads spin in OpenMP's barriers: CPU time counts them, wall time is the cost
+        print(
+            f"  goal ≥ {goal:g}× (median wall ratio, {args.threads} threads): "
+            f"{verdict(ratio_wall)}; on CPU time {verdict(ratio_cpu)}"
+        )
     print(
         f"  max |vectorized − sequential| update over seeds: {max(r.max_diff for r in results):.2e}"
     )
@@ -287,6 +305,9 @@ def workload(
         f"(largest over seeds); chunker's estimate {estimate:.0f} MiB; budget "
         f"{args.max_memory} = {budget_mib:.0f} MiB"
     )
+    if not args.accuracy:
+        print("  test accuracy: measured in the first pass (the trainers do not change it)\n")
+        return
     accs = [r.accuracy for r in results]
     plan = STAND_INS[key][2]
     rounds = plan.rounds if args.rounds is None else args.rounds
@@ -306,17 +327,36 @@ def main() -> None:
     ap.add_argument(
         "--rounds", type=int, default=None, help="accuracy budget (default: 20 FEMNIST, 8 CIFAR)"
     )
-    ap.add_argument("--threads", type=int, default=1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, cores or 1}),
+        help="torch threads, one pass each (default: 1, then every usable core)",
+    )
     ap.add_argument("--max-memory", default="auto", help="training.max_memory of the chunker")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", choices=["femnist", "cifar10"], default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}\n")
-    if args.only in (None, "femnist"):
-        workload("femnist", "FEMNIST-format / LeNet-5", LeNet5(), (1, 28, 28), 62, 100, args)
-    if args.only in (None, "cifar10"):
-        workload("cifar10", "CIFAR-10-format / ResNet-8-GN", ResNet8GN(), (3, 32, 32), 10, 50, args)
+    for index, threads in enumerate(args.threads):
+        one_pass = argparse.Namespace(**{**vars(args), "threads": threads, "accuracy": index == 0})
+        torch.set_num_threads(threads)
+        print(f"torch {torch.__version__}, {threads} thread(s), device {args.device}\n")
+        if args.only in (None, "femnist"):
+            workload(
+                "femnist", "FEMNIST-format / LeNet-5", LeNet5(), (1, 28, 28), 62, 100, one_pass
+            )
+        if args.only in (None, "cifar10"):
+            workload(
+                "cifar10",
+                "CIFAR-10-format / ResNet-8-GN",
+                ResNet8GN(),
+                (3, 32, 32),
+                10,
+                50,
+                one_pass,
+            )
 
 
 if __name__ == "__main__":
