@@ -13,7 +13,8 @@ For each workload and seed (model initialisation and data) it times one round of
 (``training.max_memory``, ``--max-memory``) — and by the sequential trainer, in interleaved
 trials in the same process (the order alternating), and prints per trainer the median and
 min–max of process CPU seconds (the figure to read on a shared machine) and of wall seconds, the
-ratio sequential/vectorized of the medians and the min–max of the trials' paired ratios. Then
+ratio sequential/vectorized of the medians and the median and min–max of the trials' paired
+ratios (the goal's figure: a pair runs back to back, so machine drift cancels in it). Then
 the largest parameter difference between the two trainers (exactness), the vectorized round's
 peak resident memory over the process's memory before it (Linux: VmHWM after resetting it)
 beside the chunker's estimate and the budget, and the test accuracy after a fixed budget of
@@ -271,29 +272,31 @@ def workload(
     print("  s/round local training, median [min–max] over all trials; baseline = sequential")
     print(f"    CPU:  vectorized {_spread(vec_cpu)}, sequential {_spread(seq_cpu)}")
     print(
-        f"          ratio sequential/vectorized {ratio_cpu:.2f}× "
-        f"(paired trials {min(paired_cpu):.2f}–{max(paired_cpu):.2f}×; per seed "
+        f"          ratio of the medians {ratio_cpu:.2f}×; paired trials: median "
+        f"{statistics.median(paired_cpu):.2f}× [{min(paired_cpu):.2f}–{max(paired_cpu):.2f}×]; "
+        "per seed "
         + ", ".join(
             f"{statistics.median(r.seq.cpu) / statistics.median(r.vec.cpu):.2f}×" for r in results
         )
-        + ")"
     )
     print(f"    wall: vectorized {_spread(vec_wall)}, sequential {_spread(seq_wall)}")
     print(
-        f"          ratio {ratio_wall:.2f}× (paired trials "
-        f"{min(paired_wall):.2f}–{max(paired_wall):.2f}×)"
+        f"          ratio of the medians {ratio_wall:.2f}×; paired trials: median "
+        f"{statistics.median(paired_wall):.2f}× [{min(paired_wall):.2f}–{max(paired_wall):.2f}×]"
     )
     goal = GOALS[key]
 
-    def verdict(ratio: float) -> str:
-        return "met" if ratio >= goal else "not met"
+    def verdict(paired: list[float]) -> str:
+        # the median of the paired ratios: each pair ran back to back, so a drift in the
+        # machine's speed cancels within it (the ratio of the pooled medians mixes seeds too)
+        return "met" if statistics.median(paired) >= goal else "not met"
 
     if args.threads == 1:  # CPU time: the figure that other jobs on the machine disturb least
-        print(f"  goal ≥ {goal:g}× (median CPU ratio): {verdict(ratio_cpu)}")
+        print(f"  goal ≥ {goal:g}× (median paired CPU ratio): {verdict(paired_cpu)}")
     else:  # idle threads spin in OpenMP's barriers: CPU time counts them, wall time is the cost
         print(
-            f"  goal ≥ {goal:g}× (median wall ratio, {args.threads} threads): "
-            f"{verdict(ratio_wall)}; on CPU time {verdict(ratio_cpu)}"
+            f"  goal ≥ {goal:g}× (median paired wall ratio, {args.threads} threads): "
+            f"{verdict(paired_wall)}; on CPU time {verdict(paired_cpu)}"
         )
     print(
         f"  max |vectorized − sequential| update over seeds: {max(r.max_diff for r in results):.2e}"
