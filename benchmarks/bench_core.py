@@ -38,7 +38,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from bench_workloads import peak_rss_over  # sibling module: the scripts run from benchmarks/
+from bench_workloads import (
+    peak_rss_over,
+    rss_kib,
+)  # sibling module: the scripts run from benchmarks/
 
 
 def _median(xs: list[float]) -> str:
@@ -286,12 +289,10 @@ def _job_probe(kind: str, n_clients: int) -> dict[str, float]:
 
 
 def _status_kib(field: str) -> int:
-    from pathlib import Path
-
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} (peak RSS needs Linux)")
+    kib = rss_kib(field)
+    if kib is None:
+        raise RuntimeError(f"/proc/self/status has no {field} (peak RSS needs Linux)")
+    return kib
 
 
 def _probe_in_subprocess(kind: str, n_clients: int, probe: str = "_probe") -> dict[str, float]:

@@ -153,7 +153,8 @@ def interleaved(
     return tv, ts, out_v, out_s
 
 
-def _rss_kib(field_name: str) -> int | None:
+def rss_kib(field_name: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (Linux), or None where it cannot be read."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
@@ -174,9 +175,9 @@ def peak_rss_over(fn: Callable[[], object]) -> float | None:
         Path("/proc/self/clear_refs").write_text("5")
     except (OSError, AttributeError):
         return None
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     fn()
-    peak = _rss_kib("VmHWM")
+    peak = rss_kib("VmHWM")
     if before is None or peak is None:
         return None
     return (peak - before) / 1024

@@ -11,7 +11,6 @@ from fedguard.config import RunSpec, parse_spec
 from fedguard.errors import IncompatibleError, UserError
 from fedguard.metrics.broadcast_checks import broadcast_check_metrics
 from fedguard.metrics.detection import run_detection
-from fedguard.metrics.test_accuracy import majority_share
 
 
 def init_worker() -> None:
@@ -69,9 +68,8 @@ def cell_metrics(spec: RunSpec, result: Any) -> dict[str, Any]:
         # frequent class's share), so matrix.csv alone implies the verdicts
         "n_classes": result.simulation.data.n_classes,
     }
-    majority = majority_share(result.simulation.data.test.labels)
-    if majority is not None:
-        out["majority_share"] = majority
+    if result.summary.get("majority_share") is not None:  # None for next-token targets
+        out["majority_share"] = result.summary["majority_share"]
     if "backdoor_success" in last:
         out["backdoor_success"] = last["backdoor_success"]
     bytes_per_client = [

@@ -187,12 +187,12 @@ def verdicts(tidy: pd.DataFrame, n_classes: int | None = None) -> list[Verdict]:
     ``matrix.csv``), by the rule of the module docstring. Incompatible and failed cells get none:
     they are listed with their reason instead."""
     cells = tidy[tidy.attack != NO_ATTACK]
+    chances = {s: setting_chance(tidy, s, n_classes) for s in cells.setting.unique()}
     out = []
     for (defense, attack, setting), group in cells.groupby(
         ["defense", "attack", "setting"], sort=True
     ):
-        chance = setting_chance(tidy, setting, n_classes)
-        v = _verdict(tidy, Pair(defense, attack, setting), group, chance)
+        v = _verdict(tidy, Pair(defense, attack, setting), group, chances[setting])
         if v is not None:
             out.append(v)
     return out

@@ -261,10 +261,14 @@ def test_calibrated_multiplier_in_a_config_meets_the_target(tmp_path: Path) -> N
 def test_calibrate_with_every_accountant_meets_the_target_under_each() -> None:
     """``--accountant all`` is the smallest z whose ε is within the target under rdp, prv and
     pld alike (it used to be rdp's answer alone, whatever the others said)."""
-    code, out, err = cli(
-        "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.2", "--steps", "20",
-        "--accountant", "all", "--json",
-    )  # fmt: skip
+
+    def calibrate(accountant: str) -> tuple[int, str, str]:
+        return cli(
+            "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.2", "--steps", "20",
+            "--accountant", accountant, "--json",
+        )  # fmt: skip
+
+    code, out, err = calibrate("all")
     assert code == 0, err
     result = json.loads(out)
     per = result["by_accountant"]
@@ -273,10 +277,7 @@ def test_calibrate_with_every_accountant_meets_the_target_under_each() -> None:
     assert result["accountant"] == max(per, key=lambda n: per[n]["noise_multiplier"])
     for name, values in per.items():  # the chosen z meets the target under every accountant
         assert values["epsilon_at_chosen"] <= 8.0 * (1 + 1e-3), name
-        _, single, _ = cli(
-            "calibrate", "--target-epsilon", "8", "--sampling-rate", "0.2", "--steps", "20",
-            "--accountant", name, "--json",
-        )  # fmt: skip
+        _, single, _ = calibrate(name)
         alone = json.loads(single)
         assert alone["noise_multiplier"] == pytest.approx(values["noise_multiplier"], rel=1e-9)
 

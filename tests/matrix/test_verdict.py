@@ -215,3 +215,19 @@ def test_on_skewed_data_accuracy_at_the_majority_class_share_is_at_chance() -> N
     balanced = {k: {"n_classes": 2, "majority_share": 0.5} for k in skewed}
     vs = verdicts(tidy_frame(rows_of(accuracy, extra=balanced)))
     assert AT_CHANCE not in {v.outcome for v in vs}
+
+
+def test_a_matrix_cell_records_the_trivial_baseline_its_verdict_uses() -> None:
+    from fedguard.matrix.cell import run_cell
+
+    cell = run_cell(
+        {
+            "rounds": 1,
+            "data": {"dataset": "breast_cancer", "partition": "iid"},
+            "model": "logreg",
+            "clients": {"n_clients": 4},
+        }
+    )
+    assert cell["status"] == "done", cell.get("error")
+    assert cell["metrics"]["n_classes"] == 2
+    assert 0.55 < cell["metrics"]["majority_share"] < 0.75  # the skewed table's majority class

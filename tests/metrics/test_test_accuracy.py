@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from scipy.stats import binomtest
@@ -57,20 +58,25 @@ def test_backdoor_text_states_its_convention_and_interval() -> None:
     assert backdoor_text({"backdoor_success": None}) is None
 
 
-def test_a_backdoor_run_records_how_many_triggered_samples_its_rate_is_over() -> None:
+def _one_round(dataset: str, n_clients: int, **extra: Any) -> Any:
+    """The result of a one-round logistic-regression run on ``dataset`` (IID clients)."""
     from fedguard.config import parse_spec
     from fedguard.launch import execute
 
-    spec = parse_spec(
-        {
-            "rounds": 1,
-            "data": {"dataset": "digits", "partition": "iid"},
-            "model": "logreg",
-            "clients": {"n_clients": 10},
-            "attack": {"n_malicious": 2, "data_attack": {"name": "backdoor"}},
-        }
+    spec = {
+        "rounds": 1,
+        "data": {"dataset": dataset, "partition": "iid"},
+        "model": "logreg",
+        "clients": {"n_clients": n_clients},
+        **extra,
+    }
+    return execute(parse_spec(spec))
+
+
+def test_a_backdoor_run_records_how_many_triggered_samples_its_rate_is_over() -> None:
+    result = _one_round(
+        "digits", 10, attack={"n_malicious": 2, "data_attack": {"name": "backdoor"}}
     )
-    result = execute(spec)
     test_labels = result.simulation.data.test.labels
     target = result.simulation.components.data_attack.target_label
     assert result.summary["triggered_samples"] == int((test_labels != target).sum())
@@ -114,18 +120,7 @@ def test_accuracy_text_states_the_most_frequent_class_beside_chance() -> None:
 
 
 def test_a_run_records_its_test_sets_most_frequent_class_share() -> None:
-    from fedguard.config import parse_spec
-    from fedguard.launch import execute
-
-    spec = parse_spec(
-        {
-            "rounds": 1,
-            "data": {"dataset": "breast_cancer", "partition": "iid"},
-            "model": "logreg",
-            "clients": {"n_clients": 4},
-        }
-    )
-    result = execute(spec)
+    result = _one_round("breast_cancer", 4)
     labels = result.simulation.data.test.labels
     share = result.summary["majority_share"]
     assert share == max(int((labels == c).sum()) for c in labels.unique()) / len(labels)
